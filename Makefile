@@ -1,0 +1,38 @@
+# `make run` and `make test` are the two commands of the README. Both create the virtualenv
+# they need, pinned by uv.lock; the only prerequisite is Python 3.11+.
+PYTHON ?= python3
+UV_VERSION := 0.13.9
+UV := .tools/bin/uv
+VENV := .venv
+STAMP := $(VENV)/.synced-$(shell cat uv.lock pyproject.toml 2>/dev/null | cksum | cut -d' ' -f1)
+
+.PHONY: run test lint fmt check bench-http bench-auth bench-jobs bench-plugins bench-grpc clean
+
+$(UV):
+	$(PYTHON) -m venv .tools
+	.tools/bin/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+
+$(STAMP): uv.lock pyproject.toml | $(UV)
+	rm -f $(VENV)/.synced-*
+	$(UV) sync --frozen --quiet
+	touch $@
+
+run: $(STAMP)
+	$(VENV)/bin/arcana serve
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy src
+	$(VENV)/bin/lint-imports
+
+fmt: $(STAMP)
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+test: $(STAMP)
+	$(MAKE) --no-print-directory lint
+	$(VENV)/bin/pytest
+
+clean:
+	rm -rf $(VENV) .tools .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,106 @@
+"""The SQLAlchemy async engine for PostgreSQL (asyncpg) or SQLite (aiosqlite)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event, text
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+
+from arcana.config import Settings
+
+log = logging.getLogger(__name__)
+
+
+def is_connectivity_error(exc: BaseException) -> bool:
+    """True when the database could not be reached, as opposed to a bad statement."""
+    if isinstance(exc, PoolTimeout | ConnectionError | TimeoutError | OSError):
+        return True
+    if isinstance(exc, DBAPIError):
+        if exc.connection_invalidated:
+            return True
+        if isinstance(exc, InterfaceError):
+            return True
+        if isinstance(exc, OperationalError):
+            msg = str(exc.orig).lower() if exc.orig is not None else ""
+            # SQLite "database is locked" is contention, not an outage; PostgreSQL
+            # shutdown/startup states are outages.
+            return "locked" not in msg
+        orig = exc.orig
+        name = type(orig).__name__ if orig is not None else ""
+        return name in {
+            "CannotConnectNowError",
+            "ConnectionDoesNotExistError",
+            "AdminShutdownError",
+            "ConnectionFailureError",
+            "InterfaceError",
+        }
+    return False
+
+
+class Database:
+    """Owns the engine and the session factory. Created by the container, never at import."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.url = settings.database_url
+        self.is_sqlite = settings.is_sqlite
+        kwargs: dict[str, Any] = {}
+        if self.is_sqlite:
+            path = self.url.split("///", 1)[-1]
+            if path and path != ":memory:":
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+            kwargs["connect_args"] = {"timeout": 30}
+        else:
+            kwargs.update(
+                pool_size=settings.db_pool_size,
+                max_overflow=settings.db_max_overflow,
+                pool_timeout=settings.db_pool_timeout,
+                pool_pre_ping=True,
+                pool_recycle=1800,
+                connect_args={
+                    "timeout": settings.db_connect_timeout,
+                    "command_timeout": max(settings.db_statement_timeout_ms / 1000, 1),
+                    "server_settings": {
+                        "statement_timeout": str(settings.db_statement_timeout_ms),
+                        "application_name": "arcana",
+                    },
+                },
+            )
+        self.engine: AsyncEngine = create_async_engine(self.url, **kwargs)
+        if self.is_sqlite:
+            event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
+        self.sessionmaker = async_sessionmaker(
+            self.engine, expire_on_commit=False, class_=AsyncSession
+        )
+
+    async def ping(self) -> bool:
+        try:
+            async with self.engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+            return True
+        except Exception as exc:
+            log.warning("database ping failed: %s", exc)
+            return False
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    # WAL lets readers run beside the single writer; busy_timeout makes writers queue
+    # instead of failing with "database is locked".
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.close()

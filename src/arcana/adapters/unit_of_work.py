@@ -1,0 +1,89 @@
+"""SQL unit of work: one session and transaction, repositories bound to it, outbox on commit."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from types import TracebackType
+from typing import Self
+
+from sqlalchemy import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from arcana.adapters.database import Database, is_connectivity_error
+from arcana.adapters.tables import outbox
+from arcana.domain.events import DomainEvent
+from arcana.errors import ArcanaError, ServiceUnavailable
+from arcana.metrics import DB_UNAVAILABLE
+
+
+class SqlUnitOfWork:
+    """Rolls back unless committed. Database outages surface as ``ServiceUnavailable``.
+
+    Area repositories are bound in ``_bind`` so a service reaches them as ``uow.users``,
+    ``uow.products``, … without ever seeing the session.
+    """
+
+    session: AsyncSession
+
+    def __init__(
+        self, db: Database, after_commit: Callable[[list[DomainEvent]], None] | None = None
+    ) -> None:
+        self._db = db
+        self._after_commit = after_commit
+        self._events: list[DomainEvent] = []
+        self._committed = False
+
+    def _bind(self, session: AsyncSession) -> None:
+        """Attach repositories. Each area adds its own line here."""
+
+    async def __aenter__(self) -> Self:
+        self.session = self._db.sessionmaker()
+        self._events = []
+        self._committed = False
+        self._bind(self.session)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        try:
+            if not self._committed:
+                await self.session.rollback()
+        except Exception:  # the connection may be gone; closing below frees it
+            pass
+        finally:
+            await self.session.close()
+        if exc is not None and not isinstance(exc, ArcanaError) and is_connectivity_error(exc):
+            DB_UNAVAILABLE.inc()
+            raise ServiceUnavailable("The database is unreachable; try again shortly") from exc
+
+    def record(self, *events: DomainEvent) -> None:
+        self._events.extend(events)
+
+    async def commit(self) -> None:
+        if self._events:
+            await self.session.execute(
+                insert(outbox),
+                [
+                    {
+                        "id": e.id,
+                        "event_type": e.event_type,
+                        "aggregate_id": e.aggregate_id,
+                        "data": e.envelope(),
+                        "created_at": e.timestamp,
+                    }
+                    for e in self._events
+                ],
+            )
+        await self.session.commit()
+        self._committed = True
+        events, self._events = self._events, []
+        if events and self._after_commit is not None:
+            self._after_commit(events)
+
+    async def rollback(self) -> None:
+        await self.session.rollback()
+        self._events = []

@@ -1,0 +1,52 @@
+"""The FastAPI application factory."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from arcana import __version__
+from arcana.api import ops
+from arcana.api.errors import install_error_handlers
+from arcana.api.middleware import RequestContextMiddleware
+from arcana.bootstrap import Container
+from arcana.config import Settings, get_settings
+from arcana.metrics import BUILD_INFO
+
+API_PREFIX = "/api/v1"
+
+
+def create_app(container: Container | None = None, settings: Settings | None = None) -> FastAPI:
+    """Build the app. Given a container, the caller owns its life cycle; otherwise the app
+    builds one from ``settings`` on start-up and closes it on shutdown."""
+    settings = container.settings if container is not None else (settings or get_settings())
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if container is not None:
+            app.state.container = container
+            yield
+            return
+        owned = Container.from_settings(settings)
+        await owned.start()
+        app.state.container = owned
+        try:
+            yield
+        finally:
+            await owned.close()
+
+    app = FastAPI(
+        title="Arcana",
+        version=__version__,
+        description="Auth, product catalog, jobs, events and WebAssembly audit plugins.",
+        lifespan=lifespan,
+    )
+    if container is not None:
+        app.state.container = container
+    install_error_handlers(app)
+    app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
+    app.include_router(ops.router)
+    BUILD_INFO.labels(__version__).set(1)
+    return app

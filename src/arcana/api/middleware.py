@@ -1,0 +1,109 @@
+"""Pure-ASGI middleware: request id, body size limit, metrics by route template, last-resort 500.
+
+Written as raw ASGI rather than ``BaseHTTPMiddleware`` because it sits on every request and
+the latter costs an extra task and stream per call.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+
+import structlog
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from arcana.api.problems import problem_response
+from arcana.errors import PayloadTooLarge
+from arcana.metrics import HTTP_LATENCY, HTTP_REQUESTS
+
+log = logging.getLogger("arcana.api")
+
+_VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+
+
+class RequestContextMiddleware:
+    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = ""
+        content_length = -1
+        for name, value in scope["headers"]:
+            if name == b"x-request-id":
+                candidate = value.decode("latin-1")
+                if _VALID_REQUEST_ID.match(candidate):
+                    request_id = candidate
+            elif name == b"content-length":
+                content_length = int(value) if value.isdigit() else -1
+        if not request_id:
+            request_id = uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+        structlog.contextvars.bind_contextvars(request_id=request_id)
+        rid_header = (b"x-request-id", request_id.encode())
+        status = 500
+        started = False
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status, started
+            if message["type"] == "http.response.start":
+                started = True
+                status = message["status"]
+                message["headers"] = [*message.get("headers", []), rid_header]
+            await send(message)
+
+        limit = self.max_body_bytes
+        if content_length > limit:
+            await self._too_large(scope, receive, send, request_id)
+            return
+        received = 0
+
+        async def receive_limited() -> Message:
+            # Bodies without Content-Length (chunked) are counted as they arrive. The error is
+            # turned into a 413 problem by api/errors.py (FastAPI wraps body read errors).
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise PayloadTooLarge(f"Request body exceeds {limit} bytes")
+            return message
+
+        t0 = time.perf_counter()
+        try:
+            await self.app(scope, receive_limited, send_wrapper)
+        except Exception:
+            log.exception("unhandled error", extra={"path": scope.get("path")})
+            if not started:
+                response = problem_response(
+                    500,
+                    "INTERNAL",
+                    "Internal error",
+                    "An unexpected error occurred",
+                    headers={"X-Request-ID": request_id},
+                )
+                await response(scope, receive, send)
+                status = 500
+        finally:
+            route = scope.get("route")
+            template = getattr(route, "path", None) or "unmatched"
+            method = scope["method"]
+            HTTP_REQUESTS.labels(method, template, str(status)).inc()
+            HTTP_LATENCY.labels(method, template).observe(time.perf_counter() - t0)
+            structlog.contextvars.unbind_contextvars("request_id")
+
+    async def _too_large(self, scope: Scope, receive: Receive, send: Send, request_id: str) -> None:
+        HTTP_REQUESTS.labels(scope["method"], "unmatched", "413").inc()
+        response = problem_response(
+            413,
+            "PAYLOAD_TOO_LARGE",
+            "Payload too large",
+            f"Request body exceeds {self.max_body_bytes} bytes",
+            headers={"X-Request-ID": request_id, "Connection": "close"},
+        )
+        await response(scope, receive, send)

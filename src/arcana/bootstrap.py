@@ -1,0 +1,127 @@
+"""Composition root: builds every adapter and service from ``Settings`` and closes them.
+
+Nothing here runs at import time. Entry points (api, rpc, worker, cli) get a ``Container``
+and reach services through it; they never import adapters themselves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from redis.asyncio import Redis
+
+from arcana.adapters.cache import MemoryCache, RedisCache
+from arcana.adapters.database import Database
+from arcana.adapters.migrator import migrate
+from arcana.adapters.unit_of_work import SqlUnitOfWork
+from arcana.config import Settings
+from arcana.domain.events import DomainEvent
+from arcana.domain.ports import Cache
+
+log = logging.getLogger(__name__)
+
+BackgroundTask = Callable[[asyncio.Event], Awaitable[None]]
+"""A long-running loop that returns soon after the stop event is set."""
+
+
+class Container:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.db = Database(settings)
+        self.redis: Redis | None = None
+        if settings.redis_url:
+            self.redis = Redis.from_url(
+                settings.redis_url,
+                socket_timeout=2.0,
+                socket_connect_timeout=2.0,
+                health_check_interval=15,
+                max_connections=256,
+            )
+        self.cache: Cache = (
+            RedisCache(self.redis, settings.redis_prefix)
+            if self.redis is not None
+            else MemoryCache()
+        )
+        self._commit_listeners: list[Callable[[list[DomainEvent]], None]] = []
+        self._stop = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self.jwt_key = settings.jwt_key()
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Container:
+        return cls(settings)
+
+    # -- unit of work ---------------------------------------------------------------------
+    def uow(self) -> SqlUnitOfWork:
+        return SqlUnitOfWork(self.db, after_commit=self._on_commit)
+
+    def on_commit(self, listener: Callable[[list[DomainEvent]], None]) -> None:
+        """Called (synchronously, after commit) with the events a transaction recorded;
+        used to wake the outbox relay at once instead of waiting for its next poll."""
+        self._commit_listeners.append(listener)
+
+    def _on_commit(self, events: list[DomainEvent]) -> None:
+        for listener in self._commit_listeners:
+            try:
+                listener(events)
+            except Exception:
+                log.exception("commit listener failed")
+
+    # -- life cycle -----------------------------------------------------------------------
+    async def start(self, *, migrate_embedded: bool = True) -> None:
+        """Embedded SQLite migrates itself so one command runs the service."""
+        if migrate_embedded and self.settings.is_sqlite:
+            await migrate(self.db)
+
+    async def migrate(self) -> None:
+        await migrate(self.db)
+
+    def spawn(self, name: str, task: BackgroundTask) -> None:
+        """Run a background loop until ``close()``; a crash is logged and the loop restarted."""
+
+        async def supervised() -> None:
+            delay = 0.1
+            while not self._stop.is_set():
+                try:
+                    await task(self._stop)
+                    return
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception("background task %s crashed; restarting in %.1fs", name, delay)
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._stop.wait(), delay)
+                    delay = min(delay * 2, 5.0)
+
+        self._tasks.append(asyncio.create_task(supervised(), name=name))
+
+    async def stop_background(self, timeout: float | None = None) -> None:
+        self._stop.set()
+        if not self._tasks:
+            return
+        wait = self.settings.shutdown_timeout if timeout is None else timeout
+        _done, pending = await asyncio.wait(self._tasks, timeout=wait)
+        for t in pending:
+            t.cancel()
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
+        self._tasks.clear()
+
+    async def ready(self) -> dict[str, Any]:
+        checks: dict[str, Any] = {"database": await self.db.ping()}
+        if self.redis is not None:
+            try:
+                checks["redis"] = bool(await self.redis.ping())
+            except Exception:
+                checks["redis"] = False
+        return checks
+
+    async def close(self) -> None:
+        await self.stop_background()
+        await self.db.dispose()
+        if self.redis is not None:
+            await self.redis.aclose()

@@ -1,0 +1,42 @@
+"""The ``arcana`` command. Each area adds its commands in its own module here.
+
+Exit codes: 0 success, 1 an error (one line on stderr), 2 bad usage.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from arcana import __version__
+from arcana.cli import ops, serve
+
+app = typer.Typer(
+    name="arcana",
+    help="Arcana service. Configuration comes from ARCANA_* environment variables and .env.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"arcana {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """Arcana: auth, product catalog, job queue, domain events, WebAssembly audit plugins."""
+
+
+serve.register(app)
+ops.register(app)
+
+
+def main() -> None:
+    app()

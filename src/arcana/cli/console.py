@@ -1,0 +1,53 @@
+"""Shared CLI plumbing: run a coroutine with a container, report errors in one line."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import typer
+
+from arcana.bootstrap import Container
+from arcana.config import ConfigError, Settings, get_settings
+from arcana.errors import ArcanaError
+from arcana.log import configure_logging
+
+T = TypeVar("T")
+
+
+def fail(message: str) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(1)
+
+
+def load_settings() -> Settings:
+    try:
+        return get_settings()
+    except ConfigError as exc:
+        raise fail(str(exc)) from None
+    except Exception as exc:  # pydantic ValidationError: keep it to one line per field
+        first = str(exc).splitlines()
+        raise fail("invalid configuration: " + " ".join(s.strip() for s in first[:3])) from None
+
+
+def run_with_container(fn: Callable[[Container], Awaitable[T]], *, migrate: bool = True) -> T:
+    """Build a container, run ``fn``, close it; domain errors become exit 1 with one line."""
+    settings = load_settings()
+    configure_logging("WARNING", json=False)
+
+    async def runner() -> T:
+        container = Container.from_settings(settings)
+        try:
+            await container.start(migrate_embedded=migrate)
+            return await fn(container)
+        finally:
+            await container.close()
+
+    try:
+        return asyncio.run(runner())
+    except ArcanaError as exc:
+        raise fail(exc.detail) from None
+    except KeyboardInterrupt:
+        sys.exit(130)

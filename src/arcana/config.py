@@ -1,0 +1,127 @@
+"""Settings read from ``ARCANA_*`` environment variables and a ``.env`` file.
+
+``get_settings()`` is cached and handed to the container; tests build ``Settings(...)`` directly.
+"""
+
+from __future__ import annotations
+
+import secrets
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+MIN_JWT_SECRET_BYTES = 32
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message is one line meant for an operator."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="ARCANA_", env_file=".env", extra="ignore", validate_default=True
+    )
+
+    env: Literal["development", "production", "test"] = "development"
+    database_url: str = "sqlite+aiosqlite:///./var/arcana.db"
+    redis_url: str | None = None
+    jwt_secret: SecretStr | None = None
+    var_dir: Path = Path("./var")
+
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(default=8000, ge=0, le=65535)
+    grpc_port: int = Field(default=50051, ge=0, le=65535)
+    grpc_host: str = "127.0.0.1"
+
+    access_token_ttl: int = Field(default=900, gt=0)
+    refresh_token_ttl: int = Field(default=604800, gt=0)
+    refresh_idle_ttl: int = Field(default=604800, gt=0)
+    reset_token_ttl: int = Field(default=1800, gt=0)
+    jwt_issuer: str = "arcana"
+    jwt_audience: str = "arcana-api"
+
+    argon2_memory_kib: int = Field(default=19456, ge=8)
+    argon2_time_cost: int = Field(default=2, ge=1)
+    argon2_parallelism: int = Field(default=1, ge=1)
+
+    login_max_failures_per_account: int = Field(default=10, ge=1)
+    login_max_failures_per_ip: int = Field(default=100, ge=1)
+    login_window_seconds: int = Field(default=900, ge=1)
+
+    plugins_dir: Path = Path("./plugins")
+    plugin_fuel: int = Field(default=10_000_000, ge=1)
+    plugin_timeout_ms: int = Field(default=50, ge=1)
+    plugin_memory_mb: int = Field(default=16, ge=1)
+
+    smtp_url: str | None = None
+    mail_from: str = "Arcana <no-reply@arcana.local>"
+    user_sync_url: str | None = None
+
+    cache_ttl: int = Field(default=3600, ge=1)
+    max_body_bytes: int = Field(default=1_048_576, ge=1)
+
+    db_pool_size: int = Field(default=10, ge=1)
+    db_max_overflow: int = Field(default=10, ge=0)
+    db_pool_timeout: float = Field(default=5.0, gt=0)
+    db_statement_timeout_ms: int = Field(default=10_000, ge=0)
+    db_connect_timeout: float = Field(default=5.0, gt=0)
+
+    queue_backend: Literal["auto", "redis", "database"] = "auto"
+    redis_prefix: str = "arcana"
+    log_level: str = "INFO"
+    log_json: bool = True
+    shutdown_timeout: float = Field(default=10.0, ge=0)
+
+    @model_validator(mode="after")
+    def _check_production(self) -> Settings:
+        if self.env == "production":
+            secret = self.jwt_secret.get_secret_value() if self.jwt_secret else ""
+            if not secret:
+                raise ConfigError("ARCANA_JWT_SECRET is required when ARCANA_ENV=production")
+            if len(secret.encode()) < MIN_JWT_SECRET_BYTES:
+                raise ConfigError(
+                    f"ARCANA_JWT_SECRET must be at least {MIN_JWT_SECRET_BYTES} bytes "
+                    "when ARCANA_ENV=production"
+                )
+        return self
+
+    @property
+    def embedded(self) -> bool:
+        """No Redis: cache, queue dispatch and events stay in this process and the database."""
+        return self.redis_url is None
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    @property
+    def effective_queue_backend(self) -> Literal["redis", "database"]:
+        if self.queue_backend == "auto":
+            return "database" if self.embedded else "redis"
+        return self.queue_backend
+
+    def jwt_key(self) -> str:
+        """The HMAC key: configured, or (development) generated once and kept in ``var_dir``."""
+        if self.jwt_secret is not None and self.jwt_secret.get_secret_value():
+            return self.jwt_secret.get_secret_value()
+        path = self.var_dir / "jwt_secret"
+        if path.exists():
+            return path.read_text().strip()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        key = secrets.token_urlsafe(48)
+        # O_EXCL: two processes starting at once must not each write a different key.
+        try:
+            with path.open("x") as fh:
+                fh.write(key)
+            path.chmod(0o600)
+        except FileExistsError:
+            return path.read_text().strip()
+        return key
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

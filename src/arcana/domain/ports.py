@@ -1,0 +1,55 @@
+"""Ports shared by every area. Area-specific repositories live beside their models.
+
+Adapters implement these; services depend only on them.
+"""
+
+from __future__ import annotations
+
+from types import TracebackType
+from typing import Protocol, Self
+
+from arcana.domain.events import DomainEvent
+
+
+class Cache(Protocol):
+    """A byte cache. Every method degrades to a miss / no-op when the backend is down:
+    a cache outage must never become an error response."""
+
+    async def get(self, key: str) -> bytes | None: ...
+
+    async def set(self, key: str, value: bytes, ttl: int) -> None: ...
+
+    async def add(self, key: str, value: bytes, ttl: int) -> bool:
+        """Set only if absent; True when it was set."""
+        ...
+
+    async def delete(self, *keys: str) -> None: ...
+
+    async def ping(self) -> bool: ...
+
+
+class UnitOfWork(Protocol):
+    """One database transaction. Rolls back unless ``commit()`` was called.
+
+    Events recorded with ``record()`` are written to the outbox by ``commit()``, in the same
+    transaction as the change; nothing is published before the commit succeeds.
+    """
+
+    async def __aenter__(self) -> Self: ...
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+
+    def record(self, *events: DomainEvent) -> None: ...
+
+    async def commit(self) -> None: ...
+
+    async def rollback(self) -> None: ...
+
+
+class UnitOfWorkFactory(Protocol):
+    def __call__(self) -> UnitOfWork: ...

@@ -1,0 +1,100 @@
+"""The error tree every layer speaks. Transports map it to their own status codes.
+
+    ArcanaError (INTERNAL)
+    ├── ValidationFailed (VALIDATION_FAILED)
+    │   └── InsufficientStock          gRPC says FAILED_PRECONDITION for this one
+    ├── InvalidCredentials (INVALID_CREDENTIALS)
+    ├── TokenExpired (TOKEN_EXPIRED)
+    ├── Unauthorized (UNAUTHORIZED)
+    ├── Forbidden (FORBIDDEN)
+    ├── NotFound (NOT_FOUND)
+    ├── Conflict (CONFLICT)
+    │   └── InvalidState               e.g. retrying a job that is not dead
+    ├── RateLimited (RATE_LIMITED)     carries retry_after seconds
+    └── ServiceUnavailable (SERVICE_UNAVAILABLE)
+
+No HTTP or gRPC codes here: ``api/errors.py`` and ``rpc/errors.py`` look the class up by MRO.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class ArcanaError(Exception):
+    code: str = "INTERNAL"
+    title: str = "Internal error"
+
+    def __init__(self, detail: str | None = None, **extra: Any) -> None:
+        self.detail = detail or self.title
+        self.extra = extra
+        super().__init__(self.detail)
+
+
+class ValidationFailed(ArcanaError):
+    code = "VALIDATION_FAILED"
+    title = "Validation failed"
+
+    def __init__(
+        self, detail: str | None = None, errors: list[dict[str, Any]] | None = None
+    ) -> None:
+        super().__init__(detail)
+        self.errors = errors or []
+
+
+class InsufficientStock(ValidationFailed):
+    title = "Insufficient stock"
+
+
+class InvalidCredentials(ArcanaError):
+    code = "INVALID_CREDENTIALS"
+    title = "Invalid credentials"
+
+
+class TokenExpired(ArcanaError):
+    code = "TOKEN_EXPIRED"
+    title = "Token expired or revoked"
+
+
+class Unauthorized(ArcanaError):
+    code = "UNAUTHORIZED"
+    title = "Authentication required"
+
+
+class Forbidden(ArcanaError):
+    code = "FORBIDDEN"
+    title = "Forbidden"
+
+
+class NotFound(ArcanaError):
+    code = "NOT_FOUND"
+    title = "Not found"
+
+
+class Conflict(ArcanaError):
+    code = "CONFLICT"
+    title = "Conflict"
+
+
+class InvalidState(Conflict):
+    title = "Invalid state"
+
+
+class RateLimited(ArcanaError):
+    code = "RATE_LIMITED"
+    title = "Too many requests"
+
+    def __init__(self, detail: str | None = None, retry_after: int = 1) -> None:
+        super().__init__(detail)
+        self.retry_after = max(1, int(retry_after))
+
+
+class ServiceUnavailable(ArcanaError):
+    code = "SERVICE_UNAVAILABLE"
+    title = "Service unavailable"
+
+
+class PayloadTooLarge(ValidationFailed):
+    """Request body over the configured limit (HTTP 413)."""
+
+    title = "Payload too large"
