@@ -16,11 +16,14 @@ from redis.asyncio import Redis
 
 from arcana.adapters.cache import MemoryCache, RedisCache
 from arcana.adapters.database import Database
+from arcana.adapters.jwt_tokens import JwtAccessTokens
 from arcana.adapters.migrator import migrate
 from arcana.adapters.unit_of_work import SqlUnitOfWork
 from arcana.config import Settings
+from arcana.domain.audit import AuditSink, NullAuditSink
 from arcana.domain.events import DomainEvent
 from arcana.domain.ports import Cache
+from arcana.services.identity import IdentityService
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +53,11 @@ class Container:
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self.jwt_key = settings.jwt_key()
+        self.tokens = JwtAccessTokens(
+            self.jwt_key, settings.jwt_issuer, settings.jwt_audience, settings.access_token_ttl
+        )
+        self.identity = IdentityService(self.tokens)
+        self.audit: AuditSink = NullAuditSink()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Container:

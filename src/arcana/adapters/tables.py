@@ -36,6 +36,7 @@ outbox = Table(
         "seq", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
     ),
     Column("id", String(36), nullable=False, unique=True),
+    Column("kind", String(10), nullable=False, server_default="event"),  # "event" | "job"
     Column("event_type", String(100), nullable=False),
     Column("aggregate_id", String(64), nullable=True),
     Column("data", JSON, nullable=False),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 from types import TracebackType
 from typing import Self
@@ -11,7 +12,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from arcana.adapters.database import Database, is_connectivity_error
 from arcana.adapters.tables import outbox
-from arcana.domain.events import DomainEvent
+from arcana.domain.events import DomainEvent, utcnow
+from arcana.domain.jobs import JobRequest
 from arcana.errors import ArcanaError, ServiceUnavailable
 from arcana.metrics import DB_UNAVAILABLE
 
@@ -31,6 +33,7 @@ class SqlUnitOfWork:
         self._db = db
         self._after_commit = after_commit
         self._events: list[DomainEvent] = []
+        self._jobs: list[JobRequest] = []
         self._committed = False
 
     def _bind(self, session: AsyncSession) -> None:
@@ -39,6 +42,7 @@ class SqlUnitOfWork:
     async def __aenter__(self) -> Self:
         self.session = self._db.sessionmaker()
         self._events = []
+        self._jobs = []
         self._committed = False
         self._bind(self.session)
         return self
@@ -63,27 +67,42 @@ class SqlUnitOfWork:
     def record(self, *events: DomainEvent) -> None:
         self._events.extend(events)
 
+    def enqueue(self, *jobs: JobRequest) -> None:
+        self._jobs.extend(jobs)
+
     async def commit(self) -> None:
-        if self._events:
-            await self.session.execute(
-                insert(outbox),
-                [
-                    {
-                        "id": e.id,
-                        "event_type": e.event_type,
-                        "aggregate_id": e.aggregate_id,
-                        "data": e.envelope(),
-                        "created_at": e.timestamp,
-                    }
-                    for e in self._events
-                ],
-            )
+        rows = [
+            {
+                "id": e.id,
+                "kind": "event",
+                "event_type": e.event_type,
+                "aggregate_id": e.aggregate_id,
+                "data": e.envelope(),
+                "created_at": e.timestamp,
+            }
+            for e in self._events
+        ]
+        now = utcnow()
+        rows += [
+            {
+                "id": str(uuid.uuid4()),
+                "kind": "job",
+                "event_type": j.job_type,
+                "aggregate_id": None,
+                "data": j.to_dict(),
+                "created_at": now,
+            }
+            for j in self._jobs
+        ]
+        if rows:
+            await self.session.execute(insert(outbox), rows)
         await self.session.commit()
         self._committed = True
-        events, self._events = self._events, []
-        if events and self._after_commit is not None:
+        events, self._events, self._jobs = self._events, [], []
+        if rows and self._after_commit is not None:
             self._after_commit(events)
 
     async def rollback(self) -> None:
         await self.session.rollback()
         self._events = []
+        self._jobs = []

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from arcana.bootstrap import Container
+from arcana.domain.identity import Principal, Role
+from arcana.services.identity import IdentityService
+
+_bearer = HTTPBearer(auto_error=False, description="Access token from /api/v1/auth/login")
 
 
 def get_container(request: Request) -> Container:
@@ -15,3 +21,26 @@ def get_container(request: Request) -> Container:
 
 
 ContainerDep = Annotated[Container, Depends(get_container)]
+
+
+async def get_principal(
+    container: ContainerDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Principal:
+    token = credentials.credentials if credentials is not None else None
+    return await container.identity.authenticate(token)
+
+
+CurrentPrincipal = Annotated[Principal, Depends(get_principal)]
+
+
+def require_role(role: str) -> Callable[[Principal], Awaitable[Principal]]:
+    """401 without a valid bearer (from ``get_principal``), then 403 without ``role``."""
+
+    async def dependency(principal: CurrentPrincipal) -> Principal:
+        return IdentityService.require_role(principal, role)
+
+    return dependency
+
+
+AdminPrincipal = Annotated[Principal, Depends(require_role(Role.ADMIN))]

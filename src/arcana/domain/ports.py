@@ -9,6 +9,7 @@ from types import TracebackType
 from typing import Protocol, Self
 
 from arcana.domain.events import DomainEvent
+from arcana.domain.jobs import JobRequest
 
 
 class Cache(Protocol):
@@ -45,6 +46,10 @@ class UnitOfWork(Protocol):
     ) -> None: ...
 
     def record(self, *events: DomainEvent) -> None: ...
+
+    def enqueue(self, *jobs: JobRequest) -> None:
+        """Queue jobs through the outbox: they exist only if this transaction commits."""
+        ...
 
     async def commit(self) -> None: ...
 

@@ -25,6 +25,7 @@ def upgrade() -> None:
             autoincrement=True,
         ),
         sa.Column("id", sa.String(36), nullable=False),
+        sa.Column("kind", sa.String(10), nullable=False, server_default="event"),
         sa.Column("event_type", sa.String(100), nullable=False),
         sa.Column("aggregate_id", sa.String(64), nullable=True),
         sa.Column("data", sa.JSON(), nullable=False),

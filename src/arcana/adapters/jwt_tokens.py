@@ -1,0 +1,76 @@
+"""HS256 access tokens (RFC 9068 ``typ: at+jwt``), verified per RFC 8725: the algorithm and
+the ``typ`` header are pinned, ``exp``/``iss``/``aud`` are required and checked."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+
+import jwt
+
+from arcana.domain.identity import IssuedToken, Principal
+from arcana.errors import Unauthorized
+
+ALGORITHM = "HS256"
+TOKEN_TYPE = "at+jwt"
+
+
+class JwtAccessTokens:
+    def __init__(self, key: str, issuer: str, audience: str, ttl_seconds: int) -> None:
+        self._key = key
+        self._issuer = issuer
+        self._audience = audience
+        self._ttl = ttl_seconds
+
+    def issue(
+        self, user_id: str, roles: frozenset[str], generation: int, session_id: str | None = None
+    ) -> IssuedToken:
+        now = int(datetime.now(UTC).timestamp())
+        claims: dict[str, object] = {
+            "sub": user_id,
+            "roles": sorted(roles),
+            "gen": generation,
+            "iat": now,
+            "exp": now + self._ttl,
+            "iss": self._issuer,
+            "aud": self._audience,
+            "jti": uuid.uuid4().hex,
+        }
+        if session_id is not None:
+            claims["sid"] = session_id
+        token = jwt.encode(claims, self._key, algorithm=ALGORITHM, headers={"typ": TOKEN_TYPE})
+        return IssuedToken(token=token, expires_in=self._ttl)
+
+    def verify(self, token: str) -> Principal:
+        try:
+            header = jwt.get_unverified_header(token)
+            if header.get("typ") != TOKEN_TYPE or header.get("alg") != ALGORITHM:
+                raise Unauthorized("Invalid access token")
+            claims = jwt.decode(
+                token,
+                self._key,
+                algorithms=[ALGORITHM],
+                audience=self._audience,
+                issuer=self._issuer,
+                options={"require": ["exp", "iat", "iss", "aud", "sub", "jti"]},
+            )
+        except jwt.ExpiredSignatureError:
+            raise Unauthorized("Access token expired") from None
+        except jwt.PyJWTError:
+            raise Unauthorized("Invalid access token") from None
+        roles = claims.get("roles", [])
+        gen = claims.get("gen", 0)
+        if (
+            not isinstance(roles, list)
+            or not isinstance(gen, int)
+            or not isinstance(claims["sub"], str)
+        ):
+            raise Unauthorized("Invalid access token")
+        return Principal(
+            user_id=claims["sub"],
+            roles=frozenset(str(r) for r in roles),
+            token_id=str(claims["jti"]),
+            issued_at=datetime.fromtimestamp(int(claims["iat"]), UTC),
+            generation=gen,
+            session_id=claims.get("sid"),
+        )
