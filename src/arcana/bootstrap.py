@@ -17,13 +17,19 @@ from redis.asyncio import Redis
 from arcana.adapters.cache import MemoryCache, RedisCache
 from arcana.adapters.database import Database
 from arcana.adapters.jwt_tokens import JwtAccessTokens
+from arcana.adapters.login_limiter import MemoryLoginLimiter, RedisLoginLimiter
 from arcana.adapters.migrator import migrate
+from arcana.adapters.passwords import Argon2PasswordHasher
 from arcana.adapters.unit_of_work import SqlUnitOfWork
+from arcana.adapters.user_sync import NoUserSync, WebhookUserSync
 from arcana.config import Settings
-from arcana.domain.audit import AuditSink, NullAuditSink
+from arcana.domain.audit import AuditEvent, AuditSink, NullAuditSink
 from arcana.domain.events import DomainEvent
 from arcana.domain.ports import Cache
+from arcana.domain.users import LoginLimiter, UserSync
+from arcana.services.auth import AuthPolicy, AuthService
 from arcana.services.identity import IdentityService
+from arcana.services.users import TokenGenerationCache, UserService, UserSyncService
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +62,48 @@ class Container:
         self.tokens = JwtAccessTokens(
             self.jwt_key, settings.jwt_issuer, settings.jwt_audience, settings.access_token_ttl
         )
-        self.identity = IdentityService(self.tokens)
         self.audit: AuditSink = NullAuditSink()
+        self._build_auth(settings)
+
+    def _build_auth(self, settings: Settings) -> None:
+        self.passwords = Argon2PasswordHasher(
+            settings.argon2_memory_kib, settings.argon2_time_cost, settings.argon2_parallelism
+        )
+        self.generations = TokenGenerationCache(self.uow, self.cache, settings.access_token_ttl)
+        self.identity = IdentityService(self.tokens, self.generations)
+        self.login_limiter: LoginLimiter = (
+            RedisLoginLimiter(
+                self.redis,
+                settings.redis_prefix,
+                settings.login_max_failures_per_account,
+                settings.login_max_failures_per_ip,
+                settings.login_window_seconds,
+            )
+            if self.redis is not None
+            else MemoryLoginLimiter(
+                settings.login_max_failures_per_account,
+                settings.login_max_failures_per_ip,
+                settings.login_window_seconds,
+            )
+        )
+        self.users = UserService(self.uow, self.passwords, self.generations)
+        self.auth = AuthService(
+            self.uow,
+            self.users,
+            self.passwords,
+            self.tokens,
+            self.generations,
+            self.login_limiter,
+            # Late-bound: the audit sink may be replaced after construction.
+            _AuditProxy(self),
+            AuthPolicy(
+                settings.refresh_token_ttl, settings.refresh_idle_ttl, settings.reset_token_ttl
+            ),
+        )
+        sync: UserSync = (
+            WebhookUserSync(settings.user_sync_url) if settings.user_sync_url else NoUserSync()
+        )
+        self.user_sync = UserSyncService(self.uow, sync)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Container:
@@ -133,3 +179,13 @@ class Container:
         await self.db.dispose()
         if self.redis is not None:
             await self.redis.aclose()
+
+
+class _AuditProxy:
+    """Forwards to ``container.audit`` at call time, so a sink installed later is used."""
+
+    def __init__(self, container: Container) -> None:
+        self._container = container
+
+    def emit(self, event: AuditEvent) -> None:
+        self._container.audit.emit(event)

@@ -22,3 +22,12 @@ DB_UNAVAILABLE = Counter(
     "arcana_db_unavailable_total", "Requests answered 503 because the database was unreachable"
 )
 BUILD_INFO = Gauge("arcana_build_info", "Build information", ["version"])
+
+# -- auth --
+AUTH_LOGINS = Counter("arcana_auth_logins_total", "Login attempts by result", ["result"])
+AUTH_REFRESH_REUSE = Counter(
+    "arcana_auth_refresh_reuse_total", "Rotated-away refresh tokens presented (family revoked)"
+)
+LOGIN_LIMITER_ERRORS = Counter(
+    "arcana_login_limiter_errors_total", "Login limiter backend errors (failed open)"
+)

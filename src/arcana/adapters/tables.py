@@ -11,6 +11,7 @@ from sqlalchemy import (
     BigInteger,
     Column,
     DateTime,
+    ForeignKey,
     Index,
     Integer,
     MetaData,
@@ -45,3 +46,62 @@ outbox = Table(
     Column("attempts", Integer, nullable=False, server_default="0"),
 )
 Index("ix_outbox_unpublished", outbox.c.seq, postgresql_where=outbox.c.published_at.is_(None))
+
+# -- auth --
+users = Table(
+    "users",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("email", String(254), nullable=False, unique=True),  # stored lowercased
+    Column("password_hash", String(255), nullable=False),
+    Column("roles", String(200), nullable=False, server_default="user"),  # comma-separated
+    Column("generation", Integer, nullable=False, server_default="0"),
+    Column("sync_status", String(10), nullable=False, server_default="PENDING"),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+Index("ix_users_sync_status", users.c.sync_status)
+
+auth_sessions = Table(
+    "auth_sessions",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("user_id", String(36), ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("last_used_at", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    Column("user_agent", String(512), nullable=True),
+    Column("ip", String(64), nullable=True),
+    Column("revoked_at", DateTime(timezone=True), nullable=True),
+)
+Index("ix_auth_sessions_user_id", auth_sessions.c.user_id)
+
+refresh_tokens = Table(
+    "refresh_tokens",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column(
+        "session_id",
+        String(36),
+        ForeignKey("auth_sessions.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("user_id", String(36), nullable=False),
+    Column("token_hash", String(64), nullable=False, unique=True),  # SHA-256 hex
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("revoked_at", DateTime(timezone=True), nullable=True),
+)
+Index("ix_refresh_tokens_session_id", refresh_tokens.c.session_id)
+
+password_reset_tokens = Table(
+    "password_reset_tokens",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("user_id", String(36), ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    Column("used_at", DateTime(timezone=True), nullable=True),
+)
+Index("ix_password_reset_tokens_user_id", password_reset_tokens.c.user_id)

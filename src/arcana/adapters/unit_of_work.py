@@ -12,6 +12,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from arcana.adapters.database import Database, is_connectivity_error
 from arcana.adapters.tables import outbox
+from arcana.adapters.user_repositories import (
+    SqlResetTokenRepository,
+    SqlSessionRepository,
+    SqlUserRepository,
+)
 from arcana.domain.events import DomainEvent, utcnow
 from arcana.domain.jobs import JobRequest
 from arcana.errors import ArcanaError, ServiceUnavailable
@@ -38,6 +43,9 @@ class SqlUnitOfWork:
 
     def _bind(self, session: AsyncSession) -> None:
         """Attach repositories. Each area adds its own line here."""
+        self.users = SqlUserRepository(session)
+        self.sessions = SqlSessionRepository(session)
+        self.reset_tokens = SqlResetTokenRepository(session)
 
     async def __aenter__(self) -> Self:
         self.session = self._db.sessionmaker()

@@ -1,0 +1,353 @@
+"""SQL repositories of the auth area: users, sessions with their refresh tokens, reset tokens.
+
+Every state change that must happen once (rotating a refresh token, using a reset token) is a
+conditional ``UPDATE … WHERE <still valid>`` whose row count says who won, so concurrent
+requests cannot both succeed on either PostgreSQL or SQLite.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import delete, insert, or_, select, update
+from sqlalchemy.engine import CursorResult
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from arcana.adapters.tables import auth_sessions, password_reset_tokens, refresh_tokens, users
+from arcana.domain.users import RefreshToken, ResetToken, Session, SyncStatus, User
+from arcana.errors import Conflict
+
+
+def _aware(value: datetime) -> datetime:
+    # SQLite hands timestamps back naive; they were written as UTC.
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+def _aware_opt(value: datetime | None) -> datetime | None:
+    return None if value is None else _aware(value)
+
+
+def _roles_text(roles: frozenset[str]) -> str:
+    return ",".join(sorted(roles))
+
+
+def _rowcount(result: Any) -> int:
+    assert isinstance(result, CursorResult)
+    return int(result.rowcount)
+
+
+def _user(row: Any) -> User:
+    return User(
+        id=row.id,
+        name=row.name,
+        email=row.email,
+        password_hash=row.password_hash,
+        roles=frozenset(r for r in row.roles.split(",") if r),
+        generation=int(row.generation),
+        sync_status=SyncStatus(row.sync_status),
+        created_at=_aware(row.created_at),
+        updated_at=_aware(row.updated_at),
+    )
+
+
+class SqlUserRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self._s = session
+
+    async def add(self, user: User) -> None:
+        # A unique violation aborts the transaction; the caller's unit of work rolls it back.
+        try:
+            await self._s.execute(
+                insert(users).values(
+                    id=user.id,
+                    name=user.name,
+                    email=user.email,
+                    password_hash=user.password_hash,
+                    roles=_roles_text(user.roles),
+                    generation=user.generation,
+                    sync_status=user.sync_status.value,
+                    created_at=user.created_at,
+                    updated_at=user.updated_at,
+                )
+            )
+        except IntegrityError:
+            raise Conflict("A user with this email already exists") from None
+
+    async def get(self, user_id: str) -> User | None:
+        row = (await self._s.execute(select(users).where(users.c.id == user_id))).first()
+        return _user(row) if row else None
+
+    async def get_by_email(self, email: str) -> User | None:
+        row = (await self._s.execute(select(users).where(users.c.email == email))).first()
+        return _user(row) if row else None
+
+    async def list_all(self, limit: int = 1000, offset: int = 0) -> list[User]:
+        rows = await self._s.execute(
+            select(users).order_by(users.c.created_at, users.c.id).limit(limit).offset(offset)
+        )
+        return [_user(r) for r in rows]
+
+    async def set_password(self, user_id: str, password_hash: str, now: datetime) -> None:
+        await self._s.execute(
+            update(users)
+            .where(users.c.id == user_id)
+            .values(password_hash=password_hash, updated_at=now)
+        )
+
+    async def set_roles(self, user_id: str, roles: frozenset[str], now: datetime) -> None:
+        await self._s.execute(
+            update(users)
+            .where(users.c.id == user_id)
+            .values(roles=_roles_text(roles), updated_at=now)
+        )
+
+    async def bump_generation(self, user_id: str, now: datetime) -> int | None:
+        result = await self._s.execute(
+            update(users)
+            .where(users.c.id == user_id)
+            .values(generation=users.c.generation + 1, updated_at=now)
+            .returning(users.c.generation)
+        )
+        value = result.scalar_one_or_none()
+        return None if value is None else int(value)
+
+    async def generation(self, user_id: str) -> int | None:
+        value = (
+            await self._s.execute(select(users.c.generation).where(users.c.id == user_id))
+        ).scalar_one_or_none()
+        return None if value is None else int(value)
+
+    async def list_by_sync_status(self, status: SyncStatus, limit: int) -> list[User]:
+        rows = await self._s.execute(
+            select(users)
+            .where(users.c.sync_status == status.value)
+            .order_by(users.c.created_at)
+            .limit(limit)
+        )
+        return [_user(r) for r in rows]
+
+    async def set_sync_status(self, user_id: str, status: SyncStatus, now: datetime) -> None:
+        await self._s.execute(
+            update(users).where(users.c.id == user_id).values(sync_status=status.value)
+        )
+
+
+def _session(row: Any) -> Session:
+    return Session(
+        id=row.id,
+        user_id=row.user_id,
+        created_at=_aware(row.created_at),
+        last_used_at=_aware(row.last_used_at),
+        expires_at=_aware(row.expires_at),
+        user_agent=row.user_agent,
+        ip=row.ip,
+        revoked_at=_aware_opt(row.revoked_at),
+    )
+
+
+class SqlSessionRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self._s = session
+
+    async def add_session(self, session: Session) -> None:
+        await self._s.execute(
+            insert(auth_sessions).values(
+                id=session.id,
+                user_id=session.user_id,
+                created_at=session.created_at,
+                last_used_at=session.last_used_at,
+                expires_at=session.expires_at,
+                user_agent=session.user_agent,
+                ip=session.ip,
+                revoked_at=session.revoked_at,
+            )
+        )
+
+    async def get_session(self, session_id: str) -> Session | None:
+        row = (
+            await self._s.execute(select(auth_sessions).where(auth_sessions.c.id == session_id))
+        ).first()
+        return _session(row) if row else None
+
+    async def list_live_sessions(
+        self, user_id: str, now: datetime, idle_seconds: int
+    ) -> list[Session]:
+        rows = await self._s.execute(
+            select(auth_sessions)
+            .where(
+                auth_sessions.c.user_id == user_id,
+                auth_sessions.c.revoked_at.is_(None),
+                auth_sessions.c.expires_at > now,
+                auth_sessions.c.last_used_at > now - timedelta(seconds=idle_seconds),
+            )
+            .order_by(auth_sessions.c.last_used_at.desc(), auth_sessions.c.id)
+        )
+        return [_session(r) for r in rows]
+
+    async def touch_session(self, session_id: str, now: datetime) -> None:
+        await self._s.execute(
+            update(auth_sessions).where(auth_sessions.c.id == session_id).values(last_used_at=now)
+        )
+
+    async def revoke_session(self, session_id: str, now: datetime) -> bool:
+        result = await self._s.execute(
+            update(auth_sessions)
+            .where(auth_sessions.c.id == session_id, auth_sessions.c.revoked_at.is_(None))
+            .values(revoked_at=now)
+        )
+        await self._s.execute(
+            update(refresh_tokens)
+            .where(refresh_tokens.c.session_id == session_id, refresh_tokens.c.revoked_at.is_(None))
+            .values(revoked_at=now)
+        )
+        return _rowcount(result) > 0
+
+    async def revoke_all_sessions(self, user_id: str, now: datetime) -> int:
+        result = await self._s.execute(
+            update(auth_sessions)
+            .where(auth_sessions.c.user_id == user_id, auth_sessions.c.revoked_at.is_(None))
+            .values(revoked_at=now)
+        )
+        await self._s.execute(
+            update(refresh_tokens)
+            .where(refresh_tokens.c.user_id == user_id, refresh_tokens.c.revoked_at.is_(None))
+            .values(revoked_at=now)
+        )
+        return _rowcount(result)
+
+    async def add_token(self, token: RefreshToken) -> None:
+        await self._s.execute(
+            insert(refresh_tokens).values(
+                id=token.id,
+                session_id=token.session_id,
+                user_id=token.user_id,
+                token_hash=token.token_hash,
+                created_at=token.created_at,
+                revoked_at=token.revoked_at,
+            )
+        )
+
+    async def get_token_by_hash(self, token_hash: str) -> RefreshToken | None:
+        row = (
+            await self._s.execute(
+                select(refresh_tokens).where(refresh_tokens.c.token_hash == token_hash)
+            )
+        ).first()
+        if row is None:
+            return None
+        return RefreshToken(
+            id=row.id,
+            session_id=row.session_id,
+            user_id=row.user_id,
+            token_hash=row.token_hash,
+            created_at=_aware(row.created_at),
+            revoked_at=_aware_opt(row.revoked_at),
+        )
+
+    async def consume_token(self, token_id: str, now: datetime) -> bool:
+        result = await self._s.execute(
+            update(refresh_tokens)
+            .where(refresh_tokens.c.id == token_id, refresh_tokens.c.revoked_at.is_(None))
+            .values(revoked_at=now)
+        )
+        return _rowcount(result) == 1
+
+    async def delete_dead(self, now: datetime, idle_seconds: int, batch_size: int) -> int:
+        dead = (
+            select(auth_sessions.c.id)
+            .where(
+                or_(
+                    auth_sessions.c.revoked_at.is_not(None),
+                    auth_sessions.c.expires_at <= now,
+                    auth_sessions.c.last_used_at <= now - timedelta(seconds=idle_seconds),
+                )
+            )
+            .limit(batch_size)
+        )
+        ids = list((await self._s.execute(dead)).scalars())
+        if not ids:
+            return 0
+        tokens = await self._s.execute(
+            delete(refresh_tokens).where(refresh_tokens.c.session_id.in_(ids))
+        )
+        sessions = await self._s.execute(delete(auth_sessions).where(auth_sessions.c.id.in_(ids)))
+        return _rowcount(tokens) + _rowcount(sessions)
+
+
+class SqlResetTokenRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self._s = session
+
+    async def add(self, token: ResetToken) -> None:
+        await self._s.execute(
+            insert(password_reset_tokens).values(
+                id=token.id,
+                user_id=token.user_id,
+                token_hash=token.token_hash,
+                created_at=token.created_at,
+                expires_at=token.expires_at,
+                used_at=token.used_at,
+            )
+        )
+
+    async def get_by_hash(self, token_hash: str) -> ResetToken | None:
+        row = (
+            await self._s.execute(
+                select(password_reset_tokens).where(
+                    password_reset_tokens.c.token_hash == token_hash
+                )
+            )
+        ).first()
+        if row is None:
+            return None
+        return ResetToken(
+            id=row.id,
+            user_id=row.user_id,
+            token_hash=row.token_hash,
+            created_at=_aware(row.created_at),
+            expires_at=_aware(row.expires_at),
+            used_at=_aware_opt(row.used_at),
+        )
+
+    async def use(self, token_id: str, now: datetime) -> bool:
+        result = await self._s.execute(
+            update(password_reset_tokens)
+            .where(
+                password_reset_tokens.c.id == token_id,
+                password_reset_tokens.c.used_at.is_(None),
+                password_reset_tokens.c.expires_at > now,
+            )
+            .values(used_at=now)
+        )
+        return _rowcount(result) == 1
+
+    async def invalidate_for_user(self, user_id: str, now: datetime) -> None:
+        await self._s.execute(
+            update(password_reset_tokens)
+            .where(
+                password_reset_tokens.c.user_id == user_id,
+                password_reset_tokens.c.used_at.is_(None),
+            )
+            .values(used_at=now)
+        )
+
+    async def delete_dead(self, now: datetime, batch_size: int) -> int:
+        dead = (
+            select(password_reset_tokens.c.id)
+            .where(
+                or_(
+                    password_reset_tokens.c.used_at.is_not(None),
+                    password_reset_tokens.c.expires_at <= now,
+                )
+            )
+            .limit(batch_size)
+        )
+        ids = list((await self._s.execute(dead)).scalars())
+        if not ids:
+            return 0
+        result = await self._s.execute(
+            delete(password_reset_tokens).where(password_reset_tokens.c.id.in_(ids))
+        )
+        return _rowcount(result)

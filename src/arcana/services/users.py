@@ -1,0 +1,208 @@
+"""User accounts: creation, roles, look-ups for other areas, and the push to an external
+system (``sync.pending_users``)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from arcana.domain.events import DomainEvent
+from arcana.domain.identity import Role
+from arcana.domain.ports import Cache
+from arcana.domain.users import (
+    AuthUnitOfWork,
+    PasswordHasher,
+    SyncReport,
+    SyncStatus,
+    User,
+    UserSync,
+)
+from arcana.errors import Conflict, NotFound, ValidationFailed
+from arcana.services.passwords import check_password
+
+log = logging.getLogger(__name__)
+
+AuthUowFactory = Callable[[], AuthUnitOfWork]
+
+KNOWN_ROLES = frozenset(r.value for r in Role)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def normalize_email(email: str) -> str:
+    return email.strip().lower()
+
+
+class TokenGenerationCache:
+    """Per-user access-token generation, read through the cache (``TokenGenerations`` port).
+
+    A hit costs no database round trip. Readers fill a miss with ``add`` (set-if-absent) and
+    writers overwrite with ``set`` right after their commit, so a reader that loaded the old
+    value before the commit cannot overwrite the newer one. With Redis the entry is shared
+    by every process, so a bump on one instance is seen by all at once. If the cache is down
+    every check reads the database: slower, never wrong.
+    """
+
+    def __init__(self, uow: AuthUowFactory, cache: Cache, ttl: int) -> None:
+        self._uow = uow
+        self._cache = cache
+        self._ttl = ttl
+
+    @staticmethod
+    def _key(user_id: str) -> str:
+        return f"auth:gen:{user_id}"
+
+    async def current(self, user_id: str) -> int | None:
+        raw = await self._cache.get(self._key(user_id))
+        if raw is not None:
+            return None if raw == b"-" else int(raw)
+        async with self._uow() as uow:
+            generation = await uow.users.generation(user_id)
+        value = b"-" if generation is None else str(generation).encode()
+        await self._cache.add(self._key(user_id), value, self._ttl)
+        return generation
+
+    async def store(self, user_id: str, generation: int | None) -> None:
+        """Called after a commit that changed the generation (or deleted the user)."""
+        value = b"-" if generation is None else str(generation).encode()
+        await self._cache.set(self._key(user_id), value, self._ttl)
+
+
+class UserService:
+    def __init__(
+        self, uow: AuthUowFactory, hasher: PasswordHasher, generations: TokenGenerationCache
+    ) -> None:
+        self._uow = uow
+        self._hasher = hasher
+        self._generations = generations
+
+    async def get_user(self, user_id: str) -> User | None:
+        async with self._uow() as uow:
+            return await uow.users.get(user_id)
+
+    async def get_user_by_email(self, email: str) -> User | None:
+        async with self._uow() as uow:
+            return await uow.users.get_by_email(normalize_email(email))
+
+    async def list_users(self, limit: int = 1000, offset: int = 0) -> list[User]:
+        async with self._uow() as uow:
+            return await uow.users.list_all(limit, offset)
+
+    async def create_user(
+        self, email: str, name: str, password: str, roles: frozenset[str] = frozenset({"user"})
+    ) -> User:
+        """Rules checked, password hashed off the event loop, ``auth.user_registered``
+        recorded in the same transaction. ``Conflict`` when the email is taken."""
+        email = normalize_email(email)
+        name = name.strip()
+        if not name:
+            raise ValidationFailed(
+                "name: must not be empty",
+                errors=[{"loc": ["body", "name"], "msg": "must not be empty", "type": "value"}],
+            )
+        check_password(password)
+        async with self._uow() as uow:
+            if await uow.users.get_by_email(email) is not None:
+                raise Conflict("A user with this email already exists")
+        password_hash = await asyncio.to_thread(self._hasher.hash, password)
+        now = utcnow()
+        user = User(
+            id=str(uuid.uuid4()),
+            name=name,
+            email=email,
+            password_hash=password_hash,
+            roles=frozenset(roles) | {Role.USER.value},
+            generation=0,
+            sync_status=SyncStatus.PENDING,
+            created_at=now,
+            updated_at=now,
+        )
+        async with self._uow() as uow:
+            await uow.users.add(user)
+            uow.record(
+                DomainEvent(
+                    "auth.user_registered",
+                    {"userId": user.id, "email": user.email, "name": user.name},
+                    aggregate_id=user.id,
+                )
+            )
+            await uow.commit()
+        return user
+
+    async def grant_role(self, email: str, role: str) -> User:
+        return await self._change_role(email, role, grant=True)
+
+    async def revoke_role(self, email: str, role: str) -> User:
+        """Also ends the user's access tokens, which still carry the role."""
+        return await self._change_role(email, role, grant=False)
+
+    async def _change_role(self, email: str, role: str, *, grant: bool) -> User:
+        if role not in KNOWN_ROLES:
+            known = ", ".join(sorted(KNOWN_ROLES))
+            raise ValidationFailed(f"unknown role '{role}' (known: {known})")
+        generation: int | None = None
+        async with self._uow() as uow:
+            user = await uow.users.get_by_email(normalize_email(email))
+            if user is None:
+                raise NotFound(f"unknown user '{email}'")
+            roles = user.roles | {role} if grant else user.roles - {role}
+            if roles != user.roles:
+                now = utcnow()
+                await uow.users.set_roles(user.id, roles, now)
+                if not grant:
+                    generation = await uow.users.bump_generation(user.id, now)
+                await uow.commit()
+                user.roles = roles
+        if generation is not None:
+            user.generation = generation
+            await self._generations.store(user.id, generation)
+        return user
+
+
+class UserSyncService:
+    """``sync.pending_users``: push every PENDING user through the ``UserSync`` port; SYNCED
+    on success, FAILED after ``attempts`` tries."""
+
+    def __init__(self, uow: AuthUowFactory, sync: UserSync) -> None:
+        self._uow = uow
+        self._sync = sync
+
+    async def sync_pending_users(
+        self, batch_size: int = 100, attempts: int = 3, retry_delay: float = 0.5
+    ) -> SyncReport:
+        async with self._uow() as uow:
+            pending = await uow.users.list_by_sync_status(SyncStatus.PENDING, batch_size)
+        synced = failed = 0
+        errors: list[str] = []
+        for user in pending:
+            status = SyncStatus.FAILED
+            for attempt in range(attempts):
+                try:
+                    await self._sync.push(user.to_public_dict())
+                    status = SyncStatus.SYNCED
+                    break
+                except Exception as exc:
+                    log.warning(
+                        "user sync of %s failed (attempt %d/%d): %s",
+                        user.id,
+                        attempt + 1,
+                        attempts,
+                        exc,
+                    )
+                    if attempt + 1 < attempts:
+                        await asyncio.sleep(retry_delay * (2**attempt))
+                    else:
+                        errors.append(f"{user.id}: {exc}")
+            async with self._uow() as uow:
+                await uow.users.set_sync_status(user.id, status, utcnow())
+                await uow.commit()
+            if status is SyncStatus.SYNCED:
+                synced += 1
+            else:
+                failed += 1
+        return SyncReport(synced=synced, failed=failed, errors=errors)
