@@ -20,15 +20,28 @@ from arcana.adapters.jwt_tokens import JwtAccessTokens
 from arcana.adapters.migrator import migrate
 from arcana.adapters.unit_of_work import SqlUnitOfWork
 from arcana.config import Settings
-from arcana.domain.audit import AuditSink, NullAuditSink
+from arcana.domain.audit import AuditEvent, AuditSink, NullAuditSink
 from arcana.domain.events import DomainEvent
 from arcana.domain.ports import Cache
+from arcana.metrics import CACHE_REQUESTS
 from arcana.services.identity import IdentityService
+from arcana.services.products import ProductCache, ProductService
 
 log = logging.getLogger(__name__)
 
 BackgroundTask = Callable[[asyncio.Event], Awaitable[None]]
 """A long-running loop that returns soon after the stop event is set."""
+
+
+class _LateAudit:
+    """Forwards to ``container.audit`` at call time, so a sink installed after construction
+    (the plugin host) receives the product area's events too."""
+
+    def __init__(self, container: Container) -> None:
+        self._container = container
+
+    def emit(self, event: AuditEvent) -> None:
+        self._container.audit.emit(event)
 
 
 class Container:
@@ -58,6 +71,16 @@ class Container:
         )
         self.identity = IdentityService(self.tokens)
         self.audit: AuditSink = NullAuditSink()
+        self.products = ProductService(
+            self.uow,
+            ProductCache(
+                self.cache,
+                settings.cache_ttl,
+                on_hit=CACHE_REQUESTS.labels("product", "hit").inc,
+                on_miss=CACHE_REQUESTS.labels("product", "miss").inc,
+            ),
+            _LateAudit(self),
+        )
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Container:
@@ -130,6 +153,7 @@ class Container:
 
     async def close(self) -> None:
         await self.stop_background()
+        await self.products.cache.aclose()
         await self.db.dispose()
         if self.redis is not None:
             await self.redis.aclose()

@@ -11,6 +11,7 @@ from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from arcana.adapters.database import Database, is_connectivity_error
+from arcana.adapters.products import SqlProductRepository
 from arcana.adapters.tables import outbox
 from arcana.domain.events import DomainEvent, utcnow
 from arcana.domain.jobs import JobRequest
@@ -38,6 +39,7 @@ class SqlUnitOfWork:
 
     def _bind(self, session: AsyncSession) -> None:
         """Attach repositories. Each area adds its own line here."""
+        self.products = SqlProductRepository(session)
 
     async def __aenter__(self) -> Self:
         self.session = self._db.sessionmaker()
