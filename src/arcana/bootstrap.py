@@ -30,11 +30,25 @@ from arcana.domain.users import LoginLimiter, UserSync
 from arcana.services.auth import AuthPolicy, AuthService
 from arcana.services.identity import IdentityService
 from arcana.services.users import TokenGenerationCache, UserService, UserSyncService
+from arcana.metrics import CACHE_REQUESTS
+from arcana.services.identity import IdentityService
+from arcana.services.products import ProductCache, ProductService
 
 log = logging.getLogger(__name__)
 
 BackgroundTask = Callable[[asyncio.Event], Awaitable[None]]
 """A long-running loop that returns soon after the stop event is set."""
+
+
+class _LateAudit:
+    """Forwards to ``container.audit`` at call time, so a sink installed after construction
+    (the plugin host) receives the product area's events too."""
+
+    def __init__(self, container: Container) -> None:
+        self._container = container
+
+    def emit(self, event: AuditEvent) -> None:
+        self._container.audit.emit(event)
 
 
 class Container:
@@ -104,6 +118,16 @@ class Container:
             WebhookUserSync(settings.user_sync_url) if settings.user_sync_url else NoUserSync()
         )
         self.user_sync = UserSyncService(self.uow, sync)
+        self.products = ProductService(
+            self.uow,
+            ProductCache(
+                self.cache,
+                settings.cache_ttl,
+                on_hit=CACHE_REQUESTS.labels("product", "hit").inc,
+                on_miss=CACHE_REQUESTS.labels("product", "miss").inc,
+            ),
+            _LateAudit(self),
+        )
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Container:
@@ -176,6 +200,7 @@ class Container:
 
     async def close(self) -> None:
         await self.stop_background()
+        await self.products.cache.aclose()
         await self.db.dispose()
         if self.redis is not None:
             await self.redis.aclose()

@@ -9,6 +9,7 @@ from __future__ import annotations
 from sqlalchemy import (
     JSON,
     BigInteger,
+    CheckConstraint,
     Column,
     DateTime,
     ForeignKey,
@@ -17,7 +18,10 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
+    Text,
 )
+
+from arcana.adapters.money import Money
 
 metadata = MetaData(
     naming_convention={
@@ -105,3 +109,26 @@ password_reset_tokens = Table(
     Column("used_at", DateTime(timezone=True), nullable=True),
 )
 Index("ix_password_reset_tokens_user_id", password_reset_tokens.c.user_id)
+
+# -- products --
+products = Table(
+    "products",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("description", Text, nullable=True),
+    Column("price", Money(), nullable=False),
+    Column("stock", Integer, nullable=False),
+    Column("category", String(100), nullable=True),
+    Column("status", String(20), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    CheckConstraint("stock >= 0", name="stock_non_negative"),
+    CheckConstraint("price >= 0", name="price_non_negative"),
+)
+# Every list is ordered newest first; the filters use the same order after their equality column.
+Index("ix_products_created_at_id", products.c.created_at, products.c.id)
+Index(
+    "ix_products_category_created_at_id", products.c.category, products.c.created_at, products.c.id
+)
+Index("ix_products_status_created_at_id", products.c.status, products.c.created_at, products.c.id)

@@ -11,6 +11,7 @@ from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from arcana.adapters.database import Database, is_connectivity_error
+from arcana.adapters.products import SqlProductRepository
 from arcana.adapters.tables import outbox
 from arcana.adapters.user_repositories import (
     SqlResetTokenRepository,
@@ -46,6 +47,7 @@ class SqlUnitOfWork:
         self.users = SqlUserRepository(session)
         self.sessions = SqlSessionRepository(session)
         self.reset_tokens = SqlResetTokenRepository(session)
+        self.products = SqlProductRepository(session)
 
     async def __aenter__(self) -> Self:
         self.session = self._db.sessionmaker()

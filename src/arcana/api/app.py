@@ -9,6 +9,7 @@ from fastapi import FastAPI
 
 from arcana import __version__
 from arcana.api import auth, ops
+from arcana.api import ops, products
 from arcana.api.errors import install_error_handlers
 from arcana.api.middleware import RequestContextMiddleware
 from arcana.bootstrap import Container
@@ -49,5 +50,6 @@ def create_app(container: Container | None = None, settings: Settings | None = N
     app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
     app.include_router(ops.router)
     app.include_router(auth.router)
+    app.include_router(products.router, prefix=API_PREFIX)
     BUILD_INFO.labels(__version__).set(1)
     return app

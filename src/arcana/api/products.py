@@ -1,0 +1,219 @@
+"""``/api/v1/products``: thin routes over ``ProductService``.
+
+Bodies are read by hand after the auth dependencies ran, so a bad body without a bearer is
+401, not 422 (contract §8). ``GET /products/{id}`` answers the cached JSON bytes as they are:
+no database round trip and no model validation on a hit.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, Query, Request, Response
+from fastapi.responses import StreamingResponse
+
+from arcana.api.deps import AdminPrincipal, ContainerDep
+from arcana.api.schemas_products import (
+    ProductCreate,
+    ProductList,
+    ProductRead,
+    ProductUpdate,
+    StockChange,
+    json_body,
+)
+from arcana.domain.products import NewProduct, Product, ProductChanges, ProductQuery
+from arcana.errors import ValidationFailed
+from arcana.services.products import product_to_json, products_page_to_json
+
+router = APIRouter(prefix="/products", tags=["products"])
+
+JSON = "application/json"
+EXPORT_COLUMNS = (
+    "id",
+    "name",
+    "description",
+    "price",
+    "stock",
+    "category",
+    "status",
+    "created_at",
+    "updated_at",
+)
+_UPDATABLE = ("name", "description", "price", "stock", "category", "status")
+
+
+def _invalid(field: str, msg: str) -> ValidationFailed:
+    return ValidationFailed(
+        f"{field}: {msg}", errors=[{"loc": ["body", field], "msg": msg, "type": "value_error"}]
+    )
+
+
+async def _json_object(request: Request) -> dict[str, Any]:
+    raw = await request.body()
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise ValidationFailed(
+            "The request body is not valid JSON",
+            errors=[{"loc": ["body"], "msg": "invalid JSON", "type": "json_invalid"}],
+        ) from None
+    if not isinstance(body, dict):
+        raise _invalid("body", "must be a JSON object")
+    return body
+
+
+def _check_types(body: dict[str, Any]) -> None:
+    """JSON types the domain checks do not cover: a price is a number, never a string."""
+    for field in ("name", "description", "category", "status"):
+        value = body.get(field)
+        if value is not None and not isinstance(value, str):
+            raise _invalid(field, "must be a string")
+    price = body.get("price")
+    if price is not None and (isinstance(price, bool) or not isinstance(price, int | float)):
+        raise _invalid("price", "must be a number")
+    stock = body.get("stock")
+    if stock is not None and (isinstance(stock, bool) or not isinstance(stock, int)):
+        raise _invalid("stock", "must be an integer")
+
+
+def _json(body: bytes, status: int = 200) -> Response:
+    return Response(content=body, status_code=status, media_type=JSON)
+
+
+@router.get(
+    "/export",
+    summary="Export the whole catalog as CSV (admin, audited)",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/csv": {}}}},
+)
+async def export_products(principal: AdminPrincipal, container: ContainerDep) -> Response:
+    batches = container.products.export_batches(principal.user_id)
+    # The first batch is read before answering, so a database outage is still a 503.
+    first = await anext(batches, None)
+
+    def encode(rows: list[Product], header: bool = False) -> str:
+        buf = io.StringIO()
+        writer = csv.writer(buf, lineterminator="\r\n")
+        if header:
+            writer.writerow(EXPORT_COLUMNS)
+        for p in rows:
+            writer.writerow(
+                (
+                    p.id,
+                    p.name,
+                    p.description or "",
+                    str(p.price),
+                    p.stock,
+                    p.category or "",
+                    p.status.value,
+                    p.created_at.isoformat().replace("+00:00", "Z"),
+                    p.updated_at.isoformat().replace("+00:00", "Z"),
+                )
+            )
+        return buf.getvalue()
+
+    async def stream() -> AsyncIterator[str]:
+        yield encode(first or [], header=True)
+        if first is None:
+            return
+        async for batch in batches:
+            yield encode(batch)
+
+    return StreamingResponse(
+        stream(),
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": 'attachment; filename="products.csv"'},
+    )
+
+
+@router.get("", response_model=ProductList, summary="List products, newest first")
+async def list_products(
+    container: ContainerDep,
+    page: Annotated[int, Query(ge=0, le=10_000_000, description="0-based page")] = 0,
+    size: Annotated[int, Query(ge=1, le=100)] = 10,
+    category: Annotated[str | None, Query(max_length=100)] = None,
+    status: Annotated[str | None, Query(description="Case-insensitive status")] = None,
+) -> Response:
+    query = ProductQuery.build(page=page, size=size, category=category, status=status)
+    result = await container.products.list_products(query)
+    return _json(products_page_to_json(result))
+
+
+@router.get("/{product_id}", response_model=ProductRead, summary="Get a product (cached)")
+async def get_product(product_id: str, request: Request) -> Response:
+    body = await request.app.state.container.products.get_json(product_id)
+    return Response(content=body, media_type=JSON)
+
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=ProductRead,
+    summary="Create a product (admin); it starts as Draft",
+    openapi_extra=json_body(ProductCreate),
+)
+async def create_product(
+    request: Request, principal: AdminPrincipal, container: ContainerDep
+) -> Response:
+    body = await _json_object(request)
+    _check_types(body)
+    if "name" not in body:
+        raise _invalid("name", "field required")
+    if "price" not in body:
+        raise _invalid("price", "field required")
+    new = NewProduct.build(
+        name=body["name"],
+        price=body["price"],
+        description=body.get("description"),
+        stock=body.get("stock"),
+        category=body.get("category"),
+    )
+    product = await container.products.create(principal.user_id, new)
+    return _json(product_to_json(product), 201)
+
+
+@router.patch(
+    "/{product_id}",
+    response_model=ProductRead,
+    summary="Partially update a product (admin); Archived is final",
+    openapi_extra=json_body(ProductUpdate),
+)
+async def update_product(
+    product_id: str, request: Request, principal: AdminPrincipal, container: ContainerDep
+) -> Response:
+    body = await _json_object(request)
+    _check_types(body)
+    changes = ProductChanges.build({k: v for k, v in body.items() if k in _UPDATABLE})
+    product = await container.products.update(principal.user_id, product_id, changes)
+    return _json(product_to_json(product))
+
+
+@router.post(
+    "/{product_id}/stock",
+    response_model=ProductRead,
+    summary="Change stock atomically (admin); below 0 is 422 and changes nothing",
+    openapi_extra=json_body(StockChange),
+)
+async def update_stock(
+    product_id: str, request: Request, principal: AdminPrincipal, container: ContainerDep
+) -> Response:
+    body = await _json_object(request)
+    change = body.get("quantity_change")
+    if change is None:
+        raise _invalid("quantity_change", "field required")
+    if isinstance(change, bool) or not isinstance(change, int):
+        raise _invalid("quantity_change", "must be an integer")
+    product = await container.products.adjust_stock(principal.user_id, product_id, change)
+    return _json(product_to_json(product))
+
+
+@router.delete("/{product_id}", status_code=204, summary="Delete a product (admin)")
+async def delete_product(
+    product_id: str, principal: AdminPrincipal, container: ContainerDep
+) -> Response:
+    await container.products.delete(principal.user_id, product_id)
+    return Response(status_code=204)

@@ -1,0 +1,353 @@
+"""Product catalog use cases, shared by REST and gRPC: open a unit of work, act, record
+events, commit, then keep the cache honest and report admin writes to the audit sink."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import AsyncIterator, Callable, Sequence
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+import orjson
+
+from arcana.domain.audit import AuditEvent, AuditSink
+from arcana.domain.ports import Cache
+from arcana.domain.products import (
+    STOCK_MAX,
+    NewProduct,
+    Product,
+    ProductChanges,
+    ProductPage,
+    ProductQuery,
+    ProductStatus,
+    ProductUnitOfWork,
+    parse_product_id,
+    product_event,
+    stock_events,
+)
+from arcana.errors import InsufficientStock, NotFound, ValidationFailed
+
+log = logging.getLogger(__name__)
+
+UowFactory = Callable[[], ProductUnitOfWork]
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def product_to_dict(p: Product) -> dict[str, Any]:
+    """The wire form (contract §2). ``price`` is a JSON number: a NUMERIC(12,2) value has at
+    most 12 significant digits, so the shortest float repr prints exactly its decimal text."""
+    return {
+        "id": p.id,
+        "name": p.name,
+        "description": p.description,
+        "price": float(p.price),
+        "stock": p.stock,
+        "category": p.category,
+        "status": p.status.value,
+        "created_at": p.created_at,
+        "updated_at": p.updated_at,
+    }
+
+
+_JSON_OPTS = orjson.OPT_UTC_Z
+
+
+def product_to_json(p: Product) -> bytes:
+    return orjson.dumps(product_to_dict(p), option=_JSON_OPTS)
+
+
+def products_page_to_json(page: ProductPage) -> bytes:
+    return orjson.dumps(
+        {
+            "data": [product_to_dict(p) for p in page.items],
+            "page": page.page,
+            "size": page.size,
+            "total": page.total,
+        },
+        option=_JSON_OPTS,
+    )
+
+
+def product_from_json(raw: bytes) -> Product:
+    d = orjson.loads(raw)
+    return Product(
+        id=d["id"],
+        name=d["name"],
+        description=d["description"],
+        price=Decimal(repr(d["price"])).quantize(Decimal("0.01")),
+        stock=d["stock"],
+        category=d["category"],
+        status=ProductStatus(d["status"]),
+        created_at=datetime.fromisoformat(d["created_at"]),
+        updated_at=datetime.fromisoformat(d["updated_at"]),
+    )
+
+
+class ProductCache:
+    """Cache-aside for get-by-id that is never stale after a write.
+
+    Keys: ``product:<id>:v`` holds the product's current *generation* (a random token) and
+    ``product:<id>:<generation>`` the serialized JSON. A reader reads the generation *before*
+    loading the row and stores what it loaded only under that generation (``add``, never
+    overwriting). Every committed write replaces the generation with a fresh token. So a slow
+    reader that loaded the old row before a write can only put it under a generation nobody
+    looks up any more: the read-populate race cannot resurrect old data. Random tokens (not a
+    counter) mean a lost or expired generation key can never bring an old entry back (no ABA).
+
+    A cache outage is a miss, never an error. If replacing the generation fails (Redis down at
+    that moment, detected by reading it back), the product id is kept in ``_pending``: this
+    process bypasses the cache for it and retries the replacement in the background until
+    Redis answers again, so the old entry cannot be served once Redis is back. (Another process
+    could serve it between Redis coming back and the retry, at most one retry interval.)
+    """
+
+    RETRY_INTERVAL = 0.5
+
+    def __init__(
+        self,
+        cache: Cache,
+        ttl: int,
+        on_hit: Callable[[], None] | None = None,
+        on_miss: Callable[[], None] | None = None,
+    ) -> None:
+        self._cache = cache
+        self._ttl = ttl
+        self._gen_ttl = ttl + 60  # outlives the entries stored under it
+        self._on_hit = on_hit or (lambda: None)
+        self._on_miss = on_miss or (lambda: None)
+        self._pending: set[str] = set()
+        self._retry_task: asyncio.Task[None] | None = None
+
+    @staticmethod
+    def _gen_key(product_id: str) -> str:
+        return f"product:{product_id}:v"
+
+    async def generation(self, product_id: str) -> str | None:
+        """The generation to read and populate under; ``None``: do not use the cache now."""
+        if product_id in self._pending:
+            return None
+        key = self._gen_key(product_id)
+        gen = await self._cache.get(key)
+        if gen is None:
+            fresh = uuid.uuid4().hex.encode()
+            if await self._cache.add(key, fresh, self._gen_ttl):
+                gen = fresh
+            else:
+                gen = await self._cache.get(key)
+                if gen is None:
+                    return None
+        return gen.decode()
+
+    async def get(self, product_id: str, gen: str) -> bytes | None:
+        value = await self._cache.get(f"product:{product_id}:{gen}")
+        if value is None:
+            self._on_miss()
+        else:
+            self._on_hit()
+        return value
+
+    async def populate(self, product_id: str, gen: str, value: bytes) -> None:
+        await self._cache.add(f"product:{product_id}:{gen}", value, self._ttl)
+
+    async def invalidate(self, product_id: str) -> None:
+        """After a commit: move the product to a fresh generation."""
+        if not await self._bump(product_id):
+            self._pending.add(product_id)
+            if self._retry_task is None or self._retry_task.done():
+                self._retry_task = asyncio.create_task(
+                    self._retry_pending(), name="product-cache-invalidation"
+                )
+
+    async def _bump(self, product_id: str) -> bool:
+        key = self._gen_key(product_id)
+        token = uuid.uuid4().hex.encode()
+        await self._cache.set(key, token, self._gen_ttl)
+        # Read back: the port degrades errors to no-ops, so this is how a failed write shows.
+        # Another writer's newer token is just as good.
+        return await self._cache.get(key) is not None
+
+    async def _retry_pending(self) -> None:
+        while self._pending:
+            await asyncio.sleep(self.RETRY_INTERVAL)
+            for product_id in list(self._pending):
+                if await self._bump(product_id):
+                    self._pending.discard(product_id)
+
+    @property
+    def pending(self) -> frozenset[str]:
+        return frozenset(self._pending)
+
+    async def aclose(self) -> None:
+        if self._retry_task is not None:
+            self._retry_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._retry_task
+            self._retry_task = None
+
+
+class ProductService:
+    EXPORT_BATCH = 1000
+
+    def __init__(self, uow: UowFactory, cache: ProductCache, audit: AuditSink) -> None:
+        self._uow = uow
+        self.cache = cache
+        self._audit = audit
+
+    # -- reads ------------------------------------------------------------------------------
+    async def get_json(self, product_id: str) -> bytes:
+        """The product's JSON, from the cache when possible. Malformed id → 422, missing → 404."""
+        pid = parse_product_id(product_id)
+        gen = await self.cache.generation(pid)
+        if gen is not None:
+            cached = await self.cache.get(pid, gen)
+            if cached is not None:
+                return cached
+        async with self._uow() as uow:
+            product = await uow.products.get(pid)
+        if product is None:
+            raise NotFound(f"Product {pid} not found")
+        body = product_to_json(product)
+        if gen is not None:
+            await self.cache.populate(pid, gen, body)
+        return body
+
+    async def get(self, product_id: str) -> Product:
+        return product_from_json(await self.get_json(product_id))
+
+    async def list_products(self, query: ProductQuery) -> ProductPage:
+        async with self._uow() as uow:
+            items, total = await uow.products.page(query)
+        return ProductPage(items=items, total=total, page=query.page, size=query.size)
+
+    async def export_batches(self, actor: str) -> AsyncIterator[list[Product]]:
+        """The whole catalog in list order, in batches (keyset scan, one short transaction
+        per batch). The export is audited as ``user.data_access`` / ``export``."""
+        self._audit.emit(
+            AuditEvent(
+                event_type="user.data_access",
+                user_id=actor,
+                resource="products",
+                action="export",
+            )
+        )
+        after: tuple[datetime, str] | None = None
+        while True:
+            async with self._uow() as uow:
+                batch = await uow.products.batch_after(after, self.EXPORT_BATCH)
+            if not batch:
+                return
+            yield batch
+            if len(batch) < self.EXPORT_BATCH:
+                return
+            after = (batch[-1].created_at, batch[-1].id)
+
+    # -- writes -----------------------------------------------------------------------------
+    async def create(self, actor: str, new: NewProduct) -> Product:
+        now = _now()
+        product = Product(
+            id=str(uuid.uuid4()),
+            name=new.name,
+            description=new.description,
+            price=new.price,
+            stock=new.stock,
+            category=new.category,
+            status=ProductStatus.DRAFT,
+            created_at=now,
+            updated_at=now,
+        )
+        async with self._uow() as uow:
+            await uow.products.add(product)
+            uow.record(product_event("product.created", product.id))
+            await uow.commit()
+        self._audited(actor, product.id, "create")
+        return product
+
+    async def create_many(self, items: Sequence[NewProduct], status: ProductStatus) -> int:
+        """Bulk insert in one transaction (demo data): no events and no audit, the products
+        did not come from a user action."""
+        now = _now()
+        rows = [
+            Product(
+                id=str(uuid.uuid4()),
+                name=n.name,
+                description=n.description,
+                price=n.price,
+                stock=n.stock,
+                category=n.category,
+                status=status,
+                created_at=now,
+                updated_at=now,
+            )
+            for n in items
+        ]
+        async with self._uow() as uow:
+            await uow.products.add_many(rows)
+            await uow.commit()
+        return len(rows)
+
+    async def update(self, actor: str, product_id: str, changes: ProductChanges) -> Product:
+        pid = parse_product_id(product_id)
+        async with self._uow() as uow:
+            current = await uow.products.get_for_update(pid)
+            if current is None:
+                raise NotFound(f"Product {pid} not found")
+            updated = current.with_changes(changes, _now())
+            await uow.products.save(updated)
+            uow.record(product_event("product.updated", pid))
+            uow.record(*stock_events(pid, current.stock, updated.stock))
+            await uow.commit()
+        await self.cache.invalidate(pid)
+        self._audited(actor, pid, "update")
+        return updated
+
+    async def adjust_stock(self, actor: str, product_id: str, quantity_change: int) -> Product:
+        pid = parse_product_id(product_id)
+        if isinstance(quantity_change, bool) or not isinstance(quantity_change, int):
+            raise ValidationFailed("quantity_change: must be an integer")
+        if abs(quantity_change) > STOCK_MAX:
+            raise ValidationFailed(f"quantity_change: must be between -{STOCK_MAX} and {STOCK_MAX}")
+        async with self._uow() as uow:
+            product = await uow.products.adjust_stock(pid, quantity_change, _now())
+            if product is None:
+                if not await uow.products.exists(pid):
+                    raise NotFound(f"Product {pid} not found")
+                if quantity_change > 0:
+                    raise ValidationFailed(f"stock: must be at most {STOCK_MAX}")
+                raise InsufficientStock(
+                    f"Insufficient stock: a change of {quantity_change} would go below 0"
+                )
+            before = product.stock - quantity_change
+            uow.record(product_event("product.updated", pid))
+            uow.record(*stock_events(pid, before, product.stock))
+            await uow.commit()
+        await self.cache.invalidate(pid)
+        self._audited(actor, pid, "stock", quantity_change=quantity_change)
+        return product
+
+    async def delete(self, actor: str, product_id: str) -> None:
+        pid = parse_product_id(product_id)
+        async with self._uow() as uow:
+            if not await uow.products.delete(pid):
+                raise NotFound(f"Product {pid} not found")
+            uow.record(product_event("product.deleted", pid))
+            await uow.commit()
+        await self.cache.invalidate(pid)
+        self._audited(actor, pid, "delete")
+
+    def _audited(self, actor: str, product_id: str, action: str, **metadata: Any) -> None:
+        self._audit.emit(
+            AuditEvent(
+                event_type="admin.config_change",
+                user_id=actor,
+                resource=f"product:{product_id}",
+                action=action,
+                metadata=metadata,
+            )
+        )

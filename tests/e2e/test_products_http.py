@@ -1,0 +1,351 @@
+"""Every product route and status code of contract §2 / §8, on both backends."""
+
+from __future__ import annotations
+
+import csv
+import io
+import uuid
+from decimal import Decimal
+
+import httpx
+import pytest
+from sqlalchemy import select
+
+from arcana.bootstrap import Container
+from tests.products_support import BASE, admin_headers, create_product, user_headers
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+PROBLEM = "application/problem+json"
+
+
+def assert_problem(r: httpx.Response, status: int, code: str) -> None:
+    assert r.status_code == status, r.text
+    assert r.headers["content-type"].startswith(PROBLEM)
+    body = r.json()
+    assert body["status"] == status
+    assert body["code"] == code
+    assert {"type", "title", "detail"} <= body.keys()
+
+
+async def test_create_get_shape(client: httpx.AsyncClient, container: Container) -> None:
+    p = await create_product(client, container, description="A thing")
+    assert set(p) == {
+        "id",
+        "name",
+        "description",
+        "price",
+        "stock",
+        "category",
+        "status",
+        "created_at",
+        "updated_at",
+    }
+    assert p["status"] == "Draft"
+    assert p["price"] == 19.99
+    assert p["stock"] == 5
+    assert p["created_at"].endswith("Z")
+    r = await client.get(f"{BASE}/{p['id']}")
+    assert r.status_code == 200
+    assert r.headers["content-type"] == "application/json"
+    assert r.json() == p
+    # second read is a cache hit and identical
+    assert (await client.get(f"{BASE}/{p['id']}")).json() == p
+
+
+async def test_create_defaults(client: httpx.AsyncClient, container: Container) -> None:
+    r = await client.post(BASE, json={"name": "Bare", "price": 0}, headers=admin_headers(container))
+    assert r.status_code == 201
+    body = r.json()
+    assert body["stock"] == 0
+    assert body["description"] is None
+    assert body["category"] is None
+    assert body["price"] == 0
+
+
+async def test_price_is_exact(client: httpx.AsyncClient, container: Container) -> None:
+    p = await create_product(client, container, price=9999999999.99)
+    assert p["price"] == 9999999999.99
+    async with container.uow() as uow:
+        stored = await uow.products.get(p["id"])
+    assert stored is not None
+    assert stored.price == Decimal("9999999999.99")
+    p2 = await create_product(client, container, price=0.1)
+    async with container.uow() as uow:
+        stored2 = await uow.products.get(p2["id"])
+    assert stored2 is not None
+    assert stored2.price == Decimal("0.10")
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"name": "x", "price": 1.005},
+        {"name": "x", "price": -1},
+        {"name": "x", "price": "1.00"},
+        {"name": "x", "price": True},
+        {"name": "x", "price": 1e12},
+        {"name": "", "price": 1},
+        {"name": "x" * 201, "price": 1},
+        {"price": 1},
+        {"name": "x"},
+        {"name": "x", "price": 1, "stock": -1},
+        {"name": "x", "price": 1, "stock": 1.5},
+        {"name": 5, "price": 1},
+        [],
+    ],
+)
+async def test_create_invalid(
+    client: httpx.AsyncClient, container: Container, body: object
+) -> None:
+    r = await client.post(BASE, json=body, headers=admin_headers(container))
+    assert_problem(r, 422, "VALIDATION_FAILED")
+
+
+async def test_malformed_json(client: httpx.AsyncClient, container: Container) -> None:
+    r = await client.post(
+        BASE,
+        content=b"{not json",
+        headers={**admin_headers(container), "content-type": "application/json"},
+    )
+    assert_problem(r, 422, "VALIDATION_FAILED")
+
+
+async def test_name_of_200_chars_is_fine(client: httpx.AsyncClient, container: Container) -> None:
+    p = await create_product(client, container, name="n" * 200)
+    assert len(p["name"]) == 200
+
+
+async def test_auth_before_validation(client: httpx.AsyncClient, container: Container) -> None:
+    pid = str(uuid.uuid4())
+    for method, url in [
+        ("POST", BASE),
+        ("PATCH", f"{BASE}/not-a-uuid"),
+        ("POST", f"{BASE}/not-a-uuid/stock"),
+        ("DELETE", f"{BASE}/not-a-uuid"),
+        ("GET", f"{BASE}/export"),
+        ("PATCH", f"{BASE}/{pid}"),
+    ]:
+        r = await client.request(method, url, content=b"{bad")
+        assert_problem(r, 401, "UNAUTHORIZED")
+        assert r.headers["www-authenticate"].startswith("Bearer")
+        r = await client.request(method, url, content=b"{bad", headers=user_headers(container))
+        assert_problem(r, 403, "FORBIDDEN")
+        r = await client.request(
+            method, url, content=b"{bad", headers={"Authorization": "Bearer nonsense"}
+        )
+        assert_problem(r, 401, "UNAUTHORIZED")
+
+
+async def test_malformed_and_missing_ids(client: httpx.AsyncClient, container: Container) -> None:
+    admin = admin_headers(container)
+    missing = str(uuid.uuid4())
+    assert_problem(await client.get(f"{BASE}/not-a-uuid"), 422, "VALIDATION_FAILED")
+    assert_problem(await client.get(f"{BASE}/{missing}"), 404, "NOT_FOUND")
+    assert_problem(
+        await client.patch(f"{BASE}/nope", json={"name": "a"}, headers=admin),
+        422,
+        "VALIDATION_FAILED",
+    )
+    assert_problem(
+        await client.patch(f"{BASE}/{missing}", json={"name": "a"}, headers=admin),
+        404,
+        "NOT_FOUND",
+    )
+    assert_problem(
+        await client.post(f"{BASE}/nope/stock", json={"quantity_change": 1}, headers=admin),
+        422,
+        "VALIDATION_FAILED",
+    )
+    assert_problem(
+        await client.post(f"{BASE}/{missing}/stock", json={"quantity_change": 1}, headers=admin),
+        404,
+        "NOT_FOUND",
+    )
+    assert_problem(await client.delete(f"{BASE}/nope", headers=admin), 422, "VALIDATION_FAILED")
+    assert_problem(await client.delete(f"{BASE}/{missing}", headers=admin), 404, "NOT_FOUND")
+
+
+async def test_patch_partial_and_status(client: httpx.AsyncClient, container: Container) -> None:
+    admin = admin_headers(container)
+    p = await create_product(client, container, description="d")
+    r = await client.patch(f"{BASE}/{p['id']}", json={"status": "active"}, headers=admin)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["status"] == "Active"
+    assert body["name"] == p["name"]
+    assert body["description"] == "d"
+    assert body["updated_at"] >= p["updated_at"]
+    r = await client.patch(
+        f"{BASE}/{p['id']}",
+        json={"name": "New", "price": 5.5, "stock": 3, "category": None, "description": None},
+        headers=admin,
+    )
+    body = r.json()
+    assert (body["name"], body["price"], body["stock"]) == ("New", 5.5, 3)
+    assert body["category"] is None
+    assert body["description"] is None
+    assert (await client.get(f"{BASE}/{p['id']}")).json() == body
+    for status in ("INACTIVE", "Draft", "ArChIvEd"):
+        r = await client.patch(f"{BASE}/{p['id']}", json={"status": status}, headers=admin)
+        assert r.status_code == 200
+    assert r.json()["status"] == "Archived"
+    # Archived is final, but re-stating it and other edits are fine
+    r = await client.patch(f"{BASE}/{p['id']}", json={"status": "Active"}, headers=admin)
+    assert_problem(r, 422, "VALIDATION_FAILED")
+    r = await client.patch(f"{BASE}/{p['id']}", json={"status": "archived"}, headers=admin)
+    assert r.status_code == 200
+    r = await client.patch(f"{BASE}/{p['id']}", json={"status": "Gone"}, headers=admin)
+    assert_problem(r, 422, "VALIDATION_FAILED")
+    for bad in ({"price": 1.234}, {"stock": -2}, {"name": ""}, {"name": None}, {"price": "1"}):
+        r = await client.patch(f"{BASE}/{p['id']}", json=bad, headers=admin)
+        assert_problem(r, 422, "VALIDATION_FAILED")
+
+
+async def test_stock_endpoint(client: httpx.AsyncClient, container: Container) -> None:
+    admin = admin_headers(container)
+    p = await create_product(client, container, stock=5)
+    url = f"{BASE}/{p['id']}/stock"
+    r = await client.post(url, json={"quantity_change": 10}, headers=admin)
+    assert r.status_code == 200
+    assert r.json()["stock"] == 15
+    r = await client.post(url, json={"quantity_change": -16}, headers=admin)
+    assert_problem(r, 422, "VALIDATION_FAILED")
+    assert (await client.get(f"{BASE}/{p['id']}")).json()["stock"] == 15
+    r = await client.post(url, json={"quantity_change": -15}, headers=admin)
+    assert r.json()["stock"] == 0
+    for bad in ({}, {"quantity_change": "1"}, {"quantity_change": 1.5}, {"quantity_change": None}):
+        assert_problem(await client.post(url, json=bad, headers=admin), 422, "VALIDATION_FAILED")
+
+
+async def test_stock_events_in_outbox(client: httpx.AsyncClient, container: Container) -> None:
+    from arcana.adapters.tables import outbox
+
+    admin = admin_headers(container)
+    p = await create_product(client, container, stock=12)
+    url = f"{BASE}/{p['id']}/stock"
+    await client.post(url, json={"quantity_change": -2}, headers=admin)  # 10: low
+    await client.post(url, json={"quantity_change": -1}, headers=admin)  # 9: low
+    await client.post(url, json={"quantity_change": -9}, headers=admin)  # 0: out
+    await client.delete(f"{BASE}/{p['id']}", headers=admin)
+    async with container.uow() as uow:
+        rows = (
+            await uow.session.execute(
+                select(outbox.c.event_type, outbox.c.data)
+                .where(outbox.c.aggregate_id == p["id"])
+                .order_by(outbox.c.seq)
+            )
+        ).all()
+    types = [t for t, _ in rows]
+    assert types == [
+        "product.created",
+        "product.updated",
+        "product.low_stock",
+        "product.updated",
+        "product.low_stock",
+        "product.updated",
+        "product.out_of_stock",
+        "product.deleted",
+    ]
+    low = [d for t, d in rows if t == "product.low_stock"]
+    assert [d["data"] for d in low] == [
+        {"productId": p["id"], "stock": 10},
+        {"productId": p["id"], "stock": 9},
+    ]
+    assert rows[0][1]["data"] == {"productId": p["id"]}
+    assert rows[0][1]["source"] == "arcana"
+
+
+async def test_delete(client: httpx.AsyncClient, container: Container) -> None:
+    admin = admin_headers(container)
+    p = await create_product(client, container)
+    assert (await client.get(f"{BASE}/{p['id']}")).status_code == 200  # cached
+    r = await client.delete(f"{BASE}/{p['id']}", headers=admin)
+    assert r.status_code == 204
+    assert r.content == b""
+    assert_problem(await client.get(f"{BASE}/{p['id']}"), 404, "NOT_FOUND")
+    assert_problem(await client.delete(f"{BASE}/{p['id']}", headers=admin), 404, "NOT_FOUND")
+
+
+async def test_list_filters_and_order(client: httpx.AsyncClient, container: Container) -> None:
+    admin = admin_headers(container)
+    ids = []
+    for i in range(5):
+        p = await create_product(client, container, name=f"p{i}", category="a" if i % 2 else "b")
+        ids.append(p["id"])
+    await client.patch(f"{BASE}/{ids[0]}", json={"status": "Active"}, headers=admin)
+    r = await client.get(BASE)
+    assert r.status_code == 200
+    body = r.json()
+    assert body["total"] == 5
+    assert (body["page"], body["size"]) == (0, 10)
+    assert [p["id"] for p in body["data"]] == ids[::-1]
+    r = await client.get(BASE, params={"category": "a"})
+    assert r.json()["total"] == 2
+    r = await client.get(BASE, params={"status": "aCtIvE"})
+    assert [p["id"] for p in r.json()["data"]] == [ids[0]]
+    r = await client.get(BASE, params={"status": "draft", "category": "b", "size": 1, "page": 1})
+    body = r.json()
+    assert body["total"] == 2
+    assert [p["id"] for p in body["data"]] == [ids[2]]
+    assert (await client.get(BASE, params={"page": 9})).json()["data"] == []
+
+
+@pytest.mark.parametrize(
+    "params",
+    [{"size": 0}, {"size": 101}, {"page": -1}, {"status": "bogus"}, {"page": "x"}],
+)
+async def test_list_invalid_query(
+    client: httpx.AsyncClient, container: Container, params: dict[str, object]
+) -> None:
+    assert_problem(await client.get(BASE, params=params), 422, "VALIDATION_FAILED")
+
+
+async def test_export_csv(client: httpx.AsyncClient, container: Container) -> None:
+    admin = admin_headers(container)
+    p1 = await create_product(client, container, name='Comma, "quoted"', description=None)
+    p2 = await create_product(client, container, name="Second", price=3)
+    r = await client.get(f"{BASE}/export", headers=admin)
+    assert r.status_code == 200
+    assert r.headers["content-type"].startswith("text/csv")
+    rows = list(csv.reader(io.StringIO(r.text)))
+    assert rows[0] == [
+        "id",
+        "name",
+        "description",
+        "price",
+        "stock",
+        "category",
+        "status",
+        "created_at",
+        "updated_at",
+    ]
+    assert [row[0] for row in rows[1:]] == [p2["id"], p1["id"]]
+    assert rows[2][1] == 'Comma, "quoted"'
+    assert rows[1][3] == "3.00"
+
+
+async def test_export_many_batches(client: httpx.AsyncClient, container: Container) -> None:
+    from tests.products_support import seed_products
+
+    await seed_products(container, 2500)
+    r = await client.get(f"{BASE}/export", headers=admin_headers(container))
+    rows = list(csv.reader(io.StringIO(r.text)))
+    ids = [row[0] for row in rows[1:]]
+    assert len(ids) == 2500
+    assert len(set(ids)) == 2500
+
+
+async def test_cache_metrics(client: httpx.AsyncClient, container: Container) -> None:
+    p = await create_product(client, container)
+    await client.get(f"{BASE}/{p['id']}")
+    await client.get(f"{BASE}/{p['id']}")
+    text = (await client.get("/metrics")).text
+    assert 'arcana_cache_requests_total{cache="product",result="hit"}' in text
+    assert 'arcana_cache_requests_total{cache="product",result="miss"}' in text
+
+
+async def test_openapi_lists_product_routes(client: httpx.AsyncClient) -> None:
+    spec = (await client.get("/openapi.json")).json()
+    assert "/api/v1/products/{product_id}/stock" in spec["paths"]
+    assert "requestBody" in spec["paths"]["/api/v1/products"]["post"]

@@ -1,0 +1,127 @@
+"""Product invariants without a database."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import pytest
+
+from arcana.domain.products import (
+    NewProduct,
+    Product,
+    ProductChanges,
+    ProductPage,
+    ProductQuery,
+    ProductStatus,
+    check_price,
+    parse_product_id,
+    stock_events,
+)
+from arcana.errors import ValidationFailed
+
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def product(status: ProductStatus = ProductStatus.DRAFT, stock: int = 5) -> Product:
+    return Product(
+        id="p",
+        name="n",
+        description=None,
+        price=Decimal("1.00"),
+        stock=stock,
+        category=None,
+        status=status,
+        created_at=NOW,
+        updated_at=NOW,
+    )
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [(0, "0.00"), (19.99, "19.99"), (0.1, "0.10"), (5, "5.00"), (9999999999.99, "9999999999.99")],
+)
+def test_price_exact(raw: float, expected: str) -> None:
+    assert check_price(raw) == Decimal(expected)
+
+
+@pytest.mark.parametrize("raw", [1.005, -0.01, float("nan"), float("inf"), 1e10, True, None, 1e-7])
+def test_price_rejected(raw: object) -> None:
+    with pytest.raises(ValidationFailed):
+        check_price(raw)
+
+
+def test_status_parse_is_case_insensitive() -> None:
+    assert ProductStatus.parse("aRcHiVeD") is ProductStatus.ARCHIVED
+    with pytest.raises(ValidationFailed):
+        ProductStatus.parse("deleted")
+
+
+def test_archived_is_final() -> None:
+    archived = product(ProductStatus.ARCHIVED)
+    with pytest.raises(ValidationFailed):
+        archived.with_changes(ProductChanges.build({"status": "Active"}), NOW)
+    same = archived.with_changes(ProductChanges.build({"status": "archived", "name": "x"}), NOW)
+    assert same.status is ProductStatus.ARCHIVED
+    assert same.name == "x"
+    for s in ("Active", "Inactive", "Draft", "Archived"):
+        assert product().with_changes(ProductChanges.build({"status": s}), NOW).status.value == s
+
+
+def test_partial_update_keeps_absent_fields() -> None:
+    p = Product(
+        id="p",
+        name="n",
+        description="d",
+        price=Decimal("1.00"),
+        stock=1,
+        category="c",
+        status=ProductStatus.DRAFT,
+        created_at=NOW,
+        updated_at=NOW,
+    )
+    q = p.with_changes(ProductChanges.build({"price": 2}), NOW)
+    assert (q.description, q.category, q.price) == ("d", "c", Decimal("2.00"))
+    r = p.with_changes(ProductChanges.build({"description": None}), NOW)
+    assert r.description is None
+    assert r.category == "c"
+
+
+def test_new_product_limits() -> None:
+    assert NewProduct.build(name="x" * 200, price=1).stock == 0
+    for bad in (
+        {"name": "", "price": 1},
+        {"name": "x" * 201, "price": 1},
+        {"name": "x", "price": 1, "stock": -1},
+    ):
+        with pytest.raises(ValidationFailed):
+            NewProduct.build(**bad)  # type: ignore[arg-type]
+
+
+def test_stock_events() -> None:
+    assert [e.event_type for e in stock_events("p", 20, 10)] == ["product.low_stock"]
+    assert stock_events("p", 10, 9)[0].data == {"productId": "p", "stock": 9}
+    assert [e.event_type for e in stock_events("p", 3, 0)] == ["product.out_of_stock"]
+    assert stock_events("p", 20, 11) == []
+    assert stock_events("p", 5, 5) == []
+    assert stock_events("p", 0, 4)[0].aggregate_id == "p"
+
+
+def test_query_and_page() -> None:
+    with pytest.raises(ValidationFailed):
+        ProductQuery.build(size=0)
+    with pytest.raises(ValidationFailed):
+        ProductQuery.build(size=101)
+    with pytest.raises(ValidationFailed):
+        ProductQuery.build(page=-1)
+    assert ProductQuery.build(status="active").status is ProductStatus.ACTIVE
+    assert ProductPage([], total=20, page=0, size=10).has_next
+    assert not ProductPage([], total=20, page=1, size=10).has_next
+
+
+def test_ids() -> None:
+    assert parse_product_id("A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11") == (
+        "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"
+    )
+    with pytest.raises(ValidationFailed):
+        parse_product_id("nope")
