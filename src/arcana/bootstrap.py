@@ -16,8 +16,11 @@ from redis.asyncio import Redis
 
 from arcana.adapters.cache import MemoryCache, RedisCache
 from arcana.adapters.database import Database
+from arcana.adapters.jobqueue.redis import RedisJobQueue
+from arcana.adapters.jobqueue.sql import SqlJobQueue
 from arcana.adapters.jwt_tokens import JwtAccessTokens
 from arcana.adapters.login_limiter import MemoryLoginLimiter, RedisLoginLimiter
+from arcana.adapters.mail import build_mailer
 from arcana.adapters.migrator import migrate
 from arcana.adapters.passwords import Argon2PasswordHasher
 from arcana.adapters.unit_of_work import SqlUnitOfWork
@@ -25,6 +28,8 @@ from arcana.adapters.user_sync import NoUserSync, WebhookUserSync
 from arcana.config import Settings
 from arcana.domain.audit import AuditEvent, AuditSink, NullAuditSink
 from arcana.domain.events import DomainEvent
+from arcana.domain.jobs import JobQueue
+from arcana.domain.mail import Mailer
 from arcana.domain.ports import Cache
 from arcana.domain.users import LoginLimiter, UserSync
 from arcana.services.auth import AuthPolicy, AuthService
@@ -33,6 +38,7 @@ from arcana.services.users import TokenGenerationCache, UserService, UserSyncSer
 from arcana.metrics import CACHE_REQUESTS
 from arcana.services.identity import IdentityService
 from arcana.services.products import ProductCache, ProductService
+from arcana.services.jobs import JobService
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +55,12 @@ class _LateAudit:
 
     def emit(self, event: AuditEvent) -> None:
         self._container.audit.emit(event)
+def _not_wired(name: str) -> Callable[[], Awaitable[int]]:
+    async def hook() -> int:
+        log.info("%s: no handler wired; nothing to do", name)
+        return 0
+
+    return hook
 
 
 class Container:
@@ -127,6 +139,22 @@ class Container:
                 on_miss=CACHE_REQUESTS.labels("product", "miss").inc,
             ),
             _LateAudit(self),
+        self.queue: JobQueue = self._build_queue()
+        self.jobs = JobService(self.queue)
+        self.mailer: Mailer = build_mailer(settings.smtp_url, settings.mail_from, settings.var_dir)
+        # Periodic job hooks (``sync.pending_users``, ``sync.cleanup_tokens``): the auth area
+        # replaces these with its service functions; each returns how many rows it handled.
+        self.sync_pending_users: Callable[[], Awaitable[int]] = _not_wired("sync.pending_users")
+        self.cleanup_tokens: Callable[[], Awaitable[int]] = _not_wired("sync.cleanup_tokens")
+
+    def _build_queue(self) -> JobQueue:
+        s = self.settings
+        if s.effective_queue_backend == "redis":
+            if self.redis is None:
+                raise ValueError("ARCANA_QUEUE_BACKEND=redis needs ARCANA_REDIS_URL")
+            return RedisJobQueue(self.redis, s.redis_prefix, finished_ttl=s.job_finished_ttl)
+        return SqlJobQueue(
+            self.db, finished_ttl=s.job_finished_ttl, poll_interval=s.job_poll_interval
         )
 
     @classmethod
@@ -201,6 +229,7 @@ class Container:
     async def close(self) -> None:
         await self.stop_background()
         await self.products.cache.aclose()
+        await self.queue.close()
         await self.db.dispose()
         if self.redis is not None:
             await self.redis.aclose()

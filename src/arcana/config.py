@@ -75,6 +75,20 @@ class Settings(BaseSettings):
     log_json: bool = True
     shutdown_timeout: float = Field(default=10.0, ge=0)
 
+    # -- jobs --
+    worker_concurrency: int = Field(default=16, ge=1)
+    job_lease_seconds: float = Field(default=30.0, gt=0)
+    job_reap_interval: float = Field(default=1.0, gt=0)
+    job_batch_size: int = Field(default=32, ge=1)
+    job_timeout: float = Field(default=300.0, gt=0)
+    job_backoff_base: float = Field(default=1.0, ge=0)
+    job_backoff_cap: float = Field(default=300.0, ge=0)
+    job_finished_ttl: int = Field(default=86400, ge=1)
+    job_poll_interval: float = Field(default=0.5, gt=0)
+    scheduler_enabled: bool = True
+    schedule_pending_users_seconds: int = Field(default=300, ge=1)
+    schedule_cleanup_tokens_seconds: int = Field(default=3600, ge=1)
+
     @model_validator(mode="after")
     def _check_production(self) -> Settings:
         if self.env == "production":

@@ -30,4 +30,25 @@ AUTH_REFRESH_REUSE = Counter(
 )
 LOGIN_LIMITER_ERRORS = Counter(
     "arcana_login_limiter_errors_total", "Login limiter backend errors (failed open)"
+# -- jobs --
+JOBS_DEPTH = Gauge("arcana_jobs_queue_depth", "Jobs ready to run, by priority", ["priority"])
+JOBS_WAITING = Gauge("arcana_jobs_waiting", "Jobs waiting for their time", ["status"])
+JOBS_RUNNING = Gauge("arcana_jobs_running", "Jobs running in this process")
+JOBS_DEAD = Gauge("arcana_jobs_dead", "Jobs in the dead-letter set")
+JOBS_PROCESSED = Counter("arcana_jobs_processed_total", "Job attempts that succeeded", ["job_type"])
+JOBS_FAILED = Counter("arcana_jobs_failed_total", "Job attempts that failed", ["job_type"])
+JOBS_RETRIED = Counter("arcana_jobs_retried_total", "Failed attempts rescheduled", ["job_type"])
+JOBS_DEAD_LETTERED = Counter(
+    "arcana_jobs_dead_lettered_total", "Jobs moved to the dead-letter set", ["job_type"]
+)
+JOBS_DURATION = Histogram(
+    "arcana_job_duration_seconds",
+    "Handler run time",
+    ["job_type"],
+    buckets=(0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30, 120, 600),
+)
+JOBS_LATENCY = Histogram(
+    "arcana_job_start_latency_seconds",
+    "Time from when a job was due (enqueue or scheduled time) to the start of its attempt",
+    buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30),
 )

@@ -132,3 +132,31 @@ Index(
     "ix_products_category_created_at_id", products.c.category, products.c.created_at, products.c.id
 )
 Index("ix_products_status_created_at_id", products.c.status, products.c.created_at, products.c.id)
+# -- jobs --
+# ``seq`` orders jobs FIFO within a priority; ``unique_active`` holds ``unique_key`` only while
+# the job is queued, scheduled, running or retrying, so a unique index deduplicates exactly then.
+jobs = Table(
+    "jobs",
+    metadata,
+    Column(
+        "seq", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
+    Column("id", String(64), nullable=False, unique=True),
+    Column("job_type", String(100), nullable=False),
+    Column("payload", JSON, nullable=False),
+    Column("priority", Integer, nullable=False),
+    Column("max_retries", Integer, nullable=False),
+    Column("retry_count", Integer, nullable=False, server_default="0"),
+    Column("status", String(16), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("scheduled_at", DateTime(timezone=True), nullable=False),
+    Column("started_at", DateTime(timezone=True), nullable=True),
+    Column("finished_at", DateTime(timezone=True), nullable=True),
+    Column("last_error", Text, nullable=True),
+    Column("unique_key", String(200), nullable=True),
+    Column("unique_active", String(200), nullable=True, unique=True),
+    Column("worker_id", String(100), nullable=True),
+    Column("lease_until", DateTime(timezone=True), nullable=True),
+)
+Index("ix_jobs_fetch", jobs.c.status, jobs.c.priority, jobs.c.scheduled_at)
+Index("ix_jobs_lease", jobs.c.lease_until)

@@ -9,6 +9,7 @@ import typer
 
 from arcana import __version__
 from arcana.cli import ops, serve, users
+from arcana.cli import jobs, ops, serve, worker
 
 app = typer.Typer(
     name="arcana",
@@ -37,6 +38,8 @@ def _root(
 serve.register(app)
 ops.register(app)
 users.register(app)
+worker.register(app)
+jobs.register(app)
 
 
 def main() -> None:

@@ -4,10 +4,12 @@ relay and event consumers. Each area registers its loops here with ``container.s
 from __future__ import annotations
 
 from arcana.bootstrap import Container
+from arcana.worker.jobs import start_jobs
 
 
 async def start_background(container: Container) -> None:
     """Job workers, scheduler, relay and consumers (embedded mode, worker processes)."""
+    start_jobs(container)
 
 
 async def start_serve_extras(container: Container) -> None:

@@ -1,0 +1,291 @@
+"""The job queue on Redis: our own protocol of Lua scripts over hashes and sorted sets.
+
+See ``redis_scripts`` for the key layout. Enqueue, fetch, heartbeat, complete, fail, release,
+reap and retry are each one atomic script call; ``enqueue_many`` and ``complete`` batch many
+jobs into one call, and ``fetch`` leases up to ``limit`` jobs in one round trip.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from arcana.adapters.jobqueue import redis_scripts as lua
+from arcana.domain.jobs import Job, JobQueue, JobRequest, JobStatus, Priority, QueueStats
+from arcana.errors import InvalidState, NotFound, ServiceUnavailable
+
+log = logging.getLogger(__name__)
+
+BAND = 1099511627776
+_ZSET_OF = {
+    JobStatus.QUEUED: "ready",
+    JobStatus.SCHEDULED: "scheduled",
+    JobStatus.RETRYING: "retrying",
+    JobStatus.RUNNING: "running",
+    JobStatus.SUCCEEDED: "done",
+    JobStatus.DEAD: "dead",
+}
+# Listing order when no status is given: what needs attention first.
+_ALL_ORDER = [
+    JobStatus.RUNNING,
+    JobStatus.QUEUED,
+    JobStatus.RETRYING,
+    JobStatus.SCHEDULED,
+    JobStatus.DEAD,
+    JobStatus.SUCCEEDED,
+]
+_NEWEST_FIRST = {JobStatus.SUCCEEDED, JobStatus.DEAD}
+
+
+def _s(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _ms(value: Any) -> datetime | None:
+    text = _s(value) if value is not None else ""
+    if not text:
+        return None
+    return datetime.fromtimestamp(int(float(text)) / 1000, UTC)
+
+
+class RedisJobQueue(JobQueue):
+    def __init__(self, redis: Redis, prefix: str, *, finished_ttl: float) -> None:
+        self._redis = redis
+        self.base = f"{{{prefix}}}:q:"
+        self._ttl_ms = int(finished_ttl * 1000)
+        r = redis.register_script
+        self._enqueue = r(lua.ENQUEUE)
+        self._fetch = r(lua.FETCH)
+        self._heartbeat = r(lua.HEARTBEAT)
+        self._complete = r(lua.COMPLETE)
+        self._fail = r(lua.FAIL)
+        self._release = r(lua.RELEASE)
+        self._reap = r(lua.REAP)
+        self._retry = r(lua.RETRY_DEAD)
+
+    # -- producers ------------------------------------------------------------------------
+    async def enqueue(self, request: JobRequest, *, job_id: str | None = None) -> Job:
+        return (await self._enqueue_all([(request, job_id or str(uuid.uuid4()))]))[0]
+
+    async def enqueue_many(self, requests: Sequence[JobRequest]) -> list[Job]:
+        if not requests:
+            return []
+        return await self._enqueue_all([(r, str(uuid.uuid4())) for r in requests])
+
+    async def _enqueue_all(self, items: list[tuple[JobRequest, str]]) -> list[Job]:
+        args: list[Any] = [self.base]
+        for request, job_id in items:
+            args += [
+                job_id,
+                request.job_type,
+                orjson.dumps(request.payload),
+                int(request.priority),
+                request.max_retries,
+                int(max(request.delay_seconds, 0.0) * 1000),
+                request.unique_key or "",
+            ]
+        try:
+            rows = await self._enqueue(args=args)
+        except RedisError as exc:
+            raise ServiceUnavailable("The job queue is unreachable; try again shortly") from exc
+        jobs: list[Job] = []
+        for (request, _), row in zip(items, rows, strict=True):
+            created, job_id, created_ms, at_ms = int(row[0]), _s(row[1]), row[2], row[3]
+            if created:
+                created_at = _ms(created_ms)
+                scheduled_at = _ms(at_ms)
+                assert created_at is not None
+                assert scheduled_at is not None
+                jobs.append(
+                    Job(
+                        id=job_id,
+                        job_type=request.job_type,
+                        payload=request.payload,
+                        priority=request.priority,
+                        max_retries=request.max_retries,
+                        retry_count=0,
+                        status=JobStatus.SCHEDULED
+                        if request.delay_seconds > 0
+                        else JobStatus.QUEUED,
+                        created_at=created_at,
+                        scheduled_at=scheduled_at,
+                        unique_key=request.unique_key,
+                    )
+                )
+            else:
+                existing = await self.get(job_id)
+                if existing is None:  # finished and pruned in between: enqueue afresh
+                    return await self._enqueue_all(items)
+                existing.existing = True
+                jobs.append(existing)
+        return jobs
+
+    # -- reading --------------------------------------------------------------------------
+    async def get(self, job_id: str) -> Job | None:
+        data = await self._redis.hgetall(self.base + "j:" + job_id)
+        return self._decode(data) if data else None
+
+    async def _get_many(self, ids: Sequence[str]) -> list[Job]:
+        if not ids:
+            return []
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for job_id in ids:
+                pipe.hgetall(self.base + "j:" + job_id)
+            rows = await pipe.execute()
+        return [self._decode(d) for d in rows if d]
+
+    @staticmethod
+    def _decode(data: dict[Any, Any]) -> Job:
+        d = {_s(k): _s(v) for k, v in data.items()}
+        created = _ms(d.get("created"))
+        scheduled = _ms(d.get("sched")) or created
+        assert created is not None
+        assert scheduled is not None
+        return Job(
+            id=d["id"],
+            job_type=d["type"],
+            payload=orjson.loads(d.get("payload") or "{}"),
+            priority=Priority(int(d.get("pri", "1"))),
+            max_retries=int(d.get("max", "3")),
+            retry_count=int(d.get("retries", "0")),
+            status=JobStatus(d["status"]),
+            created_at=created,
+            scheduled_at=scheduled,
+            started_at=_ms(d.get("started")),
+            finished_at=_ms(d.get("finished")),
+            last_error=d.get("error") or None,
+            unique_key=d.get("uk") or None,
+        )
+
+    async def list_jobs(
+        self, status: JobStatus | None, page: int, size: int
+    ) -> tuple[list[Job], int]:
+        statuses = [status] if status is not None else _ALL_ORDER
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for st in statuses:
+                pipe.zcard(self.base + _ZSET_OF[st])
+            counts = [int(c) for c in await pipe.execute()]
+        total = sum(counts)
+        start, want = page * size, size
+        ids: list[str] = []
+        for st, count in zip(statuses, counts, strict=True):
+            if want <= 0:
+                break
+            if start >= count:
+                start -= count
+                continue
+            key = self.base + _ZSET_OF[st]
+            stop = start + want - 1
+            if st in _NEWEST_FIRST:
+                chunk = await self._redis.zrevrange(key, start, stop)
+            else:
+                chunk = await self._redis.zrange(key, start, stop)
+            ids += [_s(i) for i in chunk]
+            want -= len(chunk)
+            start = 0
+        return await self._get_many(ids), total
+
+    async def stats(self) -> QueueStats:
+        b = self.base
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for p in Priority:
+                low = (3 - int(p)) * BAND
+                pipe.zcount(b + "ready", low, f"({low + BAND}")
+            for name in ("scheduled", "retrying", "running", "done", "dead"):
+                pipe.zcard(b + name)
+            r = [int(x) for x in await pipe.execute()]
+        return QueueStats(
+            depth={p.name: r[i] for i, p in enumerate(Priority)},
+            scheduled=r[4],
+            retrying=r[5],
+            running=r[6],
+            succeeded=r[7],
+            dead=r[8],
+        )
+
+    async def retry_dead(self, job_id: str) -> Job:
+        result = _s(await self._retry(args=[self.base, job_id]))
+        if result == "missing":
+            raise NotFound(f"job {job_id} not found")
+        if result != "ok":
+            raise InvalidState(f"job {job_id} is {result}; only dead jobs can be retried")
+        job = await self.get(job_id)
+        if job is None:  # pragma: no cover - it was just queued
+            raise NotFound(f"job {job_id} not found")
+        return job
+
+    # -- workers --------------------------------------------------------------------------
+    async def fetch(self, worker_id: str, limit: int, lease_seconds: float) -> list[Job]:
+        out = await self._fetch(args=[self.base, worker_id, limit, int(lease_seconds * 1000)])
+        now = _ms(out[0])
+        self.next_due_ms = int(out[1])
+        jobs: list[Job] = []
+        for i in range(2, len(out), 9):
+            typ, payload, pri, mx, retries, created, sched, uk = out[i + 1 : i + 9]
+            created_at = _ms(created)
+            assert created_at is not None
+            jobs.append(
+                Job(
+                    id=_s(out[i]),
+                    job_type=_s(typ),
+                    payload=orjson.loads(payload),
+                    priority=Priority(int(pri)),
+                    max_retries=int(mx),
+                    retry_count=int(retries),
+                    status=JobStatus.RUNNING,
+                    created_at=created_at,
+                    scheduled_at=_ms(sched) or created_at,
+                    started_at=now,
+                    unique_key=_s(uk) or None,
+                )
+            )
+        self.last_fetch_ms = int(out[0])
+        return jobs
+
+    next_due_ms: int = -1
+    last_fetch_ms: int = 0
+
+    async def heartbeat(self, worker_id: str, job_ids: Sequence[str], lease_seconds: float) -> None:
+        if job_ids:
+            await self._heartbeat(args=[self.base, worker_id, int(lease_seconds * 1000), *job_ids])
+
+    async def complete(self, worker_id: str, job_ids: Sequence[str]) -> int:
+        if not job_ids:
+            return 0
+        return int(await self._complete(args=[self.base, worker_id, *job_ids]))
+
+    async def fail(
+        self, worker_id: str, job_id: str, error: str, retry_delay: float
+    ) -> JobStatus | None:
+        result = _s(
+            await self._fail(
+                args=[self.base, worker_id, job_id, error[:2000], int(retry_delay * 1000)]
+            )
+        )
+        return JobStatus(result) if result else None
+
+    async def release(self, worker_id: str, job_ids: Sequence[str]) -> int:
+        if not job_ids:
+            return 0
+        return int(await self._release(args=[self.base, worker_id, *job_ids]))
+
+    async def reap(self) -> int:
+        return int(await self._reap(args=[self.base, self._ttl_ms, 1000]))
+
+    async def wait_for_work(self, timeout: float) -> None:
+        """Block on the wake list (one token per enqueue), at most until the next delayed job
+        is due."""
+        if self.next_due_ms >= 0 and self.last_fetch_ms:
+            timeout = min(timeout, max((self.next_due_ms - self.last_fetch_ms) / 1000, 0.005))
+        timeout = max(min(timeout, 1.0), 0.01)
+        await self._redis.blpop([self.base + "wake"], timeout=timeout)
+
+    async def close(self) -> None:
+        """The Redis client belongs to the container."""

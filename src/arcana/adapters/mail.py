@@ -1,0 +1,108 @@
+"""Mail: Jinja2 templates shipped in ``mail_templates/``, sent over SMTP (aiosmtplib) or
+written as ``.eml`` files when no ``ARCANA_SMTP_URL`` is set."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Mapping
+from email.message import EmailMessage as MimeMessage
+from email.utils import formatdate, make_msgid
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import aiosmtplib
+from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
+
+from arcana.domain.mail import EmailMessage, EmailSender, Mailer
+
+
+def _mime(message: EmailMessage, sender: str) -> MimeMessage:
+    mime = MimeMessage()
+    mime["From"] = sender
+    mime["To"] = message.to
+    mime["Subject"] = message.subject
+    mime["Date"] = formatdate(localtime=False)
+    mime["Message-ID"] = make_msgid(domain="arcana.local")
+    mime.set_content(message.text)
+    mime.add_alternative(message.html, subtype="html")
+    return mime
+
+
+class SmtpSender(EmailSender):
+    """``smtp://[user:pass@]host:port[?starttls=true]`` or ``smtps://…`` (implicit TLS)."""
+
+    def __init__(self, url: str, sender: str, timeout: float = 10.0) -> None:
+        parts = urlsplit(url)
+        if parts.scheme not in ("smtp", "smtps") or not parts.hostname:
+            raise ValueError("ARCANA_SMTP_URL must look like smtp://[user:pass@]host:port")
+        query = parse_qs(parts.query)
+        self.host = parts.hostname
+        self.use_tls = parts.scheme == "smtps"
+        self.port = parts.port or (465 if self.use_tls else 25)
+        self.start_tls = query.get("starttls", ["false"])[0].lower() in ("1", "true", "yes")
+        self.username = unquote(parts.username) if parts.username else None
+        self.password = unquote(parts.password) if parts.password else None
+        self.sender = sender
+        self.timeout = timeout
+
+    async def send(self, message: EmailMessage) -> None:
+        await aiosmtplib.send(
+            _mime(message, self.sender),
+            hostname=self.host,
+            port=self.port,
+            username=self.username,
+            password=self.password,
+            use_tls=self.use_tls,
+            start_tls=self.start_tls if not self.use_tls else False,
+            timeout=self.timeout,
+        )
+
+
+class FileSender(EmailSender):
+    """Development: each mail becomes ``<dir>/<time>-<id>.eml``."""
+
+    def __init__(self, directory: Path, sender: str) -> None:
+        self.directory = directory
+        self.sender = sender
+
+    async def send(self, message: EmailMessage) -> None:
+        data = _mime(message, self.sender).as_bytes()
+        name = f"{time.time_ns()}-{uuid.uuid4().hex[:8]}.eml"
+
+        def write() -> None:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            tmp = self.directory / (name + ".tmp")
+            tmp.write_bytes(data)
+            tmp.rename(self.directory / name)
+
+        await asyncio.to_thread(write)
+
+
+class TemplateMailer(Mailer):
+    def __init__(self, sender: EmailSender) -> None:
+        self.sender = sender
+        self._env = Environment(
+            loader=PackageLoader("arcana.adapters", "mail_templates"),
+            autoescape=select_autoescape(enabled_extensions=("html",), default=False),
+            undefined=StrictUndefined,
+            enable_async=False,
+        )
+
+    def render(self, template: str, to: str, context: Mapping[str, Any]) -> EmailMessage:
+        ctx = dict(context)
+        subject = self._env.get_template(f"{template}.subject.txt").render(ctx).strip()
+        text = self._env.get_template(f"{template}.txt").render(ctx)
+        html = self._env.get_template(f"{template}.html").render(ctx)
+        return EmailMessage(to=to, subject=subject, text=text, html=html)
+
+    async def send_template(self, template: str, to: str, context: Mapping[str, Any]) -> None:
+        await self.sender.send(self.render(template, to, context))
+
+
+def build_mailer(smtp_url: str | None, sender: str, var_dir: Path) -> TemplateMailer:
+    if smtp_url:
+        return TemplateMailer(SmtpSender(smtp_url, sender))
+    return TemplateMailer(FileSender(var_dir / "mail", sender))

@@ -1,0 +1,69 @@
+"""``arcana worker``: job workers, scheduler and event consumers until SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+import typer
+
+from arcana.bootstrap import Container
+from arcana.cli.console import fail, load_settings
+from arcana.config import Settings
+from arcana.log import configure_logging
+from arcana.worker import runtime
+
+log = logging.getLogger("arcana.worker")
+
+
+async def run_worker(settings: Settings) -> None:
+    container = Container.from_settings(settings)
+    try:
+        await container.start()
+    except Exception as exc:
+        await container.close()
+        raise fail(f"start-up failed: {exc}") from None
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await runtime.start_background(container)
+        log.info(
+            "arcana worker running",
+            extra={
+                "concurrency": settings.worker_concurrency,
+                "queue": settings.effective_queue_backend,
+            },
+        )
+        await stop.wait()
+        log.info("arcana worker stopping")
+    finally:
+        await container.close()
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("worker")
+    def worker_cmd(
+        concurrency: int = typer.Option(
+            None,
+            "--concurrency",
+            "-c",
+            min=1,
+            help="Jobs run at once [env ARCANA_WORKER_CONCURRENCY, default 16]",
+        ),
+    ) -> None:
+        """Run job workers, the periodic scheduler and event consumers until SIGTERM."""
+        settings = load_settings()
+        if concurrency is not None:
+            settings = settings.model_copy(update={"worker_concurrency": concurrency})
+        configure_logging(settings.log_level, json=settings.log_json)
+        try:
+            import uvloop
+
+            uvloop.run(run_worker(settings))
+        except ImportError:  # pragma: no cover - uvloop is a pinned dependency on Linux
+            asyncio.run(run_worker(settings))
+        except KeyboardInterrupt:
+            pass

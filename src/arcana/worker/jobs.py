@@ -1,0 +1,106 @@
+"""Built-in job handlers and how a process starts its workers and scheduler."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from arcana.bootstrap import Container
+from arcana.domain.jobs import DEFAULT_PRIORITIES
+from arcana.worker.registry import HandlerRegistry, JobContext
+from arcana.worker.runner import Worker
+from arcana.worker.scheduler import default_schedule, run_scheduler
+
+log = logging.getLogger("arcana.jobs")
+
+
+class EchoFailed(RuntimeError):
+    """``system.echo`` failing on purpose (its first ``fail_times`` attempts)."""
+
+
+def build_registry(container: Container) -> HandlerRegistry:
+    registry = HandlerRegistry()
+    settings = container.settings
+
+    @registry.handler("system.noop")
+    async def noop(ctx: JobContext) -> None:
+        return None
+
+    @registry.handler("system.echo")
+    async def echo(ctx: JobContext) -> None:
+        fail_times = int(ctx.payload.get("fail_times") or 0)
+        if ctx.attempt <= fail_times:
+            raise EchoFailed(f"failing attempt {ctx.attempt} of the first {fail_times} on purpose")
+        log.info("echo: %s", ctx.payload.get("message", ""))
+
+    @registry.handler("email.welcome")
+    async def welcome(ctx: JobContext) -> None:
+        p = ctx.payload
+        await container.mailer.send_template(
+            "welcome",
+            p["email"],
+            {"name": p.get("name") or "", "email": p["email"], "user_id": p.get("user_id")},
+        )
+
+    @registry.handler("email.password_reset")
+    async def password_reset(ctx: JobContext) -> None:
+        p = ctx.payload
+        await container.mailer.send_template(
+            "password_reset",
+            p["email"],
+            {
+                "email": p["email"],
+                "reset_token": p["reset_token"],
+                "minutes": max(settings.reset_token_ttl // 60, 1),
+            },
+        )
+
+    @registry.handler("email.security_notice")
+    async def security_notice(ctx: JobContext) -> None:
+        p = ctx.payload
+        await container.mailer.send_template(
+            "security_notice", p["email"], {"email": p["email"], "name": p.get("name") or ""}
+        )
+
+    @registry.handler("sync.pending_users")
+    async def pending_users(ctx: JobContext) -> None:
+        n = await container.sync_pending_users()
+        log.info("sync.pending_users handled %d user(s)", n)
+
+    @registry.handler("sync.cleanup_tokens")
+    async def cleanup_tokens(ctx: JobContext) -> None:
+        n = await container.cleanup_tokens()
+        log.info("sync.cleanup_tokens removed %d row(s)", n)
+
+    missing = [t for t in DEFAULT_PRIORITIES if registry.resolve(t) is None]
+    assert not missing, f"built-in job types without a handler: {missing}"
+    return registry
+
+
+def build_worker(container: Container, registry: HandlerRegistry | None = None) -> Worker:
+    s = container.settings
+    return Worker(
+        container.queue,
+        registry or build_registry(container),
+        concurrency=s.worker_concurrency,
+        batch_size=s.job_batch_size,
+        lease_seconds=s.job_lease_seconds,
+        reap_interval=s.job_reap_interval,
+        timeout=s.job_timeout,
+        backoff_base=s.job_backoff_base,
+        backoff_cap=s.job_backoff_cap,
+        shutdown_timeout=max(s.shutdown_timeout * 0.8, 0.0),
+    )
+
+
+def start_jobs(container: Container) -> None:
+    """Spawn a worker and (unless disabled) the scheduler in this process."""
+    worker = build_worker(container)
+    container.spawn("jobs.worker", worker.run)
+    if container.settings.scheduler_enabled:
+        schedule = default_schedule(container.settings)
+
+        async def scheduler(stop: asyncio.Event) -> None:
+            await run_scheduler(container.queue, schedule, stop)
+
+        container.spawn("jobs.scheduler", scheduler)
