@@ -16,6 +16,7 @@ from redis.asyncio import Redis
 
 from arcana.adapters.cache import MemoryCache, RedisCache
 from arcana.adapters.database import Database
+from arcana.adapters.events import EventBus
 from arcana.adapters.jwt_tokens import JwtAccessTokens
 from arcana.adapters.migrator import migrate
 from arcana.adapters.unit_of_work import SqlUnitOfWork
@@ -23,6 +24,7 @@ from arcana.config import Settings
 from arcana.domain.audit import AuditSink, NullAuditSink
 from arcana.domain.events import DomainEvent
 from arcana.domain.ports import Cache
+from arcana.services.events import DeferredJobs, build_event_handlers
 from arcana.services.identity import IdentityService
 
 log = logging.getLogger(__name__)
@@ -58,6 +60,11 @@ class Container:
         )
         self.identity = IdentityService(self.tokens)
         self.audit: AuditSink = NullAuditSink()
+        # -- events -- (the job queue is looked up when used, so it may be built later)
+        jobs = lambda: getattr(self, "queue", None)  # noqa: E731
+        self.events = EventBus(
+            settings, self.db, self.redis, build_event_handlers(DeferredJobs(jobs)), jobs
+        )
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Container:
