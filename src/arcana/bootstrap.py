@@ -18,6 +18,7 @@ from arcana.adapters.cache import MemoryCache, RedisCache
 from arcana.adapters.database import Database
 from arcana.adapters.jobqueue.redis import RedisJobQueue
 from arcana.adapters.jobqueue.sql import SqlJobQueue
+from arcana.adapters.events import EventBus
 from arcana.adapters.jwt_tokens import JwtAccessTokens
 from arcana.adapters.login_limiter import MemoryLoginLimiter, RedisLoginLimiter
 from arcana.adapters.mail import build_mailer
@@ -33,6 +34,7 @@ from arcana.domain.mail import Mailer
 from arcana.domain.ports import Cache
 from arcana.domain.users import LoginLimiter, UserSync
 from arcana.services.auth import AuthPolicy, AuthService
+from arcana.services.events import DeferredJobs, build_event_handlers
 from arcana.services.identity import IdentityService
 from arcana.services.users import TokenGenerationCache, UserService, UserSyncService
 from arcana.metrics import CACHE_REQUESTS
@@ -155,6 +157,10 @@ class Container:
             return RedisJobQueue(self.redis, s.redis_prefix, finished_ttl=s.job_finished_ttl)
         return SqlJobQueue(
             self.db, finished_ttl=s.job_finished_ttl, poll_interval=s.job_poll_interval
+        # -- events -- (the job queue is looked up when used, so it may be built later)
+        jobs = lambda: getattr(self, "queue", None)  # noqa: E731
+        self.events = EventBus(
+            settings, self.db, self.redis, build_event_handlers(DeferredJobs(jobs)), jobs
         )
 
     @classmethod

@@ -88,6 +88,14 @@ class Settings(BaseSettings):
     scheduler_enabled: bool = True
     schedule_pending_users_seconds: int = Field(default=300, ge=1)
     schedule_cleanup_tokens_seconds: int = Field(default=3600, ge=1)
+    # -- events --
+    events_stream_maxlen: int = Field(default=100_000, ge=1)
+    events_relay_batch: int = Field(default=200, ge=1)
+    events_relay_poll_seconds: float = Field(default=2.0, gt=0)
+    events_claim_idle_ms: int = Field(default=30_000, ge=1)
+    events_max_deliveries: int = Field(default=5, ge=1)
+    events_handler_retries: int = Field(default=3, ge=1)
+    events_consumer_block_ms: int = Field(default=1000, ge=1, le=1500)
 
     @model_validator(mode="after")
     def _check_production(self) -> Settings:

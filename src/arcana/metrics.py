@@ -52,3 +52,19 @@ JOBS_LATENCY = Histogram(
     "Time from when a job was due (enqueue or scheduled time) to the start of its attempt",
     buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30),
 )
+# -- events --
+OUTBOX_RELAYED = Counter(
+    "arcana_outbox_relayed_total", "Outbox rows delivered by the relay", ["kind"]
+)
+OUTBOX_RELAY_ERRORS = Counter(
+    "arcana_outbox_relay_errors_total", "Relay passes that failed (retried with backoff)"
+)
+OUTBOX_COMMIT_TO_PUBLISH = Histogram(
+    "arcana_outbox_commit_to_publish_seconds",
+    "Time from recording an outbox row to delivering it",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 60),
+)
+EVENTS_HANDLED = Counter(
+    "arcana_events_handled_total", "Domain events handled", ["event_type", "result"]
+)
+EVENTS_DEAD = Counter("arcana_events_dead_total", "Events or outbox rows given up on", ["stage"])

@@ -54,8 +54,13 @@ async def serve(settings: Settings, *, with_worker: bool) -> None:
     )
     server = _Server(config)
     loop = asyncio.get_running_loop()
+
+    def on_signal(sig: int) -> None:
+        runtime.begin_shutdown(container)
+        server.handle_exit(sig, None)
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, server.handle_exit, sig, None)
+        loop.add_signal_handler(sig, on_signal, sig)
     run_background = settings.embedded or with_worker
     try:
         await runtime.start_serve_extras(container)

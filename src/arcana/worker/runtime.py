@@ -5,16 +5,26 @@ from __future__ import annotations
 
 from arcana.bootstrap import Container
 from arcana.worker.jobs import start_jobs
+from arcana.worker import events
 
 
 async def start_background(container: Container) -> None:
     """Job workers, scheduler, relay and consumers (embedded mode, worker processes)."""
     start_jobs(container)
+    events.start_relay(container)
+    events.start_consumers(container)
 
 
 async def start_serve_extras(container: Container) -> None:
     """Things every API process runs (e.g. the outbox relay wake-up, the gRPC server)."""
+    events.start_relay(container)
 
 
 async def stop_serve_extras(container: Container) -> None:
     """Stop what ``start_serve_extras`` started."""
+    events.stop_streams(container)
+
+
+def begin_shutdown(container: Container) -> None:
+    """A stop signal arrived: end long-lived responses before the server drains connections."""
+    events.stop_streams(container)

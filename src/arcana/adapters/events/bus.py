@@ -1,0 +1,91 @@
+"""``EventBus``: the event-delivery parts the composition root hands to entry points."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+from redis.asyncio import Redis
+
+from arcana.adapters.database import Database
+from arcana.adapters.events.local import LocalDispatcher, LocalEventFeed
+from arcana.adapters.events.redis_stream import (
+    RedisEventConsumer,
+    RedisEventFeed,
+    RedisEventPublisher,
+)
+from arcana.adapters.events.relay import OutboxRelay, Publisher
+from arcana.config import Settings
+from arcana.domain.delivery import EventFeed, JobEnqueuer
+from arcana.services.events import EventHandlers
+
+
+class EventBus:
+    """With Redis: the relay publishes to the stream and channels, ``consumer()`` builds group
+    members, the feed tails the stream. Embedded: the relay dispatches to ``handlers`` in
+    process and the feed is an in-process broadcaster."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        db: Database,
+        redis: Redis | None,
+        handlers: EventHandlers,
+        jobs: Callable[[], JobEnqueuer | None],
+    ) -> None:
+        self._settings = settings
+        self._db = db
+        self._redis = redis
+        self._jobs = jobs
+        self.handlers = handlers
+        self.stream = f"{settings.redis_prefix}:events"
+        self.dead_stream = f"{self.stream}:dead"
+        self.closed = asyncio.Event()
+        """Set on shutdown: live streams end so the HTTP server can stop promptly."""
+        publisher: Publisher
+        self.feed: EventFeed
+        if redis is not None:
+            publisher = RedisEventPublisher(redis, self.stream, settings.events_stream_maxlen)
+            self.feed = RedisEventFeed(redis, self.stream, self.closed)
+        else:
+            local = LocalEventFeed(self.closed)
+            publisher = LocalDispatcher(handlers, local, settings.events_handler_retries)
+            self.feed = local
+        self.relay = self.new_relay(publisher)
+        self.relay_started = False
+
+    @property
+    def embedded(self) -> bool:
+        return self._redis is None
+
+    def new_relay(self, publisher: Publisher | None = None) -> OutboxRelay:
+        """The process's relay is ``self.relay``; more are for tests and benchmarks."""
+        if publisher is None:
+            publisher = self.relay._publisher
+        s = self._settings
+        return OutboxRelay(
+            self._db,
+            publisher,
+            self._jobs,
+            batch_size=s.events_relay_batch,
+            poll_interval=s.events_relay_poll_seconds,
+            max_attempts=s.events_max_deliveries,
+        )
+
+    def consumer(self, name: str | None = None) -> RedisEventConsumer:
+        if self._redis is None:
+            raise RuntimeError("event consumers need Redis; embedded mode dispatches in the relay")
+        s = self._settings
+        return RedisEventConsumer(
+            self._redis,
+            self.stream,
+            self.handlers,
+            name=name,
+            claim_idle_ms=s.events_claim_idle_ms,
+            max_deliveries=s.events_max_deliveries,
+            block_ms=s.events_consumer_block_ms,
+            handler_retries=s.events_handler_retries,
+        )
+
+    def close_streams(self) -> None:
+        self.closed.set()

@@ -1,0 +1,114 @@
+"""Reading and settling outbox rows for the relay.
+
+PostgreSQL: one transaction per batch holds a transaction-scoped advisory lock (one relay
+drains at a time across every process, so rows leave in ``seq`` order) and locks its rows
+with ``FOR UPDATE SKIP LOCKED``; the rows are marked published in that same transaction,
+after they were delivered. SQLite has a single writer: relays of one process share a lock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from arcana.adapters.database import Database
+from arcana.adapters.tables import outbox
+from arcana.domain.events import utcnow
+
+# pg_advisory_xact_lock key: "arcana outbox relay".
+RELAY_LOCK_KEY = 0x4152_4341_4E41_01
+
+_sqlite_locks: dict[str, asyncio.Lock] = {}
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxRow:
+    seq: int
+    id: str
+    kind: str
+    event_type: str
+    aggregate_id: str | None
+    data: dict[str, Any]
+    created_at: datetime
+    attempts: int
+
+
+class Batch:
+    """Rows claimed by one relay; ``settle`` records what happened to them."""
+
+    def __init__(self, conn: AsyncConnection, rows: list[OutboxRow]) -> None:
+        self._conn = conn
+        self.rows = rows
+
+    async def settle(self, published: Sequence[int], failed: int | None = None) -> None:
+        if published:
+            await self._conn.execute(
+                update(outbox)
+                .where(outbox.c.seq.in_(list(published)))
+                .values(published_at=utcnow(), attempts=outbox.c.attempts + 1)
+            )
+        if failed is not None:
+            await self._conn.execute(
+                update(outbox).where(outbox.c.seq == failed).values(attempts=outbox.c.attempts + 1)
+            )
+
+
+class SqlOutbox:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    @asynccontextmanager
+    async def claim(self, limit: int, *, with_jobs: bool) -> AsyncIterator[Batch | None]:
+        """Yield the oldest unpublished rows (``None`` when another relay holds the outbox).
+        What ``settle`` wrote commits when the block exits normally."""
+        query = (
+            select(outbox)
+            .where(outbox.c.published_at.is_(None))
+            .order_by(outbox.c.seq)
+            .limit(limit)
+        )
+        if not with_jobs:
+            query = query.where(outbox.c.kind == "event")
+        if self._db.is_sqlite:
+            lock = _sqlite_locks.setdefault(self._db.url, asyncio.Lock())
+            async with lock, self._db.engine.connect() as conn:
+                rows = [_row(r) for r in (await conn.execute(query)).mappings()]
+                await conn.commit()  # no read transaction held while delivering
+                batch = Batch(conn, rows)
+                yield batch
+                await conn.commit()
+            return
+        async with self._db.engine.connect() as conn, conn.begin():
+            got = await conn.scalar(select(func.pg_try_advisory_xact_lock(RELAY_LOCK_KEY)))
+            if not got:
+                yield None
+                return
+            result = await conn.execute(query.with_for_update(skip_locked=True))
+            yield Batch(conn, [_row(r) for r in result.mappings()])
+
+    async def pending(self) -> int:
+        async with self._db.engine.connect() as conn:
+            count = await conn.scalar(
+                select(func.count()).select_from(outbox).where(outbox.c.published_at.is_(None))
+            )
+        return int(count or 0)
+
+
+def _row(m: Any) -> OutboxRow:
+    return OutboxRow(
+        seq=int(m["seq"]),
+        id=str(m["id"]),
+        kind=str(m["kind"]),
+        event_type=str(m["event_type"]),
+        aggregate_id=m["aggregate_id"],
+        data=dict(m["data"]),
+        created_at=m["created_at"],
+        attempts=int(m["attempts"]),
+    )

@@ -1,0 +1,293 @@
+"""Redis transport of domain events (contract §5, §8).
+
+- ``RedisEventPublisher``: XADD to ``<prefix>:events`` (one field ``event`` = the JSON
+  envelope, ``MAXLEN ~``) and PUBLISH on ``events:<event_type>``, pipelined per batch.
+- ``RedisEventConsumer``: consumer group ``arcana``; XREADGROUP/XACK, XAUTOCLAIM of entries
+  whose consumer went quiet, a dead-letter stream ``<prefix>:events:dead`` after N deliveries.
+- ``RedisEventFeed``: XREAD tail of the stream for live listeners, resumable by entry id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import socket
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError, ResponseError
+
+from arcana.adapters.events.outbox import OutboxRow
+from arcana.domain.delivery import Envelope, EventSubscription, FeedItem
+from arcana.metrics import EVENTS_DEAD, EVENTS_HANDLED
+from arcana.services.events import EventHandlers
+
+log = logging.getLogger(__name__)
+
+GROUP = "arcana"
+
+
+def channel_for(event_type: str) -> str:
+    return f"events:{event_type}"
+
+
+def encode(envelope: Envelope) -> str:
+    return json.dumps(envelope, separators=(",", ":"), ensure_ascii=False)
+
+
+def _s(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class RedisEventPublisher:
+    def __init__(self, redis: Redis, stream: str, maxlen: int) -> None:
+        self._redis = redis
+        self._stream = stream
+        self._maxlen = maxlen
+
+    async def publish(self, rows: Sequence[OutboxRow]) -> None:
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for row in rows:
+                payload = encode(row.data)
+                pipe.xadd(self._stream, {"event": payload}, maxlen=self._maxlen, approximate=True)
+                pipe.publish(channel_for(row.event_type), payload)
+            await pipe.execute()
+
+
+class RedisEventConsumer:
+    """One member of the consumer group. Entries of one consumer are handled in stream order;
+    a handled entry is acknowledged and its event id remembered, so a duplicate entry (the
+    relay delivers at least once) is acknowledged without running the handlers again."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        stream: str,
+        handlers: EventHandlers,
+        *,
+        name: str | None = None,
+        claim_idle_ms: int = 30_000,
+        max_deliveries: int = 5,
+        block_ms: int = 1000,
+        batch_size: int = 100,
+        handler_retries: int = 3,
+        dedupe_ttl: int = 86_400,
+    ) -> None:
+        self._redis = redis
+        self.stream = stream
+        self.dead_stream = f"{stream}:dead"
+        self._done_prefix = f"{stream}:handled:{GROUP}:"
+        self._handlers = handlers
+        self.name = name or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self._claim_idle_ms = claim_idle_ms
+        self._max_deliveries = max_deliveries
+        self._block_ms = block_ms
+        self._batch_size = batch_size
+        self._handler_retries = handler_retries
+        self._dedupe_ttl = dedupe_ttl
+        self.handled = 0
+
+    async def ensure_group(self) -> None:
+        try:
+            # From "0": entries added before the group existed are still delivered.
+            await self._redis.xgroup_create(self.stream, GROUP, id="0", mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    async def run(self, stop: asyncio.Event) -> None:
+        loop = asyncio.get_running_loop()
+        await self.ensure_group()
+        claim_every = max(self._claim_idle_ms / 2000, 0.05)
+        next_claim = 0.0
+        delay = 0.1
+        while not stop.is_set():
+            try:
+                if loop.time() >= next_claim:
+                    await self.claim_stale()
+                    next_claim = loop.time() + claim_every
+                block = min(self._block_ms, max(int((next_claim - loop.time()) * 1000), 1))
+                await self.read_new(block_ms=block)
+                delay = 0.1
+            except RedisError as exc:
+                if isinstance(exc, ResponseError) and "NOGROUP" in str(exc):
+                    await self.ensure_group()
+                    continue
+                log.warning("event consumer: redis error, retrying in %.1fs: %r", delay, exc)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), delay)
+                delay = min(delay * 2, 5.0)
+
+    async def read_new(self, block_ms: int | None = None) -> int:
+        reply: Any = await self._redis.xreadgroup(
+            GROUP,
+            self.name,
+            {self.stream: ">"},
+            count=self._batch_size,
+            block=self._block_ms if block_ms is None else block_ms,
+        )
+        entries = [(_s(eid), fields, 1) for _stream, msgs in reply or [] for eid, fields in msgs]
+        await self._process(entries)
+        return len(entries)
+
+    async def claim_stale(self) -> int:
+        """Take over entries another consumer received but did not acknowledge in time."""
+        total = 0
+        start = "0-0"
+        while True:
+            reply = await self._redis.xautoclaim(
+                self.stream,
+                GROUP,
+                self.name,
+                min_idle_time=self._claim_idle_ms,
+                start_id=start,
+                count=self._batch_size,
+            )
+            start = _s(reply[0])
+            claimed = [(_s(eid), fields) for eid, fields in reply[1] if fields is not None]
+            if claimed:
+                entries = []
+                for eid, fields in claimed:
+                    pending = await self._redis.xpending_range(
+                        self.stream, GROUP, min=eid, max=eid, count=1
+                    )
+                    deliveries = int(pending[0]["times_delivered"]) if pending else 1
+                    entries.append((eid, fields, deliveries))
+                log.info("event consumer %s claimed %d stale entries", self.name, len(entries))
+                await self._process(entries)
+                total += len(entries)
+            if start == "0-0":
+                return total
+
+    async def _process(self, entries: list[tuple[str, Any, int]]) -> None:
+        if not entries:
+            return
+        parsed: list[tuple[str, Envelope | None, int, str]] = []
+        for eid, fields, deliveries in entries:
+            raw = _s((fields or {}).get(b"event", (fields or {}).get("event", b"")))
+            try:
+                envelope = json.loads(raw)
+                if not isinstance(envelope, dict) or "id" not in envelope:
+                    raise ValueError("not an event envelope")
+            except ValueError:
+                envelope = None
+            parsed.append((eid, envelope, deliveries, raw))
+        seen = await self._redis.mget(
+            [self._done_prefix + str(e["id"]) if e else self._done_prefix for _, e, _, _ in parsed]
+        )
+        for (eid, envelope, deliveries, raw), done in zip(parsed, seen, strict=True):
+            if envelope is None:
+                await self._dead_letter(eid, raw, deliveries, "malformed entry")
+                continue
+            event_type = str(envelope.get("event_type"))
+            if done is None:
+                error = await self._run_handlers(envelope)
+                if error is not None:
+                    EVENTS_HANDLED.labels(event_type, "error").inc()
+                    if deliveries >= self._max_deliveries:
+                        await self._dead_letter(eid, raw, deliveries, error)
+                    # else: left pending; XAUTOCLAIM redelivers it once idle.
+                    continue
+                EVENTS_HANDLED.labels(event_type, "ok").inc()
+            else:
+                EVENTS_HANDLED.labels(event_type, "duplicate").inc()
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.set(self._done_prefix + str(envelope["id"]), b"1", ex=self._dedupe_ttl)
+                pipe.xack(self.stream, GROUP, eid)
+                await pipe.execute()
+            self.handled += 1
+
+    async def _run_handlers(self, envelope: Envelope) -> str | None:
+        delay = 0.05
+        for attempt in range(1, self._handler_retries + 1):
+            try:
+                await self._handlers.dispatch(envelope)
+                return None
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning(
+                    "event %s (%s) handler failed (attempt %d/%d): %r",
+                    envelope.get("id"),
+                    envelope.get("event_type"),
+                    attempt,
+                    self._handler_retries,
+                    exc,
+                )
+                if attempt == self._handler_retries:
+                    return repr(exc)
+                await asyncio.sleep(delay)
+                delay *= 2
+        return None
+
+    async def _dead_letter(self, eid: str, raw: str, deliveries: int, error: str) -> None:
+        log.error("event entry %s dead-lettered after %d deliveries: %s", eid, deliveries, error)
+        EVENTS_DEAD.labels("consumer").inc()
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.xadd(
+                self.dead_stream,
+                {
+                    "event": raw,
+                    "entry_id": eid,
+                    "deliveries": str(deliveries),
+                    "error": error[:1000],
+                    "consumer": self.name,
+                },
+            )
+            pipe.xack(self.stream, GROUP, eid)
+            await pipe.execute()
+
+
+class _RedisSubscription:
+    def __init__(self, redis: Redis, stream: str, position: str, closed: asyncio.Event) -> None:
+        self._redis = redis
+        self._stream = stream
+        self._position = position
+        self._closed = closed
+        self._stopped = False
+
+    async def items(self, idle_timeout: float) -> AsyncIterator[FeedItem | None]:
+        loop = asyncio.get_running_loop()
+        last_yield = loop.time()
+        while not (self._stopped or self._closed.is_set()):
+            reply: Any = await self._redis.xread(
+                {self._stream: self._position}, count=100, block=500
+            )
+            got = False
+            for _stream, msgs in reply or []:
+                for eid, fields in msgs:
+                    self._position = _s(eid)
+                    try:
+                        envelope = json.loads(_s(fields.get(b"event", b"{}")))
+                    except ValueError:
+                        continue
+                    got = True
+                    yield FeedItem(self._position, str(envelope.get("event_type")), envelope)
+            if got:
+                last_yield = loop.time()
+            elif loop.time() - last_yield >= idle_timeout:
+                last_yield = loop.time()
+                yield None
+
+    async def close(self) -> None:
+        self._stopped = True
+
+
+class RedisEventFeed:
+    def __init__(self, redis: Redis, stream: str, closed: asyncio.Event) -> None:
+        self._redis = redis
+        self._stream = stream
+        self._closed = closed
+
+    async def subscribe(self, last_id: str | None) -> EventSubscription:
+        position = last_id
+        if position is None:
+            # Pin "now" to a concrete id: "$" re-evaluated per XREAD could skip entries.
+            latest = await self._redis.xrevrange(self._stream, count=1)
+            position = _s(latest[0][0]) if latest else "0-0"
+        return _RedisSubscription(self._redis, self._stream, position, self._closed)

@@ -1,0 +1,69 @@
+"""``GET /api/v1/events/stream``: domain events as Server-Sent Events (admin only)."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Request
+from starlette.responses import StreamingResponse
+
+from arcana.api.deps import AdminPrincipal, ContainerDep
+from arcana.domain.delivery import EventSubscription, FeedItem
+from arcana.errors import ValidationFailed
+
+router = APIRouter(prefix="/events", tags=["events"])
+
+KEEPALIVE_SECONDS = 15.0
+_EVENT_ID = re.compile(r"^\d{1,20}(-\d{1,20})?$")
+
+
+def _frame(item: FeedItem) -> bytes:
+    data = json.dumps(item.envelope, separators=(",", ":"), ensure_ascii=False)
+    return f"id: {item.id}\nevent: {item.event_type}\ndata: {data}\n\n".encode()
+
+
+async def _frames(request: Request, sub: EventSubscription) -> AsyncIterator[bytes]:
+    try:
+        # Sent once the subscription is live: anything committed after this is delivered.
+        yield b": connected\nretry: 2000\n\n"
+        async for item in sub.items(KEEPALIVE_SECONDS):
+            if item is None:
+                if await request.is_disconnected():
+                    return
+                yield b": keep-alive\n\n"
+            else:
+                yield _frame(item)
+    finally:
+        await sub.close()
+
+
+@router.get(
+    "/stream",
+    summary="Live domain events (Server-Sent Events)",
+    description=(
+        "Each event is sent with `id:` (stream entry id; the outbox sequence number in "
+        "embedded mode), `event:` (event type) and `data:` (the JSON envelope). Reconnect "
+        "with `Last-Event-ID` to resume after the last event seen."
+    ),
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/event-stream": {}}}},
+)
+async def stream_events(
+    request: Request,
+    container: ContainerDep,
+    _admin: AdminPrincipal,
+    last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
+) -> StreamingResponse:
+    if last_event_id is not None:
+        last_event_id = last_event_id.strip() or None
+    if last_event_id is not None and not _EVENT_ID.match(last_event_id):
+        raise ValidationFailed("Last-Event-ID must be an event stream id such as 1700000000000-0")
+    sub = await container.events.feed.subscribe(last_event_id)
+    return StreamingResponse(
+        _frames(request, sub),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
