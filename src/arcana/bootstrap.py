@@ -18,12 +18,14 @@ from arcana.adapters.cache import MemoryCache, RedisCache
 from arcana.adapters.database import Database
 from arcana.adapters.jwt_tokens import JwtAccessTokens
 from arcana.adapters.migrator import migrate
+from arcana.adapters.plugins import build_audit
 from arcana.adapters.unit_of_work import SqlUnitOfWork
 from arcana.config import Settings
-from arcana.domain.audit import AuditSink, NullAuditSink
+from arcana.domain.audit import AuditSink
 from arcana.domain.events import DomainEvent
 from arcana.domain.ports import Cache
 from arcana.services.identity import IdentityService
+from arcana.services.plugins import PluginService
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +59,11 @@ class Container:
             self.jwt_key, settings.jwt_issuer, settings.jwt_audience, settings.access_token_ttl
         )
         self.identity = IdentityService(self.tokens)
-        self.audit: AuditSink = NullAuditSink()
+        self.audit_sink = build_audit(settings, self.db)
+        self.audit: AuditSink = self.audit_sink
+        self.plugins = PluginService(
+            self.audit_sink.registry, self.audit_sink.audit_log, self.audit
+        )
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Container:

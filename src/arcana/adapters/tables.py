@@ -9,6 +9,7 @@ from __future__ import annotations
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     Column,
     DateTime,
     Index,
@@ -45,3 +46,21 @@ outbox = Table(
     Column("attempts", Integer, nullable=False, server_default="0"),
 )
 Index("ix_outbox_unpublished", outbox.c.seq, postgresql_where=outbox.c.published_at.is_(None))
+
+# -- plugins --
+# Audit events that a plugin flagged, with every plugin's result ([{plugin, code}]).
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("event_type", String(100), nullable=False),
+    Column("user_id", String(64), nullable=False),
+    Column("resource", String(255), nullable=False),
+    Column("action", String(100), nullable=False),
+    Column("timestamp", DateTime(timezone=True), nullable=False),
+    Column("metadata", JSON, nullable=False),
+    Column("flagged", Boolean, nullable=False),
+    Column("results", JSON, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+Index("ix_audit_log_flagged_created", audit_log.c.flagged, audit_log.c.created_at)

@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from arcana import __version__
-from arcana.api import ops
+from arcana.api import admin_plugins, ops
 from arcana.api.errors import install_error_handlers
 from arcana.api.middleware import RequestContextMiddleware
 from arcana.bootstrap import Container
@@ -48,5 +48,6 @@ def create_app(container: Container | None = None, settings: Settings | None = N
     install_error_handlers(app)
     app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
     app.include_router(ops.router)
+    app.include_router(admin_plugins.router)
     BUILD_INFO.labels(__version__).set(1)
     return app

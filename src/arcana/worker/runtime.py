@@ -4,6 +4,7 @@ relay and event consumers. Each area registers its loops here with ``container.s
 from __future__ import annotations
 
 from arcana.bootstrap import Container
+from arcana.worker.audit import start_audit_plugins
 
 
 async def start_background(container: Container) -> None:
@@ -12,6 +13,7 @@ async def start_background(container: Container) -> None:
 
 async def start_serve_extras(container: Container) -> None:
     """Things every API process runs (e.g. the outbox relay wake-up, the gRPC server)."""
+    start_audit_plugins(container)
 
 
 async def stop_serve_extras(container: Container) -> None:

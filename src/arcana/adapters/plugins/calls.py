@@ -67,7 +67,7 @@ class FastCall:
         self._func_ref = ctypes.byref(func._func)
         self._params = (ffi.wasmtime_val_t * max(nparams, 1))()
         for i in range(nparams):
-            self._params[i].kind = ffi.WASMTIME_I32.value
+            self._params[i].kind = ffi.WASMTIME_I32.value  # type: ignore[assignment]
         self._results = (ffi.wasmtime_val_t * max(nresults, 1))()
         self._nparams = nparams
         self._nres = nresults

@@ -33,6 +33,7 @@ from arcana.adapters.plugins.loader import (
     PluginModule,
     plugin_files,
 )
+from arcana.metrics import PLUGIN_CALL_SECONDS, PLUGIN_CALLS, PLUGIN_DISABLED, PLUGINS_LOADED
 
 log = logging.getLogger(__name__)
 
@@ -179,7 +180,8 @@ class PluginInstance:
         self.dealloc: SlowCall | FastCall | None = None
         if module.has_alloc:
             alloc, dealloc = exports["alloc"], exports["dealloc"]
-            assert isinstance(alloc, wasmtime.Func) and isinstance(dealloc, wasmtime.Func)
+            assert isinstance(alloc, wasmtime.Func)
+            assert isinstance(dealloc, wasmtime.Func)
             self.alloc = make_call(self.store, alloc, 1, 1, fast=fast)
             self.dealloc = make_call(self.store, dealloc, 2, 0, fast=fast)
         self.version_func: SlowCall | FastCall | None = None
@@ -291,6 +293,10 @@ class EpochTicker:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
+    @property
+    def running(self) -> bool:
+        return self._thread is not None
+
     def start(self) -> None:
         if self._thread is not None:
             return
@@ -369,6 +375,7 @@ class PluginHost:
             plugins = [self._load(path) for path in plugin_files(self.directory)]
             self._set = PluginSet(plugins)
             self.generation += 1
+            self._gauge(self._set)
         for p in plugins:
             if p.state == "failed":
                 log.warning("plugin %s failed to load: %s", p.name, p.error)
@@ -421,9 +428,18 @@ class PluginHost:
             current.discard(plugin)
             log.exception("plugin %s call failed", plugin.name)
         micros = (time.perf_counter_ns() - started) / 1000
+        outcome = "error" if code < 0 else "flag" if code == 1 else "ok"
+        PLUGIN_CALLS.labels(plugin.name, outcome).inc()
+        PLUGIN_CALL_SECONDS.labels(plugin.name).observe(micros / 1_000_000)
         if plugin.record(code, micros, self.limits.max_failures):
+            PLUGIN_DISABLED.labels(plugin.name).inc()
+            self._gauge(current)
             log.warning("plugin %s disabled: %s", plugin.name, plugin.error)
         return code
+
+    def _gauge(self, current: PluginSet) -> None:
+        for state in ("active", "disabled", "failed"):
+            PLUGINS_LOADED.labels(state).set(sum(p.state == state for p in current.plugins))
 
     # -- arcana plugins check -------------------------------------------------------------------
     def check(self, path: Path, payload: bytes) -> CheckReport:

@@ -112,7 +112,7 @@ class ModuleCompiler:
         digest = hashlib.sha256(source).hexdigest()
         try:
             if path.suffix == ".wat":
-                source = wasmtime.wat2wasm(source.decode("utf-8", errors="replace"))
+                source = bytes(wasmtime.wat2wasm(source.decode("utf-8", errors="replace")))
             module = self.compile(bytes(source), digest)
         except (wasmtime.WasmtimeError, UnicodeError) as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
