@@ -24,10 +24,12 @@ from arcana.adapters.login_limiter import MemoryLoginLimiter, RedisLoginLimiter
 from arcana.adapters.mail import build_mailer
 from arcana.adapters.migrator import migrate
 from arcana.adapters.passwords import Argon2PasswordHasher
+from arcana.adapters.plugins import build_audit
 from arcana.adapters.unit_of_work import SqlUnitOfWork
 from arcana.adapters.user_sync import NoUserSync, WebhookUserSync
 from arcana.config import Settings
 from arcana.domain.audit import AuditEvent, AuditSink, NullAuditSink
+from arcana.domain.audit import AuditSink
 from arcana.domain.events import DomainEvent
 from arcana.domain.jobs import JobQueue
 from arcana.domain.mail import Mailer
@@ -41,6 +43,7 @@ from arcana.metrics import CACHE_REQUESTS
 from arcana.services.identity import IdentityService
 from arcana.services.products import ProductCache, ProductService
 from arcana.services.jobs import JobService
+from arcana.services.plugins import PluginService
 
 log = logging.getLogger(__name__)
 
@@ -161,6 +164,11 @@ class Container:
         jobs = lambda: getattr(self, "queue", None)  # noqa: E731
         self.events = EventBus(
             settings, self.db, self.redis, build_event_handlers(DeferredJobs(jobs)), jobs
+        self.identity = IdentityService(self.tokens)
+        self.audit_sink = build_audit(settings, self.db)
+        self.audit: AuditSink = self.audit_sink
+        self.plugins = PluginService(
+            self.audit_sink.registry, self.audit_sink.audit_log, self.audit
         )
 
     @classmethod

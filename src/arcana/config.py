@@ -55,6 +55,9 @@ class Settings(BaseSettings):
     plugin_fuel: int = Field(default=10_000_000, ge=1)
     plugin_timeout_ms: int = Field(default=50, ge=1)
     plugin_memory_mb: int = Field(default=16, ge=1)
+    plugin_max_failures: int = Field(default=5, ge=1)
+    plugin_workers: int = Field(default=2, ge=1, le=32)
+    audit_queue_size: int = Field(default=10_000, ge=1)
 
     smtp_url: str | None = None
     mail_from: str = "Arcana <no-reply@arcana.local>"

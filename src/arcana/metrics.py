@@ -68,3 +68,29 @@ EVENTS_HANDLED = Counter(
     "arcana_events_handled_total", "Domain events handled", ["event_type", "result"]
 )
 EVENTS_DEAD = Counter("arcana_events_dead_total", "Events or outbox rows given up on", ["stage"])
+# -- plugins --
+PLUGIN_CALLS = Counter(
+    "arcana_plugin_calls_total",
+    "Audit plugin calls by plugin and outcome (ok, flag, error)",
+    ["plugin", "outcome"],
+)
+PLUGIN_CALL_SECONDS = Histogram(
+    "arcana_plugin_call_duration_seconds",
+    "Audit plugin call latency",
+    ["plugin"],
+    buckets=(0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.005, 0.025, 0.1, 1),
+)
+PLUGIN_DISABLED = Counter(
+    "arcana_plugin_disabled_total", "Plugins disabled by the circuit breaker", ["plugin"]
+)
+PLUGINS_LOADED = Gauge("arcana_plugins", "Plugins in the current set by state", ["state"])
+AUDIT_EVENTS = Counter(
+    "arcana_audit_events_total", "Audit events processed by outcome (clean, flagged)", ["outcome"]
+)
+AUDIT_DROPPED = Counter(
+    "arcana_audit_events_dropped_total", "Audit events dropped because the queue was full"
+)
+AUDIT_STORE_ERRORS = Counter(
+    "arcana_audit_store_errors_total", "Flagged audit events that could not be stored"
+)
+AUDIT_QUEUE_DEPTH = Gauge("arcana_audit_queue_depth", "Audit events waiting for the plugins")

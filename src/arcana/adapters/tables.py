@@ -10,6 +10,7 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     CheckConstraint,
+    Boolean,
     Column,
     DateTime,
     ForeignKey,
@@ -160,3 +161,20 @@ jobs = Table(
 )
 Index("ix_jobs_fetch", jobs.c.status, jobs.c.priority, jobs.c.scheduled_at)
 Index("ix_jobs_lease", jobs.c.lease_until)
+# -- plugins --
+# Audit events that a plugin flagged, with every plugin's result ([{plugin, code}]).
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("event_type", String(100), nullable=False),
+    Column("user_id", String(64), nullable=False),
+    Column("resource", String(255), nullable=False),
+    Column("action", String(100), nullable=False),
+    Column("timestamp", DateTime(timezone=True), nullable=False),
+    Column("metadata", JSON, nullable=False),
+    Column("flagged", Boolean, nullable=False),
+    Column("results", JSON, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+Index("ix_audit_log_flagged_created", audit_log.c.flagged, audit_log.c.created_at)

@@ -12,6 +12,7 @@ from arcana.api import auth, ops
 from arcana.api import ops, products
 from arcana.api import admin_jobs, ops
 from arcana.api import events, ops
+from arcana.api import admin_plugins, ops
 from arcana.api.errors import install_error_handlers
 from arcana.api.middleware import RequestContextMiddleware
 from arcana.bootstrap import Container
@@ -55,5 +56,6 @@ def create_app(container: Container | None = None, settings: Settings | None = N
     app.include_router(products.router, prefix=API_PREFIX)
     app.include_router(admin_jobs.router)
     app.include_router(events.router, prefix=API_PREFIX)
+    app.include_router(admin_plugins.router)
     BUILD_INFO.labels(__version__).set(1)
     return app

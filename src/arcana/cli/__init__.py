@@ -10,6 +10,7 @@ import typer
 from arcana import __version__
 from arcana.cli import ops, serve, users
 from arcana.cli import jobs, ops, serve, worker
+from arcana.cli import ops, plugins, serve
 
 app = typer.Typer(
     name="arcana",
@@ -40,6 +41,7 @@ ops.register(app)
 users.register(app)
 worker.register(app)
 jobs.register(app)
+plugins.register(app)
 
 
 def main() -> None:

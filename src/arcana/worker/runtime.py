@@ -6,6 +6,7 @@ from __future__ import annotations
 from arcana.bootstrap import Container
 from arcana.worker.jobs import start_jobs
 from arcana.worker import events
+from arcana.worker.audit import start_audit_plugins
 
 
 async def start_background(container: Container) -> None:
@@ -18,6 +19,7 @@ async def start_background(container: Container) -> None:
 async def start_serve_extras(container: Container) -> None:
     """Things every API process runs (e.g. the outbox relay wake-up, the gRPC server)."""
     events.start_relay(container)
+    start_audit_plugins(container)
 
 
 async def stop_serve_extras(container: Container) -> None:

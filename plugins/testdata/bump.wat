@@ -1,0 +1,22 @@
+;; alloc/dealloc with a bump allocator that counts live buffers (exported as "live"), so a test
+;; can see that every buffer the host takes is given back. Flags events whose first byte is '{'.
+(module
+  (memory (export "memory") 1)
+  (global $next (mut i32) (i32.const 1024))
+  (global $live (mut i32) (i32.const 0))
+  (func (export "alloc") (param $len i32) (result i32)
+    (local $p i32)
+    (local.set $p (global.get $next))
+    (global.set $next (i32.add (global.get $next) (local.get $len)))
+    (if (i32.gt_u (global.get $next) (i32.mul (memory.size) (i32.const 65536)))
+      (then (drop (memory.grow (i32.const 1)))))
+    (global.set $live (i32.add (global.get $live) (i32.const 1)))
+    (local.get $p))
+  (func (export "dealloc") (param $ptr i32) (param $len i32)
+    (global.set $live (i32.sub (global.get $live) (i32.const 1)))
+    (if (i32.eqz (global.get $live)) (then (global.set $next (i32.const 1024)))))
+  (func (export "live") (result i32) (global.get $live))
+  (func (export "on_audit_event") (param $ptr i32) (param $len i32) (result i32)
+    (if (i32.eqz (global.get $live)) (then (return (i32.const -3))))
+    (i32.eq (i32.load8_u (local.get $ptr)) (i32.const 123)))
+  (func (export "get_plugin_version") (result i32) (i32.const 3)))

@@ -1,0 +1,33 @@
+"""WebAssembly audit plugins: host (wasmtime), loader, audit sink and audit log."""
+
+from __future__ import annotations
+
+from arcana.adapters.database import Database
+from arcana.adapters.plugins.audit_log import SqlAuditLog
+from arcana.adapters.plugins.host import PluginHost, PluginLimits
+from arcana.adapters.plugins.sink import HostRegistry, PluginAuditSink
+from arcana.config import Settings
+
+
+def build_audit(settings: Settings, db: Database) -> PluginAuditSink:
+    """The plugin host for ``settings.plugins_dir`` under the configured limits, and the sink
+    that feeds it. Nothing is loaded or started until the sink's ``run`` task starts."""
+    host = PluginHost(
+        settings.plugins_dir,
+        PluginLimits(
+            fuel=settings.plugin_fuel,
+            timeout_ms=settings.plugin_timeout_ms,
+            memory_bytes=settings.plugin_memory_mb * 1024 * 1024,
+            max_failures=settings.plugin_max_failures,
+        ),
+        cache_dir=settings.var_dir / "plugin-cache",
+    )
+    return PluginAuditSink(
+        HostRegistry(host),
+        SqlAuditLog(db),
+        queue_size=settings.audit_queue_size,
+        workers=settings.plugin_workers,
+    )
+
+
+__all__ = ["PluginAuditSink", "PluginHost", "PluginLimits", "build_audit"]

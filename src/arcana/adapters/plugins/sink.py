@@ -1,0 +1,194 @@
+"""The audit sink: requests hand events over without waiting; plugin threads judge them.
+
+``emit`` puts the event on a bounded queue and returns (a full queue drops the event and counts
+it). Worker threads take events off the queue, run every active plugin on them (wasmtime
+releases the GIL while wasm runs, and the event loop is never involved), and events flagged by
+any plugin are stored in the audit log through the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import queue
+import threading
+import uuid
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from arcana.adapters.plugins.host import PluginHost
+from arcana.adapters.plugins.loader import PluginLoadError
+from arcana.domain.audit import AuditEvent
+from arcana.domain.plugins import AuditEntry, AuditLog, PluginResult
+from arcana.errors import ValidationFailed
+from arcana.metrics import (
+    AUDIT_DROPPED,
+    AUDIT_EVENTS,
+    AUDIT_QUEUE_DEPTH,
+    AUDIT_STORE_ERRORS,
+)
+
+log = logging.getLogger(__name__)
+
+SAMPLE_EVENT = AuditEvent(
+    event_type="user.data_access",
+    user_id="00000000-0000-0000-0000-000000000000",
+    resource="products",
+    action="export",
+    metadata={"sample": True},
+)
+
+
+def encode_event(event: AuditEvent) -> bytes:
+    """The event as the plugins see it: compact UTF-8 JSON, fields in contract order."""
+    return orjson.dumps(event.to_json_dict())
+
+
+class HostRegistry:
+    """``PluginRegistry`` over a ``PluginHost``."""
+
+    def __init__(self, host: PluginHost) -> None:
+        self.host = host
+        self._loaded = False
+
+    def ensure_loaded(self) -> None:
+        if not self._loaded:
+            self.reload()
+
+    def statuses(self) -> list[dict[str, Any]]:
+        self.ensure_loaded()
+        return [s.to_dict() for s in self.host.statuses()]
+
+    def reload(self) -> list[dict[str, Any]]:
+        self._loaded = True
+        return [s.to_dict() for s in self.host.load_all()]
+
+    def check(self, path: Path) -> dict[str, Any]:
+        ticking = self.host.ticker.running
+        self.host.start()
+        try:
+            report = self.host.check(path, encode_event(SAMPLE_EVENT))
+        except PluginLoadError as exc:
+            raise ValidationFailed(str(exc)) from None
+        finally:
+            if not ticking:
+                self.host.close()
+        return {
+            "name": report.name,
+            "digest": report.digest,
+            "version": report.version,
+            "code": report.code,
+            "fuel": report.fuel_used,
+            "micros": round(report.micros, 1),
+            "alloc": report.has_alloc,
+            "wasi": report.uses_wasi,
+        }
+
+
+class PluginAuditSink:
+    """``AuditSink`` that runs the plugins; ``run`` is the background task driving it."""
+
+    def __init__(
+        self,
+        registry: HostRegistry,
+        audit_log: AuditLog,
+        *,
+        queue_size: int = 10_000,
+        workers: int = 2,
+    ) -> None:
+        self.registry = registry
+        self.audit_log = audit_log
+        self.workers = workers
+        self._queue: queue.Queue[AuditEvent] = queue.Queue(maxsize=queue_size)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop = threading.Event()
+        self._pending: set[asyncio.Future[None]] = set()
+        self.processed = 0
+        self.dropped = 0
+
+    # -- request side ---------------------------------------------------------------------------
+    def emit(self, event: AuditEvent) -> None:
+        try:
+            self._queue.put_nowait(event)
+        except queue.Full:
+            self.dropped += 1
+            AUDIT_DROPPED.inc()
+            return
+        AUDIT_QUEUE_DEPTH.set(self._queue.qsize())
+
+    # -- background side ------------------------------------------------------------------------
+    async def run(self, stop: asyncio.Event) -> None:
+        """Load the plugins, start the epoch ticker and the worker threads, run until ``stop``."""
+        host = self.registry.host
+        await asyncio.to_thread(self.registry.ensure_loaded)
+        self._loop = asyncio.get_running_loop()
+        self._stop.clear()
+        host.start()
+        threads = [
+            threading.Thread(target=self._work, name=f"audit-plugins-{i}", daemon=True)
+            for i in range(self.workers)
+        ]
+        for t in threads:
+            t.start()
+        try:
+            await stop.wait()
+        finally:
+            self._stop.set()
+            await asyncio.to_thread(_join, threads)
+            host.close()
+            if self._pending:
+                await asyncio.gather(*self._pending, return_exceptions=True)
+
+    def _work(self) -> None:
+        host = self.registry.host
+        while not self._stop.is_set():
+            try:
+                event = self._queue.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            AUDIT_QUEUE_DEPTH.set(self._queue.qsize())
+            try:
+                results = host.run(encode_event(event))
+            except Exception:  # host.run never raises; keep the worker alive if it does
+                log.exception("audit plugins failed on %s", event.event_type)
+                continue
+            flagged = any(code == 1 for _name, code in results)
+            AUDIT_EVENTS.labels("flagged" if flagged else "clean").inc()
+            if flagged:
+                self._store(event, results)
+            self.processed += 1
+
+    def _store(self, event: AuditEvent, results: list[tuple[str, int]]) -> None:
+        entry = AuditEntry(
+            id=str(uuid.uuid4()),
+            event_type=event.event_type,
+            user_id=event.user_id,
+            resource=event.resource,
+            action=event.action,
+            timestamp=event.timestamp,
+            metadata=dict(event.metadata),
+            flagged=True,
+            results=[PluginResult(name, code) for name, code in results],
+        )
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            AUDIT_STORE_ERRORS.inc()
+            return
+        future = asyncio.run_coroutine_threadsafe(self._add(entry), loop)
+        with contextlib.suppress(Exception):
+            future.result()
+
+    async def _add(self, entry: AuditEntry) -> None:
+        try:
+            await self.audit_log.add(entry)
+        except Exception:
+            AUDIT_STORE_ERRORS.inc()
+            log.exception("could not store flagged audit event %s", entry.event_type)
+
+
+def _join(threads: list[threading.Thread]) -> None:
+    for t in threads:
+        t.join(timeout=5)

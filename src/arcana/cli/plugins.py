@@ -1,0 +1,59 @@
+"""``arcana plugins list`` / ``arcana plugins check FILE``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from arcana.bootstrap import Container
+from arcana.cli.console import fail, run_with_container
+
+plugins_app = typer.Typer(help="WebAssembly audit plugins.", no_args_is_help=True)
+
+
+@plugins_app.command("list")
+def list_cmd() -> None:
+    """Load the plugins of ARCANA_PLUGINS_DIR and show them."""
+
+    async def run(container: Container) -> list[dict[str, object]]:
+        return await container.plugins.list_plugins()
+
+    statuses = run_with_container(run, migrate=False)
+    if not statuses:
+        typer.echo("no plugins")
+        return
+    typer.echo(f"{'NAME':<20} {'STATE':<8} {'VERSION':<8} {'DIGEST':<14} FILE")
+    for s in statuses:
+        digest = str(s["digest"] or "-")[:12]
+        version = "-" if s["version"] is None else str(s["version"])
+        line = f"{s['name']!s:<20} {s['state']!s:<8} {version:<8} {digest:<14} {s['file']}"
+        if s.get("error"):
+            line += f"  ({s['error']})"
+        typer.echo(line)
+
+
+@plugins_app.command("check")
+def check_cmd(file: Path = typer.Argument(..., help="A .wasm or .wat module")) -> None:
+    """Validate a module against the plugin ABI and run a sample event through it."""
+    if not file.is_file():
+        raise fail(f"{file}: no such file")
+
+    async def run(container: Container) -> dict[str, object]:
+        return await container.plugins.check(file)
+
+    report = run_with_container(run, migrate=False)
+    version = "-" if report["version"] is None else report["version"]
+    typer.echo(
+        f"{report['name']}: ok (version {version}, "
+        f"{'alloc/dealloc' if report['alloc'] else 'legacy, host-grown buffer'}"
+        f"{', WASI' if report['wasi'] else ''})"
+    )
+    typer.echo(
+        f"sample user.data_access/export -> {report['code']}; "
+        f"fuel {report['fuel']}, {report['micros']} us"
+    )
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(plugins_app, name="plugins")

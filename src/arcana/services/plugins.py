@@ -1,0 +1,46 @@
+"""Operating the audit plugins: list, reload, check, and read the audit log."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from arcana.domain.audit import AuditEvent, AuditSink
+from arcana.domain.identity import Principal
+from arcana.domain.plugins import AuditEntry, AuditLog, PluginRegistry
+
+
+class PluginService:
+    def __init__(self, registry: PluginRegistry, audit_log: AuditLog, audit: AuditSink) -> None:
+        self.registry = registry
+        self.audit_log = audit_log
+        self.audit = audit
+
+    async def list_plugins(self) -> list[dict[str, Any]]:
+        return await asyncio.to_thread(self.registry.statuses)
+
+    async def reload(self, principal: Principal) -> list[dict[str, Any]]:
+        """Reload the plugin directory; the reload itself is an audited config change."""
+        statuses = await asyncio.to_thread(self.registry.reload)
+        self.audit.emit(
+            AuditEvent(
+                event_type="admin.config_change",
+                user_id=principal.user_id,
+                resource="plugins",
+                action="reload",
+                metadata={
+                    "plugins": [s["name"] for s in statuses],
+                    "failed": [s["name"] for s in statuses if s["state"] == "failed"],
+                },
+            )
+        )
+        return statuses
+
+    async def check(self, path: Path) -> dict[str, Any]:
+        return await asyncio.to_thread(self.registry.check, path)
+
+    async def audit_entries(
+        self, *, flagged: bool | None, page: int, size: int
+    ) -> tuple[list[AuditEntry], int]:
+        return await self.audit_log.list(flagged=flagged, page=page, size=size)
