@@ -16,9 +16,9 @@ from redis.asyncio import Redis
 
 from arcana.adapters.cache import MemoryCache, RedisCache
 from arcana.adapters.database import Database
+from arcana.adapters.events import EventBus
 from arcana.adapters.jobqueue.redis import RedisJobQueue
 from arcana.adapters.jobqueue.sql import SqlJobQueue
-from arcana.adapters.events import EventBus
 from arcana.adapters.jwt_tokens import JwtAccessTokens
 from arcana.adapters.login_limiter import MemoryLoginLimiter, RedisLoginLimiter
 from arcana.adapters.mail import build_mailer
@@ -28,44 +28,25 @@ from arcana.adapters.plugins import build_audit
 from arcana.adapters.unit_of_work import SqlUnitOfWork
 from arcana.adapters.user_sync import NoUserSync, WebhookUserSync
 from arcana.config import Settings
-from arcana.domain.audit import AuditEvent, AuditSink, NullAuditSink
 from arcana.domain.audit import AuditSink
 from arcana.domain.events import DomainEvent
 from arcana.domain.jobs import JobQueue
 from arcana.domain.mail import Mailer
 from arcana.domain.ports import Cache
 from arcana.domain.users import LoginLimiter, UserSync
+from arcana.metrics import CACHE_REQUESTS
 from arcana.services.auth import AuthPolicy, AuthService
 from arcana.services.events import DeferredJobs, build_event_handlers
 from arcana.services.identity import IdentityService
-from arcana.services.users import TokenGenerationCache, UserService, UserSyncService
-from arcana.metrics import CACHE_REQUESTS
-from arcana.services.identity import IdentityService
-from arcana.services.products import ProductCache, ProductService
 from arcana.services.jobs import JobService
 from arcana.services.plugins import PluginService
+from arcana.services.products import ProductCache, ProductService
+from arcana.services.users import TokenGenerationCache, UserService, UserSyncService
 
 log = logging.getLogger(__name__)
 
 BackgroundTask = Callable[[asyncio.Event], Awaitable[None]]
 """A long-running loop that returns soon after the stop event is set."""
-
-
-class _LateAudit:
-    """Forwards to ``container.audit`` at call time, so a sink installed after construction
-    (the plugin host) receives the product area's events too."""
-
-    def __init__(self, container: Container) -> None:
-        self._container = container
-
-    def emit(self, event: AuditEvent) -> None:
-        self._container.audit.emit(event)
-def _not_wired(name: str) -> Callable[[], Awaitable[int]]:
-    async def hook() -> int:
-        log.info("%s: no handler wired; nothing to do", name)
-        return 0
-
-    return hook
 
 
 class Container:
@@ -93,8 +74,33 @@ class Container:
         self.tokens = JwtAccessTokens(
             self.jwt_key, settings.jwt_issuer, settings.jwt_audience, settings.access_token_ttl
         )
-        self.audit: AuditSink = NullAuditSink()
+        # Audit first: every service below reports to the plugin host.
+        self.audit_sink = build_audit(settings, self.db)
+        self.audit: AuditSink = self.audit_sink
+        self.plugins = PluginService(
+            self.audit_sink.registry, self.audit_sink.audit_log, self.audit
+        )
         self._build_auth(settings)
+        self.products = ProductService(
+            self.uow,
+            ProductCache(
+                self.cache,
+                settings.cache_ttl,
+                on_hit=CACHE_REQUESTS.labels("product", "hit").inc,
+                on_miss=CACHE_REQUESTS.labels("product", "miss").inc,
+            ),
+            self.audit,
+        )
+        self.queue: JobQueue = self._build_queue()
+        self.jobs = JobService(self.queue)
+        self.mailer: Mailer = build_mailer(settings.smtp_url, settings.mail_from, settings.var_dir)
+        self.events = EventBus(
+            settings,
+            self.db,
+            self.redis,
+            build_event_handlers(DeferredJobs(lambda: self.queue)),
+            lambda: self.queue,
+        )
 
     def _build_auth(self, settings: Settings) -> None:
         self.passwords = Argon2PasswordHasher(
@@ -125,8 +131,7 @@ class Container:
             self.tokens,
             self.generations,
             self.login_limiter,
-            # Late-bound: the audit sink may be replaced after construction.
-            _AuditProxy(self),
+            self.audit,
             AuthPolicy(
                 settings.refresh_token_ttl, settings.refresh_idle_ttl, settings.reset_token_ttl
             ),
@@ -135,22 +140,14 @@ class Container:
             WebhookUserSync(settings.user_sync_url) if settings.user_sync_url else NoUserSync()
         )
         self.user_sync = UserSyncService(self.uow, sync)
-        self.products = ProductService(
-            self.uow,
-            ProductCache(
-                self.cache,
-                settings.cache_ttl,
-                on_hit=CACHE_REQUESTS.labels("product", "hit").inc,
-                on_miss=CACHE_REQUESTS.labels("product", "miss").inc,
-            ),
-            _LateAudit(self),
-        self.queue: JobQueue = self._build_queue()
-        self.jobs = JobService(self.queue)
-        self.mailer: Mailer = build_mailer(settings.smtp_url, settings.mail_from, settings.var_dir)
-        # Periodic job hooks (``sync.pending_users``, ``sync.cleanup_tokens``): the auth area
-        # replaces these with its service functions; each returns how many rows it handled.
-        self.sync_pending_users: Callable[[], Awaitable[int]] = _not_wired("sync.pending_users")
-        self.cleanup_tokens: Callable[[], Awaitable[int]] = _not_wired("sync.cleanup_tokens")
+
+    # Periodic job hooks, called by the ``sync.*`` job handlers; each returns rows handled.
+    async def sync_pending_users(self) -> int:
+        report = await self.user_sync.sync_pending_users()
+        return report.synced + report.failed
+
+    async def cleanup_tokens(self) -> int:
+        return await self.auth.cleanup_tokens()
 
     def _build_queue(self) -> JobQueue:
         s = self.settings
@@ -160,15 +157,6 @@ class Container:
             return RedisJobQueue(self.redis, s.redis_prefix, finished_ttl=s.job_finished_ttl)
         return SqlJobQueue(
             self.db, finished_ttl=s.job_finished_ttl, poll_interval=s.job_poll_interval
-        # -- events -- (the job queue is looked up when used, so it may be built later)
-        jobs = lambda: getattr(self, "queue", None)  # noqa: E731
-        self.events = EventBus(
-            settings, self.db, self.redis, build_event_handlers(DeferredJobs(jobs)), jobs
-        self.identity = IdentityService(self.tokens)
-        self.audit_sink = build_audit(settings, self.db)
-        self.audit: AuditSink = self.audit_sink
-        self.plugins = PluginService(
-            self.audit_sink.registry, self.audit_sink.audit_log, self.audit
         )
 
     @classmethod
@@ -247,13 +235,3 @@ class Container:
         await self.db.dispose()
         if self.redis is not None:
             await self.redis.aclose()
-
-
-class _AuditProxy:
-    """Forwards to ``container.audit`` at call time, so a sink installed later is used."""
-
-    def __init__(self, container: Container) -> None:
-        self._container = container
-
-    def emit(self, event: AuditEvent) -> None:
-        self._container.audit.emit(event)

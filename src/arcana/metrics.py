@@ -30,6 +30,7 @@ AUTH_REFRESH_REUSE = Counter(
 )
 LOGIN_LIMITER_ERRORS = Counter(
     "arcana_login_limiter_errors_total", "Login limiter backend errors (failed open)"
+)
 # -- jobs --
 JOBS_DEPTH = Gauge("arcana_jobs_queue_depth", "Jobs ready to run, by priority", ["priority"])
 JOBS_WAITING = Gauge("arcana_jobs_waiting", "Jobs waiting for their time", ["status"])

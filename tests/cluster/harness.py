@@ -72,15 +72,22 @@ class Cluster:
 
     def cli(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [arcana_bin(), *args], input=stdin, capture_output=True, text=True,
-            env={**self.env, "PATH": "/usr/bin:/bin"}, cwd=self.root, timeout=60,
+            [arcana_bin(), *args],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            env={**self.env, "PATH": "/usr/bin:/bin"},
+            cwd=self.root,
+            timeout=60,
         )
 
     def start_api(self, i: int) -> None:
         port = self.api_ports[i]
         proc = ArcanaProcess(
             ["serve", "--port", str(port), "--grpc-port", "0"],
-            env=self.env, cwd=self.root, log_name=f"api{i}.log",
+            env=self.env,
+            cwd=self.root,
+            log_name=f"api{i}.log",
         )
         proc.start()
         proc.wait_http(f"http://127.0.0.1:{port}/readyz", timeout=60)
@@ -90,7 +97,9 @@ class Cluster:
             self.apis.append(proc)
 
     def start_worker(self, i: int) -> None:
-        proc = ArcanaProcess(["worker", "--concurrency", "8"], env=self.env, cwd=self.root, log_name=f"worker{i}.log")
+        proc = ArcanaProcess(
+            ["worker", "--concurrency", "8"], env=self.env, cwd=self.root, log_name=f"worker{i}.log"
+        )
         proc.start()
         if i < len(self.workers):
             self.workers[i] = proc
@@ -104,11 +113,15 @@ class Cluster:
         prefix = self.root / "nginx"
         prefix.mkdir(exist_ok=True)
         self.lb_port = free_port()
-        servers = "\n".join(f"        server 127.0.0.1:{p} max_fails=1 fail_timeout=2s;" for p in self.api_ports)
+        servers = "\n".join(
+            f"        server 127.0.0.1:{p} max_fails=1 fail_timeout=2s;" for p in self.api_ports
+        )
         conf = prefix / "nginx.conf"
         conf.write_text(NGINX_CONF.format(prefix=prefix, servers=servers, port=self.lb_port))
         with (prefix / "stdout.log").open("ab") as log:
-            self.nginx = subprocess.Popen([binary, "-p", str(prefix), "-c", str(conf)], stdout=log, stderr=log)
+            self.nginx = subprocess.Popen(
+                [binary, "-p", str(prefix), "-c", str(conf)], stdout=log, stderr=log
+            )
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
             try:

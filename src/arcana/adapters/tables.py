@@ -9,8 +9,8 @@ from __future__ import annotations
 from sqlalchemy import (
     JSON,
     BigInteger,
-    CheckConstraint,
     Boolean,
+    CheckConstraint,
     Column,
     DateTime,
     ForeignKey,

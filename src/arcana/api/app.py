@@ -8,11 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from arcana import __version__
-from arcana.api import auth, ops
-from arcana.api import ops, products
-from arcana.api import admin_jobs, ops
-from arcana.api import events, ops
-from arcana.api import admin_plugins, ops
+from arcana.api import admin_jobs, admin_plugins, auth, events, ops, products
 from arcana.api.errors import install_error_handlers
 from arcana.api.middleware import RequestContextMiddleware
 from arcana.bootstrap import Container

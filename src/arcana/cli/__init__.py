@@ -8,9 +8,7 @@ from __future__ import annotations
 import typer
 
 from arcana import __version__
-from arcana.cli import ops, serve, users
-from arcana.cli import jobs, ops, serve, worker
-from arcana.cli import ops, plugins, serve
+from arcana.cli import jobs, ops, plugins, serve, users, worker
 
 app = typer.Typer(
     name="arcana",

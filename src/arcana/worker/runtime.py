@@ -4,9 +4,9 @@ relay and event consumers. Each area registers its loops here with ``container.s
 from __future__ import annotations
 
 from arcana.bootstrap import Container
-from arcana.worker.jobs import start_jobs
 from arcana.worker import events
 from arcana.worker.audit import start_audit_plugins
+from arcana.worker.jobs import start_jobs
 
 
 async def start_background(container: Container) -> None:
