@@ -179,3 +179,36 @@ async def wait_for(predicate: Any, timeout: float = 10.0, interval: float = 0.02
 @pytest.fixture(scope="session")
 def project_root() -> Path:
     return Path(__file__).resolve().parent.parent
+
+
+async def insert_principals(container: Container) -> None:
+    """Stored users behind the fixed ids that ``tests/products_support.py`` mints tokens
+    for (``admin-1``, ``user-1``): access tokens of users that do not exist are rejected."""
+    from datetime import UTC, datetime
+
+    from sqlalchemy import insert
+
+    from arcana.adapters.tables import users
+
+    now = datetime.now(UTC)
+    rows = [
+        {
+            "id": uid,
+            "name": uid,
+            "email": f"{uid}@example.com",
+            "password_hash": "x",
+            "roles": roles,
+            "generation": 0,
+            "sync_status": "SYNCED",
+            "created_at": now,
+            "updated_at": now,
+        }
+        for uid, roles in (("admin-1", "user,admin"), ("user-1", "user"))
+    ]
+    async with container.db.engine.begin() as conn:
+        await conn.execute(insert(users), rows)
+
+
+@pytest.fixture
+async def seeded_principals(container: Container) -> None:
+    await insert_principals(container)

@@ -20,6 +20,9 @@ class InMemoryJobs:
         self.jobs: dict[str, JobRequest] = {}
         self.calls: list[tuple[str, JobRequest]] = []
 
+    async def close(self) -> None:
+        """Stands in for ``container.queue`` in tests, which the container closes."""
+
     async def enqueue(self, request: JobRequest, *, job_id: str | None = None) -> str:
         key = job_id or str(uuid.uuid4())
         self.calls.append((key, request))

@@ -12,16 +12,20 @@ from pathlib import Path
 import httpx
 import pytest
 
+
 from arcana.api.app import create_app
 from arcana.bootstrap import Container
 from arcana.domain.ports import Cache
 from arcana.domain.products import ProductChanges
 from arcana.services.products import ProductCache, ProductService
-from tests.conftest import base_settings, truncate_all, wait_for
+from tests.conftest import insert_principals, base_settings, truncate_all, wait_for
 from tests.process import free_port
 from tests.products_support import BASE, admin_headers, create_product
 
-pytestmark = pytest.mark.asyncio(loop_scope="session")
+pytestmark = [
+    pytest.mark.asyncio(loop_scope="session"),
+    pytest.mark.usefixtures("seeded_principals"),
+]
 
 
 async def test_concurrent_decrements_never_oversell(
@@ -137,6 +141,7 @@ async def test_redis_down_reads_still_served(backend: str, pg_url: str, tmp_path
         settings = base_settings(database_url=pg_url, redis_url=url, var_dir=tmp_path / "var")
         container = Container.from_settings(settings)
         await container.start(migrate_embedded=False)
+        await insert_principals(container)
         try:
             assert container.redis is not None
             redis = container.redis
@@ -184,6 +189,7 @@ async def test_invalidation_owed_during_outage_is_paid_when_redis_returns(
         settings = base_settings(database_url=pg_url, redis_url=url, var_dir=tmp_path / "var")
         container = Container.from_settings(settings)
         await container.start(migrate_embedded=False)
+        await insert_principals(container)
         try:
             assert container.redis is not None
             redis = container.redis

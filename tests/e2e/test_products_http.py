@@ -9,12 +9,16 @@ from decimal import Decimal
 
 import httpx
 import pytest
+
 from sqlalchemy import select
 
 from arcana.bootstrap import Container
 from tests.products_support import BASE, admin_headers, create_product, user_headers
 
-pytestmark = pytest.mark.asyncio(loop_scope="session")
+pytestmark = [
+    pytest.mark.asyncio(loop_scope="session"),
+    pytest.mark.usefixtures("seeded_principals"),
+]
 
 PROBLEM = "application/problem+json"
 

@@ -6,6 +6,8 @@ same migration runs on both engines.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from sqlalchemy import (
     JSON,
     BigInteger,
@@ -21,8 +23,34 @@ from sqlalchemy import (
     Table,
     Text,
 )
+from sqlalchemy.engine import Dialect
+from sqlalchemy.types import TypeDecorator
 
 from arcana.adapters.money import Money
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC on both engines: PostgreSQL keeps ``timestamptz``; SQLite stores
+    text without an offset, so values are normalised to UTC on the way in and tagged UTC on
+    the way out. Every table uses it, so no caller ever compares naive with aware."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
 
 metadata = MetaData(
     naming_convention={
@@ -46,8 +74,8 @@ outbox = Table(
     Column("event_type", String(100), nullable=False),
     Column("aggregate_id", String(64), nullable=True),
     Column("data", JSON, nullable=False),
-    Column("created_at", DateTime(timezone=True), nullable=False),
-    Column("published_at", DateTime(timezone=True), nullable=True),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("published_at", UtcDateTime(), nullable=True),
     Column("attempts", Integer, nullable=False, server_default="0"),
 )
 Index("ix_outbox_unpublished", outbox.c.seq, postgresql_where=outbox.c.published_at.is_(None))
@@ -63,8 +91,8 @@ users = Table(
     Column("roles", String(200), nullable=False, server_default="user"),  # comma-separated
     Column("generation", Integer, nullable=False, server_default="0"),
     Column("sync_status", String(10), nullable=False, server_default="PENDING"),
-    Column("created_at", DateTime(timezone=True), nullable=False),
-    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("updated_at", UtcDateTime(), nullable=False),
 )
 Index("ix_users_sync_status", users.c.sync_status)
 
@@ -73,12 +101,12 @@ auth_sessions = Table(
     metadata,
     Column("id", String(36), primary_key=True),
     Column("user_id", String(36), ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
-    Column("created_at", DateTime(timezone=True), nullable=False),
-    Column("last_used_at", DateTime(timezone=True), nullable=False),
-    Column("expires_at", DateTime(timezone=True), nullable=False),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("last_used_at", UtcDateTime(), nullable=False),
+    Column("expires_at", UtcDateTime(), nullable=False),
     Column("user_agent", String(512), nullable=True),
     Column("ip", String(64), nullable=True),
-    Column("revoked_at", DateTime(timezone=True), nullable=True),
+    Column("revoked_at", UtcDateTime(), nullable=True),
 )
 Index("ix_auth_sessions_user_id", auth_sessions.c.user_id)
 
@@ -94,8 +122,8 @@ refresh_tokens = Table(
     ),
     Column("user_id", String(36), nullable=False),
     Column("token_hash", String(64), nullable=False, unique=True),  # SHA-256 hex
-    Column("created_at", DateTime(timezone=True), nullable=False),
-    Column("revoked_at", DateTime(timezone=True), nullable=True),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("revoked_at", UtcDateTime(), nullable=True),
 )
 Index("ix_refresh_tokens_session_id", refresh_tokens.c.session_id)
 
@@ -105,9 +133,9 @@ password_reset_tokens = Table(
     Column("id", String(36), primary_key=True),
     Column("user_id", String(36), ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
     Column("token_hash", String(64), nullable=False, unique=True),
-    Column("created_at", DateTime(timezone=True), nullable=False),
-    Column("expires_at", DateTime(timezone=True), nullable=False),
-    Column("used_at", DateTime(timezone=True), nullable=True),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("expires_at", UtcDateTime(), nullable=False),
+    Column("used_at", UtcDateTime(), nullable=True),
 )
 Index("ix_password_reset_tokens_user_id", password_reset_tokens.c.user_id)
 
@@ -122,8 +150,8 @@ products = Table(
     Column("stock", Integer, nullable=False),
     Column("category", String(100), nullable=True),
     Column("status", String(20), nullable=False),
-    Column("created_at", DateTime(timezone=True), nullable=False),
-    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("updated_at", UtcDateTime(), nullable=False),
     CheckConstraint("stock >= 0", name="stock_non_negative"),
     CheckConstraint("price >= 0", name="price_non_negative"),
 )
@@ -149,15 +177,15 @@ jobs = Table(
     Column("max_retries", Integer, nullable=False),
     Column("retry_count", Integer, nullable=False, server_default="0"),
     Column("status", String(16), nullable=False),
-    Column("created_at", DateTime(timezone=True), nullable=False),
-    Column("scheduled_at", DateTime(timezone=True), nullable=False),
-    Column("started_at", DateTime(timezone=True), nullable=True),
-    Column("finished_at", DateTime(timezone=True), nullable=True),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("scheduled_at", UtcDateTime(), nullable=False),
+    Column("started_at", UtcDateTime(), nullable=True),
+    Column("finished_at", UtcDateTime(), nullable=True),
     Column("last_error", Text, nullable=True),
     Column("unique_key", String(200), nullable=True),
     Column("unique_active", String(200), nullable=True, unique=True),
     Column("worker_id", String(100), nullable=True),
-    Column("lease_until", DateTime(timezone=True), nullable=True),
+    Column("lease_until", UtcDateTime(), nullable=True),
 )
 Index("ix_jobs_fetch", jobs.c.status, jobs.c.priority, jobs.c.scheduled_at)
 Index("ix_jobs_lease", jobs.c.lease_until)
@@ -171,10 +199,10 @@ audit_log = Table(
     Column("user_id", String(64), nullable=False),
     Column("resource", String(255), nullable=False),
     Column("action", String(100), nullable=False),
-    Column("timestamp", DateTime(timezone=True), nullable=False),
+    Column("timestamp", UtcDateTime(), nullable=False),
     Column("metadata", JSON, nullable=False),
     Column("flagged", Boolean, nullable=False),
     Column("results", JSON, nullable=False),
-    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("created_at", UtcDateTime(), nullable=False),
 )
 Index("ix_audit_log_flagged_created", audit_log.c.flagged, audit_log.c.created_at)
