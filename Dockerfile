@@ -29,7 +29,7 @@ ENV PATH="/app/.venv/bin:$PATH" \
     ARCANA_GRPC_HOST=0.0.0.0 \
     ARCANA_PLUGINS_DIR=/app/plugins \
     ARCANA_VAR_DIR=/app/var
-USER arcana
+USER 10001:10001
 EXPOSE 8000 50051
 HEALTHCHECK --interval=10s --timeout=3s --retries=3 \
     CMD ["python", "-c", "import urllib.request,sys; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=2).status == 200 else 1)"]

@@ -24,6 +24,10 @@ from arcana.adapters.login_limiter import MemoryLoginLimiter, RedisLoginLimiter
 from arcana.adapters.mail import build_mailer
 from arcana.adapters.migrator import migrate
 from arcana.adapters.passwords import Argon2PasswordHasher
+from arcana.adapters.plugin_broadcast import (
+    NullPluginReloadBroadcast,
+    RedisPluginReloadBroadcast,
+)
 from arcana.adapters.plugins import build_audit
 from arcana.adapters.unit_of_work import SqlUnitOfWork
 from arcana.adapters.user_sync import NoUserSync, WebhookUserSync
@@ -78,7 +82,12 @@ class Container:
         self.audit_sink = build_audit(settings, self.db)
         self.audit: AuditSink = self.audit_sink
         self.plugins = PluginService(
-            self.audit_sink.registry, self.audit_sink.audit_log, self.audit
+            self.audit_sink.registry,
+            self.audit_sink.audit_log,
+            self.audit,
+            RedisPluginReloadBroadcast(self.redis, settings.redis_prefix)
+            if self.redis is not None
+            else NullPluginReloadBroadcast(),
         )
         self._build_auth(settings)
         self.products = ProductService(

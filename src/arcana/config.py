@@ -32,6 +32,8 @@ class Settings(BaseSettings):
     var_dir: Path = Path("./var")
 
     http_host: str = "127.0.0.1"
+    forwarded_allow_ips: str = "127.0.0.1"
+    """Proxies whose X-Forwarded-For is trusted for the client address (comma list or ``*``)."""
     http_port: int = Field(default=8000, ge=0, le=65535)
     grpc_port: int = Field(default=50051, ge=0, le=65535)
     grpc_host: str = "127.0.0.1"

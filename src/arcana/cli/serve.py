@@ -51,6 +51,8 @@ async def serve(settings: Settings, *, with_worker: bool) -> None:
         log_config=None,
         timeout_graceful_shutdown=int(settings.shutdown_timeout),
         server_header=False,
+        proxy_headers=True,
+        forwarded_allow_ips=settings.forwarded_allow_ips,
     )
     server = _Server(config)
     loop = asyncio.get_running_loop()
