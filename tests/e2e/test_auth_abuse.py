@@ -51,9 +51,7 @@ def make_client(settings: Settings) -> ClientFactory:
 
 
 async def _bad_login(client: httpx.AsyncClient, email: str) -> httpx.Response:
-    return await client.post(
-        f"{AUTH}/login", json={"email": email, "password": "Wrong-Password-1"}
-    )
+    return await client.post(f"{AUTH}/login", json={"email": email, "password": "Wrong-Password-1"})
 
 
 async def test_account_lock_answers_429_even_to_the_right_password(
@@ -111,9 +109,7 @@ async def test_lock_frees_when_the_window_ends(make_client: ClientFactory) -> No
         assert resp.headers["retry-after"] == "1"
 
         async def logged_in() -> bool:
-            r = await client.post(
-                f"{AUTH}/login", json={"email": u["email"], "password": PASSWORD}
-            )
+            r = await client.post(f"{AUTH}/login", json={"email": u["email"], "password": PASSWORD})
             return r.status_code == 200
 
         from tests.conftest import wait_for
@@ -172,7 +168,9 @@ async def test_logout_all_on_one_instance_is_seen_by_another_at_once(
         assert (await ca.post(f"{AUTH}/logout-all", headers=h)).status_code == 204
         assert (await cb.get(f"{AUTH}/me", headers=h)).status_code == 401
         fresh = await login(cb, u["email"])
-        assert (await ca.get(f"{AUTH}/me", headers=bearer(fresh["access_token"]))).status_code == 200
+        assert (
+            await ca.get(f"{AUTH}/me", headers=bearer(fresh["access_token"]))
+        ).status_code == 200
         for c in clients:
             await c.aclose()
     finally:
@@ -185,7 +183,7 @@ async def test_cached_generation_check_costs_no_database_query(container: Contai
 
     from tests.auth_support import user_token
 
-    user, token = await user_token(container)
+    _user, token = await user_token(container)
     await container.identity.authenticate(token)  # fills the cache
     statements: list[str] = []
 
@@ -250,5 +248,7 @@ async def test_login_limiter_fails_open_when_redis_is_down(
         await stop()
         # Redis gone: the count is unknown, logins go on (throttled only by Argon2's cost)
         tokens = await login(client, u["email"])
-        assert (await client.get(f"{AUTH}/me", headers=bearer(tokens["access_token"]))).status_code == 200
+        assert (
+            await client.get(f"{AUTH}/me", headers=bearer(tokens["access_token"]))
+        ).status_code == 200
         assert (await _bad_login(client, u["email"])).status_code == 401

@@ -130,7 +130,8 @@ async def test_login_returns_token_pair_and_audits(
     u = await register_and_login(client, email="Mixed.Case@example.com")
     assert u["token_type"] == "Bearer"
     assert u["expires_in"] == container.settings.access_token_ttl
-    assert u["access_token"] and u["refresh_token"]
+    assert u["access_token"]
+    assert u["refresh_token"]
     # the email logs in whatever its case
     await login(client, "MIXED.case@EXAMPLE.com")
     logins = sink.of_type("user.login")
@@ -185,9 +186,7 @@ async def test_login_rehashes_when_parameters_changed(
     u = await register_and_login(client)
     async with container.db.sessionmaker() as s:
         await s.execute(
-            users.update()
-            .where(users.c.id == u["id"])
-            .values(password_hash=old.hash(PASSWORD))
+            users.update().where(users.c.id == u["id"]).values(password_hash=old.hash(PASSWORD))
         )
         await s.commit()
     await login(client, u["email"])
@@ -262,9 +261,7 @@ async def test_forged_access_tokens_are_401(
     assert (
         await client.get(f"{AUTH}/me", headers=bearer(_forged(container, u["id"], "valid")))
     ).status_code == 200
-    _unauthorized(
-        await client.get(f"{AUTH}/me", headers=bearer(_forged(container, u["id"], kind)))
-    )
+    _unauthorized(await client.get(f"{AUTH}/me", headers=bearer(_forged(container, u["id"], kind))))
 
 
 async def test_deleted_users_tokens_fail(client: httpx.AsyncClient, container: Container) -> None:
@@ -339,12 +336,14 @@ async def test_refresh_idle_timeout_and_absolute_lifetime(
     past = datetime.now(UTC) - timedelta(seconds=container.settings.refresh_idle_ttl + 5)
     async with container.db.sessionmaker() as s:
         sessions = (
-            await s.execute(
-                select(auth_sessions.c.id).order_by(auth_sessions.c.created_at)
-            )
-        ).scalars().all()
+            (await s.execute(select(auth_sessions.c.id).order_by(auth_sessions.c.created_at)))
+            .scalars()
+            .all()
+        )
         await s.execute(
-            auth_sessions.update().where(auth_sessions.c.id == sessions[0]).values(last_used_at=past)
+            auth_sessions.update()
+            .where(auth_sessions.c.id == sessions[0])
+            .values(last_used_at=past)
         )
         await s.execute(
             auth_sessions.update()
@@ -379,7 +378,9 @@ async def test_logout_all_kills_older_tokens_and_not_newer(
     _problem(await _refresh(client, second["refresh_token"]), 401, "TOKEN_EXPIRED")
     # a token issued right after (same second included) works
     fresh = await login(client, u["email"])
-    assert (await client.get(f"{AUTH}/me", headers=bearer(fresh["access_token"]))).status_code == 200
+    assert (
+        await client.get(f"{AUTH}/me", headers=bearer(fresh["access_token"]))
+    ).status_code == 200
     _unauthorized(await client.post(f"{AUTH}/logout-all"))
 
 
@@ -415,7 +416,9 @@ async def test_change_password(client: httpx.AsyncClient, container: Container) 
     resp = await client.post(f"{AUTH}/login", json={"email": u["email"], "password": PASSWORD})
     _problem(resp, 401, "INVALID_CREDENTIALS")
     fresh = await login(client, u["email"], new)
-    assert (await client.get(f"{AUTH}/me", headers=bearer(fresh["access_token"]))).status_code == 200
+    assert (
+        await client.get(f"{AUTH}/me", headers=bearer(fresh["access_token"]))
+    ).status_code == 200
     events = [r for r in await _outbox(container) if r["event_type"] == "auth.password_changed"]
     assert len(events) == 1
     assert events[0]["data"]["data"] == {"userId": u["id"]}
@@ -519,17 +522,13 @@ async def test_sessions_list_and_delete(client: httpx.AsyncClient) -> None:
         f"{AUTH}/sessions/{laptop['id']}", headers=bearer(stranger["access_token"])
     )
     _problem(resp, 404, "NOT_FOUND")
-    resp = await client.delete(
-        f"{AUTH}/sessions/{laptop['id']}", headers=bearer(b["access_token"])
-    )
+    resp = await client.delete(f"{AUTH}/sessions/{laptop['id']}", headers=bearer(b["access_token"]))
     assert resp.status_code == 204
     _problem(await _refresh(client, a["refresh_token"]), 401, "TOKEN_EXPIRED")
     assert (await _refresh(client, b["refresh_token"])).status_code == 200
     resp = await client.get(f"{AUTH}/sessions", headers=bearer(b["access_token"]))
     assert [s["user_agent"] for s in resp.json()["data"]] == ["phone/2.0"]
-    resp = await client.delete(
-        f"{AUTH}/sessions/{laptop['id']}", headers=bearer(b["access_token"])
-    )
+    resp = await client.delete(f"{AUTH}/sessions/{laptop['id']}", headers=bearer(b["access_token"]))
     _problem(resp, 404, "NOT_FOUND")
     resp = await client.delete(f"{AUTH}/sessions/not-a-uuid", headers=bearer(b["access_token"]))
     _problem(resp, 422, "VALIDATION_FAILED")
