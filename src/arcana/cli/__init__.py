@@ -8,7 +8,7 @@ from __future__ import annotations
 import typer
 
 from arcana import __version__
-from arcana.cli import ops, serve
+from arcana.cli import demo, ops, serve
 
 app = typer.Typer(
     name="arcana",
@@ -36,6 +36,7 @@ def _root(
 
 serve.register(app)
 ops.register(app)
+demo.register(app)
 
 
 def main() -> None:
