@@ -145,12 +145,12 @@ class ProductCache:
                     return None
         return gen.decode()
 
-    async def get(self, product_id: str, gen: str) -> bytes | None:
+    async def get(self, product_id: str, gen: str, count_miss: bool = True) -> bytes | None:
         value = await self._cache.get(f"product:{product_id}:{gen}")
-        if value is None:
-            self._on_miss()
-        else:
+        if value is not None:
             self._on_hit()
+        elif count_miss:
+            self._on_miss()
         return value
 
     async def populate(self, product_id: str, gen: str, value: bytes) -> None:
@@ -217,6 +217,14 @@ class ProductService:
         if gen is not None:
             await self.cache.populate(pid, gen, body)
         return body
+
+    async def cached_json(self, canonical_id: str) -> bytes | None:
+        """Hot path: the cached JSON of a product whose id is already canonical, or ``None``
+        (the caller then takes ``get_json``, which counts the miss and loads the row)."""
+        gen = await self.cache.generation(canonical_id)
+        if gen is None:
+            return None
+        return await self.cache.get(canonical_id, gen, count_miss=False)
 
     async def get(self, product_id: str) -> Product:
         return product_from_json(await self.get_json(product_id))
