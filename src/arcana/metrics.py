@@ -22,3 +22,14 @@ DB_UNAVAILABLE = Counter(
     "arcana_db_unavailable_total", "Requests answered 503 because the database was unreachable"
 )
 BUILD_INFO = Gauge("arcana_build_info", "Build information", ["version"])
+
+# -- products / gRPC --
+GRPC_REQUESTS = Counter(
+    "arcana_grpc_requests_total", "gRPC calls by method and status code", ["method", "code"]
+)
+GRPC_LATENCY = Histogram(
+    "arcana_grpc_request_duration_seconds",
+    "gRPC call latency by method",
+    ["method"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
