@@ -37,6 +37,9 @@ test: $(STAMP)
 bench-http: $(STAMP)
 	$(VENV)/bin/python bench/http.py
 
+bench-grpc: $(STAMP)
+	$(VENV)/bin/python bench/grpc.py
+
 clean:
 	rm -rf $(VENV) .tools .pytest_cache .mypy_cache .ruff_cache
 

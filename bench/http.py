@@ -105,6 +105,15 @@ def main() -> None:
         body = httpx.get(f"{base}/api/v1/products/{pid}").content
         (work / "product.json").write_bytes(body)
         token = admin_token(env)
+        # Enough stock that the alternating +1/-1 of the stock scenario never hits 0 (a 422).
+        r = httpx.patch(
+            f"{base}/api/v1/products/{pid}",
+            json={"stock": 1_000_000},
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        r.raise_for_status()
+        body = httpx.get(f"{base}/api/v1/products/{pid}").content
+        (work / "product.json").write_bytes(body)
         bare: dict[str, str] = {}
         for kind in ("starlette", "fastapi"):
             bport = free_port()

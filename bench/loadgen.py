@@ -27,6 +27,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -104,24 +105,49 @@ async def _pygen(
     body: str | None,
     headers: dict[str, str],
 ) -> dict[str, float]:
+    """Minimal HTTP/1.1 keep-alive client on raw asyncio streams: one request in flight per
+    connection, like wrk, and cheap enough not to be the bottleneck (httpx would be)."""
+    parsed = urlsplit(url)
+    host, port = parsed.hostname or "127.0.0.1", parsed.port or 80
+    target = parsed.path + (f"?{parsed.query}" if parsed.query else "")
+    payload = (body or "").encode()
+    head = f"{method} {target} HTTP/1.1\r\nHost: {host}:{port}\r\n"
+    for k, v in headers.items():
+        head += f"{k}: {v}\r\n"
+    if payload:
+        head += f"Content-Length: {len(payload)}\r\n"
+    request = head.encode() + b"\r\n" + payload
     latencies: list[float] = []
     errors = 0
     stop = time.perf_counter() + seconds
-    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
-    async with httpx.AsyncClient(limits=limits, timeout=10) as client:
 
-        async def worker() -> None:
-            nonlocal errors
+    async def worker() -> None:
+        nonlocal errors
+        reader, writer = await asyncio.open_connection(host, port)
+        try:
             while time.perf_counter() < stop:
                 t0 = time.perf_counter()
-                r = await client.request(method, url, content=body, headers=headers)
+                writer.write(request)
+                status_line = await reader.readline()
+                length = 0
+                while True:
+                    line = await reader.readline()
+                    if line in (b"\r\n", b""):
+                        break
+                    name, _, value = line.partition(b":")
+                    if name.lower() == b"content-length":
+                        length = int(value)
+                if length:
+                    await reader.readexactly(length)
                 latencies.append(time.perf_counter() - t0)
-                if r.status_code >= 300:
+                if not status_line.startswith(b"HTTP/1.1 2"):
                     errors += 1
+        finally:
+            writer.close()
 
-        t0 = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(connections)))
-        elapsed = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(connections)))
+    elapsed = time.perf_counter() - t0
     latencies.sort()
     return {
         "rps": len(latencies) / elapsed,

@@ -47,14 +47,21 @@ class _UnaryInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
         details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
+        # intercept_service runs on every call; the wrapped handler of a method never changes,
+        # so it is built once per method.
+        cached = self._cache.get(details.method)
+        if cached is not None:
+            return cached
         handler = await continuation(details)
         if handler is None or handler.unary_unary is None:
             return handler
-        return grpc.unary_unary_rpc_method_handler(
+        wrapped = grpc.unary_unary_rpc_method_handler(
             self._wrap(handler.unary_unary, details.method),
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
         )
+        self._cache[details.method] = wrapped
+        return wrapped
 
 
 def _status_of(context: grpc.aio.ServicerContext, exc: BaseException | None) -> str:
