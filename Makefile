@@ -6,7 +6,7 @@ UV := .tools/bin/uv
 VENV := .venv
 STAMP := $(VENV)/.synced-$(shell cat uv.lock pyproject.toml 2>/dev/null | cksum | cut -d' ' -f1)
 
-.PHONY: run test lint fmt check bench-http bench-auth bench-jobs bench-plugins bench-grpc clean
+.PHONY: proto run test lint fmt check bench-http bench-auth bench-jobs bench-plugins bench-grpc clean
 
 $(UV):
 	$(PYTHON) -m venv .tools
@@ -36,6 +36,14 @@ test: $(STAMP)
 
 bench-auth: $(STAMP)
 	$(VENV)/bin/python bench/auth.py
+bench-http: $(STAMP)
+	$(VENV)/bin/python bench/http.py
+
+bench-grpc: $(STAMP)
+	$(VENV)/bin/python bench/grpc.py
 
 clean:
 	rm -rf $(VENV) .tools .pytest_cache .mypy_cache .ruff_cache
+
+proto: $(STAMP)
+	$(VENV)/bin/python proto/generate.py

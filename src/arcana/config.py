@@ -66,6 +66,7 @@ class Settings(BaseSettings):
     user_sync_url: str | None = None
 
     cache_ttl: int = Field(default=3600, ge=1)
+    grpc_max_message_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
     max_body_bytes: int = Field(default=1_048_576, ge=1)
 
     db_pool_size: int = Field(default=10, ge=1)

@@ -95,3 +95,13 @@ AUDIT_STORE_ERRORS = Counter(
     "arcana_audit_store_errors_total", "Flagged audit events that could not be stored"
 )
 AUDIT_QUEUE_DEPTH = Gauge("arcana_audit_queue_depth", "Audit events waiting for the plugins")
+# -- products / gRPC --
+GRPC_REQUESTS = Counter(
+    "arcana_grpc_requests_total", "gRPC calls by method and status code", ["method", "code"]
+)
+GRPC_LATENCY = Histogram(
+    "arcana_grpc_request_duration_seconds",
+    "gRPC call latency by method",
+    ["method"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)

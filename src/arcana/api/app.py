@@ -46,6 +46,7 @@ def create_app(container: Container | None = None, settings: Settings | None = N
     if container is not None:
         app.state.container = container
     install_error_handlers(app)
+    app.add_middleware(products.CachedProductFastPath, prefix=API_PREFIX)  # inside the next
     app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
     app.include_router(ops.router)
     app.include_router(auth.router)

@@ -9,6 +9,7 @@ import typer
 
 from arcana import __version__
 from arcana.cli import jobs, ops, plugins, serve, users, worker
+from arcana.cli import demo, ops, serve
 
 app = typer.Typer(
     name="arcana",
@@ -40,6 +41,7 @@ users.register(app)
 worker.register(app)
 jobs.register(app)
 plugins.register(app)
+demo.register(app)
 
 
 def main() -> None:
