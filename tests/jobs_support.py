@@ -27,7 +27,9 @@ async def truncate_jobs(url: str) -> None:
         await conn.close()
 
 
-def queue_settings(request: pytest.FixtureRequest, kind: str, tmp_path: Path, **kw: Any) -> Settings:
+def queue_settings(
+    request: pytest.FixtureRequest, kind: str, tmp_path: Path, **kw: Any
+) -> Settings:
     """Settings whose queue backend is ``kind``: Redis (SQLite beside it), SQLite, or
     PostgreSQL with ``ARCANA_QUEUE_BACKEND=database``."""
     var_dir = tmp_path / "var"

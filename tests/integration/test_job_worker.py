@@ -77,7 +77,8 @@ async def test_echo_canary_retries_then_succeeds(qc: Container) -> None:
         job = await qc.queue.enqueue(JobRequest("system.echo", {"message": "hi", "fail_times": 2}))
         done = await finished(qc, job, JobStatus.SUCCEEDED)
         assert done.retry_count == 2
-        assert done.last_error is not None and "attempt 2" in done.last_error
+        assert done.last_error is not None
+        assert "attempt 2" in done.last_error
     finally:
         await w.close()
 
@@ -89,7 +90,8 @@ async def test_echo_canary_dead_letter_then_retry_from_dead(qc: Container) -> No
             JobRequest("system.echo", {"message": "x", "fail_times": 3}, max_retries=2)
         )
         dead = await finished(qc, job, JobStatus.DEAD)
-        assert dead.retry_count == 2 and "EchoFailed" in (dead.last_error or "")
+        assert dead.retry_count == 2
+        assert "EchoFailed" in (dead.last_error or "")
         again = await qc.jobs.retry(job.id)
         assert again.retry_count == 3
         done = await finished(qc, job, JobStatus.SUCCEEDED)
@@ -155,7 +157,8 @@ async def test_handler_timeout_counts_as_a_failure(qc: Container) -> None:
     try:
         job = await qc.queue.enqueue(JobRequest("system.noop", max_retries=1))
         dead = await finished(qc, job, JobStatus.DEAD)
-        assert dead.last_error is not None and dead.last_error.startswith("TimeoutError")
+        assert dead.last_error is not None
+        assert dead.last_error.startswith("TimeoutError")
     finally:
         await w.close()
 
@@ -182,7 +185,8 @@ async def test_graceful_shutdown_finishes_in_flight_and_returns_the_rest(qc: Con
     await asyncio.wait_for(w.task, 30)
     assert await status_of(qc, quick_job.id) is JobStatus.SUCCEEDED
     returned = await qc.queue.get(stuck_job.id)
-    assert returned is not None and returned.status is JobStatus.QUEUED
+    assert returned is not None
+    assert returned.status is JobStatus.QUEUED
     assert returned.retry_count == 0
 
 
@@ -202,7 +206,8 @@ def test_registry_exact_prefix_and_class_handlers() -> None:
     assert registry.resolve("email.welcome") is exact
     assert registry.resolve("email.password_reset") is family
     resolved: Any = registry.resolve("report.daily")
-    assert resolved is not None and resolved.__self__.__class__ is Sender
+    assert resolved is not None
+    assert resolved.__self__.__class__ is Sender
     assert registry.resolve("other") is None
 
 
@@ -211,7 +216,7 @@ class Inbox:
     def __init__(self) -> None:
         self.messages: list[email.message.EmailMessage] = []
 
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         msg = email.message_from_bytes(envelope.content, policy=email.policy.default)
         self.messages.append(msg)  # type: ignore[arg-type]
         return "250 OK"
@@ -246,13 +251,16 @@ async def test_emails_reach_a_real_smtp_server(
         w = Running(build_worker(c))
         try:
             await c.queue.enqueue(
-                JobRequest("email.welcome", {"user_id": "u1", "email": "ann@example.com",
-                                             "name": "Ann"})
+                JobRequest(
+                    "email.welcome", {"user_id": "u1", "email": "ann@example.com", "name": "Ann"}
+                )
             )
             await c.queue.enqueue(
-                JobRequest("email.password_reset",
-                           {"email": "bob@example.com", "reset_token": "tok-123"},
-                           priority=Priority.HIGH)
+                JobRequest(
+                    "email.password_reset",
+                    {"email": "bob@example.com", "reset_token": "tok-123"},
+                    priority=Priority.HIGH,
+                )
             )
             await c.queue.enqueue(
                 JobRequest("email.security_notice", {"email": "cy@example.com", "name": "Cy"})
@@ -263,7 +271,8 @@ async def test_emails_reach_a_real_smtp_server(
     by_to = {m["To"]: m for m in inbox.messages}
     welcome = by_to["ann@example.com"]
     assert welcome["Subject"].startswith("Welcome to Arcana")
-    assert "Ann" in _text(welcome, "plain") and "Ann" in _text(welcome, "html")
+    assert "Ann" in _text(welcome, "plain")
+    assert "Ann" in _text(welcome, "html")
     reset = by_to["bob@example.com"]
     assert reset["Subject"].startswith("Reset your Arcana password")
     assert "Reset token: tok-123" in _text(reset, "plain").splitlines()
@@ -289,4 +298,5 @@ async def test_mail_without_smtp_goes_to_eml_files(
     msg = email.message_from_bytes(files[0].read_bytes(), policy=email.policy.default)
     assert msg["Subject"].startswith("Reset your Arcana password")
     body = msg.get_body(preferencelist=("plain",))
-    assert body is not None and "Reset token: t9" in str(body.get_content())  # type: ignore[attr-defined]
+    assert body is not None
+    assert "Reset token: t9" in str(body.get_content())

@@ -62,9 +62,7 @@ async def test_priority_order_then_fifo(queue: JobQueue) -> None:
 
 
 async def test_enqueue_many_and_batch_fetch(queue: JobQueue) -> None:
-    jobs = await queue.enqueue_many(
-        [JobRequest("system.noop", {"i": i}) for i in range(50)]
-    )
+    jobs = await queue.enqueue_many([JobRequest("system.noop", {"i": i}) for i in range(50)])
     assert len({j.id for j in jobs}) == 50
     batch = await queue.fetch("w", 20, 30)
     assert [j.payload["i"] for j in batch] == list(range(20))
@@ -73,7 +71,9 @@ async def test_enqueue_many_and_batch_fetch(queue: JobQueue) -> None:
     stats = await queue.stats()
     assert (stats.succeeded, stats.running, stats.depth["NORMAL"]) == (20, 0, 30)
     done = await queue.get(batch[0].id)
-    assert done is not None and done.status is JobStatus.SUCCEEDED and done.finished_at
+    assert done is not None
+    assert done.status is JobStatus.SUCCEEDED
+    assert done.finished_at
 
 
 async def test_delayed_job_waits_for_its_time(queue: JobQueue) -> None:
@@ -95,12 +95,14 @@ async def test_failure_retries_with_backoff_then_dead_then_retry_from_dead(
     job = await queue.enqueue(JobRequest("system.echo", max_retries=2))
     for attempt in range(1, 3):
         [leased] = await wait_for(lambda: queue.fetch("w", 1, 30), timeout=10)
-        assert leased.id == job.id and leased.retry_count == attempt - 1
+        assert leased.id == job.id
+        assert leased.retry_count == attempt - 1
         assert await queue.fail("w", job.id, f"boom {attempt}", 0.0) is JobStatus.RETRYING
         current = await queue.get(job.id)
         assert current is not None
         assert current.status in (JobStatus.RETRYING, JobStatus.QUEUED)
-        assert current.retry_count == attempt and current.last_error == f"boom {attempt}"
+        assert current.retry_count == attempt
+        assert current.last_error == f"boom {attempt}"
     [leased] = await wait_for(lambda: queue.fetch("w", 1, 30), timeout=10)
     assert await queue.fail("w", job.id, "final", 0.0) is JobStatus.DEAD
     dead = await queue.get(job.id)
@@ -108,11 +110,13 @@ async def test_failure_retries_with_backoff_then_dead_then_retry_from_dead(
     assert (dead.status, dead.retry_count, dead.last_error) == (JobStatus.DEAD, 2, "final")
     assert dead.finished_at is not None
     items, total = await queue.list_jobs(JobStatus.DEAD, 0, 10)
-    assert total == 1 and items[0].id == job.id
+    assert total == 1
+    assert items[0].id == job.id
     assert (await queue.stats()).dead == 1
 
     again = await queue.retry_dead(job.id)
-    assert again.status is JobStatus.QUEUED and again.retry_count == 3
+    assert again.status is JobStatus.QUEUED
+    assert again.retry_count == 3
     with pytest.raises(InvalidState):
         await queue.retry_dead(job.id)
     with pytest.raises(NotFound):
@@ -128,7 +132,8 @@ async def test_retry_delay_is_applied(queue: JobQueue) -> None:
     [leased] = await queue.fetch("w", 1, 30)
     assert await queue.fail("w", job.id, "x", 60.0) is JobStatus.RETRYING
     retrying = await queue.get(job.id)
-    assert retrying is not None and retrying.status is JobStatus.RETRYING
+    assert retrying is not None
+    assert retrying.status is JobStatus.RETRYING
     assert leased.started_at is not None
     wait = (retrying.scheduled_at - leased.started_at).total_seconds()
     assert 59 < wait < 61
@@ -147,12 +152,15 @@ def test_backoff_schedule_is_exponential_capped_with_full_jitter() -> None:
 async def test_unique_key_deduplicates_while_active(queue: JobQueue) -> None:
     first = await queue.enqueue(JobRequest("system.noop", unique_key="k1"))
     dup = await queue.enqueue(JobRequest("system.noop", unique_key="k1"))
-    assert dup.existing and dup.id == first.id and not first.existing
+    assert dup.existing
+    assert dup.id == first.id
+    assert not first.existing
     [leased] = await queue.fetch("w", 1, 30)
     assert (await queue.enqueue(JobRequest("system.noop", unique_key="k1"))).id == first.id
     await queue.complete("w", [leased.id])
     fresh = await queue.enqueue(JobRequest("system.noop", unique_key="k1"))
-    assert not fresh.existing and fresh.id != first.id
+    assert not fresh.existing
+    assert fresh.id != first.id
 
 
 async def test_unique_key_frees_when_dead(queue: JobQueue) -> None:
@@ -174,7 +182,8 @@ async def test_job_id_makes_enqueue_idempotent(queue: JobQueue) -> None:
     await queue.complete("w", [leased.id])
     # Still known after it finished: a replay enqueues nothing.
     again = await queue.enqueue(request, job_id="outbox-row-1")
-    assert again.existing and again.status is JobStatus.SUCCEEDED
+    assert again.existing
+    assert again.status is JobStatus.SUCCEEDED
     assert sum((await queue.stats()).depth.values()) == 0
 
 
@@ -183,7 +192,8 @@ async def test_expired_lease_is_reaped_and_stale_worker_cannot_ack(queue: JobQue
     await queue.fetch("dead-worker", 1, 0.2)
     assert await wait_for(queue.reap, timeout=10) == 1
     again = await queue.get(job.id)
-    assert again is not None and again.status is JobStatus.QUEUED
+    assert again is not None
+    assert again.status is JobStatus.QUEUED
     [leased] = await queue.fetch("live-worker", 1, 30)
     assert leased.id == job.id
     assert await queue.complete("dead-worker", [job.id]) == 0
@@ -199,7 +209,8 @@ async def test_heartbeat_extends_the_lease(queue: JobQueue) -> None:
     await queue.fetch("w2", 1, 0.2)
     await wait_for(queue.reap, timeout=10)  # the short lease of the other job expires
     job = await queue.get(leased.id)
-    assert job is not None and job.status is JobStatus.RUNNING
+    assert job is not None
+    assert job.status is JobStatus.RUNNING
     assert (await queue.get(other.id)).status is JobStatus.QUEUED  # type: ignore[union-attr]
 
 
@@ -218,12 +229,16 @@ async def test_list_by_status_with_paging(queue: JobQueue) -> None:
     await queue.enqueue(JobRequest("system.noop", delay_seconds=600))
     page0, total = await queue.list_jobs(JobStatus.QUEUED, 0, 5)
     page1, _ = await queue.list_jobs(JobStatus.QUEUED, 1, 5)
-    assert total == 7 and len(page0) == 5 and len(page1) == 2
+    assert total == 7
+    assert len(page0) == 5
+    assert len(page1) == 2
     assert [j.payload["i"] for j in page0 + page1] == list(range(7))
     scheduled, n = await queue.list_jobs(JobStatus.SCHEDULED, 0, 10)
-    assert n == 1 and scheduled[0].status is JobStatus.SCHEDULED
+    assert n == 1
+    assert scheduled[0].status is JobStatus.SCHEDULED
     everything, n_all = await queue.list_jobs(None, 0, 100)
-    assert n_all == 8 and len(everything) == 8
+    assert n_all == 8
+    assert len(everything) == 8
 
 
 async def test_finished_jobs_are_kept_for_the_ttl_then_dropped(qsettings: Settings) -> None:
@@ -251,7 +266,8 @@ async def test_three_schedulers_enqueue_each_period_once(queue: JobQueue) -> Non
     stop = asyncio.Event()
     schedule = [Periodic("system.noop", 10)]
     tasks = [
-        asyncio.create_task(run_scheduler(queue, schedule, stop, clock=clock, max_wait=0.01)) for _ in range(3)
+        asyncio.create_task(run_scheduler(queue, schedule, stop, clock=clock, max_wait=0.01))
+        for _ in range(3)
     ]
     await wait_for(lambda: clock() >= 1_000_000 + 45, timeout=10)
     stop.set()
