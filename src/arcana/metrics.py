@@ -39,3 +39,6 @@ EVENTS_HANDLED = Counter(
     "arcana_events_handled_total", "Domain events handled", ["event_type", "result"]
 )
 EVENTS_DEAD = Counter("arcana_events_dead_total", "Events or outbox rows given up on", ["stage"])
+EVENTS_STREAM_CLIENTS = Gauge(
+    "arcana_events_stream_clients", "Open Server-Sent Events streams of domain events"
+)
