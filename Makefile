@@ -36,3 +36,7 @@ test: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .tools .pytest_cache .mypy_cache .ruff_cache
+
+.PHONY: bench-events
+bench-events: $(STAMP)
+	$(VENV)/bin/python bench/events.py
