@@ -47,3 +47,6 @@ clean:
 
 proto: $(STAMP)
 	$(VENV)/bin/python proto/generate.py
+.PHONY: bench-events
+bench-events: $(STAMP)
+	$(VENV)/bin/python bench/events.py
