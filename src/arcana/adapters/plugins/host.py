@@ -169,6 +169,7 @@ class PluginInstance:
         self.store.set_epoch_deadline(host.deadline_ticks)
         instance = module.pre.instantiate(self.store)
         exports = instance.exports(self.store)
+        self.exports = exports
         memory = exports["memory"]
         assert isinstance(memory, wasmtime.Memory)
         self.memory = memory
