@@ -57,40 +57,45 @@ class SlowCall:
 class FastCall:
     """Same contract as ``SlowCall`` for functions whose params and results are all ``i32``."""
 
-    __slots__ = ("_call", "_ctx", "_ffi", "_func_ref", "_nparams", "_nres", "_params", "_results")
+    __slots__ = ("_args", "_call", "_ctx", "_func_ref", "_nres", "_p", "_results", "_trap")
 
     def __init__(self, store: wasmtime.Store, func: wasmtime.Func, nparams: int, nresults: int):
-        from wasmtime import _ffi as ffi
+        from wasmtime import _bindings, _ffi
 
-        self._ffi = ffi
         self._ctx = store._context()
         self._func_ref = ctypes.byref(func._func)
-        self._params = (ffi.wasmtime_val_t * max(nparams, 1))()
+        params = (_ffi.wasmtime_val_t * max(nparams, 1))()
         for i in range(nparams):
-            self._params[i].kind = ffi.WASMTIME_I32.value  # type: ignore[assignment]
-        self._results = (ffi.wasmtime_val_t * max(nresults, 1))()
-        self._nparams = nparams
+            params[i].kind = _ffi.WASMTIME_I32.value  # type: ignore[assignment]
+        self._p = [params[i].of for i in range(nparams)]
+        self._results = (_ffi.wasmtime_val_t * max(nresults, 1))()
         self._nres = nresults
-        self._call = ffi.wasmtime_func_call
-
-    def __call__(self, *args: int) -> Any:
-        params = self._params
-        for i, value in enumerate(args):
-            params[i].of.i32 = value
-        trap = ctypes.POINTER(self._ffi.wasm_trap_t)()
-        error = self._call(
+        self._trap = ctypes.POINTER(_ffi.wasm_trap_t)()
+        # The raw ctypes function (skips one Python wrapper frame); argument objects are built
+        # once and reused, only their i32 values change between calls.
+        self._call = getattr(_bindings, "_wasmtime_func_call", _ffi.wasmtime_func_call)
+        self._args = (
             self._ctx,
             self._func_ref,
             params,
-            self._nparams,
+            nparams,
             self._results,
-            self._nres,
-            ctypes.byref(trap),
+            nresults,
+            ctypes.byref(self._trap),
         )
+
+    def __call__(self, *args: int) -> Any:
+        for slot, value in zip(self._p, args, strict=True):
+            slot.i32 = value
+        error = self._call(*self._args)
         if error:
             raise wasmtime.WasmtimeError._from_ptr(error)
-        if trap:
-            raise wasmtime.Trap._from_ptr(trap)
+        if self._trap:
+            # Hand the Trap its own copy of the pointer (it frees it), then null ours so the
+            # next call starts clean.
+            owned = ctypes.cast(self._trap, type(self._trap))
+            ctypes.cast(ctypes.byref(self._trap), ctypes.POINTER(ctypes.c_void_p))[0] = None
+            raise wasmtime.Trap._from_ptr(owned)
         if self._nres == 0:
             return None
         return int(self._results[0].of.i32)
