@@ -34,5 +34,8 @@ test: $(STAMP)
 	$(MAKE) --no-print-directory lint
 	$(VENV)/bin/pytest
 
+bench-plugins: $(STAMP)
+	$(VENV)/bin/python bench/plugins.py
+
 clean:
 	rm -rf $(VENV) .tools .pytest_cache .mypy_cache .ruff_cache
