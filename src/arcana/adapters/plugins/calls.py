@@ -2,8 +2,9 @@
 
 ``wasmtime.Func.__call__`` rebuilds the function type, converts every argument through ``Val``
 and allocates fresh ctypes arrays on every call; for a two-``i32`` call that is most of the cost.
-``FastCall`` keeps one pre-built argument/result array per function and calls the C API directly
-through the package's own ctypes bindings. That binding module is private, so the fast path is
+``FastCall`` keeps one pre-built argument/result array per function and calls the C API's
+``wasmtime_func_call_unchecked`` directly through the package's own ctypes bindings (the
+signature was checked once at load, so the per-call type check is not needed). That binding module is private, so the fast path is
 used only on the wasmtime-py major version it was written against (and checked by a self-test
 at load); anything else takes ``Func.__call__``, which gives the same results.
 """
@@ -28,11 +29,11 @@ def _fast_call_supported() -> bool:
     if major != FAST_CALL_MAJOR:
         return False
     try:
-        from wasmtime import _ffi as ffi
+        from wasmtime import _bindings
 
         return all(
-            hasattr(ffi, name)
-            for name in ("wasmtime_func_call", "wasmtime_val_t", "wasm_trap_t", "WASMTIME_I32")
+            hasattr(_bindings, name)
+            for name in ("_wasmtime_func_call_unchecked", "wasmtime_val_raw", "wasm_trap_t")
         )
     except Exception:
         return False
@@ -55,38 +56,31 @@ class SlowCall:
 
 
 class FastCall:
-    """Same contract as ``SlowCall`` for functions whose params and results are all ``i32``."""
+    """Same contract as ``SlowCall`` for functions whose params and results are all ``i32``
+    (the loader has checked the exact signature, which is what makes the unchecked call
+    sound). Arguments and results share one pre-built ``wasmtime_val_raw_t`` array."""
 
-    __slots__ = ("_args", "_call", "_ctx", "_func_ref", "_nres", "_p", "_results", "_trap")
+    __slots__ = ("_args", "_call", "_nres", "_raw", "_trap")
 
     def __init__(self, store: wasmtime.Store, func: wasmtime.Func, nparams: int, nresults: int):
-        from wasmtime import _bindings, _ffi
+        from wasmtime import _bindings
 
-        self._ctx = store._context()
-        self._func_ref = ctypes.byref(func._func)
-        params = (_ffi.wasmtime_val_t * max(nparams, 1))()
-        for i in range(nparams):
-            params[i].kind = _ffi.WASMTIME_I32.value  # type: ignore[assignment]
-        self._p = [params[i].of for i in range(nparams)]
-        self._results = (_ffi.wasmtime_val_t * max(nresults, 1))()
+        self._raw = (_bindings.wasmtime_val_raw * max(nparams, nresults, 1))()
         self._nres = nresults
-        self._trap = ctypes.POINTER(_ffi.wasm_trap_t)()
-        # The raw ctypes function (skips one Python wrapper frame); argument objects are built
-        # once and reused, only their i32 values change between calls.
-        self._call = getattr(_bindings, "_wasmtime_func_call", _ffi.wasmtime_func_call)
+        self._trap = ctypes.POINTER(_bindings.wasm_trap_t)()
+        self._call = _bindings._wasmtime_func_call_unchecked
         self._args = (
-            self._ctx,
-            self._func_ref,
-            params,
-            nparams,
-            self._results,
-            nresults,
+            store._context(),
+            ctypes.byref(func._func),
+            self._raw,
+            max(nparams, nresults),
             ctypes.byref(self._trap),
         )
 
     def __call__(self, *args: int) -> Any:
-        for slot, value in zip(self._p, args, strict=True):
-            slot.i32 = value
+        raw = self._raw
+        for i, value in enumerate(args):
+            raw[i].i32 = value
         error = self._call(*self._args)
         if error:
             raise wasmtime.WasmtimeError._from_ptr(error)
@@ -98,7 +92,7 @@ class FastCall:
             raise wasmtime.Trap._from_ptr(owned)
         if self._nres == 0:
             return None
-        return int(self._results[0].of.i32)
+        return int(raw[0].i32)
 
 
 def make_call(
