@@ -4,9 +4,10 @@
 and allocates fresh ctypes arrays on every call; for a two-``i32`` call that is most of the cost.
 ``FastCall`` keeps one pre-built argument/result array per function and calls the C API's
 ``wasmtime_func_call_unchecked`` directly through the package's own ctypes bindings (the
-signature was checked once at load, so the per-call type check is not needed). That binding module is private, so the fast path is
-used only on the wasmtime-py major version it was written against (and checked by a self-test
-at load); anything else takes ``Func.__call__``, which gives the same results.
+signature was checked once at load, so the per-call type check is not needed). That binding
+module is private, so the fast path is used only on the wasmtime-py major version it was
+written against (50, pinned in uv.lock) and only if the names it uses are there; anything else
+takes ``Func.__call__``, which gives the same results (the tests run both paths).
 """
 
 from __future__ import annotations
