@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from arcana.adapters.plugins.calls import FAST_CALL_SUPPORTED
+from arcana.adapters.plugins import loader
+from arcana.adapters.plugins.calls import FAST_CALL_SUPPORTED, FastCall, SlowCall
 from arcana.adapters.plugins.host import (
     OUT_OF_FUEL,
     TIMED_OUT,
@@ -117,8 +118,9 @@ def test_wasm_wins_over_wat_of_the_same_stem(tmp_path: Path) -> None:
     assert [(s.name, s.file) for s in statuses] == [("trapper", "trapper.wasm")]
 
 
-def test_fuel_stops_a_loop(host_factory) -> None:  # type: ignore[no-untyped-def]
-    host = host_factory("looper.wat", "legacy.wat", fuel=100_000, timeout_ms=60_000)
+@pytest.mark.parametrize("fast", [True, False])
+def test_fuel_stops_a_loop(host_factory, fast: bool) -> None:  # type: ignore[no-untyped-def]
+    host = host_factory("looper.wat", "legacy.wat", fast=fast, fuel=100_000, timeout_ms=60_000)
     assert host.run(EVENT) == [("legacy", 1), ("looper", OUT_OF_FUEL)]
 
 
@@ -128,8 +130,9 @@ def test_deadline_stops_a_loop(host_factory) -> None:  # type: ignore[no-untyped
     assert by_name(host)["looper"]["errors"] == 1
 
 
-def test_trap_is_isolated_and_the_instance_rebuilt(host_factory) -> None:  # type: ignore[no-untyped-def]
-    host = host_factory("trapper.wat", "bump.wat")
+@pytest.mark.parametrize("fast", [True, False])
+def test_trap_is_isolated_and_the_instance_rebuilt(host_factory, fast: bool) -> None:  # type: ignore[no-untyped-def]
+    host = host_factory("trapper.wat", "bump.wat", fast=fast)
     for _ in range(3):
         assert host.run(EVENT) == [("bump", 1), ("trapper", TRAPPED)]
     s = by_name(host)
@@ -192,12 +195,18 @@ def test_reload_under_concurrent_calls(host_factory) -> None:  # type: ignore[no
     assert all(c > 0 for c in counts)
 
 
-def test_compiled_modules_are_cached_by_digest(tmp_path: Path) -> None:
+def test_compiled_modules_are_cached_by_digest(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A restart: nothing compiled in this process yet, only the cache directory survives.
+    monkeypatch.setattr(loader, "_COMPILED", {})
     d = make_dir(tmp_path, "audit.wasm", "legacy.wat")
     cache = tmp_path / "cache"
     first = PluginHost(d, cache_dir=cache)
     first.load_all()
     assert (first.compiler.compiled, first.compiler.cache_hits) == (2, 0)
+    assert len(list(cache.glob("*.cwasm"))) == 2
+    monkeypatch.setattr(loader, "_COMPILED", {})
     second = PluginHost(d, cache_dir=cache)
     second.load_all()
     assert (second.compiler.compiled, second.compiler.cache_hits) == (0, 2)
@@ -209,3 +218,13 @@ def test_fast_calls_are_used_on_the_pinned_version() -> None:
 
     major = int(importlib.metadata.version("wasmtime").split(".")[0])
     assert (major == 50) == FAST_CALL_SUPPORTED
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_call_path_in_use(host_factory, fast: bool) -> None:  # type: ignore[no-untyped-def]
+    host = host_factory("bump.wat", fast=fast)
+    current = host.current
+    inst = current.instance(host, current.plugins[0])
+    expected = FastCall if fast and FAST_CALL_SUPPORTED else SlowCall
+    assert type(inst.on_event) is expected
+    assert type(inst.alloc) is expected
