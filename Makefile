@@ -41,6 +41,8 @@ bench-http: $(STAMP)
 
 bench-grpc: $(STAMP)
 	$(VENV)/bin/python bench/grpc.py
+bench-plugins: $(STAMP)
+	$(VENV)/bin/python bench/plugins.py
 
 clean:
 	rm -rf $(VENV) .tools .pytest_cache .mypy_cache .ruff_cache

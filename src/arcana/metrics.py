@@ -75,12 +75,6 @@ PLUGIN_CALLS = Counter(
     "Audit plugin calls by plugin and outcome (ok, flag, error)",
     ["plugin", "outcome"],
 )
-PLUGIN_CALL_SECONDS = Histogram(
-    "arcana_plugin_call_duration_seconds",
-    "Audit plugin call latency",
-    ["plugin"],
-    buckets=(0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.005, 0.025, 0.1, 1),
-)
 PLUGIN_DISABLED = Counter(
     "arcana_plugin_disabled_total", "Plugins disabled by the circuit breaker", ["plugin"]
 )

@@ -33,7 +33,7 @@ from arcana.adapters.plugins.loader import (
     PluginModule,
     plugin_files,
 )
-from arcana.metrics import PLUGIN_CALL_SECONDS, PLUGIN_CALLS, PLUGIN_DISABLED, PLUGINS_LOADED
+from arcana.metrics import PLUGIN_CALLS, PLUGIN_DISABLED, PLUGINS_LOADED
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +108,14 @@ class Plugin:
     consecutive_failures: int = 0
     durations_us: deque[float] = field(default_factory=lambda: deque(maxlen=STATS_WINDOW))
     lock: threading.Lock = field(default_factory=threading.Lock)
+    _metrics: dict[str, Any] = field(default_factory=dict)
+
+    def metric(self, outcome: str) -> Any:
+        # Label look-ups cost more than the wasm call itself; keep the children.
+        child = self._metrics.get(outcome)
+        if child is None:
+            child = self._metrics[outcome] = PLUGIN_CALLS.labels(self.name, outcome)
+        return child
 
     def record(self, code: int, micros: float, max_failures: int) -> bool:
         """Count one call; return True if this call tripped the circuit breaker."""
@@ -169,6 +177,7 @@ class PluginInstance:
         self.store.set_epoch_deadline(host.deadline_ticks)
         instance = module.pre.instantiate(self.store)
         exports = instance.exports(self.store)
+        self.exports = exports
         memory = exports["memory"]
         assert isinstance(memory, wasmtime.Memory)
         self.memory = memory
@@ -429,8 +438,7 @@ class PluginHost:
             log.exception("plugin %s call failed", plugin.name)
         micros = (time.perf_counter_ns() - started) / 1000
         outcome = "error" if code < 0 else "flag" if code == 1 else "ok"
-        PLUGIN_CALLS.labels(plugin.name, outcome).inc()
-        PLUGIN_CALL_SECONDS.labels(plugin.name).observe(micros / 1_000_000)
+        plugin.metric(outcome).inc()
         if plugin.record(code, micros, self.limits.max_failures):
             PLUGIN_DISABLED.labels(plugin.name).inc()
             self._gauge(current)
