@@ -98,6 +98,7 @@ GRPC_LATENCY = Histogram(
     "gRPC call latency by method",
     ["method"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
 EVENTS_STREAM_CLIENTS = Gauge(
     "arcana_events_stream_clients", "Open Server-Sent Events streams of domain events"
 )

@@ -8,8 +8,7 @@ from __future__ import annotations
 import typer
 
 from arcana import __version__
-from arcana.cli import jobs, ops, plugins, serve, users, worker
-from arcana.cli import demo, ops, serve
+from arcana.cli import demo, jobs, ops, plugins, serve, users, worker
 
 app = typer.Typer(
     name="arcana",

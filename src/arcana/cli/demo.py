@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import secrets
 from decimal import Decimal
 
 import typer
@@ -17,10 +18,21 @@ ADJECTIVES = ("Arcane", "Brass", "Crystal", "Dusty", "Elder", "Gilded", "Hidden"
 NOUNS = ("Amulet", "Compass", "Grimoire", "Lantern", "Orb", "Scroll", "Staff", "Tome", "Wand")
 
 
+DEMO_ADMIN_EMAIL = "admin@arcana.local"
+
+
 async def ensure_demo_admin(container: Container) -> str | None:
-    """Hook for the demo admin account (``admin@arcana.local``). The user area implements it
-    with its user service; until then the catalog is filled without one."""
-    return None
+    """Create the demo admin account (``admin@arcana.local``) unless it exists. Its password
+    is random, printed once; returns it, or None when the account was already there."""
+    if await container.users.get_user_by_email(DEMO_ADMIN_EMAIL) is not None:
+        return None
+    # Letters, digits and both cases: satisfies the password rules by construction.
+    password = "Demo-" + secrets.token_urlsafe(12) + "a1A"
+    await container.users.create_user(
+        DEMO_ADMIN_EMAIL, "Demo Admin", password, frozenset({"user", "admin"})
+    )
+    typer.echo(f"demo admin: {DEMO_ADMIN_EMAIL} / {password}")
+    return password
 
 
 def _generate(rng: random.Random, start: int, count: int) -> list[NewProduct]:
