@@ -41,6 +41,8 @@ bench-http: $(STAMP)
 
 bench-grpc: $(STAMP)
 	$(VENV)/bin/python bench/grpc.py
+bench-scaleout: $(STAMP)
+	$(VENV)/bin/python bench/scaleout.py
 bench-plugins: $(STAMP)
 	$(VENV)/bin/python bench/plugins.py
 

@@ -32,7 +32,7 @@ from arcana.adapters.plugins import build_audit
 from arcana.adapters.unit_of_work import SqlUnitOfWork
 from arcana.adapters.user_sync import NoUserSync, WebhookUserSync
 from arcana.config import Settings
-from arcana.domain.audit import AuditSink
+from arcana.domain.audit import AuditEvent, AuditSink
 from arcana.domain.events import DomainEvent
 from arcana.domain.jobs import JobQueue
 from arcana.domain.mail import Mailer
@@ -51,6 +51,17 @@ log = logging.getLogger(__name__)
 
 BackgroundTask = Callable[[asyncio.Event], Awaitable[None]]
 """A long-running loop that returns soon after the stop event is set."""
+
+
+class _LateAudit:
+    """Forwards to ``container.audit`` at call time: services hold this, so the sink can be
+    swapped after construction (tests record events; reload keeps the same object)."""
+
+    def __init__(self, container: Container) -> None:
+        self._container = container
+
+    def emit(self, event: AuditEvent) -> None:
+        self._container.audit.emit(event)
 
 
 class Container:
@@ -81,6 +92,7 @@ class Container:
         # Audit first: every service below reports to the plugin host.
         self.audit_sink = build_audit(settings, self.db)
         self.audit: AuditSink = self.audit_sink
+        late_audit = _LateAudit(self)
         self.plugins = PluginService(
             self.audit_sink.registry,
             self.audit_sink.audit_log,
@@ -98,7 +110,7 @@ class Container:
                 on_hit=CACHE_REQUESTS.labels("product", "hit").inc,
                 on_miss=CACHE_REQUESTS.labels("product", "miss").inc,
             ),
-            self.audit,
+            late_audit,
         )
         self.queue: JobQueue = self._build_queue()
         self.jobs = JobService(self.queue)
@@ -140,7 +152,7 @@ class Container:
             self.tokens,
             self.generations,
             self.login_limiter,
-            self.audit,
+            _LateAudit(self),
             AuthPolicy(
                 settings.refresh_token_ttl, settings.refresh_idle_ttl, settings.reset_token_ttl
             ),

@@ -8,6 +8,9 @@ import pytest
 from arcana.bootstrap import Container
 from arcana.domain.jobs import JobStatus
 
+# Tokens below are minted for the stored users of this fixture.
+pytestmark = pytest.mark.usefixtures("seeded_principals")
+
 
 def bearer(container: Container, *roles: str) -> dict[str, str]:
     token = container.tokens.issue("admin-1", frozenset(roles), generation=0).token

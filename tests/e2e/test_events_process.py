@@ -17,7 +17,11 @@ from tests.conftest import wait_for
 from tests.events_support import commit_events, product_event, redis_for, stream_envelopes
 from tests.process import ArcanaProcess, free_port
 
-pytestmark = [pytest.mark.slow, pytest.mark.parametrize("backend", ["postgres"], indirect=True)]
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.parametrize("backend", ["postgres"], indirect=True),
+    pytest.mark.usefixtures("seeded_principals"),
+]
 
 
 def serve(settings: Settings, cwd: Path, port: int) -> ArcanaProcess:
@@ -71,7 +75,7 @@ async def test_events_survive_a_killed_process_and_streams_end_on_sigterm(
 async def sigterm_ends_open_event_streams(
     container: Container, proc: ArcanaProcess, port: int
 ) -> None:
-    token = container.tokens.issue("a", frozenset({"user", "admin"}), generation=0).token
+    token = container.tokens.issue("admin-1", frozenset({"user", "admin"}), generation=0).token
     async with (
         httpx.AsyncClient(timeout=20) as http,
         http.stream(

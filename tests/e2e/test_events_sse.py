@@ -20,6 +20,9 @@ from tests.conftest import wait_for
 from tests.events_support import commit_events, product_event
 from tests.process import free_port
 
+# Tokens below are minted for the stored users of this fixture.
+pytestmark = pytest.mark.usefixtures("seeded_principals")
+
 
 @pytest.fixture
 async def server(container: Container) -> AsyncIterator[str]:
@@ -133,7 +136,7 @@ async def test_stream_needs_an_admin_and_a_valid_last_event_id(
         r = await http.get("/api/v1/events/stream")
         assert r.status_code == 401
         assert r.headers["www-authenticate"].startswith("Bearer")
-        user = container.tokens.issue("u-2", frozenset({"user"}), generation=0).token
+        user = container.tokens.issue("user-1", frozenset({"user"}), generation=0).token
         r = await http.get("/api/v1/events/stream", headers={"Authorization": f"Bearer {user}"})
         assert r.status_code == 403
         assert r.json()["code"] == "FORBIDDEN"

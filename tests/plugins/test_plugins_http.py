@@ -17,6 +17,9 @@ from arcana.worker.runtime import start_serve_extras
 from tests.conftest import wait_for
 from tests.process import arcana_bin
 
+# Tokens below are minted for the stored users of this fixture.
+pytestmark = pytest.mark.usefixtures("seeded_principals")
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
