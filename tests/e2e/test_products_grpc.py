@@ -24,7 +24,10 @@ from tests.conftest import base_settings
 from tests.process import free_port
 from tests.products_support import BASE, admin_headers, user_headers
 
-pytestmark = pytest.mark.asyncio(loop_scope="session")
+pytestmark = [
+    pytest.mark.asyncio(loop_scope="session"),
+    pytest.mark.usefixtures("seeded_principals"),
+]
 
 
 @pytest.fixture
