@@ -27,7 +27,9 @@ def _check_name(value: str) -> str:
     return value
 
 
-EmailStr = Annotated[str, Field(max_length=254), AfterValidator(_check_email)]
+EmailStr = Annotated[
+    str, Field(max_length=254, json_schema_extra={"format": "email"}), AfterValidator(_check_email)
+]
 Name = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_check_name)]
 
 # Passwords are length-capped here only loosely (the 128-character rule is reported together
