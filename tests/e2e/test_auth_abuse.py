@@ -71,6 +71,24 @@ async def test_account_lock_answers_429_even_to_the_right_password(
         assert other["access_token"]
 
 
+async def test_wrong_current_passwords_count_against_the_account(
+    make_client: ClientFactory,
+) -> None:
+    async with make_client(login_max_failures_per_account=2, login_window_seconds=60) as client:
+        u = await register_and_login(client)
+        body = {"current_password": "Wrong-Password-1", "new_password": "Fresh-Passw0rd-9"}
+        h = bearer(u["access_token"])
+        for _ in range(2):
+            resp = await client.post(f"{AUTH}/change-password", json=body, headers=h)
+            assert resp.status_code == 401
+        body["current_password"] = PASSWORD
+        resp = await client.post(f"{AUTH}/change-password", json=body, headers=h)
+        assert resp.status_code == 429
+        assert "retry-after" in resp.headers
+        resp = await client.post(f"{AUTH}/login", json={"email": u["email"], "password": PASSWORD})
+        assert resp.status_code == 429
+
+
 async def test_success_clears_the_account_count(make_client: ClientFactory) -> None:
     async with make_client(login_max_failures_per_account=3, login_window_seconds=60) as client:
         u = await register_and_login(client)

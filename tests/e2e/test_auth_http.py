@@ -121,6 +121,8 @@ async def test_weak_password_is_one_422_listing_every_rule(
         {"name": "A", "email": "two@@example.com", "password": PASSWORD},
         {"name": "A", "email": "a" * 250 + "@example.com", "password": PASSWORD},
         {"name": "   ", "email": "a@example.com", "password": PASSWORD},
+        {"name": "nul\u0000", "email": "a@example.com", "password": PASSWORD},
+        {"name": "A", "email": "nul\u0000@example.com", "password": PASSWORD},
         {"name": "", "email": "a@example.com", "password": PASSWORD},
         {"name": "x" * 201, "email": "a@example.com", "password": PASSWORD},
         {"email": "a@example.com", "password": PASSWORD},
@@ -174,6 +176,11 @@ async def test_unknown_email_and_wrong_password_look_the_same(
 
 
 async def test_login_bad_input_is_422(client: httpx.AsyncClient) -> None:
+    _problem(
+        await client.post(f"{AUTH}/login", json={"email": "a\u0000@b.co", "password": "y"}),
+        422,
+        "VALIDATION_FAILED",
+    )
     _problem(
         await client.post(f"{AUTH}/login", json={"email": "x", "password": "y"}),
         422,

@@ -16,10 +16,9 @@ def test_common_list_is_shipped_and_loaded_once() -> None:
     assert common_passwords() is words
 
 
-@pytest.mark.parametrize("password", ["Password1", "PASSWORD1x".capitalize(), "Qwerty123"])
+@pytest.mark.parametrize("password", ["Password1", "pASSWORD1", "Qwerty123"])
 def test_common_passwords_are_rejected_whatever_the_case(password: str) -> None:
-    if password.lower() in common_passwords():
-        assert "is too common" in password_problems(password)
+    assert password_problems(password) == ["is too common"]
 
 
 def test_every_failed_rule_is_listed() -> None:

@@ -72,9 +72,14 @@ async def logout_all(principal: CurrentPrincipal, container: ContainerDep) -> Re
 
 @router.post("/change-password", status_code=status.HTTP_204_NO_CONTENT)
 async def change_password(
-    principal: CurrentPrincipal, body: ChangePasswordRequest, container: ContainerDep
+    principal: CurrentPrincipal,
+    body: ChangePasswordRequest,
+    request: Request,
+    container: ContainerDep,
 ) -> Response:
-    await container.auth.change_password(principal, body.current_password, body.new_password)
+    await container.auth.change_password(
+        principal, body.current_password, body.new_password, _client(request)
+    )
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 

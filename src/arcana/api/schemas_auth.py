@@ -8,7 +8,8 @@ from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-_EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s.]+(\.[^@\s.]+)+$")
+_EMAIL = re.compile(r"^[^@\s\x00-\x1f\x7f]{1,64}@[^@\s.\x00-\x1f\x7f]+(\.[^@\s.\x00-\x1f\x7f]+)+$")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def _check_email(value: str) -> str:
@@ -20,7 +21,16 @@ def _check_email(value: str) -> str:
     return value
 
 
-EmailStr = Annotated[str, Field(max_length=254), AfterValidator(_check_email)]
+def _check_name(value: str) -> str:
+    if _CONTROL.search(value):
+        raise ValueError("must not contain control characters")
+    return value
+
+
+EmailStr = Annotated[
+    str, Field(max_length=254, json_schema_extra={"format": "email"}), AfterValidator(_check_email)
+]
+Name = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_check_name)]
 
 # Passwords are length-capped here only loosely (the 128-character rule is reported together
 # with the other password rules); the cap stops megabyte strings reaching Argon2.
@@ -33,7 +43,7 @@ class _Body(BaseModel):
 
 
 class RegisterRequest(_Body):
-    name: str = Field(min_length=1, max_length=200)
+    name: Name
     email: EmailStr
     password: str = _Password
 

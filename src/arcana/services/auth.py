@@ -274,15 +274,27 @@ class AuthService:
 
     # -- passwords ----------------------------------------------------------------------
     async def change_password(
-        self, principal: Principal, current_password: str, new_password: str
+        self,
+        principal: Principal,
+        current_password: str,
+        new_password: str,
+        client: ClientInfo | None = None,
     ) -> None:
+        """Wrong current passwords count against the same limits as failed logins, so a
+        stolen access token cannot be used to guess the password."""
         check_password(new_password, "new_password")
         async with self._uow() as uow:
             user = await uow.users.get(principal.user_id)
         if user is None:
             raise Unauthorized("Unknown user")
+        address = client.ip if client is not None else ""
+        wait = await self._limiter.check(user.email, address)
+        if wait > 0:
+            raise RateLimited("Too many failed attempts; try again later", retry_after=wait)
         if not await asyncio.to_thread(self._hasher.verify, user.password_hash, current_password):
+            await self._limiter.record_failure(user.email, address)
             raise InvalidCredentials("The current password is wrong")
+        await self._limiter.reset_account(user.email)
         new_hash = await asyncio.to_thread(self._hasher.hash, new_password)
         await self._set_password(user.id, new_hash)
 
