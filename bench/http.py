@@ -173,14 +173,17 @@ def main() -> None:
         med = {name: median_result(rs) for name, rs in results.items()}
         fast = med["bare FastAPI (memory)"].rps
         star = med["bare Starlette (memory)"].rps
-        header = "| scenario | req/s | p50 ms | p99 ms | vs FastAPI | vs Starlette | errors |"
+        header = (
+            "| scenario | req/s | p50 ms | p99 ms | vs FastAPI | vs Starlette "
+            "| non-2xx / timeouts |"
+        )
         print()
         print(header)
         print("|---|---:|---:|---:|---:|---:|---:|")
         for name, r in med.items():
             print(
                 f"| {name} | {r.rps:,.0f} | {r.p50_ms:.2f} | {r.p99_ms:.2f} | "
-                f"{r.rps / fast:.2f} | {r.rps / star:.2f} | {r.errors} |"
+                f"{r.rps / fast:.2f} | {r.rps / star:.2f} | {r.errors} / {r.timeouts} |"
             )
         if args.json:
             print(json.dumps({k: vars(v) for k, v in med.items()}))

@@ -61,6 +61,9 @@ class Result:
     p50_ms: float
     p99_ms: float
     errors: int
+    """Non-2xx answers."""
+    timeouts: int = 0
+    """Requests the load generator gave up on (wrk: 2 s)."""
 
 
 _UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
@@ -93,8 +96,8 @@ def run_wrk(
     m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     errors = int(m.group(1)) if m else 0
     m = re.search(r"Socket errors: .*?timeout (\d+)", out)
-    errors += int(m.group(1)) if m else 0
-    return Result(rps, p50, p99, errors)
+    timeouts = int(m.group(1)) if m else 0
+    return Result(rps, p50, p99, errors, timeouts)
 
 
 async def _pygen(
@@ -183,6 +186,7 @@ def median_result(results: list[Result]) -> Result:
         statistics.median(r.p50_ms for r in results),
         statistics.median(r.p99_ms for r in results),
         sum(r.errors for r in results),
+        sum(r.timeouts for r in results),
     )
 
 

@@ -361,3 +361,54 @@ async def test_mixed_transport_stock_race(
     final = await stub.GetProduct(pb.GetProductRequest(id=p["id"]))
     assert final.stock == 0
     assert (await client.get(f"{BASE}/{p['id']}")).json()["stock"] == 0
+
+
+class _StuckCache:
+    """A cache whose reads never return; records that the server cancelled them."""
+
+    def __init__(self) -> None:
+        self.entered = asyncio.Event()
+        self.cancelled = asyncio.Event()
+
+    async def get(self, key: str) -> bytes | None:
+        self.entered.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            self.cancelled.set()
+            raise
+        return None
+
+    async def set(self, key: str, value: bytes, ttl: int) -> None:
+        return None
+
+    async def add(self, key: str, value: bytes, ttl: int) -> bool:
+        return False
+
+    async def delete(self, *keys: str) -> None:
+        return None
+
+    async def ping(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize("backend", ["embedded"], indirect=True)
+async def test_deadline_stops_server_work(backend: str, container: Container) -> None:
+    from arcana.services.products import ProductCache, ProductService
+
+    stuck = _StuckCache()
+    container.products = ProductService(container.uow, ProductCache(stuck, 60), container.audit)
+    srv = GrpcServer(container, "127.0.0.1", 0)
+    await srv.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{srv.port}") as ch:
+            code = await rpc_code(
+                pb_grpc.ProductServiceStub(ch).GetProduct(
+                    pb.GetProductRequest(id=str(uuid.uuid4())), timeout=0.5
+                )
+            )
+        assert code == grpc.StatusCode.DEADLINE_EXCEEDED
+        assert stuck.entered.is_set()
+        await asyncio.wait_for(stuck.cancelled.wait(), 5)
+    finally:
+        await srv.stop(1.0)
