@@ -8,8 +8,9 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from arcana import __version__
-from arcana.api import events, ops
+from arcana.api import ops
 from arcana.api.errors import install_error_handlers
+from arcana.api.events import router as events_router
 from arcana.api.middleware import RequestContextMiddleware
 from arcana.bootstrap import Container
 from arcana.config import Settings, get_settings
@@ -48,6 +49,6 @@ def create_app(container: Container | None = None, settings: Settings | None = N
     install_error_handlers(app)
     app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
     app.include_router(ops.router)
-    app.include_router(events.router, prefix=API_PREFIX)
+    app.include_router(events_router, prefix=API_PREFIX)
     BUILD_INFO.labels(__version__).set(1)
     return app
