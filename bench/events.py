@@ -19,7 +19,6 @@ import json
 import logging
 import multiprocessing
 import os
-import statistics
 import tempfile
 import time
 import uuid
@@ -212,7 +211,9 @@ async def main() -> None:
             e = await latency_embedded(embedded, args.rate, args.seconds)
         finally:
             await embedded.close()
-        rows.append(("commit→handler p50, redis (PG outbox → stream → group)", f"{r['p50']:.1f} ms"))
+        rows.append(
+            ("commit→handler p50, redis (PG outbox → stream → group)", f"{r['p50']:.1f} ms")
+        )
         rows.append(("commit→handler p99, redis", f"{r['p99']:.1f} ms"))
         rows.append(("commit→handler p50, embedded (SQLite → in-process)", f"{e['p50']:.1f} ms"))
         rows.append(("commit→handler p99, embedded", f"{e['p99']:.1f} ms"))

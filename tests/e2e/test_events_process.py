@@ -54,6 +54,7 @@ async def test_events_survive_a_killed_process_and_streams_end_on_sigterm(
         live = product_event()
         await commit_events(container, live)  # no relay in this process: NOTIFY wakes the server
         await wait_for(lambda: _has(container, live.id), timeout=15)
+        await wait_for(lambda: _none_pending(container), timeout=15)  # marked published too
 
         proc.kill()
         orphan = product_event("product.updated")
@@ -95,6 +96,10 @@ async def sigterm_ends_open_event_streams(
         proc.signal(signal.SIGTERM)
         rest = [line async for line in lines]  # ends: the server closed the stream
         assert all(not line.startswith("data:") for line in rest)
+
+
+async def _none_pending(container: Container) -> bool:
+    return await container.events.relay.pending() == 0
 
 
 async def _has(container: Container, event_id: str) -> bool:

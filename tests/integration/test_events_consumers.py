@@ -16,6 +16,7 @@ from arcana.domain.events import DomainEvent
 from arcana.domain.jobs import JobRequest
 from arcana.services.events import WELCOME_EMAIL_JOB, job_id_for
 from arcana.worker import runtime
+from arcana.worker.events import start_relay
 from tests.conftest import wait_for
 from tests.events_support import InMemoryJobs, commit_events, redis_for
 
@@ -194,3 +195,34 @@ async def test_malformed_entry_goes_straight_to_the_dead_stream(bus_container: C
     [(_eid, fields)] = await redis.xrange(bus_container.events.dead_stream)
     assert fields[b"event"] == b"not json"
     assert await pending_count(bus_container) == 0
+
+
+async def test_one_consumer_handles_each_aggregates_events_in_commit_order(
+    bus_container: Container,
+) -> None:
+    seen: dict[str, list[int]] = {}
+
+    async def handler(envelope: dict[str, Any]) -> None:
+        data = envelope["data"]
+        seen.setdefault(data["productId"], []).append(data["n"])
+
+    bus_container.events.handlers.register("product.updated", handler)
+    start_relay(bus_container)
+
+    async def writer(pid: str) -> None:
+        for n in range(10):
+            await commit_events(
+                bus_container,
+                DomainEvent("product.updated", {"productId": pid, "n": n}, aggregate_id=pid),
+            )
+
+    consumer = bus_container.events.consumer()
+    stop = asyncio.Event()
+    task = asyncio.create_task(consumer.run(stop))
+    try:
+        await asyncio.gather(*(writer(f"p{i}") for i in range(3)))
+        await wait_for(lambda: sum(len(v) for v in seen.values()) == 30)
+    finally:
+        stop.set()
+        await task
+    assert seen == {f"p{i}": list(range(10)) for i in range(3)}

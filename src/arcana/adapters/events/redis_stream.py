@@ -76,7 +76,7 @@ class RedisEventConsumer:
         block_ms: int = 1000,
         batch_size: int = 100,
         handler_retries: int = 3,
-        dedupe_ttl: int = 86_400,
+        dedupe_ttl: int = 600,
     ) -> None:
         self._redis = redis
         self.stream = stream
