@@ -395,7 +395,7 @@ class PluginHost:
         plugin = Plugin(name=module.name, path=path, module=module)
         try:
             plugin.version = PluginInstance(self, module).version()
-        except (wasmtime.Trap, wasmtime.WasmtimeError) as exc:
+        except Exception as exc:  # a trap in its start function, or in get_plugin_version
             plugin.state = "failed"
             plugin.error = f"{path.name}: failed to start: {_first_line(exc)}"
         return plugin
@@ -449,11 +449,10 @@ class PluginHost:
         """Load ``path`` alone (not into the set), run ``payload`` once; raises
         ``PluginLoadError`` if the module is not a usable plugin."""
         module = self.compiler.load(path)
-        inst = PluginInstance(self, module)
         try:
+            inst = PluginInstance(self, module)
             version = inst.version()
             started = time.perf_counter_ns()
-            inst.arm()
             code = inst.call(payload)
             micros = (time.perf_counter_ns() - started) / 1000
         except (wasmtime.Trap, wasmtime.WasmtimeError) as exc:
