@@ -65,15 +65,23 @@ def ours(path: Path, workdir: Path, *, fast: bool) -> tuple[Callable[[], int], P
     return one_event, host
 
 
-def median_us(fn: Callable[[], int], events: int) -> tuple[float, int]:
-    for _ in range(min(50, events)):
-        code = fn()
-    samples = []
-    for _ in range(events):
-        t0 = time.perf_counter_ns()
-        code = fn()
-        samples.append((time.perf_counter_ns() - t0) / 1000)
-    return statistics.median(samples), code
+def interleaved_medians(
+    fns: list[Callable[[], int]], counts: list[int], rounds: int = 100
+) -> list[tuple[float, int]]:
+    """Median µs per call of each function, measured in alternating blocks so that load from
+    other processes hits every column alike."""
+    samples: list[list[float]] = [[] for _ in fns]
+    codes = [0] * len(fns)
+    for fn in fns:
+        for _ in range(20):
+            fn()
+    for _ in range(rounds):
+        for i, fn in enumerate(fns):
+            for _ in range(max(1, counts[i] // rounds)):
+                t0 = time.perf_counter_ns()
+                codes[i] = fn()
+                samples[i].append((time.perf_counter_ns() - t0) / 1000)
+    return [(statistics.median(s), c) for s, c in zip(samples, codes, strict=True)]
 
 
 def main() -> None:
@@ -85,12 +93,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for label, filename in PLUGINS.items():
             path = ROOT / "plugins" / filename
-            a, code_a = median_us(reference(path), ref_events)
             fast, host_fast = ours(path, Path(tmp), fast=True)
             slow, host_slow = ours(path, Path(tmp), fast=False)
             try:
-                b, code_b = median_us(fast, args.events)
-                c, code_c = median_us(slow, args.events)
+                (a, code_a), (b, code_b), (c, code_c) = interleaved_medians(
+                    [reference(path), fast, slow], [ref_events, args.events, args.events]
+                )
             finally:
                 host_fast.close()
                 host_slow.close()
@@ -98,7 +106,10 @@ def main() -> None:
             # refuses a null pointer, -1): its code is shown, ours must flag the export.
             assert code_b == code_c == 1, (code_b, code_c)
             rows.append((label, a, b, c, code_a))
-    print(f"payload {len(PAYLOAD)} bytes; reference {ref_events} events, ours {args.events}")
+    print(
+        f"payload {len(PAYLOAD)} bytes; reference {ref_events} events, ours {args.events} "
+        "(interleaved in 100 rounds)"
+    )
     print(f"{'plugin':<32} {'(a) ref µs':>11} {'(b) ours µs':>12} {'(c) public':>11} "
           f"{'a/b':>7} {'a/c':>7} {'ref code':>9}")  # fmt: skip
     for label, a, b, c, code_a in rows:

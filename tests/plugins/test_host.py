@@ -228,3 +228,18 @@ def test_call_path_in_use(host_factory, fast: bool) -> None:  # type: ignore[no-
     expected = FastCall if fast and FAST_CALL_SUPPORTED else SlowCall
     assert type(inst.on_event) is expected
     assert type(inst.alloc) is expected
+
+
+def test_offset_zero_would_corrupt_a_legacy_plugin(host_factory) -> None:  # type: ignore[no-untyped-def]
+    """What the reference did (JSON written at offset 0) overwrites the plugin's own data; the
+    host's buffer at the end of memory does not."""
+    import wasmtime
+
+    engine = wasmtime.Engine()
+    module = wasmtime.Module(engine, (TESTDATA / "legacy.wat").read_text())
+    store = wasmtime.Store(engine)
+    instance = wasmtime.Instance(store, module, [])
+    exports = instance.exports(store)
+    exports["memory"].write(store, EVENT, 0)
+    assert exports["on_audit_event"](store, 0, len(EVENT)) == -2  # its data is gone
+    assert host_factory("legacy.wat").run(EVENT) == [("legacy", 1)]

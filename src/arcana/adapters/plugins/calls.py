@@ -102,3 +102,38 @@ def make_call(
     if fast and FAST_CALL_SUPPORTED:
         return FastCall(store, func, nparams, nresults)
     return SlowCall(store, func, nparams, nresults)
+
+
+class MemoryWriter:
+    """Writes bytes into a plugin's linear memory at a bounds-checked offset."""
+
+    __slots__ = ("_data", "_memory", "_size", "_store")
+
+    def __init__(self, store: wasmtime.Store, memory: wasmtime.Memory, *, fast: bool) -> None:
+        self._store = store
+        self._memory = memory
+        self._data: Any = None
+        self._size: Any = None
+        if fast and FAST_CALL_SUPPORTED:
+            from wasmtime import _bindings
+
+            ctx = store._context()
+            ref = ctypes.byref(memory._memory)
+            raw_data = _bindings._wasmtime_memory_data
+            raw_size = _bindings._wasmtime_memory_data_size
+            self._data = lambda: ctypes.addressof(raw_data(ctx, ref).contents)
+            self._size = lambda: raw_size(ctx, ref)
+
+    def write(self, offset: int, payload: bytes) -> bool:
+        """False (nothing written) if ``[offset, offset + len)`` is not inside memory or
+        ``offset`` is 0."""
+        if self._data is None:
+            size = self._memory.data_len(self._store)
+            base = ctypes.addressof(self._memory.data_ptr(self._store).contents)
+        else:
+            size = self._size()
+            base = self._data()
+        if offset <= 0 or offset + len(payload) > size:
+            return False
+        ctypes.memmove(base + offset, payload, len(payload))
+        return True

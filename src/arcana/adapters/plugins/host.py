@@ -12,7 +12,6 @@ of the host's negative codes below when the call did not complete.
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import math
 import statistics
@@ -26,7 +25,7 @@ from typing import Any
 
 import wasmtime
 
-from arcana.adapters.plugins.calls import FastCall, SlowCall, make_call
+from arcana.adapters.plugins.calls import FastCall, MemoryWriter, SlowCall, make_call
 from arcana.adapters.plugins.loader import (
     ModuleCompiler,
     PluginLoadError,
@@ -182,6 +181,7 @@ class PluginInstance:
         assert isinstance(memory, wasmtime.Memory)
         self.memory = memory
         fast = host.fast_calls
+        self.writer = MemoryWriter(self.store, memory, fast=fast)
         on_event = exports["on_audit_event"]
         assert isinstance(on_event, wasmtime.Func)
         self.on_event: SlowCall | FastCall = make_call(self.store, on_event, 2, 1, fast=fast)
@@ -216,12 +216,7 @@ class PluginInstance:
         return self.legacy_base
 
     def _write(self, ptr: int, payload: bytes) -> bool:
-        size = len(payload)
-        if ptr <= 0 or ptr + size > self.memory.data_len(self.store):
-            return False
-        base = ctypes.addressof(self.memory.data_ptr(self.store).contents)
-        ctypes.memmove(base + ptr, payload, size)
-        return True
+        return self.writer.write(ptr, payload)
 
     def arm(self) -> None:
         self.store.set_fuel(self.host.limits.fuel)
@@ -400,7 +395,7 @@ class PluginHost:
         plugin = Plugin(name=module.name, path=path, module=module)
         try:
             plugin.version = PluginInstance(self, module).version()
-        except (wasmtime.Trap, wasmtime.WasmtimeError) as exc:
+        except Exception as exc:  # a trap in its start function, or in get_plugin_version
             plugin.state = "failed"
             plugin.error = f"{path.name}: failed to start: {_first_line(exc)}"
         return plugin
@@ -454,11 +449,10 @@ class PluginHost:
         """Load ``path`` alone (not into the set), run ``payload`` once; raises
         ``PluginLoadError`` if the module is not a usable plugin."""
         module = self.compiler.load(path)
-        inst = PluginInstance(self, module)
         try:
+            inst = PluginInstance(self, module)
             version = inst.version()
             started = time.perf_counter_ns()
-            inst.arm()
             code = inst.call(payload)
             micros = (time.perf_counter_ns() - started) / 1000
         except (wasmtime.Trap, wasmtime.WasmtimeError) as exc:

@@ -179,8 +179,10 @@ class PluginAuditSink:
             AUDIT_STORE_ERRORS.inc()
             return
         future = asyncio.run_coroutine_threadsafe(self._add(entry), loop)
+        # Wait, so a slow database slows the plugin threads (and fills the queue) instead of
+        # piling up writes; bounded so shutdown never hangs on it.
         with contextlib.suppress(Exception):
-            future.result()
+            future.result(timeout=10)
 
     async def _add(self, entry: AuditEntry) -> None:
         try:
