@@ -36,3 +36,12 @@ test: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .tools .pytest_cache .mypy_cache .ruff_cache
+
+# The other queue libraries live only in bench/.venv, never in the project's dependencies.
+bench/.venv/.jobs-ready: pyproject.toml | $(UV)
+	$(UV) venv --quiet --allow-existing bench/.venv
+	$(UV) pip install --quiet --python bench/.venv/bin/python -e . "dramatiq[redis]" taskiq taskiq-redis saq uvloop
+	touch $@
+
+bench-jobs: bench/.venv/.jobs-ready
+	bench/.venv/bin/python bench/jobs.py
