@@ -54,3 +54,11 @@ proto: $(STAMP)
 .PHONY: bench-events
 bench-events: $(STAMP)
 	$(VENV)/bin/python bench/events.py
+# The other queue libraries live only in bench/.venv, never in the project's dependencies.
+bench/.venv/.jobs-ready: pyproject.toml | $(UV)
+	$(UV) venv --quiet --allow-existing bench/.venv
+	$(UV) pip install --quiet --python bench/.venv/bin/python -e . "dramatiq[redis]" taskiq taskiq-redis saq uvloop
+	touch $@
+
+bench-jobs: bench/.venv/.jobs-ready
+	bench/.venv/bin/python bench/jobs.py

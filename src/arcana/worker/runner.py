@@ -123,7 +123,13 @@ class Worker:
                 await _first(asyncio.sleep(1.0), stop)
                 continue
             if not jobs:
-                await _first(self.queue.wait_for_work(1.0), stop)
+                # Returns within a second at most, so the stop event is seen soon enough;
+                # not racing it against the stop event saves two tasks per idle wake-up.
+                try:
+                    await self.queue.wait_for_work(1.0)
+                except Exception as exc:
+                    log.warning("waiting for work failed: %s", exc)
+                    await _first(asyncio.sleep(1.0), stop)
                 continue
             for job in jobs:
                 self._inflight[job.id] = asyncio.create_task(self._run(job))
