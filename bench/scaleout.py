@@ -162,9 +162,7 @@ def main() -> None:
     finally:
         asyncio.run(_sql(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)'))
 
-    print(
-        f"\nHTTP behind nginx, {args.connections} connections (login: 16), {args.seconds:.0f} s"
-    )
+    print(f"\nHTTP behind nginx, {args.connections} connections (login: 16), {args.seconds:.0f} s")
     print(f"{'route':30} {'1 API rps':>10} {'2 API rps':>10} {'ratio':>6} {'p99 1/2 (ms)':>14}")
     for route in http_rows[1]:
         one, two = http_rows[1][route], http_rows[2][route]

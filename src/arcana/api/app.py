@@ -9,7 +9,6 @@ from fastapi import FastAPI
 
 from arcana import __version__
 from arcana.api import admin_jobs, admin_plugins, auth, events, ops, products
-from arcana.api import ops
 from arcana.api.errors import install_error_handlers
 from arcana.api.events import router as events_router
 from arcana.api.middleware import RequestContextMiddleware

@@ -6,8 +6,8 @@ from __future__ import annotations
 from arcana.bootstrap import Container
 from arcana.worker import events
 from arcana.worker.audit import start_audit_plugins
-from arcana.worker.jobs import start_jobs
 from arcana.worker.events import start_consumers, start_relay, stop_streams
+from arcana.worker.jobs import start_jobs
 
 
 async def start_background(container: Container) -> None:
