@@ -31,6 +31,7 @@ fmt: $(STAMP)
 	$(VENV)/bin/ruff check --fix .
 
 test: $(STAMP)
+	bash scripts/system-deps.sh
 	$(MAKE) --no-print-directory lint
 	$(VENV)/bin/pytest
 

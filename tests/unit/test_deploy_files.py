@@ -65,3 +65,12 @@ def test_nginx_config_balances_every_api_service() -> None:
     for name in apis:
         assert f"server {name}:8000" in conf
         assert f"server {name}:50051" in conf
+
+
+def test_every_copy_source_of_the_dockerfile_exists() -> None:
+    text = (ROOT / "Dockerfile").read_text()
+    for line in re.findall(r"^COPY\s+(?!--from)(.+)$", text, flags=re.M):
+        for src in line.split()[:-1]:
+            matches = list(ROOT.glob(src)) if any(c in src for c in "*?[") else [ROOT / src]
+            assert matches, f"COPY source {src} matches nothing"
+            assert all(m.exists() for m in matches), f"COPY source {src} is missing"
