@@ -10,7 +10,6 @@ from fastapi import FastAPI
 from arcana import __version__
 from arcana.api import admin_jobs, admin_plugins, auth, events, ops, products
 from arcana.api.errors import install_error_handlers
-from arcana.api.events import router as events_router
 from arcana.api.middleware import RequestContextMiddleware
 from arcana.bootstrap import Container
 from arcana.config import Settings, get_settings
@@ -55,6 +54,5 @@ def create_app(container: Container | None = None, settings: Settings | None = N
     app.include_router(admin_jobs.router)
     app.include_router(events.router, prefix=API_PREFIX)
     app.include_router(admin_plugins.router)
-    app.include_router(events_router, prefix=API_PREFIX)
     BUILD_INFO.labels(__version__).set(1)
     return app
