@@ -154,7 +154,10 @@ class Container:
             self.login_limiter,
             _LateAudit(self),
             AuthPolicy(
-                settings.refresh_token_ttl, settings.refresh_idle_ttl, settings.reset_token_ttl
+                settings.refresh_token_ttl,
+                settings.refresh_idle_ttl,
+                settings.reset_token_ttl,
+                settings.refresh_reuse_grace_seconds,
             ),
         )
         sync: UserSync = (

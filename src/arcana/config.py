@@ -41,6 +41,9 @@ class Settings(BaseSettings):
     access_token_ttl: int = Field(default=900, gt=0)
     refresh_token_ttl: int = Field(default=604800, gt=0)
     refresh_idle_ttl: int = Field(default=604800, gt=0)
+    refresh_reuse_grace_seconds: float = Field(default=2.0, ge=0)
+    """A token rotated away this recently is a lost race of concurrent refreshes (401, the
+    session lives on), not reuse; later presentations end the whole family."""
     reset_token_ttl: int = Field(default=1800, gt=0)
     jwt_issuer: str = "arcana"
     jwt_audience: str = "arcana-api"

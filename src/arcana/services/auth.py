@@ -53,6 +53,9 @@ class AuthPolicy:
     refresh_token_ttl: int
     refresh_idle_ttl: int
     reset_token_ttl: int
+    reuse_grace_seconds: float = 2.0
+    """Two tabs refreshing at once must not end their own session: a token rotated away
+    less than this long ago is answered 401 as a lost race; after it, presenting it is reuse."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,6 +199,13 @@ class AuthService:
                 raise TokenExpired("Unknown refresh token")
             session = await uow.sessions.get_session(token.session_id)
             if token.revoked_at is not None:
+                lost_race = (
+                    session is not None
+                    and session.revoked_at is None
+                    and (now - token.revoked_at).total_seconds() < self._policy.reuse_grace_seconds
+                )
+                if lost_race:
+                    raise TokenExpired("Refresh token already used")
                 if session is not None and session.revoked_at is None:
                     await uow.sessions.revoke_session(session.id, now)
                     await uow.commit()
