@@ -168,7 +168,7 @@ def main() -> None:
         one, two = http_rows[1][route], http_rows[2][route]
         print(
             f"{route:30} {one.rps:10.0f} {two.rps:10.0f} {two.rps / one.rps:6.2f} "
-            f"{one.p99:6.1f}/{two.p99:<6.1f}  errors {one.errors}/{two.errors}"
+            f"{one.p99_ms:6.1f}/{two.p99_ms:<6.1f}  errors {one.errors}/{two.errors}"
         )
     print(f"\nno-op jobs ({args.jobs}), Redis queue, --concurrency 8 per worker")
     print(f"{'workers':>8} {'jobs/s':>10} {'vs 1':>6}")
