@@ -1,3 +1,4 @@
+# ruff: noqa: E402  (sys.path is cleaned before the imports)
 """Job queue benchmark: ours beside dramatiq, taskiq (taskiq-redis) and SAQ, same Redis, same run.
 
     make bench-jobs        # creates bench/.venv with the other libraries, then runs this
@@ -14,6 +15,13 @@ touched.
 """
 
 from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# bench/http.py would shadow the standard library's ``http`` package for a script started
+# from this folder: keep the folder off sys.path before anything imports ``http``.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
 import asyncio
 import os
