@@ -47,6 +47,19 @@ def is_connectivity_error(exc: BaseException) -> bool:
     return False
 
 
+# PostgreSQL text cannot hold U+0000 (22021 character_not_in_repertoire; 22P05 untranslatable).
+_UNSTORABLE_TEXT_STATES = {"22021", "22P05"}
+
+
+def is_unstorable_text(exc: BaseException) -> bool:
+    """True when PostgreSQL refused a parameter because of a NUL (or unencodable) character:
+    bad input that slipped past validation, to be answered 422, never 500."""
+    if not isinstance(exc, DBAPIError) or exc.orig is None:
+        return False
+    state = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
+    return state in _UNSTORABLE_TEXT_STATES
+
+
 class Database:
     """Owns the engine and the session factory. Created by the container, never at import."""
 

@@ -105,6 +105,12 @@ class UserService:
                 "name: must not be empty",
                 errors=[{"loc": ["body", "name"], "msg": "must not be empty", "type": "value"}],
             )
+        if "\x00" in name:
+            # PostgreSQL text cannot hold U+0000; SQLite could, so refuse it on both.
+            raise ValidationFailed(
+                "name: must not contain NUL characters",
+                errors=[{"loc": ["body", "name"], "msg": "must not contain NUL", "type": "value"}],
+            )
         check_password(password)
         async with self._uow() as uow:
             if await uow.users.get_by_email(email) is not None:
