@@ -12,13 +12,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-
 from arcana.api.app import create_app
 from arcana.bootstrap import Container
 from arcana.domain.ports import Cache
 from arcana.domain.products import ProductChanges
 from arcana.services.products import ProductCache, ProductService
-from tests.conftest import insert_principals, base_settings, truncate_all, wait_for
+from tests.conftest import base_settings, insert_principals, truncate_all, wait_for
 from tests.process import free_port
 from tests.products_support import BASE, admin_headers, create_product
 

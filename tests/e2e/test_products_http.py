@@ -9,7 +9,6 @@ from decimal import Decimal
 
 import httpx
 import pytest
-
 from sqlalchemy import select
 
 from arcana.bootstrap import Container

@@ -115,10 +115,14 @@ async def test_rolled_back_unit_of_work_publishes_nothing(container: Container) 
     lost = product_event()
     async with container.uow() as uow:
         uow.record(lost)
-    with pytest.raises(RuntimeError):
+
+    async def fail_in_transaction() -> None:
         async with container.uow() as uow:
             uow.record(product_event())
             raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError):
+        await fail_in_transaction()
     marker = DomainEvent("test.marker", {})
     await commit_events(container, marker)
     # Rows leave in commit order, so once the marker is out nothing else is coming.
