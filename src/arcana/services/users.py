@@ -169,6 +169,18 @@ class UserService:
             await self._generations.store(user.id, generation)
         return user
 
+    async def delete_user(self, email: str) -> User:
+        """Delete the user, their sessions and tokens; their access tokens die at once (the
+        cached generation becomes "no such user"). ``NotFound`` for an unknown email."""
+        async with self._uow() as uow:
+            user = await uow.users.get_by_email(normalize_email(email))
+            if user is None:
+                raise NotFound(f"unknown user '{email}'")
+            await uow.users.delete(user.id)
+            await uow.commit()
+        await self._generations.store(user.id, None)
+        return user
+
 
 class UserSyncService:
     """``sync.pending_users``: push every PENDING user through the ``UserSync`` port; SYNCED
