@@ -40,6 +40,7 @@ def build_registry(container: Container) -> HandlerRegistry:
             "welcome",
             p["email"],
             {"name": p.get("name") or "", "email": p["email"], "user_id": p.get("user_id")},
+            idempotency_key=ctx.job.id,
         )
 
     @registry.handler("email.password_reset")
@@ -53,13 +54,37 @@ def build_registry(container: Container) -> HandlerRegistry:
                 "reset_token": p["reset_token"],
                 "minutes": max(settings.reset_token_ttl // 60, 1),
             },
+            idempotency_key=ctx.job.id,
         )
 
     @registry.handler("email.security_notice")
     async def security_notice(ctx: JobContext) -> None:
         p = ctx.payload
+        email, name = p.get("email"), p.get("name")
+        if not email:
+            # ``auth.password_changed`` carries only the user id: look the address up.
+            user = await container.users.get_user(str(p.get("user_id")))
+            if user is None:
+                log.info("security notice skipped: user %s is gone", p.get("user_id"))
+                return
+            email, name = user.email, user.name
         await container.mailer.send_template(
-            "security_notice", p["email"], {"email": p["email"], "name": p.get("name") or ""}
+            "security_notice",
+            str(email),
+            {"email": email, "name": name or ""},
+            idempotency_key=ctx.job.id,
+        )
+
+    @registry.handler("notify.admins_stock")
+    async def admins_stock(ctx: JobContext) -> None:
+        # Enqueued by the ``product.low_stock`` / ``product.out_of_stock`` reactions; without a
+        # handler every such job went to the dead-letter set. Operators see it in the log.
+        p = ctx.payload
+        log.warning(
+            "stock alert: product %s at %s (%s)",
+            p.get("productId"),
+            p.get("stock"),
+            p.get("event_type"),
         )
 
     @registry.handler("sync.pending_users")
