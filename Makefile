@@ -6,7 +6,7 @@ UV := .tools/bin/uv
 VENV := .venv
 STAMP := $(VENV)/.synced-$(shell cat uv.lock pyproject.toml 2>/dev/null | cksum | cut -d' ' -f1)
 
-.PHONY: run test lint fmt check bench-http bench-auth bench-jobs bench-plugins bench-grpc clean
+.PHONY: run test lint fmt check bench-http bench-auth bench-jobs bench-plugins bench-grpc bench-soak clean
 
 $(UV):
 	$(PYTHON) -m venv .tools
@@ -33,6 +33,10 @@ fmt: $(STAMP)
 test: $(STAMP)
 	$(MAKE) --no-print-directory lint
 	$(VENV)/bin/pytest
+
+# Soak: make bench-soak (10 minutes), make bench-soak ARGS="--duration 60" (short run).
+bench-soak: $(STAMP)
+	$(VENV)/bin/python bench/soak.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) .tools .pytest_cache .mypy_cache .ruff_cache

@@ -28,6 +28,9 @@ from tests.reliability.support import is_problem
 
 pytestmark = [pytest.mark.reliability, pytest.mark.slow, pytest.mark.timeout(300)]
 
+OUTAGE_SECONDS = 10.0
+"""How long PostgreSQL / Redis stay down while traffic goes on."""
+
 WELCOME = "Welcome to Arcana"
 RESET = "Reset your Arcana password"
 
@@ -194,9 +197,15 @@ async def test_postgres_outage_answers_503_and_recovers(stack: Stack) -> None:
         await wait_for(lambda: len(tally.registered) >= 5, timeout=60)
         committed_before = list(tally.registered)
         await asyncio.to_thread(stack.pg.stop)
-        # The outage is observed from outside: 503 problems and /readyz 503.
+        down_since = time.monotonic()
+        # The outage is observed from outside (503 problems) for OUTAGE_SECONDS.
         await wait_for(
-            lambda: sum(n for (_, s), n in tally.statuses.items() if s == 503) >= 20, timeout=60
+            lambda: (
+                sum(n for (_, s), n in tally.statuses.items() if s == 503) >= 20
+                and time.monotonic() - down_since >= OUTAGE_SECONDS
+            ),
+            timeout=60,
+            interval=0.1,
         )
         ready = await readyz(stack)
         assert ready.status_code == 503
@@ -234,17 +243,22 @@ async def test_redis_outage_keeps_reads_and_logins_and_loses_no_job(stack: Stack
     tally = Tally()
     stop = asyncio.Event()
     stack.redis.stop()
+    down_since = time.monotonic()
     try:
         load = asyncio.create_task(workload(stack, tally, stop, products))
         ready = await readyz(stack)
         assert ready.status_code == 503
         assert ready.json()["checks"]["redis"] is False
         await wait_for(
-            lambda: all(
-                tally.count(op, ok) >= 3
-                for op, ok in (("read", 200), ("list", 200), ("login", 200), ("register", 201))
+            lambda: (
+                all(
+                    tally.count(op, ok) >= 3
+                    for op, ok in (("read", 200), ("list", 200), ("login", 200), ("register", 201))
+                )
+                and time.monotonic() - down_since >= OUTAGE_SECONDS
             ),
             timeout=90,
+            interval=0.1,
         )
         during = list(tally.registered)
     finally:
@@ -283,22 +297,19 @@ async def test_kill_9_of_worker_and_serve_loses_and_duplicates_nothing(stack: St
         )
     )
     try:
-        for _ in range(2):
-            mark = len(tally.registered)
-            await wait_for(
-                lambda m=mark: len(tally.registered) >= m + 3 + rng.randrange(5), timeout=60
-            )
-            assert stack.worker is not None
-            stack.worker.kill()
-            stack.start_worker()
-            mark = len(tally.registered)
-            await wait_for(
-                lambda m=mark: len(tally.registered) >= m + 2 + rng.randrange(5), timeout=60
-            )
-            assert stack.serve is not None
-            stack.serve.kill()
-            stack.start_serve()
-            await stack.wait_serving()
+        for victim in ("worker", "serve", "worker"):
+            # A random moment: after a random number of further registrations.
+            target = len(tally.registered) + 2 + rng.randrange(6)
+            await wait_for(lambda t=target: len(tally.registered) >= t, timeout=60)
+            if victim == "worker":
+                assert stack.worker is not None
+                stack.worker.kill()
+                stack.start_worker()
+            else:
+                assert stack.serve is not None
+                stack.serve.kill()
+                stack.start_serve()
+                await stack.wait_serving()
         mark = len(tally.registered)
         await wait_for(lambda m=mark: len(tally.registered) >= m + 3, timeout=60)
     finally:
