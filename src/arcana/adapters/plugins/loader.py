@@ -155,7 +155,7 @@ def check_imports(filename: str, module: wasmtime.Module) -> bool:
             )
         if imp.name in FORBIDDEN_WASI:
             raise PluginLoadError(f"{filename}: imports {label}; network access is not allowed")
-        if imp.name.startswith("path_") or imp.name in FILESYSTEM_WASI:
+        if (imp.name or "").startswith("path_") or imp.name in FILESYSTEM_WASI:
             raise PluginLoadError(
                 f"{filename}: imports {label}; plugins are granted no filesystem access"
             )
