@@ -12,7 +12,6 @@ WORKDIR /src
 COPY pyproject.toml uv.lock README.md ./
 RUN uv sync --frozen --no-dev --no-install-project
 COPY src ./src
-COPY proto ./proto
 RUN uv sync --frozen --no-dev --no-editable
 
 FROM python:3.11-slim-bookworm AS runtime
@@ -29,7 +28,7 @@ ENV PATH="/app/.venv/bin:$PATH" \
     ARCANA_GRPC_HOST=0.0.0.0 \
     ARCANA_PLUGINS_DIR=/app/plugins \
     ARCANA_VAR_DIR=/app/var
-USER arcana
+USER 10001:10001
 EXPOSE 8000 50051
 HEALTHCHECK --interval=10s --timeout=3s --retries=3 \
     CMD ["python", "-c", "import urllib.request,sys; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=2).status == 200 else 1)"]

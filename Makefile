@@ -7,6 +7,7 @@ VENV := .venv
 STAMP := $(VENV)/.synced-$(shell cat uv.lock pyproject.toml 2>/dev/null | cksum | cut -d' ' -f1)
 
 .PHONY: run test lint fmt check bench-http bench-auth bench-jobs bench-plugins bench-grpc bench-soak clean
+.PHONY: proto run test lint fmt check bench-http bench-auth bench-jobs bench-plugins bench-grpc clean
 
 $(UV):
 	$(PYTHON) -m venv .tools
@@ -31,12 +32,38 @@ fmt: $(STAMP)
 	$(VENV)/bin/ruff check --fix .
 
 test: $(STAMP)
+	bash scripts/system-deps.sh
 	$(MAKE) --no-print-directory lint
 	$(VENV)/bin/pytest
 
 # Soak: make bench-soak (10 minutes), make bench-soak ARGS="--duration 60" (short run).
 bench-soak: $(STAMP)
 	$(VENV)/bin/python bench/soak.py $(ARGS)
+bench-auth: $(STAMP)
+	$(VENV)/bin/python bench/auth.py
+bench-http: $(STAMP)
+	$(VENV)/bin/python bench/http.py
+
+bench-grpc: $(STAMP)
+	$(VENV)/bin/python bench/grpc.py
+bench-scaleout: $(STAMP)
+	$(VENV)/bin/python bench/scaleout.py
+bench-plugins: $(STAMP)
+	$(VENV)/bin/python bench/plugins.py
 
 clean:
 	rm -rf $(VENV) .tools .pytest_cache .mypy_cache .ruff_cache
+
+proto: $(STAMP)
+	$(VENV)/bin/python proto/generate.py
+.PHONY: bench-events
+bench-events: $(STAMP)
+	$(VENV)/bin/python bench/events.py
+# The other queue libraries live only in bench/.venv, never in the project's dependencies.
+bench/.venv/.jobs-ready: pyproject.toml | $(UV)
+	$(UV) venv --quiet --allow-existing bench/.venv
+	$(UV) pip install --quiet --python bench/.venv/bin/python -e . "dramatiq[redis]" taskiq taskiq-redis saq uvloop
+	touch $@
+
+bench-jobs: bench/.venv/.jobs-ready
+	bench/.venv/bin/python bench/jobs.py

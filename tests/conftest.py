@@ -45,6 +45,8 @@ def base_settings(**overrides: Any) -> Settings:
         "jwt_secret": "test-secret-" + "x" * 40,
         "log_json": False,
         "grpc_port": 0,
+        # Replays are reuse at once in tests; the concurrent-refresh test sets its own window.
+        "refresh_reuse_grace_seconds": 0,
         **FAST_ARGON2,
     }
     values.update(overrides)

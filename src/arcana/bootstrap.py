@@ -24,11 +24,15 @@ from arcana.adapters.login_limiter import MemoryLoginLimiter, RedisLoginLimiter
 from arcana.adapters.mail import build_mailer
 from arcana.adapters.migrator import migrate
 from arcana.adapters.passwords import Argon2PasswordHasher
+from arcana.adapters.plugin_broadcast import (
+    NullPluginReloadBroadcast,
+    RedisPluginReloadBroadcast,
+)
 from arcana.adapters.plugins import build_audit
 from arcana.adapters.unit_of_work import SqlUnitOfWork
 from arcana.adapters.user_sync import NoUserSync, WebhookUserSync
 from arcana.config import Settings
-from arcana.domain.audit import AuditSink
+from arcana.domain.audit import AuditEvent, AuditSink
 from arcana.domain.events import DomainEvent
 from arcana.domain.jobs import JobQueue
 from arcana.domain.mail import Mailer
@@ -47,6 +51,17 @@ log = logging.getLogger(__name__)
 
 BackgroundTask = Callable[[asyncio.Event], Awaitable[None]]
 """A long-running loop that returns soon after the stop event is set."""
+
+
+class _LateAudit:
+    """Forwards to ``container.audit`` at call time: services hold this, so the sink can be
+    swapped after construction (tests record events; reload keeps the same object)."""
+
+    def __init__(self, container: Container) -> None:
+        self._container = container
+
+    def emit(self, event: AuditEvent) -> None:
+        self._container.audit.emit(event)
 
 
 class Container:
@@ -77,8 +92,14 @@ class Container:
         # Audit first: every service below reports to the plugin host.
         self.audit_sink = build_audit(settings, self.db)
         self.audit: AuditSink = self.audit_sink
+        late_audit = _LateAudit(self)
         self.plugins = PluginService(
-            self.audit_sink.registry, self.audit_sink.audit_log, self.audit
+            self.audit_sink.registry,
+            self.audit_sink.audit_log,
+            self.audit,
+            RedisPluginReloadBroadcast(self.redis, settings.redis_prefix)
+            if self.redis is not None
+            else NullPluginReloadBroadcast(),
         )
         self._build_auth(settings)
         self.products = ProductService(
@@ -89,7 +110,7 @@ class Container:
                 on_hit=CACHE_REQUESTS.labels("product", "hit").inc,
                 on_miss=CACHE_REQUESTS.labels("product", "miss").inc,
             ),
-            self.audit,
+            late_audit,
         )
         self.queue: JobQueue = self._build_queue()
         self.jobs = JobService(self.queue)
@@ -131,9 +152,12 @@ class Container:
             self.tokens,
             self.generations,
             self.login_limiter,
-            self.audit,
+            _LateAudit(self),
             AuthPolicy(
-                settings.refresh_token_ttl, settings.refresh_idle_ttl, settings.reset_token_ttl
+                settings.refresh_token_ttl,
+                settings.refresh_idle_ttl,
+                settings.reset_token_ttl,
+                settings.refresh_reuse_grace_seconds,
             ),
         )
         sync: UserSync = (

@@ -32,6 +32,8 @@ class Settings(BaseSettings):
     var_dir: Path = Path("./var")
 
     http_host: str = "127.0.0.1"
+    forwarded_allow_ips: str = "127.0.0.1"
+    """Proxies whose X-Forwarded-For is trusted for the client address (comma list or ``*``)."""
     http_port: int = Field(default=8000, ge=0, le=65535)
     grpc_port: int = Field(default=50051, ge=0, le=65535)
     grpc_host: str = "127.0.0.1"
@@ -39,6 +41,9 @@ class Settings(BaseSettings):
     access_token_ttl: int = Field(default=900, gt=0)
     refresh_token_ttl: int = Field(default=604800, gt=0)
     refresh_idle_ttl: int = Field(default=604800, gt=0)
+    refresh_reuse_grace_seconds: float = Field(default=2.0, ge=0)
+    """A token rotated away this recently is a lost race of concurrent refreshes (401, the
+    session lives on), not reuse; later presentations end the whole family."""
     reset_token_ttl: int = Field(default=1800, gt=0)
     jwt_issuer: str = "arcana"
     jwt_audience: str = "arcana-api"
@@ -64,6 +69,7 @@ class Settings(BaseSettings):
     user_sync_url: str | None = None
 
     cache_ttl: int = Field(default=3600, ge=1)
+    grpc_max_message_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
     max_body_bytes: int = Field(default=1_048_576, ge=1)
 
     db_pool_size: int = Field(default=10, ge=1)

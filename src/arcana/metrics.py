@@ -75,12 +75,6 @@ PLUGIN_CALLS = Counter(
     "Audit plugin calls by plugin and outcome (ok, flag, error)",
     ["plugin", "outcome"],
 )
-PLUGIN_CALL_SECONDS = Histogram(
-    "arcana_plugin_call_duration_seconds",
-    "Audit plugin call latency",
-    ["plugin"],
-    buckets=(0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.005, 0.025, 0.1, 1),
-)
 PLUGIN_DISABLED = Counter(
     "arcana_plugin_disabled_total", "Plugins disabled by the circuit breaker", ["plugin"]
 )
@@ -95,3 +89,16 @@ AUDIT_STORE_ERRORS = Counter(
     "arcana_audit_store_errors_total", "Flagged audit events that could not be stored"
 )
 AUDIT_QUEUE_DEPTH = Gauge("arcana_audit_queue_depth", "Audit events waiting for the plugins")
+# -- products / gRPC --
+GRPC_REQUESTS = Counter(
+    "arcana_grpc_requests_total", "gRPC calls by method and status code", ["method", "code"]
+)
+GRPC_LATENCY = Histogram(
+    "arcana_grpc_request_duration_seconds",
+    "gRPC call latency by method",
+    ["method"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+EVENTS_STREAM_CLIENTS = Gauge(
+    "arcana_events_stream_clients", "Open Server-Sent Events streams of domain events"
+)

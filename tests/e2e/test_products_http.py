@@ -352,3 +352,29 @@ async def test_openapi_lists_product_routes(client: httpx.AsyncClient) -> None:
     spec = (await client.get("/openapi.json")).json()
     assert "/api/v1/products/{product_id}/stock" in spec["paths"]
     assert "requestBody" in spec["paths"]["/api/v1/products"]["post"]
+
+
+async def test_list_totals_follow_writes(client: httpx.AsyncClient, container: Container) -> None:
+    """Totals are cached; every write that changes a count moves them on at once."""
+    admin = admin_headers(container)
+
+    async def total(**params: object) -> int:
+        r = await client.get(BASE, params=params)
+        assert r.status_code == 200
+        value: int = r.json()["total"]
+        return value
+
+    assert await total() == 0
+    p = await create_product(client, container, category="x")
+    assert await total() == 1
+    assert await total(category="x") == 1
+    assert await total(status="active") == 0
+    await client.patch(f"{BASE}/{p['id']}", json={"status": "Active"}, headers=admin)
+    assert await total(status="active") == 1
+    await client.patch(f"{BASE}/{p['id']}", json={"category": "y"}, headers=admin)
+    assert await total(category="x") == 0
+    await client.post(f"{BASE}/{p['id']}/stock", json={"quantity_change": 1}, headers=admin)
+    assert await total() == 1
+    await client.delete(f"{BASE}/{p['id']}", headers=admin)
+    assert await total() == 0
+    assert await total(category="y") == 0

@@ -136,7 +136,11 @@ class MemoryLoginLimiter:
     async def record_failure(self, account: str, address: str) -> None:
         now = time.monotonic()
         if len(self._counts) >= self._max_entries:
-            self._counts = {k: v for k, v in self._counts.items() if v[1] > now}
+            # Expired windows first; if that is not enough, the oldest half (insertion order).
+            live = {k: v for k, v in self._counts.items() if v[1] > now}
+            if len(live) >= self._max_entries:
+                live = dict(list(live.items())[len(live) // 2 :])
+            self._counts = live
         for key in ("a:" + account, "i:" + address):
             count, end = self._get(key, now)
             self._counts[key] = (count + 1, end if count else now + self._window)

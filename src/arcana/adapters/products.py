@@ -113,17 +113,21 @@ class SqlProductRepository:
             stmt = stmt.where(products.c.status == query.status.value)
         return stmt
 
-    async def page(self, query: ProductQuery) -> tuple[list[Product], int]:
+    async def page(
+        self, query: ProductQuery, with_total: bool = True
+    ) -> tuple[list[Product], int | None]:
         rows_stmt = (
             self._filtered(select(products), query)
             .order_by(*_ORDER)
             .limit(query.size)
             .offset(query.page * query.size)
         )
-        count_stmt = self._filtered(select(func.count()).select_from(products), query)
         rows = (await self._session.execute(rows_stmt)).mappings().all()
-        total = (await self._session.execute(count_stmt)).scalar_one()
-        return [_to_product(r) for r in rows], int(total)
+        total: int | None = None
+        if with_total:
+            count_stmt = self._filtered(select(func.count()).select_from(products), query)
+            total = int((await self._session.execute(count_stmt)).scalar_one())
+        return [_to_product(r) for r in rows], total
 
     async def batch_after(self, after: tuple[datetime, str] | None, limit: int) -> list[Product]:
         stmt = select(products).order_by(*_ORDER).limit(limit)

@@ -43,13 +43,13 @@ def _tokens(pair: TokenPair) -> TokenResponse:
 
 @router.post("/register", status_code=status.HTTP_201_CREATED, response_model=UserCreated)
 async def register(body: RegisterRequest, container: ContainerDep) -> UserCreated:
-    user = await container.auth.register(body.name, str(body.email), body.password)
+    user = await container.auth.register(body.name, body.email, body.password)
     return UserCreated(id=user.id, name=user.name, email=user.email)
 
 
 @router.post("/login", response_model=TokenResponse)
 async def login(body: LoginRequest, request: Request, container: ContainerDep) -> TokenResponse:
-    pair = await container.auth.login(str(body.email), body.password, _client(request))
+    pair = await container.auth.login(body.email, body.password, _client(request))
     return _tokens(pair)
 
 
@@ -72,9 +72,14 @@ async def logout_all(principal: CurrentPrincipal, container: ContainerDep) -> Re
 
 @router.post("/change-password", status_code=status.HTTP_204_NO_CONTENT)
 async def change_password(
-    principal: CurrentPrincipal, body: ChangePasswordRequest, container: ContainerDep
+    principal: CurrentPrincipal,
+    body: ChangePasswordRequest,
+    request: Request,
+    container: ContainerDep,
 ) -> Response:
-    await container.auth.change_password(principal, body.current_password, body.new_password)
+    await container.auth.change_password(
+        principal, body.current_password, body.new_password, _client(request)
+    )
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
@@ -92,7 +97,7 @@ async def me(principal: CurrentPrincipal, container: ContainerDep) -> MeResponse
 
 @router.post("/forgot-password", status_code=status.HTTP_202_ACCEPTED)
 async def forgot_password(body: ForgotPasswordRequest, container: ContainerDep) -> Response:
-    await container.auth.forgot_password(str(body.email))
+    await container.auth.forgot_password(body.email)
     return Response(status_code=status.HTTP_202_ACCEPTED)
 
 

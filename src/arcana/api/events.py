@@ -13,6 +13,7 @@ from starlette.responses import StreamingResponse
 from arcana.api.deps import AdminPrincipal, ContainerDep
 from arcana.domain.delivery import EventSubscription, FeedItem
 from arcana.errors import ValidationFailed
+from arcana.metrics import EVENTS_STREAM_CLIENTS
 
 router = APIRouter(prefix="/events", tags=["events"])
 
@@ -26,6 +27,7 @@ def _frame(item: FeedItem) -> bytes:
 
 
 async def _frames(request: Request, sub: EventSubscription) -> AsyncIterator[bytes]:
+    EVENTS_STREAM_CLIENTS.inc()
     try:
         # Sent once the subscription is live: anything committed after this is delivered.
         yield b": connected\nretry: 2000\n\n"
@@ -37,6 +39,7 @@ async def _frames(request: Request, sub: EventSubscription) -> AsyncIterator[byt
             else:
                 yield _frame(item)
     finally:
+        EVENTS_STREAM_CLIENTS.dec()
         await sub.close()
 
 

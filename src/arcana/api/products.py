@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import StreamingResponse
+from starlette.routing import BaseRoute, Match
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from arcana.api.deps import AdminPrincipal, ContainerDep
 from arcana.api.schemas_products import (
@@ -217,3 +220,57 @@ async def delete_product(
 ) -> Response:
     await container.products.delete(principal.user_id, product_id)
     return Response(status_code=204)
+
+
+_CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+_JSON_HEADER = (b"content-type", b"application/json")
+
+
+class CachedProductFastPath:
+    """Pure-ASGI fast path for cache hits of ``GET {prefix}/products/{id}``.
+
+    A hit is answered with the cached bytes before FastAPI's routing and dependency machinery
+    runs (they cost more than the hit itself). Anything else — a miss, a non-canonical id, any
+    other route — goes on to the normal route unchanged, which answers the same bytes. It sits
+    inside ``RequestContextMiddleware``, so request ids and HTTP metrics still apply; the route
+    is put in the scope so metrics carry the route template.
+    """
+
+    def __init__(self, app: ASGIApp, prefix: str) -> None:
+        self.app = app
+        self.prefix = f"{prefix}{router.prefix}/"
+        self._length = len(self.prefix) + 36
+        self._route: BaseRoute | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "GET":
+            path: str = scope["path"]
+            if len(path) == self._length and path.startswith(self.prefix):
+                product_id = path[-36:]
+                if _CANONICAL_UUID.fullmatch(product_id):
+                    app = scope["app"]
+                    body = await app.state.container.products.cached_json(product_id)
+                    if body is not None:
+                        scope["route"] = self._route or self._find_route(app, scope)
+                        await send(
+                            {
+                                "type": "http.response.start",
+                                "status": 200,
+                                "headers": [
+                                    _JSON_HEADER,
+                                    (b"content-length", str(len(body)).encode()),
+                                ],
+                            }
+                        )
+                        await send({"type": "http.response.body", "body": body})
+                        return
+        await self.app(scope, receive, send)
+
+    def _find_route(self, app: Any, scope: Scope) -> BaseRoute | None:
+        routes: list[BaseRoute] = app.router.routes
+        for route in routes:
+            match, _ = route.matches(scope)
+            if match is Match.FULL:
+                self._route = route
+                return route
+        return None

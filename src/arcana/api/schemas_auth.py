@@ -2,9 +2,35 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+_EMAIL = re.compile(r"^[^@\s\x00-\x1f\x7f]{1,64}@[^@\s.\x00-\x1f\x7f]+(\.[^@\s.\x00-\x1f\x7f]+)+$")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _check_email(value: str) -> str:
+    # Deliberately plain (local@domain.tld): no DNS and no special-use-domain rules, so test
+    # and internal domains (.test, .local) are accepted. Stored lowercased by the service.
+    value = value.strip()
+    if not _EMAIL.match(value):
+        raise ValueError("value is not a valid email address")
+    return value
+
+
+def _check_name(value: str) -> str:
+    if _CONTROL.search(value):
+        raise ValueError("must not contain control characters")
+    return value
+
+
+EmailStr = Annotated[
+    str, Field(max_length=254, json_schema_extra={"format": "email"}), AfterValidator(_check_email)
+]
+Name = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_check_name)]
 
 # Passwords are length-capped here only loosely (the 128-character rule is reported together
 # with the other password rules); the cap stops megabyte strings reaching Argon2.
@@ -17,13 +43,13 @@ class _Body(BaseModel):
 
 
 class RegisterRequest(_Body):
-    name: str = Field(min_length=1, max_length=200)
-    email: EmailStr = Field(max_length=254)
+    name: Name
+    email: EmailStr
     password: str = _Password
 
 
 class LoginRequest(_Body):
-    email: EmailStr = Field(max_length=254)
+    email: EmailStr
     password: str = _Password
 
 
@@ -37,7 +63,7 @@ class ChangePasswordRequest(_Body):
 
 
 class ForgotPasswordRequest(_Body):
-    email: EmailStr = Field(max_length=254)
+    email: EmailStr
 
 
 class ResetPasswordRequest(_Body):

@@ -8,7 +8,7 @@ from __future__ import annotations
 import typer
 
 from arcana import __version__
-from arcana.cli import jobs, ops, plugins, serve, users, worker
+from arcana.cli import demo, jobs, ops, plugins, serve, users, worker
 
 app = typer.Typer(
     name="arcana",
@@ -40,6 +40,7 @@ users.register(app)
 worker.register(app)
 jobs.register(app)
 plugins.register(app)
+demo.register(app)
 
 
 def main() -> None:

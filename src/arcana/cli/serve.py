@@ -17,6 +17,7 @@ from arcana.bootstrap import Container
 from arcana.cli.console import fail, load_settings
 from arcana.config import Settings
 from arcana.log import configure_logging
+from arcana.rpc.server import GrpcServer, start_grpc
 from arcana.worker import runtime
 
 log = logging.getLogger("arcana.serve")
@@ -51,6 +52,8 @@ async def serve(settings: Settings, *, with_worker: bool) -> None:
         log_config=None,
         timeout_graceful_shutdown=int(settings.shutdown_timeout),
         server_header=False,
+        proxy_headers=True,
+        forwarded_allow_ips=settings.forwarded_allow_ips,
     )
     server = _Server(config)
     loop = asyncio.get_running_loop()
@@ -62,6 +65,12 @@ async def serve(settings: Settings, *, with_worker: bool) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal, sig)
     run_background = settings.embedded or with_worker
+    grpc_server: GrpcServer | None = None
+    try:
+        grpc_server = await start_grpc(container)
+    except Exception as exc:
+        await container.close()
+        raise fail(f"gRPC start-up failed: {exc}") from None
     try:
         await runtime.start_serve_extras(container)
         if run_background:
@@ -75,6 +84,8 @@ async def serve(settings: Settings, *, with_worker: bool) -> None:
         )
         await server.serve()
     finally:
+        if grpc_server is not None:
+            await grpc_server.stop(settings.shutdown_timeout)
         await runtime.stop_serve_extras(container)
         await container.close()
 

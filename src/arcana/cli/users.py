@@ -3,15 +3,33 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from arcana.bootstrap import Container
-from arcana.cli.console import fail, run_with_container
+from arcana.cli.console import fail
+from arcana.cli.console import run_with_container as _run_with_container
 from arcana.domain.identity import Role
 from arcana.domain.users import User
+
+T = TypeVar("T")
+
+
+def run_with_container(fn: Callable[[Container], Awaitable[T]]) -> T:
+    """Like the shared runner, but an unexpected error (e.g. a PostgreSQL database that was
+    never migrated) is still one line on stderr and exit 1, not a traceback."""
+    try:
+        return _run_with_container(fn)
+    except (typer.Exit, SystemExit, KeyboardInterrupt):
+        raise
+    except Exception as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise fail(f"{first} (has `arcana migrate` been run?)") from None
+
 
 users_app = typer.Typer(help="Manage user accounts and roles.", no_args_is_help=True)
 

@@ -54,3 +54,15 @@ class AuditLog(Protocol):
     ) -> tuple[list[AuditEntry], int]:
         """Newest first; returns (entries of the page, total)."""
         ...
+
+
+class PluginReloadBroadcast(Protocol):
+    """Tells the other API processes that the plugin set was reloaded, so a reload on one
+    instance reaches every instance (and ``GET /admin/plugins`` agrees everywhere)."""
+
+    async def announce(self) -> None: ...
+
+    async def listen(self, stop: Any, on_reload: Any) -> None:
+        """Run until ``stop`` (an asyncio.Event) is set, awaiting ``on_reload()`` whenever
+        another process announced a reload."""
+        ...

@@ -285,8 +285,11 @@ class ProductRepository(Protocol):
 
     async def exists(self, product_id: str) -> bool: ...
 
-    async def page(self, query: ProductQuery) -> tuple[list[Product], int]:
-        """One page, newest first (``created_at`` desc, ``id`` desc), and the total count."""
+    async def page(
+        self, query: ProductQuery, with_total: bool = True
+    ) -> tuple[list[Product], int | None]:
+        """One page, newest first (``created_at`` desc, ``id`` desc), and the total count
+        (one more query; ``None`` when not asked for)."""
         ...
 
     async def batch_after(self, after: tuple[datetime, str] | None, limit: int) -> list[Product]:

@@ -53,6 +53,9 @@ class AuthPolicy:
     refresh_token_ttl: int
     refresh_idle_ttl: int
     reset_token_ttl: int
+    reuse_grace_seconds: float = 2.0
+    """Two tabs refreshing at once must not end their own session: a token rotated away
+    less than this long ago is answered 401 as a lost race; after it, presenting it is reuse."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,6 +199,13 @@ class AuthService:
                 raise TokenExpired("Unknown refresh token")
             session = await uow.sessions.get_session(token.session_id)
             if token.revoked_at is not None:
+                lost_race = (
+                    session is not None
+                    and session.revoked_at is None
+                    and (now - token.revoked_at).total_seconds() < self._policy.reuse_grace_seconds
+                )
+                if lost_race:
+                    raise TokenExpired("Refresh token already used")
                 if session is not None and session.revoked_at is None:
                     await uow.sessions.revoke_session(session.id, now)
                     await uow.commit()
@@ -274,15 +284,27 @@ class AuthService:
 
     # -- passwords ----------------------------------------------------------------------
     async def change_password(
-        self, principal: Principal, current_password: str, new_password: str
+        self,
+        principal: Principal,
+        current_password: str,
+        new_password: str,
+        client: ClientInfo | None = None,
     ) -> None:
+        """Wrong current passwords count against the same limits as failed logins, so a
+        stolen access token cannot be used to guess the password."""
         check_password(new_password, "new_password")
         async with self._uow() as uow:
             user = await uow.users.get(principal.user_id)
         if user is None:
             raise Unauthorized("Unknown user")
+        address = client.ip if client is not None else ""
+        wait = await self._limiter.check(user.email, address)
+        if wait > 0:
+            raise RateLimited("Too many failed attempts; try again later", retry_after=wait)
         if not await asyncio.to_thread(self._hasher.verify, user.password_hash, current_password):
+            await self._limiter.record_failure(user.email, address)
             raise InvalidCredentials("The current password is wrong")
+        await self._limiter.reset_account(user.email)
         new_hash = await asyncio.to_thread(self._hasher.hash, new_password)
         await self._set_password(user.id, new_hash)
 

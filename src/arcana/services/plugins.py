@@ -8,14 +8,21 @@ from typing import Any
 
 from arcana.domain.audit import AuditEvent, AuditSink
 from arcana.domain.identity import Principal
-from arcana.domain.plugins import AuditEntry, AuditLog, PluginRegistry
+from arcana.domain.plugins import AuditEntry, AuditLog, PluginRegistry, PluginReloadBroadcast
 
 
 class PluginService:
-    def __init__(self, registry: PluginRegistry, audit_log: AuditLog, audit: AuditSink) -> None:
+    def __init__(
+        self,
+        registry: PluginRegistry,
+        audit_log: AuditLog,
+        audit: AuditSink,
+        broadcast: PluginReloadBroadcast,
+    ) -> None:
         self.registry = registry
         self.audit_log = audit_log
         self.audit = audit
+        self.broadcast = broadcast
 
     async def list_plugins(self) -> list[dict[str, Any]]:
         return await asyncio.to_thread(self.registry.statuses)
@@ -23,6 +30,7 @@ class PluginService:
     async def reload(self, principal: Principal) -> list[dict[str, Any]]:
         """Reload the plugin directory; the reload itself is an audited config change."""
         statuses = await asyncio.to_thread(self.registry.reload)
+        await self.broadcast.announce()
         self.audit.emit(
             AuditEvent(
                 event_type="admin.config_change",
@@ -36,6 +44,14 @@ class PluginService:
             )
         )
         return statuses
+
+    async def apply_remote_reload(self) -> None:
+        """Another process reloaded: load the same directory here (audited over there)."""
+        await asyncio.to_thread(self.registry.reload)
+
+    async def follow_reloads(self, stop: asyncio.Event) -> None:
+        """Background loop of every API process: apply reloads announced elsewhere."""
+        await self.broadcast.listen(stop, self.apply_remote_reload)
 
     async def check(self, path: Path) -> dict[str, Any]:
         return await asyncio.to_thread(self.registry.check, path)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -34,6 +35,8 @@ from arcana.errors import InsufficientStock, NotFound, ValidationFailed
 log = logging.getLogger(__name__)
 
 UowFactory = Callable[[], ProductUnitOfWork]
+CATALOG = "catalog"
+"""Generation key of the whole catalog (list totals)."""
 
 
 def _now() -> datetime:
@@ -145,16 +148,31 @@ class ProductCache:
                     return None
         return gen.decode()
 
-    async def get(self, product_id: str, gen: str) -> bytes | None:
+    async def get(self, product_id: str, gen: str, count_miss: bool = True) -> bytes | None:
         value = await self._cache.get(f"product:{product_id}:{gen}")
-        if value is None:
-            self._on_miss()
-        else:
+        if value is not None:
             self._on_hit()
+        elif count_miss:
+            self._on_miss()
         return value
 
     async def populate(self, product_id: str, gen: str, value: bytes) -> None:
         await self._cache.add(f"product:{product_id}:{gen}", value, self._ttl)
+
+    # List totals: ``count(*)`` is the expensive half of a list, so totals are cached under the
+    # generation of the whole catalog (bumped by creates, deletes and updates, not by stock
+    # changes), with the same read-generation-first rule. Their TTL is short because writes
+    # that bypass this process's cache (``arcana demo-data`` beside an embedded server) cannot
+    # bump an in-process generation.
+    COUNT_TTL = 10
+
+    async def get_count(self, gen: str, key: str) -> int | None:
+        raw = await self._cache.get(f"product:count:{gen}:{key}")
+        return int(raw) if raw is not None else None
+
+    async def populate_count(self, gen: str, key: str, total: int) -> None:
+        ttl = min(self._ttl, self.COUNT_TTL)
+        await self._cache.add(f"product:count:{gen}:{key}", str(total).encode(), ttl)
 
     async def invalidate(self, product_id: str) -> None:
         """After a commit: move the product to a fresh generation."""
@@ -218,12 +236,30 @@ class ProductService:
             await self.cache.populate(pid, gen, body)
         return body
 
+    async def cached_json(self, canonical_id: str) -> bytes | None:
+        """Hot path: the cached JSON of a product whose id is already canonical, or ``None``
+        (the caller then takes ``get_json``, which counts the miss and loads the row)."""
+        gen = await self.cache.generation(canonical_id)
+        if gen is None:
+            return None
+        return await self.cache.get(canonical_id, gen, count_miss=False)
+
     async def get(self, product_id: str) -> Product:
         return product_from_json(await self.get_json(product_id))
 
     async def list_products(self, query: ProductQuery) -> ProductPage:
+        """One rows query, plus one count query unless the total is cached."""
+        key = hashlib.sha256(
+            f"{query.category}\x00{query.status}".encode(), usedforsecurity=False
+        ).hexdigest()[:32]
+        gen = await self.cache.generation(CATALOG)
+        total = await self.cache.get_count(gen, key) if gen is not None else None
         async with self._uow() as uow:
-            items, total = await uow.products.page(query)
+            items, counted = await uow.products.page(query, with_total=total is None)
+        if total is None:
+            total = counted or 0
+            if gen is not None:
+                await self.cache.populate_count(gen, key, total)
         return ProductPage(items=items, total=total, page=query.page, size=query.size)
 
     async def export_batches(self, actor: str) -> AsyncIterator[list[Product]]:
@@ -266,6 +302,7 @@ class ProductService:
             await uow.products.add(product)
             uow.record(product_event("product.created", product.id))
             await uow.commit()
+        await self.cache.invalidate(CATALOG)
         self._audited(actor, product.id, "create")
         return product
 
@@ -290,6 +327,7 @@ class ProductService:
         async with self._uow() as uow:
             await uow.products.add_many(rows)
             await uow.commit()
+        await self.cache.invalidate(CATALOG)
         return len(rows)
 
     async def update(self, actor: str, product_id: str, changes: ProductChanges) -> Product:
@@ -304,6 +342,8 @@ class ProductService:
             uow.record(*stock_events(pid, current.stock, updated.stock))
             await uow.commit()
         await self.cache.invalidate(pid)
+        if (updated.category, updated.status) != (current.category, current.status):
+            await self.cache.invalidate(CATALOG)
         self._audited(actor, pid, "update")
         return updated
 
@@ -339,6 +379,7 @@ class ProductService:
             uow.record(product_event("product.deleted", pid))
             await uow.commit()
         await self.cache.invalidate(pid)
+        await self.cache.invalidate(CATALOG)
         self._audited(actor, pid, "delete")
 
     def _audited(self, actor: str, product_id: str, action: str, **metadata: Any) -> None:

@@ -3,7 +3,6 @@ consumer-group members (``arcana worker`` / ``serve --with-worker``)."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
 from arcana.bootstrap import Container
@@ -34,12 +33,7 @@ def start_consumers(container: Container, count: int = 1) -> None:
     if bus.embedded:
         return
     for i in range(count):
-        consumer = bus.consumer()
-
-        async def run(stop: asyncio.Event, consumer=consumer) -> None:  # type: ignore[no-untyped-def]
-            await consumer.run(stop)
-
-        container.spawn(f"event-consumer-{i}", run)
+        container.spawn(f"event-consumer-{i}", bus.consumer().run)
     log.info("event consumers started", extra={"count": count, "stream": bus.stream})
 
 

@@ -29,6 +29,9 @@ def build_registry(container: Container) -> HandlerRegistry:
     @registry.handler("system.echo")
     async def echo(ctx: JobContext) -> None:
         fail_times = int(ctx.payload.get("fail_times") or 0)
+        sleep = float(ctx.payload.get("sleep_seconds") or 0)
+        if sleep > 0:  # optional: lets operators and tests hold a worker slot
+            await asyncio.sleep(min(sleep, 3600.0))
         if ctx.attempt <= fail_times:
             raise EchoFailed(f"failing attempt {ctx.attempt} of the first {fail_times} on purpose")
         log.info("echo: %s", ctx.payload.get("message", ""))

@@ -80,6 +80,9 @@ class Worker:
         self._acks: list[str] = []
         self._ack_event = asyncio.Event()
         self._slot = asyncio.Event()
+        # Side loops end on this flag rather than on cancellation alone: a cancellation that
+        # lands inside a client library call is not always propagated.
+        self._closing = asyncio.Event()
 
     # -- main loop ------------------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
@@ -95,9 +98,11 @@ class Worker:
             try:
                 await self._drain()
             finally:
-                for t in aux:
+                self._closing.set()
+                self._ack_event.set()
+                _done, pending = await asyncio.wait(aux, timeout=5.0)
+                for t in pending:
                     t.cancel()
-                await asyncio.gather(*aux, return_exceptions=True)
                 with contextlib.suppress(Exception):
                     await self._flush_acks()
             log.info("worker %s stopped", self.worker_id)
@@ -118,7 +123,13 @@ class Worker:
                 await _first(asyncio.sleep(1.0), stop)
                 continue
             if not jobs:
-                await _first(self.queue.wait_for_work(1.0), stop)
+                # Returns within a second at most, so the stop event is seen soon enough;
+                # not racing it against the stop event saves two tasks per idle wake-up.
+                try:
+                    await self.queue.wait_for_work(1.0)
+                except Exception as exc:
+                    log.warning("waiting for work failed: %s", exc)
+                    await _first(asyncio.sleep(1.0), stop)
                 continue
             for job in jobs:
                 self._inflight[job.id] = asyncio.create_task(self._run(job))
@@ -168,9 +179,15 @@ class Worker:
             log.warning("job %s (%s) is dead: %s", job.id, job.job_type, error)
 
     # -- side loops -----------------------------------------------------------------------
+    async def _pause(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._closing.wait(), seconds)
+
     async def _heartbeats(self) -> None:
-        while True:
-            await asyncio.sleep(self.heartbeat_every)
+        while not self._closing.is_set():
+            await self._pause(self.heartbeat_every)
+            if self._closing.is_set():
+                return
             if self._inflight:
                 try:
                     await self.queue.heartbeat(self.worker_id, list(self._inflight), self.lease)
@@ -179,7 +196,7 @@ class Worker:
 
     async def _reaper(self) -> None:
         last_stats = 0.0
-        while True:
+        while not self._closing.is_set():
             try:
                 n = await self.queue.reap()
                 if n:
@@ -194,17 +211,17 @@ class Worker:
                     JOBS_DEAD.set(stats.dead)
             except Exception as exc:
                 log.warning("reaper pass failed: %s", exc)
-            await asyncio.sleep(self.reap_interval)
+            await self._pause(self.reap_interval)
 
     async def _ack_flusher(self) -> None:
-        while True:
+        while not self._closing.is_set():
             await self._ack_event.wait()
             self._ack_event.clear()
             try:
                 await self._flush_acks()
             except Exception as exc:
                 log.warning("acknowledging jobs failed, retrying: %s", exc)
-                await asyncio.sleep(0.5)
+                await self._pause(0.5)
                 self._ack_event.set()
 
     async def _flush_acks(self) -> None:

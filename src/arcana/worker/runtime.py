@@ -4,29 +4,29 @@ relay and event consumers. Each area registers its loops here with ``container.s
 from __future__ import annotations
 
 from arcana.bootstrap import Container
-from arcana.worker import events
 from arcana.worker.audit import start_audit_plugins
+from arcana.worker.events import start_consumers, start_relay, stop_streams
 from arcana.worker.jobs import start_jobs
 
 
 async def start_background(container: Container) -> None:
     """Job workers, scheduler, relay and consumers (embedded mode, worker processes)."""
     start_jobs(container)
-    events.start_relay(container)
-    events.start_consumers(container)
+    start_relay(container)
+    start_consumers(container)
 
 
 async def start_serve_extras(container: Container) -> None:
-    """Things every API process runs (e.g. the outbox relay wake-up, the gRPC server)."""
-    events.start_relay(container)
+    """What every API process runs: its outbox relay and the audit plugins."""
+    start_relay(container)
     start_audit_plugins(container)
 
 
 async def stop_serve_extras(container: Container) -> None:
     """Stop what ``start_serve_extras`` started."""
-    events.stop_streams(container)
+    stop_streams(container)
 
 
 def begin_shutdown(container: Container) -> None:
     """A stop signal arrived: end long-lived responses before the server drains connections."""
-    events.stop_streams(container)
+    stop_streams(container)

@@ -48,6 +48,7 @@ async def run_scheduler(
     stop: asyncio.Event,
     *,
     clock: Callable[[], float] = time.time,
+    max_wait: float = 1.0,
 ) -> None:
     if not schedule:
         return
@@ -78,4 +79,4 @@ async def run_scheduler(
         now = clock()
         wait = min((int(now // p.every_seconds) + 1) * p.every_seconds - now for p in schedule)
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), min(max(wait, 0.01), 1.0))
+            await asyncio.wait_for(stop.wait(), min(max(wait, 0.01), max_wait))

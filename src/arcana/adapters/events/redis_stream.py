@@ -76,7 +76,7 @@ class RedisEventConsumer:
         block_ms: int = 1000,
         batch_size: int = 100,
         handler_retries: int = 3,
-        dedupe_ttl: int = 86_400,
+        dedupe_ttl: int = 600,
     ) -> None:
         self._redis = redis
         self.stream = stream
@@ -180,12 +180,14 @@ class RedisEventConsumer:
         seen = await self._redis.mget(
             [self._done_prefix + str(e["id"]) if e else self._done_prefix for _, e, _, _ in parsed]
         )
+        handled_now: set[str] = set()
+        acks: list[tuple[str, str]] = []
         for (eid, envelope, deliveries, raw), done in zip(parsed, seen, strict=True):
             if envelope is None:
                 await self._dead_letter(eid, raw, deliveries, "malformed entry")
                 continue
             event_type = str(envelope.get("event_type"))
-            if done is None:
+            if done is None and str(envelope["id"]) not in handled_now:
                 error = await self._run_handlers(envelope)
                 if error is not None:
                     EVENTS_HANDLED.labels(event_type, "error").inc()
@@ -194,13 +196,18 @@ class RedisEventConsumer:
                     # else: left pending; XAUTOCLAIM redelivers it once idle.
                     continue
                 EVENTS_HANDLED.labels(event_type, "ok").inc()
+                handled_now.add(str(envelope["id"]))
             else:
                 EVENTS_HANDLED.labels(event_type, "duplicate").inc()
-            async with self._redis.pipeline(transaction=True) as pipe:
-                pipe.set(self._done_prefix + str(envelope["id"]), b"1", ex=self._dedupe_ttl)
-                pipe.xack(self.stream, GROUP, eid)
+            acks.append((eid, str(envelope["id"])))
+        if acks:
+            # One round trip per batch; a crash before it only means a redelivery.
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for _eid, event_id in acks:
+                    pipe.set(self._done_prefix + event_id, b"1", ex=self._dedupe_ttl)
+                pipe.xack(self.stream, GROUP, *[eid for eid, _ in acks])
                 await pipe.execute()
-            self.handled += 1
+            self.handled += len(acks)
 
     async def _run_handlers(self, envelope: Envelope) -> str | None:
         delay = 0.05

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Sequence
+from datetime import UTC
 from typing import Any, Protocol
 
 import asyncpg
@@ -177,7 +178,10 @@ class OutboxRelay:
         self.published += len(rows)
         for row in rows:
             OUTBOX_RELAYED.labels(row.kind).inc()
-            OUTBOX_COMMIT_TO_PUBLISH.observe(max((now - row.created_at).total_seconds(), 0.0))
+            created = row.created_at
+            if created.tzinfo is None:  # SQLite hands back naive UTC
+                created = created.replace(tzinfo=UTC)
+            OUTBOX_COMMIT_TO_PUBLISH.observe(max((now - created).total_seconds(), 0.0))
 
     # -- the loop ---------------------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:

@@ -59,6 +59,9 @@ class RedisJobQueue(JobQueue):
     def __init__(self, redis: Redis, prefix: str, *, finished_ttl: float) -> None:
         self._redis = redis
         self.base = f"{{{prefix}}}:q:"
+        # Every script declares one key of the queue's hash tag, so a Redis Cluster client
+        # routes the call to the slot that holds all the keys the script builds from ``base``.
+        self._route = [self.base + "seq"]
         self._ttl_ms = int(finished_ttl * 1000)
         r = redis.register_script
         self._enqueue = r(lua.ENQUEUE)
@@ -92,7 +95,7 @@ class RedisJobQueue(JobQueue):
                 request.unique_key or "",
             ]
         try:
-            rows = await self._enqueue(args=args)
+            rows = await self._enqueue(keys=self._route, args=args)
         except RedisError as exc:
             raise ServiceUnavailable("The job queue is unreachable; try again shortly") from exc
         jobs: list[Job] = []
@@ -211,7 +214,7 @@ class RedisJobQueue(JobQueue):
         )
 
     async def retry_dead(self, job_id: str) -> Job:
-        result = _s(await self._retry(args=[self.base, job_id]))
+        result = _s(await self._retry(keys=self._route, args=[self.base, job_id]))
         if result == "missing":
             raise NotFound(f"job {job_id} not found")
         if result != "ok":
@@ -223,7 +226,9 @@ class RedisJobQueue(JobQueue):
 
     # -- workers --------------------------------------------------------------------------
     async def fetch(self, worker_id: str, limit: int, lease_seconds: float) -> list[Job]:
-        out = await self._fetch(args=[self.base, worker_id, limit, int(lease_seconds * 1000)])
+        out = await self._fetch(
+            keys=self._route, args=[self.base, worker_id, limit, int(lease_seconds * 1000)]
+        )
         now = _ms(out[0])
         self.next_due_ms = int(out[1])
         jobs: list[Job] = []
@@ -254,19 +259,22 @@ class RedisJobQueue(JobQueue):
 
     async def heartbeat(self, worker_id: str, job_ids: Sequence[str], lease_seconds: float) -> None:
         if job_ids:
-            await self._heartbeat(args=[self.base, worker_id, int(lease_seconds * 1000), *job_ids])
+            await self._heartbeat(
+                keys=self._route, args=[self.base, worker_id, int(lease_seconds * 1000), *job_ids]
+            )
 
     async def complete(self, worker_id: str, job_ids: Sequence[str]) -> int:
         if not job_ids:
             return 0
-        return int(await self._complete(args=[self.base, worker_id, *job_ids]))
+        return int(await self._complete(keys=self._route, args=[self.base, worker_id, *job_ids]))
 
     async def fail(
         self, worker_id: str, job_id: str, error: str, retry_delay: float
     ) -> JobStatus | None:
         result = _s(
             await self._fail(
-                args=[self.base, worker_id, job_id, error[:2000], int(retry_delay * 1000)]
+                keys=self._route,
+                args=[self.base, worker_id, job_id, error[:2000], int(retry_delay * 1000)],
             )
         )
         return JobStatus(result) if result else None
@@ -274,10 +282,10 @@ class RedisJobQueue(JobQueue):
     async def release(self, worker_id: str, job_ids: Sequence[str]) -> int:
         if not job_ids:
             return 0
-        return int(await self._release(args=[self.base, worker_id, *job_ids]))
+        return int(await self._release(keys=self._route, args=[self.base, worker_id, *job_ids]))
 
     async def reap(self) -> int:
-        return int(await self._reap(args=[self.base, self._ttl_ms, 1000]))
+        return int(await self._reap(keys=self._route, args=[self.base, self._ttl_ms, 1000]))
 
     async def wait_for_work(self, timeout: float) -> None:
         """Block on the wake list (one token per enqueue), at most until the next delayed job

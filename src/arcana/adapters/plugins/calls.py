@@ -2,10 +2,12 @@
 
 ``wasmtime.Func.__call__`` rebuilds the function type, converts every argument through ``Val``
 and allocates fresh ctypes arrays on every call; for a two-``i32`` call that is most of the cost.
-``FastCall`` keeps one pre-built argument/result array per function and calls the C API directly
-through the package's own ctypes bindings. That binding module is private, so the fast path is
-used only on the wasmtime-py major version it was written against (and checked by a self-test
-at load); anything else takes ``Func.__call__``, which gives the same results.
+``FastCall`` keeps one pre-built argument/result array per function and calls the C API's
+``wasmtime_func_call_unchecked`` directly through the package's own ctypes bindings (the
+signature was checked once at load, so the per-call type check is not needed). That binding
+module is private, so the fast path is used only on the wasmtime-py major version it was
+written against (50, pinned in uv.lock) and only if the names it uses are there; anything else
+takes ``Func.__call__``, which gives the same results (the tests run both paths).
 """
 
 from __future__ import annotations
@@ -28,11 +30,11 @@ def _fast_call_supported() -> bool:
     if major != FAST_CALL_MAJOR:
         return False
     try:
-        from wasmtime import _ffi as ffi
+        from wasmtime import _bindings
 
         return all(
-            hasattr(ffi, name)
-            for name in ("wasmtime_func_call", "wasmtime_val_t", "wasm_trap_t", "WASMTIME_I32")
+            hasattr(_bindings, name)
+            for name in ("_wasmtime_func_call_unchecked", "wasmtime_val_raw", "wasm_trap_t")
         )
     except Exception:
         return False
@@ -55,45 +57,43 @@ class SlowCall:
 
 
 class FastCall:
-    """Same contract as ``SlowCall`` for functions whose params and results are all ``i32``."""
+    """Same contract as ``SlowCall`` for functions whose params and results are all ``i32``
+    (the loader has checked the exact signature, which is what makes the unchecked call
+    sound). Arguments and results share one pre-built ``wasmtime_val_raw_t`` array."""
 
-    __slots__ = ("_call", "_ctx", "_ffi", "_func_ref", "_nparams", "_nres", "_params", "_results")
+    __slots__ = ("_args", "_call", "_nres", "_raw", "_trap")
 
     def __init__(self, store: wasmtime.Store, func: wasmtime.Func, nparams: int, nresults: int):
-        from wasmtime import _ffi as ffi
+        from wasmtime import _bindings
 
-        self._ffi = ffi
-        self._ctx = store._context()
-        self._func_ref = ctypes.byref(func._func)
-        self._params = (ffi.wasmtime_val_t * max(nparams, 1))()
-        for i in range(nparams):
-            self._params[i].kind = ffi.WASMTIME_I32.value  # type: ignore[assignment]
-        self._results = (ffi.wasmtime_val_t * max(nresults, 1))()
-        self._nparams = nparams
+        self._raw = (_bindings.wasmtime_val_raw * max(nparams, nresults, 1))()
         self._nres = nresults
-        self._call = ffi.wasmtime_func_call
+        self._trap = ctypes.POINTER(_bindings.wasm_trap_t)()
+        self._call = _bindings._wasmtime_func_call_unchecked
+        self._args = (
+            store._context(),
+            ctypes.byref(func._func),
+            self._raw,
+            max(nparams, nresults),
+            ctypes.byref(self._trap),
+        )
 
     def __call__(self, *args: int) -> Any:
-        params = self._params
+        raw = self._raw
         for i, value in enumerate(args):
-            params[i].of.i32 = value
-        trap = ctypes.POINTER(self._ffi.wasm_trap_t)()
-        error = self._call(
-            self._ctx,
-            self._func_ref,
-            params,
-            self._nparams,
-            self._results,
-            self._nres,
-            ctypes.byref(trap),
-        )
+            raw[i].i32 = value
+        error = self._call(*self._args)
         if error:
             raise wasmtime.WasmtimeError._from_ptr(error)
-        if trap:
-            raise wasmtime.Trap._from_ptr(trap)
+        if self._trap:
+            # Hand the Trap its own copy of the pointer (it frees it), then null ours so the
+            # next call starts clean.
+            owned = ctypes.cast(self._trap, type(self._trap))
+            ctypes.cast(ctypes.byref(self._trap), ctypes.POINTER(ctypes.c_void_p))[0] = None
+            raise wasmtime.Trap._from_ptr(owned)
         if self._nres == 0:
             return None
-        return int(self._results[0].of.i32)
+        return int(raw[0].i32)
 
 
 def make_call(
@@ -102,3 +102,38 @@ def make_call(
     if fast and FAST_CALL_SUPPORTED:
         return FastCall(store, func, nparams, nresults)
     return SlowCall(store, func, nparams, nresults)
+
+
+class MemoryWriter:
+    """Writes bytes into a plugin's linear memory at a bounds-checked offset."""
+
+    __slots__ = ("_data", "_memory", "_size", "_store")
+
+    def __init__(self, store: wasmtime.Store, memory: wasmtime.Memory, *, fast: bool) -> None:
+        self._store = store
+        self._memory = memory
+        self._data: Any = None
+        self._size: Any = None
+        if fast and FAST_CALL_SUPPORTED:
+            from wasmtime import _bindings
+
+            ctx = store._context()
+            ref = ctypes.byref(memory._memory)
+            raw_data = _bindings._wasmtime_memory_data
+            raw_size = _bindings._wasmtime_memory_data_size
+            self._data = lambda: ctypes.addressof(raw_data(ctx, ref).contents)
+            self._size = lambda: raw_size(ctx, ref)
+
+    def write(self, offset: int, payload: bytes) -> bool:
+        """False (nothing written) if ``[offset, offset + len)`` is not inside memory or
+        ``offset`` is 0."""
+        if self._data is None:
+            size = self._memory.data_len(self._store)
+            base = ctypes.addressof(self._memory.data_ptr(self._store).contents)
+        else:
+            size = self._size()
+            base = self._data()
+        if offset <= 0 or offset + len(payload) > size:
+            return False
+        ctypes.memmove(base + offset, payload, len(payload))
+        return True

@@ -12,7 +12,6 @@ of the host's negative codes below when the call did not complete.
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import math
 import statistics
@@ -26,14 +25,14 @@ from typing import Any
 
 import wasmtime
 
-from arcana.adapters.plugins.calls import FastCall, SlowCall, make_call
+from arcana.adapters.plugins.calls import FastCall, MemoryWriter, SlowCall, make_call
 from arcana.adapters.plugins.loader import (
     ModuleCompiler,
     PluginLoadError,
     PluginModule,
     plugin_files,
 )
-from arcana.metrics import PLUGIN_CALL_SECONDS, PLUGIN_CALLS, PLUGIN_DISABLED, PLUGINS_LOADED
+from arcana.metrics import PLUGIN_CALLS, PLUGIN_DISABLED, PLUGINS_LOADED
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +107,14 @@ class Plugin:
     consecutive_failures: int = 0
     durations_us: deque[float] = field(default_factory=lambda: deque(maxlen=STATS_WINDOW))
     lock: threading.Lock = field(default_factory=threading.Lock)
+    _metrics: dict[str, Any] = field(default_factory=dict)
+
+    def metric(self, outcome: str) -> Any:
+        # Label look-ups cost more than the wasm call itself; keep the children.
+        child = self._metrics.get(outcome)
+        if child is None:
+            child = self._metrics[outcome] = PLUGIN_CALLS.labels(self.name, outcome)
+        return child
 
     def record(self, code: int, micros: float, max_failures: int) -> bool:
         """Count one call; return True if this call tripped the circuit breaker."""
@@ -169,10 +176,12 @@ class PluginInstance:
         self.store.set_epoch_deadline(host.deadline_ticks)
         instance = module.pre.instantiate(self.store)
         exports = instance.exports(self.store)
+        self.exports = exports
         memory = exports["memory"]
         assert isinstance(memory, wasmtime.Memory)
         self.memory = memory
         fast = host.fast_calls
+        self.writer = MemoryWriter(self.store, memory, fast=fast)
         on_event = exports["on_audit_event"]
         assert isinstance(on_event, wasmtime.Func)
         self.on_event: SlowCall | FastCall = make_call(self.store, on_event, 2, 1, fast=fast)
@@ -207,12 +216,7 @@ class PluginInstance:
         return self.legacy_base
 
     def _write(self, ptr: int, payload: bytes) -> bool:
-        size = len(payload)
-        if ptr <= 0 or ptr + size > self.memory.data_len(self.store):
-            return False
-        base = ctypes.addressof(self.memory.data_ptr(self.store).contents)
-        ctypes.memmove(base + ptr, payload, size)
-        return True
+        return self.writer.write(ptr, payload)
 
     def arm(self) -> None:
         self.store.set_fuel(self.host.limits.fuel)
@@ -391,7 +395,7 @@ class PluginHost:
         plugin = Plugin(name=module.name, path=path, module=module)
         try:
             plugin.version = PluginInstance(self, module).version()
-        except (wasmtime.Trap, wasmtime.WasmtimeError) as exc:
+        except Exception as exc:  # a trap in its start function, or in get_plugin_version
             plugin.state = "failed"
             plugin.error = f"{path.name}: failed to start: {_first_line(exc)}"
         return plugin
@@ -429,8 +433,7 @@ class PluginHost:
             log.exception("plugin %s call failed", plugin.name)
         micros = (time.perf_counter_ns() - started) / 1000
         outcome = "error" if code < 0 else "flag" if code == 1 else "ok"
-        PLUGIN_CALLS.labels(plugin.name, outcome).inc()
-        PLUGIN_CALL_SECONDS.labels(plugin.name).observe(micros / 1_000_000)
+        plugin.metric(outcome).inc()
         if plugin.record(code, micros, self.limits.max_failures):
             PLUGIN_DISABLED.labels(plugin.name).inc()
             self._gauge(current)
@@ -446,11 +449,10 @@ class PluginHost:
         """Load ``path`` alone (not into the set), run ``payload`` once; raises
         ``PluginLoadError`` if the module is not a usable plugin."""
         module = self.compiler.load(path)
-        inst = PluginInstance(self, module)
         try:
+            inst = PluginInstance(self, module)
             version = inst.version()
             started = time.perf_counter_ns()
-            inst.arm()
             code = inst.call(payload)
             micros = (time.perf_counter_ns() - started) / 1000
         except (wasmtime.Trap, wasmtime.WasmtimeError) as exc:

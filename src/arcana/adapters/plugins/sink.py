@@ -53,18 +53,22 @@ class HostRegistry:
     def __init__(self, host: PluginHost) -> None:
         self.host = host
         self._loaded = False
+        self._lock = threading.Lock()
 
     def ensure_loaded(self) -> None:
-        if not self._loaded:
-            self.reload()
+        with self._lock:
+            if not self._loaded:
+                self.host.load_all()
+                self._loaded = True
 
     def statuses(self) -> list[dict[str, Any]]:
         self.ensure_loaded()
         return [s.to_dict() for s in self.host.statuses()]
 
     def reload(self) -> list[dict[str, Any]]:
-        self._loaded = True
-        return [s.to_dict() for s in self.host.load_all()]
+        with self._lock:
+            self._loaded = True
+            return [s.to_dict() for s in self.host.load_all()]
 
     def check(self, path: Path) -> dict[str, Any]:
         ticking = self.host.ticker.running
@@ -105,7 +109,6 @@ class PluginAuditSink:
         self._queue: queue.Queue[AuditEvent] = queue.Queue(maxsize=queue_size)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop = threading.Event()
-        self._pending: set[asyncio.Future[None]] = set()
         self.processed = 0
         self.dropped = 0
 
@@ -139,8 +142,6 @@ class PluginAuditSink:
             self._stop.set()
             await asyncio.to_thread(_join, threads)
             host.close()
-            if self._pending:
-                await asyncio.gather(*self._pending, return_exceptions=True)
 
     def _work(self) -> None:
         host = self.registry.host
@@ -178,8 +179,10 @@ class PluginAuditSink:
             AUDIT_STORE_ERRORS.inc()
             return
         future = asyncio.run_coroutine_threadsafe(self._add(entry), loop)
+        # Wait, so a slow database slows the plugin threads (and fills the queue) instead of
+        # piling up writes; bounded so shutdown never hangs on it.
         with contextlib.suppress(Exception):
-            future.result()
+            future.result(timeout=10)
 
     async def _add(self, entry: AuditEntry) -> None:
         try:

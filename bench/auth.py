@@ -1,0 +1,185 @@
+"""Login throughput of a real ``arcana serve`` against the Argon2 bound, side by side.
+
+    python bench/auth.py [--clients 8] [--seconds 10] [--modes embedded,postgres]
+
+A login costs one Argon2id verification (default parameters: 19 MiB, t=2, p=1), which runs in
+a worker thread and releases the GIL, so one process can verify on every core it is bound to.
+The bound is therefore ``cores / t_hash`` logins per second, with ``t_hash`` measured here, in
+the same run, on the same machine. The table prints measured throughput, the bound and their
+ratio, plus latency percentiles.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+from argon2 import PasswordHasher, Type
+
+ARCANA = str(Path(sys.executable).parent / "arcana")
+PG_ADMIN = os.environ.get("ARCANA_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+PASSWORD = "Bench-Passw0rd-42"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def hash_seconds(samples: int = 15) -> float:
+    """Median time of one Argon2id verification with the service's default parameters."""
+    hasher = PasswordHasher(time_cost=2, memory_cost=19456, parallelism=1, type=Type.ID)
+    h = hasher.hash(PASSWORD)
+    times = []
+    for _ in range(samples):
+        t0 = time.perf_counter()
+        hasher.verify(h, PASSWORD)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+async def drive(base: str, emails: list[str], clients: int, seconds: float) -> list[float]:
+    latencies: list[float] = []
+    deadline = time.perf_counter() + seconds
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(base_url=base, timeout=30, limits=limits) as client:
+
+        async def worker(i: int) -> None:
+            email = emails[i % len(emails)]
+            while time.perf_counter() < deadline:
+                t0 = time.perf_counter()
+                r = await client.post(
+                    "/api/v1/auth/login", json={"email": email, "password": PASSWORD}
+                )
+                if r.status_code != 200:
+                    raise SystemExit(f"login failed: {r.status_code} {r.text}")
+                latencies.append(time.perf_counter() - t0)
+
+        await asyncio.gather(*(worker(i) for i in range(clients)))
+    return latencies
+
+
+def run_mode(mode: str, clients: int, seconds: float, workdir: Path) -> dict[str, float]:
+    port = free_port()
+    env = {
+        **os.environ,
+        "ARCANA_HTTP_PORT": str(port),
+        "ARCANA_GRPC_PORT": "0",
+        "ARCANA_LOG_LEVEL": "WARNING",
+        "ARCANA_JWT_SECRET": "bench-secret-" + "x" * 40,
+        "ARCANA_LOGIN_MAX_FAILURES_PER_IP": "1000000",
+    }
+    env.pop("ARCANA_REDIS_URL", None)
+    dbname = None
+    if mode == "postgres":
+        import asyncpg
+
+        dbname = f"arcana_bench_{uuid.uuid4().hex[:8]}"
+
+        async def create() -> None:
+            conn = await asyncpg.connect(PG_ADMIN)
+            await conn.execute(f'CREATE DATABASE "{dbname}"')
+            await conn.close()
+
+        asyncio.run(create())
+        base = PG_ADMIN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://")
+        env["ARCANA_DATABASE_URL"] = f"{base}/{dbname}"
+        subprocess.run([ARCANA, "migrate"], env=env, cwd=workdir, check=True, capture_output=True)
+    else:
+        env["ARCANA_DATABASE_URL"] = f"sqlite+aiosqlite:///{workdir}/bench-{mode}.db"
+    log = (workdir / f"serve-{mode}.log").open("wb")
+    proc = subprocess.Popen(
+        [ARCANA, "serve"], env=env, cwd=workdir, stdout=log, stderr=subprocess.STDOUT
+    )
+    try:
+        base_url = f"http://127.0.0.1:{port}"
+        for _ in range(600):
+            try:
+                if httpx.get(f"{base_url}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        emails = [f"bench{i}-{uuid.uuid4().hex[:6]}@example.com" for i in range(clients)]
+        for email in emails:
+            r = httpx.post(
+                f"{base_url}/api/v1/auth/register",
+                json={"name": "Bench", "email": email, "password": PASSWORD},
+                timeout=30,
+            )
+            r.raise_for_status()
+        asyncio.run(drive(base_url, emails, clients, 1.0))  # warm-up
+        t0 = time.perf_counter()
+        lat = asyncio.run(drive(base_url, emails, clients, seconds))
+        elapsed = time.perf_counter() - t0
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+        if dbname is not None:
+            import asyncpg
+
+            async def drop() -> None:
+                conn = await asyncpg.connect(PG_ADMIN)
+                await conn.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
+                await conn.close()
+
+            asyncio.run(drop())
+    lat.sort()
+    return {
+        "rate": len(lat) / elapsed,
+        "p50": lat[len(lat) // 2] * 1000,
+        "p99": lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000,
+        "n": len(lat),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--modes", default="embedded,postgres")
+    args = parser.parse_args()
+    cores = len(os.sched_getaffinity(0))
+    workdir = Path(tempfile.mkdtemp(prefix="arcana-bench-auth-"))
+    rows = []
+    try:
+        for mode in args.modes.split(","):
+            t_before = hash_seconds()
+            result = run_mode(mode, args.clients, args.seconds, workdir)
+            t_after = hash_seconds()
+            t_hash = (t_before + t_after) / 2
+            bound = cores / t_hash
+            rows.append((mode, t_hash, bound, result))
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    print(f"cores bound: {cores}   clients: {args.clients}   duration: {args.seconds:.0f} s")
+    print(
+        f"{'mode':<10} {'argon2 ms':>9} {'bound/s':>8} {'logins/s':>9} {'ratio':>6} "
+        f"{'p50 ms':>7} {'p99 ms':>7} {'logins':>7}"
+    )
+    for mode, t_hash, bound, r in rows:
+        print(
+            f"{mode:<10} {t_hash * 1000:>9.1f} {bound:>8.1f} {r['rate']:>9.1f} "
+            f"{r['rate'] / bound:>6.2f} {r['p50']:>7.1f} {r['p99']:>7.1f} {int(r['n']):>7}"
+        )
+
+
+if __name__ == "__main__":
+    main()

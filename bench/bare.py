@@ -1,0 +1,59 @@
+# ruff: noqa: E402  (sys.path is cleaned before the imports, see below)
+"""The two "ceilings": the same product JSON served from memory by a bare FastAPI route
+(returning a dict, FastAPI's usual path) and by a bare Starlette route (returning the bytes).
+
+Run with the same uvicorn settings as ``arcana serve`` (uvloop, httptools, no access log)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# This directory holds ``http.py``; keep it off sys.path so it cannot shadow the stdlib module.
+_HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import orjson
+import uvicorn
+import uvloop
+from fastapi import FastAPI
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+
+def build(kind: str, body: bytes) -> Any:
+    data = orjson.loads(body)
+    if kind == "fastapi":
+        app = FastAPI()
+
+        @app.get("/bare/{item_id}")
+        async def bare(item_id: str) -> dict[str, Any]:
+            return data  # type: ignore[no-any-return]
+
+        return app
+
+    async def bare_starlette(request: Request) -> Response:
+        return Response(body, media_type="application/json")
+
+    return Starlette(routes=[Route("/bare/{item_id}", bare_starlette)])
+
+
+if __name__ == "__main__":
+    kind, port, path = sys.argv[1], int(sys.argv[2]), Path(sys.argv[3])
+    config = uvicorn.Config(
+        build(kind, path.read_bytes()),
+        host="127.0.0.1",
+        port=port,
+        loop="none",
+        http="httptools",
+        access_log=False,
+        log_level="warning",
+        server_header=False,
+    )
+    uvloop.run(uvicorn.Server(config).serve())

@@ -1,0 +1,202 @@
+# ruff: noqa: E402  (sys.path is cleaned before the imports, see below)
+"""HTTP benchmark of the product catalog against two ceilings, side by side in one run.
+
+    make bench-http            # or: .venv/bin/python bench/http.py --rounds 3 --duration 5
+
+One ``arcana serve`` process (embedded: SQLite + in-process cache, default settings) with
+100 000 products from ``arcana demo-data``, a bare FastAPI and a bare Starlette server (same
+uvicorn settings) returning the same product JSON from memory. Every scenario runs ``--rounds``
+times, interleaved, at 64 connections; the table shows medians and ratios to the ceilings.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# This directory holds ``http.py``; keep it off sys.path so it cannot shadow the stdlib module.
+_HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+
+import argparse
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+
+import httpx
+
+
+def _load_loadgen():  # type: ignore[no-untyped-def]
+    spec = importlib.util.spec_from_file_location("bench_loadgen", _HERE / "loadgen.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["bench_loadgen"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+_lg = _load_loadgen()
+BIN, Result, free_port, have_wrk = _lg.BIN, _lg.Result, _lg.free_port, _lg.have_wrk
+median_result, run_python, run_wrk, wait_http = (
+    _lg.median_result,
+    _lg.run_python,
+    _lg.run_wrk,
+    _lg.wait_http,
+)
+
+SECRET = "bench-secret-" + "x" * 40
+
+
+def admin_token(env: dict[str, str]) -> str:
+    code = (
+        "from arcana.config import Settings; from arcana.adapters.jwt_tokens import "
+        "JwtAccessTokens as T; s = Settings(); "
+        "print(T(s.jwt_key(), s.jwt_issuer, s.jwt_audience, 3600)"
+        ".issue('bench-admin', frozenset({'user','admin'}), generation=0).token)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    return out.stdout.strip()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rows", type=int, default=100_000)
+    ap.add_argument("--duration", type=float, default=5.0, help="seconds per scenario and round")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--connections", type=int, default=64)
+    ap.add_argument("--database-url", default=None, help="default: a fresh SQLite file")
+    ap.add_argument("--json", action="store_true", help="also print the medians as JSON")
+    args = ap.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="arcana-bench-"))
+    port = free_port()
+    env = {
+        **os.environ,
+        "ARCANA_DATABASE_URL": args.database_url or f"sqlite+aiosqlite:///{work}/bench.db",
+        "ARCANA_JWT_SECRET": SECRET,
+        "ARCANA_HTTP_PORT": str(port),
+        "ARCANA_GRPC_PORT": "0",
+        "ARCANA_LOG_LEVEL": "WARNING",
+    }
+    env.pop("ARCANA_REDIS_URL", None)
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        print(f"filling {args.rows} products ...", flush=True)
+        subprocess.run(
+            [str(BIN / "arcana"), "migrate"], env=env, cwd=work, check=True, capture_output=True
+        )
+        subprocess.run(
+            [str(BIN / "arcana"), "demo-data", "--products", str(args.rows), "--seed", "1"],
+            env=env,
+            cwd=work,
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+        server = subprocess.Popen([str(BIN / "arcana"), "serve"], env=env, cwd=work)
+        procs.append(server)
+        base = f"http://127.0.0.1:{port}"
+        wait_http(f"{base}/healthz", server)
+        first = httpx.get(f"{base}/api/v1/products?size=1").json()["data"][0]
+        pid = first["id"]
+        body = httpx.get(f"{base}/api/v1/products/{pid}").content
+        (work / "product.json").write_bytes(body)
+        token = admin_token(env)
+        # Enough stock that the alternating +1/-1 of the stock scenario never hits 0 (a 422).
+        r = httpx.patch(
+            f"{base}/api/v1/products/{pid}",
+            json={"stock": 1_000_000},
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        r.raise_for_status()
+        body = httpx.get(f"{base}/api/v1/products/{pid}").content
+        (work / "product.json").write_bytes(body)
+        bare: dict[str, str] = {}
+        for kind in ("starlette", "fastapi"):
+            bport = free_port()
+            p = subprocess.Popen(
+                [
+                    sys.executable,
+                    str(Path(__file__).parent / "bare.py"),
+                    kind,
+                    str(bport),
+                    str(work / "product.json"),
+                ]
+            )
+            procs.append(p)
+            bare[kind] = f"http://127.0.0.1:{bport}/bare/{pid}"
+            wait_http(bare[kind], p)
+        stock_lua = (
+            'wrk.method = "POST"\n'
+            'wrk.headers["Content-Type"] = "application/json"\n'
+            f'wrk.headers["Authorization"] = "Bearer {token}"\n'
+            "local n = 0\n"
+            "request = function()\n"
+            "  n = n + 1\n"
+            '  local d = (n % 2 == 0) and "-1" or "1"\n'
+            f'  return wrk.format(nil, nil, nil, \'{{"quantity_change": \' .. d .. "}}")\n'
+            "end\n"
+        )
+        scenarios: list[tuple[str, str, str | None]] = [
+            ("bare Starlette (memory)", bare["starlette"], None),
+            ("bare FastAPI (memory)", bare["fastapi"], None),
+            ("GET /products/{id} cached", f"{base}/api/v1/products/{pid}", None),
+            (f"GET /products?size=10 ({args.rows} rows)", f"{base}/api/v1/products?size=10", None),
+            ("POST /products/{id}/stock", f"{base}/api/v1/products/{pid}/stock", stock_lua),
+        ]
+        use_wrk = have_wrk()
+        print(
+            f"load generator: {'wrk' if use_wrk else 'python httpx'}; "
+            f"{args.connections} connections, {args.rounds} rounds x {args.duration}s",
+            flush=True,
+        )
+        results: dict[str, list[Result]] = {name: [] for name, _, _ in scenarios}
+        for _ in range(args.rounds):
+            for name, url, lua in scenarios:
+                if use_wrk:
+                    r = run_wrk(url, args.duration, args.connections, lua)
+                elif lua is None:
+                    r = run_python(url, args.duration, args.connections)
+                else:
+                    r = run_python(
+                        url,
+                        args.duration,
+                        args.connections,
+                        "POST",
+                        '{"quantity_change": 0}',
+                        {"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+                    )
+                results[name].append(r)
+        med = {name: median_result(rs) for name, rs in results.items()}
+        fast = med["bare FastAPI (memory)"].rps
+        star = med["bare Starlette (memory)"].rps
+        header = (
+            "| scenario | req/s | p50 ms | p99 ms | vs FastAPI | vs Starlette "
+            "| non-2xx / timeouts |"
+        )
+        print()
+        print(header)
+        print("|---|---:|---:|---:|---:|---:|---:|")
+        for name, r in med.items():
+            print(
+                f"| {name} | {r.rps:,.0f} | {r.p50_ms:.2f} | {r.p99_ms:.2f} | "
+                f"{r.rps / fast:.2f} | {r.rps / star:.2f} | {r.errors} / {r.timeouts} |"
+            )
+        if args.json:
+            print(json.dumps({k: vars(v) for k, v in med.items()}))
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(15)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,361 @@
+"""Job queue benchmark: ours beside dramatiq, taskiq (taskiq-redis) and SAQ, same Redis, same run.
+
+    make bench-jobs        # creates bench/.venv with the other libraries, then runs this
+
+No-op jobs, library defaults except one worker process per "process". Measures:
+enqueue throughput one at a time (awaiting each) and batched (our ``enqueue_many``; the others
+have no batch call, so 500 concurrent enqueues — dramatiq's client is synchronous, so one at a
+time); processing throughput with 1 and 2 worker processes over a pre-filled queue (from the
+first to the last completion, so start-up is excluded) and worker CPU per job; enqueue->start
+latency p50/p99 with an idle worker and one job every 10 ms.
+
+Redis: BENCH_REDIS_URL (default db 12 of the local server); only this benchmark's keys are
+touched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import redis as sync_redis
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+os.environ.setdefault("BENCH_REDIS_URL", "redis://127.0.0.1:6379/12")
+REDIS_URL = os.environ["BENCH_REDIS_URL"]
+
+N_SINGLE = int(os.environ.get("BENCH_N_SINGLE", "1000"))
+N_BATCH = int(os.environ.get("BENCH_N_BATCH", "10000"))
+N_LATENCY = int(os.environ.get("BENCH_N_LATENCY", "300"))
+CLK = os.sysconf("SC_CLK_TCK")
+
+
+def _tree_cpu(root: int) -> float:
+    """User+system CPU seconds of ``root`` and its descendants."""
+    parents: dict[int, int] = {}
+    cpu: dict[int, float] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        parents[int(entry)] = int(fields[1])
+        cpu[int(entry)] = (int(fields[11]) + int(fields[12])) / CLK
+    total, todo = 0.0, [root]
+    while todo:
+        pid = todo.pop()
+        total += cpu.get(pid, 0.0)
+        todo += [p for p, pp in parents.items() if pp == pid]
+    return total
+
+
+class Lib:
+    name: str
+    tag: str
+
+    def worker_cmd(self) -> list[str]:
+        raise NotImplementedError
+
+    async def setup(self) -> None: ...
+
+    async def enqueue_one(self, t: float | None) -> None:
+        raise NotImplementedError
+
+    async def enqueue_batch(self, n: int) -> None:
+        raise NotImplementedError
+
+    async def close(self) -> None: ...
+
+    def keys(self) -> list[str]:
+        raise NotImplementedError
+
+
+class Ours(Lib):
+    name, tag = "arcana (ours)", "arcana"
+
+    async def setup(self) -> None:
+        from redis.asyncio import Redis
+
+        from arcana.adapters.jobqueue.redis import RedisJobQueue
+        from arcana.domain.jobs import JobRequest
+
+        self.JobRequest = JobRequest
+        self.redis = Redis.from_url(REDIS_URL)
+        self.queue = RedisJobQueue(self.redis, "bench-arcana", finished_ttl=3600)
+
+    def worker_cmd(self) -> list[str]:
+        return [sys.executable, "-m", "jobs_apps.ours_worker"]
+
+    async def enqueue_one(self, t: float | None) -> None:
+        await self.queue.enqueue(self.JobRequest("system.noop", {"t": t} if t else {}))
+
+    async def enqueue_batch(self, n: int) -> None:
+        for i in range(0, n, 500):
+            await self.queue.enqueue_many(
+                [self.JobRequest("system.noop") for _ in range(min(500, n - i))]
+            )
+
+    async def close(self) -> None:
+        await self.redis.aclose()
+
+    def keys(self) -> list[str]:
+        return ["*{bench-arcana}*"]
+
+
+class Dramatiq(Lib):
+    name, tag = "dramatiq", "dramatiq"
+
+    async def setup(self) -> None:
+        from jobs_apps import dramatiq_app
+
+        self.app = dramatiq_app
+
+    def worker_cmd(self) -> list[str]:
+        return [
+            str(Path(sys.executable).parent / "dramatiq"),
+            "jobs_apps.dramatiq_app",
+            "--processes",
+            "1",
+        ]
+
+    async def enqueue_one(self, t: float | None) -> None:
+        self.app.noop.send(t)
+
+    async def enqueue_batch(self, n: int) -> None:
+        for _ in range(n):
+            self.app.noop.send(None)
+
+    def keys(self) -> list[str]:
+        return ["bench-dramatiq*"]
+
+
+class Taskiq(Lib):
+    name, tag = "taskiq", "taskiq"
+
+    async def setup(self) -> None:
+        from jobs_apps import taskiq_app
+
+        self.app = taskiq_app
+        await taskiq_app.broker.startup()
+
+    def worker_cmd(self) -> list[str]:
+        return [
+            str(Path(sys.executable).parent / "taskiq"),
+            "worker",
+            "jobs_apps.taskiq_app:broker",
+            "--workers",
+            "1",
+        ]
+
+    async def enqueue_one(self, t: float | None) -> None:
+        await self.app.noop.kiq(t)
+
+    async def enqueue_batch(self, n: int) -> None:
+        for i in range(0, n, 500):
+            await asyncio.gather(*(self.app.noop.kiq(None) for _ in range(min(500, n - i))))
+
+    async def close(self) -> None:
+        await self.app.broker.shutdown()
+
+    def keys(self) -> list[str]:
+        return ["bench-taskiq*"]
+
+
+class Saq(Lib):
+    name, tag = "saq", "saq"
+
+    async def setup(self) -> None:
+        from jobs_apps import saq_app
+
+        self.app = saq_app
+        await saq_app.queue.connect()
+
+    def worker_cmd(self) -> list[str]:
+        return [str(Path(sys.executable).parent / "saq"), "jobs_apps.saq_app.settings"]
+
+    async def enqueue_one(self, t: float | None) -> None:
+        await self.app.queue.enqueue("noop", t=t)
+
+    async def enqueue_batch(self, n: int) -> None:
+        for i in range(0, n, 500):
+            await asyncio.gather(*(self.app.queue.enqueue("noop") for _ in range(min(500, n - i))))
+
+    async def close(self) -> None:
+        await self.app.queue.disconnect()
+
+    def keys(self) -> list[str]:
+        return ["saq:bench-saq*", "bench-saq*"]
+
+
+def clean(lib: Lib) -> None:
+    r = sync_redis.Redis.from_url(REDIS_URL)
+    for pattern in [*lib.keys(), f"bench:{lib.tag}:*"]:
+        keys = list(r.scan_iter(match=pattern, count=1000))
+        for i in range(0, len(keys), 500):
+            r.delete(*keys[i : i + 500])
+
+
+def counts(lib: Lib) -> int:
+    r = sync_redis.Redis.from_url(REDIS_URL)
+    keys = list(r.scan_iter(match=f"bench:{lib.tag}:count:*"))
+    return sum(int(v or 0) for v in r.mget(keys)) if keys else 0
+
+
+def start_workers(lib: Lib, n: int) -> list[subprocess.Popen[bytes]]:
+    env = {
+        **os.environ,
+        "BENCH_TAG": lib.tag,
+        "BENCH_WORKER": "1",
+        "PYTHONPATH": str(HERE),
+        "dramatiq_prom_db": "/tmp/bench-dramatiq-prom",
+    }
+    return [
+        subprocess.Popen(
+            lib.worker_cmd(),
+            cwd=HERE,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for _ in range(n)
+    ]
+
+
+def stop_workers(procs: list[subprocess.Popen[bytes]]) -> None:
+    for p in procs:
+        p.terminate()
+    for p in procs:
+        try:
+            p.wait(15)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait(5)
+
+
+async def timed(fn: Callable[[], Awaitable[None]]) -> float:
+    t0 = time.perf_counter()
+    await fn()
+    return time.perf_counter() - t0
+
+
+async def process(lib: Lib, n_procs: int, total: int) -> tuple[float, float]:
+    """Jobs/s from the first to the last completion, and worker CPU µs per job."""
+    procs = start_workers(lib, n_procs)
+    try:
+        deadline = time.monotonic() + 600
+        while counts(lib) == 0:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{lib.name}: workers never started")
+            await asyncio.sleep(0.01)
+        t_first = time.perf_counter()
+        cpu0 = sum(_tree_cpu(p.pid) for p in procs)
+        first = done = counts(lib)
+        while done < total:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{lib.name}: only {done}/{total} processed")
+            await asyncio.sleep(0.02)
+            done = counts(lib)
+        elapsed = time.perf_counter() - t_first
+        cpu = sum(_tree_cpu(p.pid) for p in procs) - cpu0
+    finally:
+        stop_workers(procs)
+    # Jobs counted before the first tick was seen are left out of the rate.
+    return (total - first) / elapsed, cpu / (total - first) * 1e6
+
+
+async def latency(lib: Lib) -> tuple[float, float]:
+    procs = start_workers(lib, 1)
+    r = sync_redis.Redis.from_url(REDIS_URL)
+    try:
+        await lib.enqueue_one(None)  # warm-up: wait until the worker handles a job
+        while counts(lib) < 1:
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.3)
+        for _ in range(N_LATENCY):
+            await lib.enqueue_one(time.time())
+            await asyncio.sleep(0.01)
+        while counts(lib) < N_LATENCY + 1 or r.llen(f"bench:{lib.tag}:lat") < N_LATENCY:
+            await asyncio.sleep(0.05)
+        lat = sorted(float(x) * 1000 for x in r.lrange(f"bench:{lib.tag}:lat", 0, -1))
+    finally:
+        stop_workers(procs)
+    p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))]
+    return statistics.median(lat), p99
+
+
+async def run_lib(lib: Lib) -> dict[str, float]:
+    await lib.setup()
+    out: dict[str, float] = {}
+    try:
+        clean(lib)
+        t = await timed(lambda: _singles(lib))
+        out["enq1"] = N_SINGLE / t
+        t = await timed(lambda: lib.enqueue_batch(N_BATCH))
+        out["enqb"] = N_BATCH / t
+        out["p1"], out["cpu1"] = await process(lib, 1, N_SINGLE + N_BATCH)
+        clean(lib)
+        await lib.enqueue_batch(N_BATCH)
+        out["p2"], out["cpu2"] = await process(lib, 2, N_BATCH)
+        clean(lib)
+        out["p50"], out["p99"] = await latency(lib)
+        clean(lib)
+    finally:
+        await lib.close()
+    return out
+
+
+async def _singles(lib: Lib) -> None:
+    for _ in range(N_SINGLE):
+        await lib.enqueue_one(None)
+
+
+def main() -> None:
+    import uvloop
+
+    names = sys.argv[1:] or ["arcana", "dramatiq", "taskiq", "saq"]
+    libs = {lib.tag: lib for lib in (Ours(), Dramatiq(), Taskiq(), Saq())}
+    results: dict[str, dict[str, float]] = {}
+    for name in names:
+        lib = libs[name]
+        print(f"… {lib.name}", file=sys.stderr, flush=True)
+        results[name] = uvloop.run(run_lib(lib))
+    header = (
+        f"{'library':<15}{'enqueue/s':>11}{'batched/s':>11}{'1 proc/s':>10}"
+        f"{'µs CPU/job':>11}{'2 procs/s':>11}{'p50 ms':>8}{'p99 ms':>8}"
+    )
+    print(
+        f"\nno-op jobs, Redis {REDIS_URL}; single={N_SINGLE}, batch={N_BATCH}, "
+        f"latency={N_LATENCY} jobs at 100/s"
+    )
+    print(header)
+    print("-" * len(header))
+    for name, r in results.items():
+        print(
+            f"{libs[name].name:<15}{r['enq1']:>11.0f}{r['enqb']:>11.0f}{r['p1']:>10.0f}"
+            f"{r['cpu1']:>11.0f}{r['p2']:>11.0f}{r['p50']:>8.2f}{r['p99']:>8.2f}"
+        )
+    others = [r for n, r in results.items() if n != "arcana"]
+    if "arcana" in results and others:
+        ours = results["arcana"]
+        best = max(others, key=lambda r: r["p1"])
+        best_name = next(libs[n].name for n, r in results.items() if r is best)
+        print(
+            f"\nours / fastest other ({best_name}): 1 process {ours['p1'] / best['p1']:.2f}x, "
+            f"2 processes {ours['p2'] / max(r['p2'] for r in others):.2f}x, "
+            f"batched enqueue {ours['enqb'] / max(r['enqb'] for r in others):.2f}x, "
+            f"single enqueue {ours['enq1'] / max(r['enq1'] for r in others):.2f}x"
+        )
+
+
+if __name__ == "__main__":
+    main()

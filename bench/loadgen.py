@@ -1,0 +1,195 @@
+# ruff: noqa: E402  (sys.path is cleaned before the imports, see below)
+"""Shared benchmark plumbing: servers as subprocesses and a load generator.
+
+``wrk`` is used when installed (``apt-get install -y wrk``); otherwise a Python load generator
+(httpx, asyncio) runs in its own process so it does not share the server's event loop.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# This directory holds ``http.py``; keep it off sys.path so it cannot shadow the stdlib module.
+_HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+
+import asyncio
+import json
+import os
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"server exited with {proc.returncode}")
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise SystemExit(f"{url} did not come up")
+
+
+@dataclass
+class Result:
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+    """Non-2xx answers."""
+    timeouts: int = 0
+    """Requests the load generator gave up on (wrk: 2 s)."""
+
+
+_UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+
+
+def _ms(text: str) -> float:
+    m = re.match(r"([\d.]+)(us|ms|s)", text)
+    assert m, text
+    return float(m.group(1)) * _UNITS[m.group(2)]
+
+
+def run_wrk(
+    url: str, seconds: float, connections: int, lua: str | None, threads: int = 2
+) -> Result:
+    cmd = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{int(seconds)}s", "--latency", url]
+    script = None
+    if lua is not None:
+        fd, script = tempfile.mkstemp(suffix=".lua")
+        with os.fdopen(fd, "w") as fh:
+            fh.write(lua)
+        cmd[1:1] = ["-s", script]
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    finally:
+        if script is not None:
+            os.unlink(script)
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    p50 = _ms(re.search(r"\s50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    p99 = _ms(re.search(r"\s99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    errors = int(m.group(1)) if m else 0
+    m = re.search(r"Socket errors: .*?timeout (\d+)", out)
+    timeouts = int(m.group(1)) if m else 0
+    return Result(rps, p50, p99, errors, timeouts)
+
+
+async def _pygen(
+    url: str,
+    seconds: float,
+    connections: int,
+    method: str,
+    body: str | None,
+    headers: dict[str, str],
+) -> dict[str, float]:
+    """Minimal HTTP/1.1 keep-alive client on raw asyncio streams: one request in flight per
+    connection, like wrk, and cheap enough not to be the bottleneck (httpx would be)."""
+    parsed = urlsplit(url)
+    host, port = parsed.hostname or "127.0.0.1", parsed.port or 80
+    target = parsed.path + (f"?{parsed.query}" if parsed.query else "")
+    payload = (body or "").encode()
+    head = f"{method} {target} HTTP/1.1\r\nHost: {host}:{port}\r\n"
+    for k, v in headers.items():
+        head += f"{k}: {v}\r\n"
+    if payload:
+        head += f"Content-Length: {len(payload)}\r\n"
+    request = head.encode() + b"\r\n" + payload
+    latencies: list[float] = []
+    errors = 0
+    stop = time.perf_counter() + seconds
+
+    async def worker() -> None:
+        nonlocal errors
+        reader, writer = await asyncio.open_connection(host, port)
+        try:
+            while time.perf_counter() < stop:
+                t0 = time.perf_counter()
+                writer.write(request)
+                status_line = await reader.readline()
+                length = 0
+                while True:
+                    line = await reader.readline()
+                    if line in (b"\r\n", b""):
+                        break
+                    name, _, value = line.partition(b":")
+                    if name.lower() == b"content-length":
+                        length = int(value)
+                if length:
+                    await reader.readexactly(length)
+                latencies.append(time.perf_counter() - t0)
+                if not status_line.startswith(b"HTTP/1.1 2"):
+                    errors += 1
+        finally:
+            writer.close()
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(connections)))
+    elapsed = time.perf_counter() - t0
+    latencies.sort()
+    return {
+        "rps": len(latencies) / elapsed,
+        "p50_ms": latencies[len(latencies) // 2] * 1000,
+        "p99_ms": latencies[int(len(latencies) * 0.99)] * 1000,
+        "errors": errors,
+    }
+
+
+def run_python(
+    url: str,
+    seconds: float,
+    connections: int,
+    method: str = "GET",
+    body: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> Result:
+    spec = json.dumps([url, seconds, connections, method, body, headers or {}])
+    out = subprocess.run(
+        [sys.executable, __file__, "--loadgen", spec], capture_output=True, text=True, check=True
+    ).stdout
+    d = json.loads(out)
+    return Result(d["rps"], d["p50_ms"], d["p99_ms"], int(d["errors"]))
+
+
+def have_wrk() -> bool:
+    return shutil.which("wrk") is not None
+
+
+def median_result(results: list[Result]) -> Result:
+    return Result(
+        statistics.median(r.rps for r in results),
+        statistics.median(r.p50_ms for r in results),
+        statistics.median(r.p99_ms for r in results),
+        sum(r.errors for r in results),
+        sum(r.timeouts for r in results),
+    )
+
+
+if __name__ == "__main__" and len(sys.argv) == 3 and sys.argv[1] == "--loadgen":
+    u, s, c, m, b, h = json.loads(sys.argv[2])
+    print(json.dumps(asyncio.run(_pygen(u, s, c, m, b, h))))

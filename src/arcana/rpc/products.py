@@ -1,0 +1,101 @@
+"""``arcana.product.v1.ProductService``: the same ``ProductService`` as REST, other transport."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+from google.protobuf import empty_pb2
+
+from arcana.bootstrap import Container
+from arcana.domain.products import NewProduct, Product, ProductChanges, ProductQuery
+from arcana.errors import Unauthorized, ValidationFailed
+from arcana.rpc.gen.arcana.product.v1 import product_pb2 as pb
+from arcana.rpc.gen.arcana.product.v1 import product_pb2_grpc as pb_grpc
+from arcana.rpc.interceptors import current_principal
+
+ADMIN_METHODS = frozenset({"CreateProduct", "UpdateProduct", "UpdateStock", "DeleteProduct"})
+DEFAULT_SIZE = 10
+
+
+def _rfc3339(p: Product, field: str) -> str:
+    value = getattr(p, field)
+    return str(value.isoformat().replace("+00:00", "Z"))
+
+
+def to_message(p: Product) -> pb.ProductResponse:
+    return pb.ProductResponse(
+        id=p.id,
+        name=p.name,
+        description=p.description or "",
+        price=float(p.price),
+        stock=p.stock,
+        category=p.category or "",
+        status=p.status.value,
+        created_at=_rfc3339(p, "created_at"),
+        updated_at=_rfc3339(p, "updated_at"),
+    )
+
+
+def _actor() -> str:
+    principal = current_principal.get()
+    if principal is None:  # the auth interceptor guards every write
+        raise Unauthorized("Missing bearer token")
+    return principal.user_id
+
+
+class ProductServicer(pb_grpc.ProductServiceServicer):
+    def __init__(self, container: Container) -> None:
+        self._products = container.products
+
+    async def GetProduct(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        return to_message(await self._products.get(request.id))
+
+    async def ListProducts(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        query = ProductQuery.build(
+            page=request.page,
+            size=request.size or DEFAULT_SIZE,
+            category=request.category or None,
+            status=request.status or None,
+        )
+        page = await self._products.list_products(query)
+        return pb.ListProductsResponse(
+            products=[to_message(p) for p in page.items],
+            total=page.total,
+            page=page.page,
+            size=page.size,
+            has_next=page.has_next,
+        )
+
+    async def CreateProduct(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        new = NewProduct.build(
+            name=request.name,
+            price=request.price,
+            description=request.description or None,
+            stock=request.stock,
+            category=request.category or None,
+        )
+        return to_message(await self._products.create(_actor(), new))
+
+    async def UpdateProduct(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        fields: dict[str, Any] = {}
+        for name in ("name", "price", "stock", "status"):
+            if request.HasField(name):
+                fields[name] = getattr(request, name)
+        for name in ("description", "category"):
+            if request.HasField(name):
+                fields[name] = getattr(request, name) or None
+        changes = ProductChanges.build(fields)
+        return to_message(await self._products.update(_actor(), request.id, changes))
+
+    async def UpdateStock(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        if not request.product_id:
+            raise ValidationFailed("product_id: is required")
+        product = await self._products.adjust_stock(
+            _actor(), request.product_id, request.quantity_change
+        )
+        return to_message(product)
+
+    async def DeleteProduct(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        await self._products.delete(_actor(), request.id)
+        return empty_pb2.Empty()

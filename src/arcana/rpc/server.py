@@ -1,0 +1,110 @@
+"""The ``grpc.aio`` server: product service, health, reflection, interceptors.
+
+Started by ``arcana serve`` beside HTTP on ``ARCANA_GRPC_PORT`` (0 disables), sharing the
+container's services, database pool and cache.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from arcana.bootstrap import Container
+from arcana.rpc.gen.arcana.product.v1 import product_pb2 as pb
+from arcana.rpc.gen.arcana.product.v1 import product_pb2_grpc as pb_grpc
+from arcana.rpc.interceptors import (
+    auth_interceptor,
+    deadline_interceptor,
+    error_interceptor,
+    logging_interceptor,
+    metrics_interceptor,
+)
+from arcana.rpc.products import ADMIN_METHODS, ProductServicer
+
+log = logging.getLogger("arcana.rpc")
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["ProductService"].full_name
+HEALTH_INTERVAL = 2.0
+
+
+class GrpcServer:
+    """Owns the ``grpc.aio.Server`` and the health loop; ``port`` is the bound port."""
+
+    def __init__(self, container: Container, host: str, port: int) -> None:
+        self.container = container
+        settings = container.settings
+        options = [
+            ("grpc.max_receive_message_length", settings.grpc_max_message_bytes),
+            ("grpc.max_send_message_length", settings.grpc_max_message_bytes),
+            ("grpc.so_reuseport", 0),
+        ]
+        self.server = grpc.aio.server(
+            interceptors=[
+                metrics_interceptor(),
+                logging_interceptor(),
+                deadline_interceptor(),
+                error_interceptor(),
+                auth_interceptor(container.identity, ADMIN_METHODS),
+            ],
+            options=options,
+        )
+        pb_grpc.add_ProductServiceServicer_to_server(  # type: ignore[no-untyped-call]
+            ProductServicer(container), self.server
+        )
+        self.health = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        reflection.enable_server_reflection(
+            (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server
+        )
+        self.port = self.server.add_insecure_port(f"{host}:{port}")
+        if self.port == 0:
+            raise OSError(f"cannot bind gRPC to {host}:{port}")
+        self._health_task: asyncio.Task[None] | None = None
+        self._stop = asyncio.Event()
+
+    async def _set_health(self) -> None:
+        ok = await self.container.db.ping()
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if ok
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        await self.health.set("", status)
+        await self.health.set(SERVICE_NAME, status)
+
+    async def _health_loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                await self._set_health()
+            except Exception:
+                log.exception("gRPC health check failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), HEALTH_INTERVAL)
+
+    async def start(self) -> None:
+        await self._set_health()
+        await self.server.start()
+        self._health_task = asyncio.create_task(self._health_loop(), name="grpc-health")
+        log.info("gRPC serving", extra={"grpc_port": self.port})
+
+    async def stop(self, grace: float) -> None:
+        """Refuse new calls, let in-flight calls finish within ``grace`` seconds."""
+        self._stop.set()
+        if self._health_task is not None:
+            await self._health_task
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(grace)
+
+
+async def start_grpc(container: Container) -> GrpcServer | None:
+    settings = container.settings
+    if settings.grpc_port == 0:
+        return None
+    server = GrpcServer(container, settings.grpc_host, settings.grpc_port)
+    await server.start()
+    return server
