@@ -30,7 +30,7 @@ from tests.reliability.support import EmbeddedServer
 
 pytestmark = [pytest.mark.reliability, pytest.mark.slow, pytest.mark.timeout(600)]
 
-MAX_EXAMPLES = 20
+MAX_EXAMPLES = 25
 
 # Operations that end the caller's own sessions, or never end (server-sent events): run with a
 # throw-away user's token (below) or not at all.
@@ -68,7 +68,7 @@ CHECKS = [
 ]
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def server(embedded_server: EmbeddedServer) -> EmbeddedServer:
     return embedded_server
 
