@@ -355,6 +355,24 @@ async def test_sigterm_finishes_in_flight_work_and_refuses_new(stack: Stack) -> 
         await wait_for(lambda: len(tally.registered) >= 5, timeout=60)
         assert stack.serve is not None
         assert stack.worker is not None
+        # A job that takes a while is running when the worker is told to stop.
+        async with stack.client() as c:
+            resp = await c.post(
+                "/api/v1/admin/jobs",
+                json={
+                    "job_type": "system.echo",
+                    "payload": {"message": "slow", "sleep_seconds": 2},
+                },
+                headers=stack.admin_headers(),
+            )
+            assert resp.status_code == 202, resp.text
+            slow_job = resp.json()["id"]
+
+            async def running() -> bool:
+                r = await c.get(f"/api/v1/admin/jobs/{slow_job}", headers=stack.admin_headers())
+                return bool(r.json()["status"] == "running")
+
+            await wait_for(running, timeout=30, interval=0.05)
         stack.serve.signal(signal.SIGTERM)
         stack.worker.signal(signal.SIGTERM)
         serve_rc = await asyncio.to_thread(stack.serve.proc.wait, 30)  # type: ignore[union-attr]
@@ -374,6 +392,11 @@ async def test_sigterm_finishes_in_flight_work_and_refuses_new(stack: Stack) -> 
     # No job left running by the stopped worker: it finished or handed back what it held.
     stats = await stack.queue_stats()
     assert stats["running"] == 0, stats
+    assert stack.container is not None
+    job = await stack.container.jobs.get(slow_job)
+    assert job is not None
+    assert job.status.value == "succeeded", job  # finished by the stopping worker
+    assert job.retry_count == 0
     users = await stack.registered_emails()
     assert set(tally.registered) <= users
     delta = await stock_of(stack, products[0]) - before
