@@ -1,5 +1,8 @@
-"""Token attacks through HTTP, on both backends: forged and altered access tokens, tokens of a
-deleted user, refresh-token replay, password-reset token replay and expiry."""
+"""Token attacks through HTTP, on both backends, beyond those of tests/e2e/test_auth_http.py
+(alg none, wrong key, expired, wrong aud/iss/typ, HS512, refresh reuse, reset replay/expiry):
+algorithm confusion (RS256/ES256, HMAC keyed with a public key or guessable strings, HS384),
+case variants of ``none``, claim type confusion, payload tampering under a genuine
+signature, truncated tokens, and a user deleted through ``users delete``."""
 
 from __future__ import annotations
 
@@ -9,16 +12,15 @@ import hmac
 import json
 import os
 import time
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import select
 
-from arcana.adapters.tables import outbox, password_reset_tokens
+from arcana.adapters.tables import outbox
 from arcana.bootstrap import Container
-from tests.auth_support import PASSWORD, bearer, register_and_login
+from tests.auth_support import bearer, register_and_login
 
 pytestmark = pytest.mark.reliability
 
@@ -152,15 +154,12 @@ async def test_other_hmac_algorithms_with_the_right_key(
 @pytest.mark.parametrize(
     "overrides",
     [
-        {"aud": "someone-else"},
         {"aud": ["someone-else"]},
-        {"iss": "evil"},
         {"iss": None},
         {"aud": None},
         {"exp": None},
         {"jti": None},
         {"sub": None},
-        {"exp": int(time.time()) - 5},
         {"sub": 12345},
         {"roles": "admin"},
         {"gen": "0"},
@@ -180,22 +179,6 @@ async def test_wrong_claims_signed_with_the_real_key(
         else:
             claims[k] = v
     await _assert_rejected(client, _hs(container.jwt_key, claims))
-
-
-async def test_expired_token(
-    client: httpx.AsyncClient, container: Container, victim: dict[str, Any]
-) -> None:
-    past = int(time.time()) - 3600
-    claims = _claims(container, victim["id"], roles=["user"], iat=past - 900, exp=past)
-    await _assert_rejected(client, _hs(container.jwt_key, claims))
-
-
-async def test_wrong_typ_header(
-    client: httpx.AsyncClient, container: Container, victim: dict[str, Any]
-) -> None:
-    claims = _claims(container, victim["id"], roles=["user"])
-    for typ in (None, "JWT", "refresh+jwt"):
-        await _assert_rejected(client, _hs(container.jwt_key, claims, typ=typ))
 
 
 async def test_tampered_payload(client: httpx.AsyncClient, victim: dict[str, Any]) -> None:
@@ -219,15 +202,6 @@ async def test_tampered_payload(client: httpx.AsyncClient, victim: dict[str, Any
         await _assert_rejected(client, token)
 
 
-async def test_token_of_a_user_who_does_not_exist(
-    client: httpx.AsyncClient, container: Container
-) -> None:
-    """Correctly signed for an id that was never a user (e.g. leaked from another deployment
-    sharing the key): refused."""
-    token = container.tokens.issue("no-such-user", frozenset({"user", "admin"}), 0).token
-    await _assert_rejected(client, token)
-
-
 async def test_token_of_a_deleted_user(
     client: httpx.AsyncClient, container: Container, victim: dict[str, Any]
 ) -> None:
@@ -241,31 +215,6 @@ async def test_token_of_a_deleted_user(
     )
     assert resp.status_code == 401
     assert resp.json()["code"] == "TOKEN_EXPIRED"
-
-
-async def test_refresh_token_replay_revokes_the_family(client: httpx.AsyncClient) -> None:
-    first = await register_and_login(client)
-    other = (
-        await client.post(
-            "/api/v1/auth/login", json={"email": first["email"], "password": PASSWORD}
-        )
-    ).json()
-    rotated = await client.post(
-        "/api/v1/auth/refresh", json={"refresh_token": first["refresh_token"]}
-    )
-    assert rotated.status_code == 200
-    new_refresh = rotated.json()["refresh_token"]
-    replay = await client.post(
-        "/api/v1/auth/refresh", json={"refresh_token": first["refresh_token"]}
-    )
-    assert replay.status_code == 401
-    assert replay.json()["code"] == "TOKEN_EXPIRED"
-    # The whole family is gone, the thief's copy and the owner's newer token alike ...
-    again = await client.post("/api/v1/auth/refresh", json={"refresh_token": new_refresh})
-    assert again.status_code == 401
-    # ... while the user's other session lives on.
-    ok = await client.post("/api/v1/auth/refresh", json={"refresh_token": other["refresh_token"]})
-    assert ok.status_code == 200, ok.text
 
 
 async def _reset_token(container: Container, email: str) -> str:
@@ -283,52 +232,6 @@ async def _reset_token(container: Container, email: str) -> str:
     assert tokens, rows
     token: str = tokens[-1]
     return token
-
-
-async def test_password_reset_token_is_single_use(
-    client: httpx.AsyncClient, container: Container, victim: dict[str, Any]
-) -> None:
-    assert (
-        await client.post("/api/v1/auth/forgot-password", json={"email": victim["email"]})
-    ).status_code == 202
-    token = await _reset_token(container, victim["email"])
-    used = await client.post(
-        "/api/v1/auth/reset-password", json={"token": token, "new_password": NEW_PASSWORD}
-    )
-    assert used.status_code == 204, used.text
-    replay = await client.post(
-        "/api/v1/auth/reset-password", json={"token": token, "new_password": "Third-Horse-5"}
-    )
-    assert replay.status_code == 401
-    assert replay.json()["code"] == "TOKEN_EXPIRED"
-    login = await client.post(
-        "/api/v1/auth/login", json={"email": victim["email"], "password": NEW_PASSWORD}
-    )
-    assert login.status_code == 200
-    # Sessions from before the reset are dead.
-    await _assert_rejected(client, victim["access_token"])
-
-
-async def test_expired_password_reset_token(
-    client: httpx.AsyncClient, container: Container, victim: dict[str, Any]
-) -> None:
-    await client.post("/api/v1/auth/forgot-password", json={"email": victim["email"]})
-    token = await _reset_token(container, victim["email"])
-    async with container.db.engine.begin() as conn:
-        await conn.execute(
-            update(password_reset_tokens).values(
-                expires_at=datetime.now(UTC) - timedelta(seconds=1)
-            )
-        )
-    resp = await client.post(
-        "/api/v1/auth/reset-password", json={"token": token, "new_password": NEW_PASSWORD}
-    )
-    assert resp.status_code == 401
-    assert resp.json()["code"] == "TOKEN_EXPIRED"
-    old = await client.post(
-        "/api/v1/auth/login", json={"email": victim["email"], "password": PASSWORD}
-    )
-    assert old.status_code == 200
 
 
 async def test_a_newer_reset_token_voids_the_older(
