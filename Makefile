@@ -6,6 +6,7 @@ UV := .tools/bin/uv
 VENV := .venv
 STAMP := $(VENV)/.synced-$(shell cat uv.lock pyproject.toml 2>/dev/null | cksum | cut -d' ' -f1)
 
+.PHONY: run test lint fmt check bench-http bench-auth bench-jobs bench-plugins bench-grpc bench-soak clean
 .PHONY: proto run test lint fmt check bench-http bench-auth bench-jobs bench-plugins bench-grpc clean
 
 $(UV):
@@ -35,6 +36,9 @@ test: $(STAMP)
 	$(MAKE) --no-print-directory lint
 	$(VENV)/bin/pytest
 
+# Soak: make bench-soak (10 minutes), make bench-soak ARGS="--duration 60" (short run).
+bench-soak: $(STAMP)
+	$(VENV)/bin/python bench/soak.py $(ARGS)
 bench-auth: $(STAMP)
 	$(VENV)/bin/python bench/auth.py
 bench-http: $(STAMP)

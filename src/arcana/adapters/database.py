@@ -21,6 +21,21 @@ from arcana.config import Settings
 log = logging.getLogger(__name__)
 
 
+_OUTAGE_ERRORS = {
+    "CannotConnectNowError",
+    "ConnectionDoesNotExistError",
+    "AdminShutdownError",
+    "CrashShutdownError",
+    "ConnectionFailureError",
+    "InterfaceError",
+    "TooManyConnectionsError",
+}
+# 08: connection exception; 57P01-57P03: admin/crash shutdown, cannot connect now (the server
+# is shutting down or starting up); 53300: too many connections.
+_OUTAGE_STATE_CLASSES = {"08"}
+_OUTAGE_STATES = {"57P01", "57P02", "57P03", "53300"}
+
+
 def is_connectivity_error(exc: BaseException) -> bool:
     """True when the database could not be reached, as opposed to a bad statement."""
     if isinstance(exc, PoolTimeout | ConnectionError | TimeoutError | OSError):
@@ -35,16 +50,30 @@ def is_connectivity_error(exc: BaseException) -> bool:
             # SQLite "database is locked" is contention, not an outage; PostgreSQL
             # shutdown/startup states are outages.
             return "locked" not in msg
-        orig = exc.orig
-        name = type(orig).__name__ if orig is not None else ""
-        return name in {
-            "CannotConnectNowError",
-            "ConnectionDoesNotExistError",
-            "AdminShutdownError",
-            "ConnectionFailureError",
-            "InterfaceError",
-        }
+        # asyncpg errors reach us wrapped by SQLAlchemy's adapter: look through the chain at
+        # the driver's own exception and at the SQLSTATE.
+        for err in (exc.orig, getattr(exc.orig, "__cause__", None)):
+            if err is None:
+                continue
+            if type(err).__name__ in _OUTAGE_ERRORS or isinstance(err, ConnectionError | OSError):
+                return True
+            state = str(getattr(err, "sqlstate", None) or "")
+            if state[:2] in _OUTAGE_STATE_CLASSES or state in _OUTAGE_STATES:
+                return True
     return False
+
+
+# PostgreSQL text cannot hold U+0000 (22021 character_not_in_repertoire; 22P05 untranslatable).
+_UNSTORABLE_TEXT_STATES = {"22021", "22P05"}
+
+
+def is_unstorable_text(exc: BaseException) -> bool:
+    """True when PostgreSQL refused a parameter because of a NUL (or unencodable) character:
+    bad input that slipped past validation, to be answered 422, never 500."""
+    if not isinstance(exc, DBAPIError) or exc.orig is None:
+        return False
+    state = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
+    return state in _UNSTORABLE_TEXT_STATES
 
 
 class Database:

@@ -25,7 +25,11 @@ def _mime(message: EmailMessage, sender: str) -> MimeMessage:
     mime["To"] = message.to
     mime["Subject"] = message.subject
     mime["Date"] = formatdate(localtime=False)
-    mime["Message-ID"] = make_msgid(domain="arcana.local")
+    mime["Message-ID"] = (
+        f"<{message.idempotency_key}@arcana.local>"
+        if message.idempotency_key
+        else make_msgid(domain="arcana.local")
+    )
     mime.set_content(message.text)
     mime.add_alternative(message.html, subtype="html")
     return mime
@@ -62,7 +66,8 @@ class SmtpSender(EmailSender):
 
 
 class FileSender(EmailSender):
-    """Development: each mail becomes ``<dir>/<time>-<id>.eml``."""
+    """Development: each mail becomes ``<dir>/<time>-<id>.eml``; ``<id>`` is the message's
+    idempotency key when it has one, and a key already written is not written again."""
 
     def __init__(self, directory: Path, sender: str) -> None:
         self.directory = directory
@@ -70,15 +75,22 @@ class FileSender(EmailSender):
 
     async def send(self, message: EmailMessage) -> None:
         data = _mime(message, self.sender).as_bytes()
-        name = f"{time.time_ns()}-{uuid.uuid4().hex[:8]}.eml"
+        key = _safe_key(message.idempotency_key) if message.idempotency_key else None
+        name = f"{time.time_ns()}-{key or uuid.uuid4().hex[:8]}.eml"
 
         def write() -> None:
             self.directory.mkdir(parents=True, exist_ok=True)
+            if key is not None and any(self.directory.glob(f"*-{key}.eml")):
+                return  # a re-run of a job whose mail already went out
             tmp = self.directory / (name + ".tmp")
             tmp.write_bytes(data)
             tmp.rename(self.directory / name)
 
         await asyncio.to_thread(write)
+
+
+def _safe_key(key: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in key)[:100]
 
 
 class TemplateMailer(Mailer):
@@ -91,15 +103,30 @@ class TemplateMailer(Mailer):
             enable_async=False,
         )
 
-    def render(self, template: str, to: str, context: Mapping[str, Any]) -> EmailMessage:
+    def render(
+        self,
+        template: str,
+        to: str,
+        context: Mapping[str, Any],
+        idempotency_key: str | None = None,
+    ) -> EmailMessage:
         ctx = dict(context)
         subject = self._env.get_template(f"{template}.subject.txt").render(ctx).strip()
         text = self._env.get_template(f"{template}.txt").render(ctx)
         html = self._env.get_template(f"{template}.html").render(ctx)
-        return EmailMessage(to=to, subject=subject, text=text, html=html)
+        return EmailMessage(
+            to=to, subject=subject, text=text, html=html, idempotency_key=idempotency_key
+        )
 
-    async def send_template(self, template: str, to: str, context: Mapping[str, Any]) -> None:
-        await self.sender.send(self.render(template, to, context))
+    async def send_template(
+        self,
+        template: str,
+        to: str,
+        context: Mapping[str, Any],
+        *,
+        idempotency_key: str | None = None,
+    ) -> None:
+        await self.sender.send(self.render(template, to, context, idempotency_key))
 
 
 def build_mailer(smtp_url: str | None, sender: str, var_dir: Path) -> TemplateMailer:

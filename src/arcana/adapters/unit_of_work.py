@@ -10,7 +10,7 @@ from typing import Self
 from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from arcana.adapters.database import Database, is_connectivity_error
+from arcana.adapters.database import Database, is_connectivity_error, is_unstorable_text
 from arcana.adapters.products import SqlProductRepository
 from arcana.adapters.tables import outbox
 from arcana.adapters.user_repositories import (
@@ -20,7 +20,7 @@ from arcana.adapters.user_repositories import (
 )
 from arcana.domain.events import DomainEvent, utcnow
 from arcana.domain.jobs import JobRequest
-from arcana.errors import ArcanaError, ServiceUnavailable
+from arcana.errors import ArcanaError, ServiceUnavailable, ValidationFailed
 from arcana.metrics import DB_UNAVAILABLE
 
 
@@ -70,9 +70,15 @@ class SqlUnitOfWork:
             pass
         finally:
             await self.session.close()
-        if exc is not None and not isinstance(exc, ArcanaError) and is_connectivity_error(exc):
-            DB_UNAVAILABLE.inc()
-            raise ServiceUnavailable("The database is unreachable; try again shortly") from exc
+        if exc is not None and not isinstance(exc, ArcanaError):
+            if is_connectivity_error(exc):
+                DB_UNAVAILABLE.inc()
+                raise ServiceUnavailable("The database is unreachable; try again shortly") from exc
+            if is_unstorable_text(exc):
+                raise ValidationFailed(
+                    "Text must not contain NUL characters",
+                    errors=[{"loc": ["body"], "msg": "contains NUL", "type": "value_error"}],
+                ) from exc
 
     def record(self, *events: DomainEvent) -> None:
         self._events.extend(events)

@@ -79,6 +79,16 @@ class SqlUserRepository:
         row = (await self._s.execute(select(users).where(users.c.id == user_id))).first()
         return _user(row) if row else None
 
+    async def delete(self, user_id: str) -> bool:
+        # Sessions and reset tokens cascade; refresh tokens go with their session.
+        await self._s.execute(delete(refresh_tokens).where(refresh_tokens.c.user_id == user_id))
+        await self._s.execute(delete(auth_sessions).where(auth_sessions.c.user_id == user_id))
+        await self._s.execute(
+            delete(password_reset_tokens).where(password_reset_tokens.c.user_id == user_id)
+        )
+        result = await self._s.execute(delete(users).where(users.c.id == user_id))
+        return bool(getattr(result, "rowcount", 0))
+
     async def get_by_email(self, email: str) -> User | None:
         row = (await self._s.execute(select(users).where(users.c.email == email))).first()
         return _user(row) if row else None

@@ -55,7 +55,7 @@ async def list_jobs(
     _admin: AdminPrincipal,
     container: ContainerDep,
     status_: Annotated[StatusName | None, Query(alias="status")] = None,
-    page: Annotated[int, Query(ge=0)] = 0,
+    page: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
     size: Annotated[int, Query(ge=1, le=100)] = 20,
 ) -> dict[str, Any]:
     items, total = await container.jobs.list_jobs(

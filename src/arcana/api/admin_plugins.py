@@ -71,7 +71,7 @@ async def list_audit(
     _admin: AdminPrincipal,
     container: ContainerDep,
     flagged: bool | None = None,
-    page: int = Query(0, ge=0),
+    page: int = Query(0, ge=0, le=10_000_000),
     size: int = Query(10, ge=1, le=100),
 ) -> AuditPage:
     entries, total = await container.plugins.audit_entries(flagged=flagged, page=page, size=size)

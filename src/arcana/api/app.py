@@ -11,6 +11,7 @@ from arcana import __version__
 from arcana.api import admin_jobs, admin_plugins, auth, events, ops, products
 from arcana.api.errors import install_error_handlers
 from arcana.api.middleware import RequestContextMiddleware
+from arcana.api.openapi import install_openapi
 from arcana.bootstrap import Container
 from arcana.config import Settings, get_settings
 from arcana.metrics import BUILD_INFO
@@ -46,6 +47,7 @@ def create_app(container: Container | None = None, settings: Settings | None = N
     if container is not None:
         app.state.container = container
     install_error_handlers(app)
+    install_openapi(app)
     app.add_middleware(products.CachedProductFastPath, prefix=API_PREFIX)  # inside the next
     app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
     app.include_router(ops.router)

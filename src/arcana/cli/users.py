@@ -90,6 +90,17 @@ def revoke_role(email: str, role: str) -> None:
     _role_command(email, role, grant=False)
 
 
+@users_app.command("delete")
+def delete_user(email: str) -> None:
+    """Delete the user with EMAIL, their sessions and tokens; their access tokens stop working."""
+
+    async def go(container: Container) -> User:
+        return await container.users.delete_user(email)
+
+    user = run_with_container(go)
+    typer.echo(f"deleted user {user.id} <{user.email}>")
+
+
 @users_app.command("list")
 def list_users() -> None:
     """Show every user."""

@@ -13,6 +13,10 @@ class EmailMessage:
     subject: str
     text: str
     html: str
+    idempotency_key: str | None = None
+    """Stable across redeliveries of the same job (its id): the Message-ID is derived from it
+    and the file sender writes one mail per key, so a job re-run after a crash does not mail
+    twice. SMTP stays at least once; receivers can drop duplicates by Message-ID."""
 
 
 class EmailSender(Protocol):
@@ -25,4 +29,11 @@ class Mailer(Protocol):
     """Renders a named template (``welcome``, ``password_reset``, ``security_notice``) and
     sends it."""
 
-    async def send_template(self, template: str, to: str, context: Mapping[str, Any]) -> None: ...
+    async def send_template(
+        self,
+        template: str,
+        to: str,
+        context: Mapping[str, Any],
+        *,
+        idempotency_key: str | None = None,
+    ) -> None: ...

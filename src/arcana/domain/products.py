@@ -63,6 +63,8 @@ def check_name(value: str) -> str:
         raise _invalid("name", "must not be empty")
     if len(value) > NAME_MAX:
         raise _invalid("name", f"must be at most {NAME_MAX} characters")
+    if "\x00" in value:
+        raise _invalid("name", "must not contain NUL characters")
     return value
 
 
@@ -71,6 +73,8 @@ def check_optional_text(field: str, value: str | None, limit: int) -> str | None
         return None
     if len(value) > limit:
         raise _invalid(field, f"must be at most {limit} characters")
+    if "\x00" in value:
+        raise _invalid(field, "must not contain NUL characters")
     return value
 
 

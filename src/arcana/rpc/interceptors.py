@@ -16,7 +16,7 @@ import grpc
 import structlog
 
 from arcana.domain.identity import Principal, Role
-from arcana.errors import ArcanaError, Forbidden, Unauthorized
+from arcana.errors import ArcanaError, Forbidden, Unauthorized, ValidationFailed
 from arcana.metrics import GRPC_LATENCY, GRPC_REQUESTS
 from arcana.rpc.errors import message_for, status_for
 from arcana.services.identity import IdentityService
@@ -55,13 +55,50 @@ class _UnaryInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         handler = await continuation(details)
         if handler is None or handler.unary_unary is None:
             return handler
+        behaviour = handler.unary_unary
+        deserializer = handler.request_deserializer
+        if deserializer is not None and not getattr(deserializer, "_tolerant", False):
+            # Innermost layer: bytes that do not parse reach the servicer as ``Malformed`` and
+            # are refused after authentication, like any invalid input.
+            deserializer = _tolerant(deserializer)
+            behaviour = _reject_malformed(behaviour)
         wrapped = grpc.unary_unary_rpc_method_handler(
-            self._wrap(handler.unary_unary, details.method),
-            request_deserializer=handler.request_deserializer,
+            self._wrap(behaviour, details.method),
+            request_deserializer=deserializer,
             response_serializer=handler.response_serializer,
         )
         self._cache[details.method] = wrapped
         return wrapped
+
+
+class Malformed:
+    """Stands for a request whose bytes are not a valid message of the method's type."""
+
+    def __init__(self, error: str) -> None:
+        self.error = error
+
+
+def _tolerant(deserializer: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
+    """grpc answers UNKNOWN (and logs a trace) when deserializing fails; this one hands the
+    servicer chain a ``Malformed`` instead, so the client gets INVALID_ARGUMENT."""
+
+    def deserialize(data: bytes) -> Any:
+        try:
+            return deserializer(data)
+        except Exception as exc:
+            return Malformed(type(exc).__name__)
+
+    deserialize._tolerant = True  # type: ignore[attr-defined]
+    return deserialize
+
+
+def _reject_malformed(inner: Handler) -> Handler:
+    async def handler(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        if isinstance(request, Malformed):
+            raise ValidationFailed(f"The request is not a valid protobuf message ({request.error})")
+        return await inner(request, context)
+
+    return handler
 
 
 def _status_of(context: grpc.aio.ServicerContext, exc: BaseException | None) -> str:

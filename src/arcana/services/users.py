@@ -105,6 +105,12 @@ class UserService:
                 "name: must not be empty",
                 errors=[{"loc": ["body", "name"], "msg": "must not be empty", "type": "value"}],
             )
+        if "\x00" in name:
+            # PostgreSQL text cannot hold U+0000; SQLite could, so refuse it on both.
+            raise ValidationFailed(
+                "name: must not contain NUL characters",
+                errors=[{"loc": ["body", "name"], "msg": "must not contain NUL", "type": "value"}],
+            )
         check_password(password)
         async with self._uow() as uow:
             if await uow.users.get_by_email(email) is not None:
@@ -161,6 +167,18 @@ class UserService:
         if generation is not None:
             user.generation = generation
             await self._generations.store(user.id, generation)
+        return user
+
+    async def delete_user(self, email: str) -> User:
+        """Delete the user, their sessions and tokens; their access tokens die at once (the
+        cached generation becomes "no such user"). ``NotFound`` for an unknown email."""
+        async with self._uow() as uow:
+            user = await uow.users.get_by_email(normalize_email(email))
+            if user is None:
+                raise NotFound(f"unknown user '{email}'")
+            await uow.users.delete(user.id)
+            await uow.commit()
+        await self._generations.store(user.id, None)
         return user
 
 

@@ -43,6 +43,7 @@ def build_registry(container: Container) -> HandlerRegistry:
             "welcome",
             p["email"],
             {"name": p.get("name") or "", "email": p["email"], "user_id": p.get("user_id")},
+            idempotency_key=ctx.job.id,
         )
 
     @registry.handler("email.password_reset")
@@ -56,6 +57,7 @@ def build_registry(container: Container) -> HandlerRegistry:
                 "reset_token": p["reset_token"],
                 "minutes": max(settings.reset_token_ttl // 60, 1),
             },
+            idempotency_key=ctx.job.id,
         )
 
     @registry.handler("email.security_notice")
@@ -73,7 +75,10 @@ def build_registry(container: Container) -> HandlerRegistry:
         if not email:
             raise ValueError("email.security_notice needs user_id or email")
         await container.mailer.send_template(
-            "security_notice", email, {"email": email, "name": name}
+            "security_notice",
+            str(email),
+            {"email": email, "name": name},
+            idempotency_key=ctx.job.id,
         )
 
     @registry.handler("notify.admins_stock")
@@ -83,7 +88,11 @@ def build_registry(container: Container) -> HandlerRegistry:
         context = {"product_id": p.get("productId"), "stock": int(p.get("stock") or 0)}
         for admin in admins:
             await container.mailer.send_template(
-                "stock_alert", admin.email, {**context, "name": admin.name}
+                "stock_alert",
+                admin.email,
+                {**context, "name": admin.name},
+                # A re-run after a crash mails nobody twice.
+                idempotency_key=f"{ctx.job.id}:{admin.id}",
             )
         log.info("stock alert for %s sent to %d admin(s)", context["product_id"], len(admins))
 

@@ -22,6 +22,15 @@ WASI_MODULE = "wasi_snapshot_preview1"
 # With nothing preopened these could do nothing useful, but sockets are network access and a
 # plugin has no business asking for it: refuse the module rather than hand it a stub.
 FORBIDDEN_WASI = frozenset({"sock_accept", "sock_recv", "sock_send", "sock_shutdown", "sock_open"})
+# Capabilities a plugin is never granted (contract §6: no files). Importing a function that
+# only makes sense with them is refused at load, naming the import, instead of linking a stub
+# that fails later in the middle of a request.
+FILESYSTEM_WASI = frozenset(
+    {"fd_prestat_get", "fd_prestat_dir_name", "fd_readdir", "fd_renumber", "fd_allocate"}
+)
+# No clock either: an audit event carries its own timestamp, and a plugin that reads time (or
+# sleeps through poll_oneoff) is non-deterministic and can stall the call.
+CLOCK_WASI = frozenset({"clock_time_get", "clock_res_get", "poll_oneoff"})
 
 I32 = wasmtime.ValType.i32()
 
@@ -163,6 +172,12 @@ def check_imports(filename: str, module: wasmtime.Module) -> bool:
             )
         if imp.name in FORBIDDEN_WASI:
             raise PluginLoadError(f"{filename}: imports {label}; network access is not allowed")
+        if (imp.name or "").startswith("path_") or imp.name in FILESYSTEM_WASI:
+            raise PluginLoadError(
+                f"{filename}: imports {label}; plugins are granted no filesystem access"
+            )
+        if imp.name in CLOCK_WASI:
+            raise PluginLoadError(f"{filename}: imports {label}; plugins are granted no clock")
         if not isinstance(imp.type, wasmtime.FuncType):
             raise PluginLoadError(f"{filename}: imports {label}, which is not a function")
         uses_wasi = True

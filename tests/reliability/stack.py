@@ -1,0 +1,243 @@
+"""A whole deployment on this machine for fault tests: a private PostgreSQL cluster, a private
+Redis, ``arcana serve`` and ``arcana worker`` processes sharing one var dir (mail files), and an
+in-process ``Container`` on the same database and Redis for assertions."""
+
+from __future__ import annotations
+
+import asyncio
+import email
+import email.policy
+import shutil
+import subprocess
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+from redis.exceptions import RedisError
+
+from arcana.adapters.migrator import migrate
+from arcana.bootstrap import Container
+from tests.auth_support import PASSWORD
+from tests.conftest import base_settings
+from tests.pgcluster import PrivateCluster
+from tests.process import ArcanaProcess, free_port
+from tests.reliability.support import TEST_SECRET, arcana_env, process
+
+# Short timeouts and leases so outages are noticed and healed in seconds.
+FAST_ENV: dict[str, str] = {
+    "ARCANA_DB_POOL_TIMEOUT": "1",
+    "ARCANA_DB_CONNECT_TIMEOUT": "1",
+    "ARCANA_DB_STATEMENT_TIMEOUT_MS": "3000",
+    "ARCANA_DB_POOL_SIZE": "5",
+    "ARCANA_DB_MAX_OVERFLOW": "5",
+    "ARCANA_JOB_LEASE_SECONDS": "3",
+    "ARCANA_JOB_REAP_INTERVAL": "0.5",
+    "ARCANA_JOB_BACKOFF_BASE": "0.2",
+    "ARCANA_JOB_BACKOFF_CAP": "1",
+    "ARCANA_JOB_POLL_INTERVAL": "0.2",
+    "ARCANA_EVENTS_RELAY_POLL_SECONDS": "0.5",
+    "ARCANA_EVENTS_CLAIM_IDLE_MS": "2000",
+    "ARCANA_EVENTS_MAX_DELIVERIES": "50",
+    "ARCANA_SHUTDOWN_TIMEOUT": "5",
+    "ARCANA_WORKER_CONCURRENCY": "8",
+    "ARCANA_LOGIN_MAX_FAILURES_PER_IP": "100000",
+    "ARCANA_LOG_LEVEL": "WARNING",
+}
+
+REQUEST_TIMEOUT = 15.0
+"""Longer than any configured database/Redis timeout: a request that takes this long hangs."""
+
+
+def redis_server_bin() -> str:
+    found = shutil.which("redis-server")
+    if found is None:
+        raise RuntimeError("redis-server not found")
+    return found
+
+
+class PrivateRedis:
+    """``redis-server`` on a free port, no persistence: stopping it is a real outage."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.port = free_port()
+        self.workdir = workdir
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.proc = subprocess.Popen(
+            [
+                redis_server_bin(),
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.workdir),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                import socket
+
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as s:
+                    s.sendall(b"PING\r\n")
+                    if s.recv(16).startswith(b"+PONG"):
+                        return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("private redis-server did not start")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+        self.proc = None
+
+
+def read_mails(mail_dir: Path) -> list[email.message.EmailMessage]:
+    out = []
+    if not mail_dir.exists():
+        return out
+    for path in sorted(mail_dir.glob("*.eml")):
+        msg = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+        out.append(msg)  # type: ignore[arg-type]
+    return out
+
+
+class Stack:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.pg = PrivateCluster()
+        self.redis = PrivateRedis(root / "redis")
+        self.http_port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.http_port}"
+        self.db_url = ""
+        self.env: dict[str, str] = {}
+        self.serve: ArcanaProcess | None = None
+        self.worker: ArcanaProcess | None = None
+        self.container: Container | None = None
+        self.admin_token = ""
+        self.restarts = 0
+
+    # -- life cycle -------------------------------------------------------------------------
+    async def start(self) -> None:
+        self.pg.start()
+        self.redis.start()
+        conn = await asyncpg.connect(self.pg.admin_dsn)
+        try:
+            await conn.execute("CREATE DATABASE arcana")
+        finally:
+            await conn.close()
+        self.db_url = self.pg.url("arcana")
+        settings = base_settings(
+            database_url=self.db_url,
+            redis_url=self.redis.url,
+            jwt_secret=TEST_SECRET,
+            var_dir=self.root / "var",
+            db_pool_timeout=1.0,
+            db_connect_timeout=1.0,
+        )
+        self.container = Container.from_settings(settings)
+        await migrate(self.container.db)
+        admin = await self.container.users.create_user(
+            "admin@example.com", "Admin", PASSWORD, frozenset({"user", "admin"})
+        )
+        self.admin_token = self.container.tokens.issue(admin.id, admin.roles, 0).token
+        self.env = arcana_env(
+            self.root,
+            ARCANA_DATABASE_URL=self.db_url,
+            ARCANA_REDIS_URL=self.redis.url,
+            ARCANA_HTTP_PORT=str(self.http_port),
+            **FAST_ENV,
+        )
+        self.start_serve()
+        self.start_worker()
+        await self.wait_serving()
+
+    def start_serve(self) -> None:
+        self.restarts += 1
+        self.serve = process(["serve"], self.env, self.root, "serve.log").start()
+
+    def start_worker(self) -> None:
+        self.worker = process(["worker"], self.env, self.root, "worker.log").start()
+
+    async def wait_serving(self, timeout: float = 90) -> None:
+        assert self.serve is not None
+        await asyncio.to_thread(self.serve.wait_http, f"{self.base_url}/readyz", timeout)
+
+    async def close(self) -> None:
+        for proc in (self.serve, self.worker):
+            if proc is not None:
+                proc.stop(timeout=10)
+        if self.container is not None:
+            await self.container.close()
+        self.redis.stop()
+        self.pg.destroy()
+
+    # -- observations -----------------------------------------------------------------------
+    @property
+    def mail_dir(self) -> Path:
+        return self.root / "var" / "mail"
+
+    def mails(self, subject_prefix: str) -> Counter[str]:
+        """Mails by recipient whose subject starts with ``subject_prefix``."""
+        return Counter(
+            str(m["To"]).lower()
+            for m in read_mails(self.mail_dir)
+            if str(m["Subject"]).startswith(subject_prefix)
+        )
+
+    async def sql(self, query: str, *args: Any) -> list[asyncpg.Record]:
+        conn = await asyncpg.connect(self.pg.admin_dsn.rsplit("/", 1)[0] + "/arcana")
+        try:
+            return list(await conn.fetch(query, *args))
+        finally:
+            await conn.close()
+
+    async def registered_emails(self) -> set[str]:
+        rows = await self.sql("SELECT email FROM users WHERE email <> 'admin@example.com'")
+        return {r["email"] for r in rows}
+
+    async def unpublished_outbox(self) -> int:
+        rows = await self.sql("SELECT count(*) AS n FROM outbox WHERE published_at IS NULL")
+        return int(rows[0]["n"])
+
+    async def queue_stats(self) -> dict[str, Any]:
+        assert self.container is not None
+        return (await self.container.jobs.stats()).to_dict()
+
+    async def drained(self) -> bool:
+        """Outbox delivered, no job queued, scheduled, retrying or running."""
+        if await self.unpublished_outbox():
+            return False
+        try:
+            stats = await self.queue_stats()
+        except RedisError:  # this test's own connection, right after Redis came back
+            return False
+        return not (stats["queued"] or stats["scheduled"] or stats["retrying"] or stats["running"])
+
+    def client(self) -> httpx.AsyncClient:
+        return httpx.AsyncClient(base_url=self.base_url, timeout=REQUEST_TIMEOUT)
+
+    def admin_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.admin_token}"}
+
+
+def new_email() -> str:
+    return f"u-{uuid.uuid4().hex[:12]}@example.com"

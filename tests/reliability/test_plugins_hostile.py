@@ -1,0 +1,149 @@
+"""Hostile plugins: a module asking for capabilities it is not granted is refused at load with
+a message naming the import; one that allocates past its memory cap, loops or traps is
+stopped and reported while requests go on and the well-behaved plugin keeps working."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from arcana.api.app import create_app
+from arcana.bootstrap import Container
+from arcana.config import Settings
+from arcana.errors import ValidationFailed
+from arcana.worker.audit import start_audit_plugins
+from tests.auth_support import bearer, user_token
+from tests.conftest import truncate_all, wait_for
+
+pytestmark = pytest.mark.reliability
+
+TESTDATA = Path(__file__).resolve().parents[2] / "plugins" / "testdata"
+
+# Grows its memory until the cap refuses, then aborts (as a real allocator does on OOM).
+GREEDY = """
+(module
+  (memory (export "memory") 1)
+  (func (export "on_audit_event") (param i32 i32) (result i32)
+    (loop $more
+      (br_if $more (i32.ne (memory.grow (i32.const 16)) (i32.const -1))))
+    unreachable))
+"""
+
+
+def _wasi_importer(name: str, params: str, results: str = "(result i32)") -> str:
+    return f"""
+(module
+  (import "wasi_snapshot_preview1" "{name}" (func $f {params} {results}))
+  (memory (export "memory") 1)
+  (func (export "on_audit_event") (param i32 i32) (result i32) (i32.const 0)))
+"""
+
+
+UNGRANTED = {
+    "opens_file": (
+        _wasi_importer("path_open", "(param i32 i32 i32 i32 i32 i64 i64 i32 i32)"),
+        "filesystem",
+    ),
+    "lists_preopens": (_wasi_importer("fd_prestat_get", "(param i32 i32)"), "filesystem"),
+    "reads_dir": (_wasi_importer("fd_readdir", "(param i32 i32 i32 i64 i32)"), "filesystem"),
+    "reads_clock": (_wasi_importer("clock_time_get", "(param i32 i64 i32)"), "clock"),
+    "sleeps": (_wasi_importer("poll_oneoff", "(param i32 i32 i32 i32)"), "clock"),
+}
+
+
+@pytest.fixture
+async def plugin_container(settings: Settings, tmp_path: Path) -> AsyncIterator[Container]:
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    for name in ("bump", "looper", "trapper", "hog"):
+        shutil.copy(TESTDATA / f"{name}.wat", plugins / f"{name}.wat")
+    (plugins / "greedy.wat").write_text(GREEDY)
+    for name, (wat, _) in UNGRANTED.items():
+        (plugins / f"{name}.wat").write_text(wat)
+    s = settings.model_copy(
+        update={"plugins_dir": plugins, "plugin_memory_mb": 2, "plugin_max_failures": 1000}
+    )
+    if not s.is_sqlite:
+        await truncate_all(s.database_url)
+    c = Container.from_settings(s)
+    await c.start(migrate_embedded=False)
+    start_audit_plugins(c)
+    try:
+        yield c
+    finally:
+        await c.close()
+
+
+@pytest.fixture
+async def plugin_client(plugin_container: Container) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=create_app(plugin_container), raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
+        yield c
+
+
+async def _loaded_plugins(client: httpx.AsyncClient, token: str) -> dict[str, dict[str, object]]:
+    async def loaded() -> dict[str, dict[str, object]] | None:
+        resp = await client.get("/api/v1/admin/plugins", headers=bearer(token))
+        assert resp.status_code == 200
+        return {p["name"]: p for p in resp.json()["plugins"]} or None
+
+    result: dict[str, dict[str, object]] = await wait_for(loaded, timeout=30)
+    return result
+
+
+async def test_ungranted_wasi_imports_are_refused_at_load(
+    plugin_container: Container, plugin_client: httpx.AsyncClient
+) -> None:
+    _, token = await user_token(plugin_container, admin=True)
+    by_name = await _loaded_plugins(plugin_client, token)
+    for name, (_, capability) in UNGRANTED.items():
+        assert by_name[name]["state"] == "failed", by_name[name]
+        message = by_name[name].get("error") or ""
+        assert "wasi_snapshot_preview1." in message, message
+        assert f"granted no {capability}" in message, message
+        # The same check answers `arcana plugins check` (one clear line).
+        with pytest.raises(ValidationFailed, match=f"granted no {capability}"):
+            await plugin_container.plugins.check(
+                plugin_container.settings.plugins_dir / f"{name}.wat"
+            )
+    assert by_name["bump"]["state"] == "active"
+
+
+async def test_hostile_plugins_are_stopped_and_reported_while_requests_go_on(
+    plugin_container: Container, plugin_client: httpx.AsyncClient
+) -> None:
+    _, token = await user_token(plugin_container, admin=True)
+    await _loaded_plugins(plugin_client, token)
+    n = 4
+    for i in range(n):
+        resp = await plugin_client.post(
+            "/api/v1/products", json={"name": f"P{i}", "price": 1}, headers=bearer(token)
+        )
+        assert resp.status_code == 201, resp.text  # every request answered, none held up
+
+    async def entries() -> list[dict[str, object]] | None:
+        resp = await plugin_client.get(
+            "/api/v1/admin/audit", params={"size": 100}, headers=bearer(token)
+        )
+        data: list[dict[str, object]] = resp.json()["data"]
+        writes = [e for e in data if e["event_type"] != "user.login"]
+        return writes if len(writes) >= n else None
+
+    found = await wait_for(entries, timeout=60, interval=0.1)
+    for entry in found:
+        codes = {r["plugin"]: r["code"] for r in entry["results"]}  # type: ignore[index, union-attr]
+        assert codes["bump"] == 1  # the good plugin still runs (and flags)
+        for hostile in ("looper", "trapper", "greedy"):
+            assert codes[hostile] < 0, (hostile, codes)
+        # hog stops growing when the cap refuses: it holds at most the cap (2 MiB = 32 pages).
+        assert 0 <= codes["hog"] <= 32, codes
+    resp = await plugin_client.get("/api/v1/admin/plugins", headers=bearer(token))
+    stats = {p["name"]: p for p in resp.json()["plugins"]}
+    for hostile in ("looper", "trapper", "greedy"):
+        assert stats[hostile]["errors"] >= n, stats[hostile]
+    assert stats["bump"]["errors"] == 0
+    assert stats["bump"]["state"] == "active"
