@@ -74,8 +74,8 @@ class Container:
         self.db = Database(settings)
         self.redis: Redis | None = None
         if settings.redis_url:
-            # After a Redis restart every pooled socket is dead; two quick retries on a fresh
-            # connection hide that instead of failing the first command on each of them.
+            # After a Redis restart every pooled socket is dead; one quick retry on a fresh
+            # connection hides that instead of failing the first command on each of them.
             self.redis = Redis.from_url(
                 settings.redis_url,
                 socket_timeout=2.0,
