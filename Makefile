@@ -6,8 +6,7 @@ UV := .tools/bin/uv
 VENV := .venv
 STAMP := $(VENV)/.synced-$(shell cat uv.lock pyproject.toml 2>/dev/null | cksum | cut -d' ' -f1)
 
-.PHONY: run test lint fmt check bench-http bench-auth bench-jobs bench-plugins bench-grpc bench-soak clean
-.PHONY: proto run test lint fmt check bench-http bench-auth bench-jobs bench-plugins bench-grpc clean
+.PHONY: run test lint fmt proto clean bench-http bench-auth bench-jobs bench-plugins bench-grpc bench-soak bench-scaleout bench-events
 
 $(UV):
 	$(PYTHON) -m venv .tools
@@ -56,7 +55,6 @@ clean:
 
 proto: $(STAMP)
 	$(VENV)/bin/python proto/generate.py
-.PHONY: bench-events
 bench-events: $(STAMP)
 	$(VENV)/bin/python bench/events.py
 # The other queue libraries live only in bench/.venv, never in the project's dependencies.
