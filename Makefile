@@ -6,8 +6,7 @@ UV := .tools/bin/uv
 VENV := .venv
 STAMP := $(VENV)/.synced-$(shell cat uv.lock pyproject.toml 2>/dev/null | cksum | cut -d' ' -f1)
 
-.PHONY: run test lint fmt check bench-http bench-auth bench-jobs bench-plugins bench-grpc bench-soak clean
-.PHONY: proto run test lint fmt check bench-http bench-auth bench-jobs bench-plugins bench-grpc clean
+.PHONY: proto run test lint fmt check bench-http bench-auth bench-jobs bench-plugins bench-grpc bench-soak clean
 
 $(UV):
 	$(PYTHON) -m venv .tools
