@@ -1,3 +1,4 @@
+# ruff: noqa: E402  (sys.path is cleaned before the imports)
 """Login throughput of a real ``arcana serve`` against the Argon2 bound, side by side.
 
     python bench/auth.py [--clients 8] [--seconds 10] [--modes embedded,postgres]
@@ -10,6 +11,13 @@ ratio, plus latency percentiles.
 """
 
 from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# bench/http.py would shadow the standard library's ``http`` package for a script started
+# from this folder: keep the folder off sys.path before anything imports ``http``.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
 import argparse
 import asyncio

@@ -1,3 +1,4 @@
+# ruff: noqa: E402  (sys.path is cleaned before the imports)
 """Domain-event delivery benchmark (``make bench-events``).
 
 1. commit→handler latency at a steady commit rate (default 500 events/s), side by side:
@@ -11,6 +12,13 @@ throw-away database and key prefix and removes them afterwards.
 """
 
 from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# bench/http.py would shadow the standard library's ``http`` package for a script started
+# from this folder: keep the folder off sys.path before anything imports ``http``.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
 import argparse
 import asyncio

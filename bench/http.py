@@ -51,15 +51,34 @@ median_result, run_python, run_wrk, wait_http = (
 SECRET = "bench-secret-" + "x" * 40
 
 
-def admin_token(env: dict[str, str]) -> str:
-    code = (
-        "from arcana.config import Settings; from arcana.adapters.jwt_tokens import "
-        "JwtAccessTokens as T; s = Settings(); "
-        "print(T(s.jwt_key(), s.jwt_issuer, s.jwt_audience, 3600)"
-        ".issue('bench-admin', frozenset({'user','admin'}), generation=0).token)"
+def admin_token(env: dict[str, str], work: Path, base: str) -> str:
+    """A stored admin (access tokens of unknown users are refused) and its access token."""
+    password = "Bench-Admin-42"
+    subprocess.run(
+        [
+            str(BIN / "arcana"),
+            "users",
+            "create",
+            "--email",
+            "bench-admin@example.com",
+            "--name",
+            "Bench admin",
+            "--admin",
+            "--password-stdin",
+        ],
+        input=password + "\n",
+        text=True,
+        env=env,
+        cwd=work,
+        capture_output=True,
+        check=True,
     )
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
-    return out.stdout.strip()
+    r = httpx.post(
+        f"{base}/api/v1/auth/login",
+        json={"email": "bench-admin@example.com", "password": password},
+    )
+    r.raise_for_status()
+    return str(r.json()["access_token"])
 
 
 def main() -> None:
@@ -104,7 +123,7 @@ def main() -> None:
         pid = first["id"]
         body = httpx.get(f"{base}/api/v1/products/{pid}").content
         (work / "product.json").write_bytes(body)
-        token = admin_token(env)
+        token = admin_token(env, work, base)
         # Enough stock that the alternating +1/-1 of the stock scenario never hits 0 (a 422).
         r = httpx.patch(
             f"{base}/api/v1/products/{pid}",

@@ -1,3 +1,4 @@
+# ruff: noqa: E402  (sys.path is cleaned before the imports)
 """Per-event cost of the audit plugins: the reference design against our host, same run.
 
 (a) reference: a new Store + Instance per event, the JSON written at memory offset 0, the
@@ -10,6 +11,13 @@ Usage: ``make bench-plugins`` (or ``python bench/plugins.py [--events N]``).
 """
 
 from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# bench/http.py would shadow the standard library's ``http`` package for a script started
+# from this folder: keep the folder off sys.path before anything imports ``http``.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
 import argparse
 import shutil

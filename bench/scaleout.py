@@ -1,3 +1,4 @@
+# ruff: noqa: E402  (sys.path is cleaned before the imports)
 """Scale-out on one machine: 1 vs 2 API processes behind nginx (cached GET, login) and job
 throughput with 1, 2 and 3 worker processes, all on one PostgreSQL + Redis, same run.
 
@@ -5,6 +6,13 @@ throughput with 1, 2 and 3 worker processes, all on one PostgreSQL + Redis, same
 """
 
 from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# bench/http.py would shadow the standard library's ``http`` package for a script started
+# from this folder: keep the folder off sys.path before anything imports ``http``.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
 import sys
 from pathlib import Path
@@ -168,7 +176,7 @@ def main() -> None:
         one, two = http_rows[1][route], http_rows[2][route]
         print(
             f"{route:30} {one.rps:10.0f} {two.rps:10.0f} {two.rps / one.rps:6.2f} "
-            f"{one.p99:6.1f}/{two.p99:<6.1f}  errors {one.errors}/{two.errors}"
+            f"{one.p99_ms:6.1f}/{two.p99_ms:<6.1f}  errors {one.errors}/{two.errors}"
         )
     print(f"\nno-op jobs ({args.jobs}), Redis queue, --concurrency 8 per worker")
     print(f"{'workers':>8} {'jobs/s':>10} {'vs 1':>6}")

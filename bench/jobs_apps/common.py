@@ -17,8 +17,15 @@ _lat: list[float] = []
 _lock = threading.Lock()
 
 
+_first = 0.0
+_last = 0.0
+
+
 def record(enqueued_at: float | None) -> None:
-    global _count
+    global _count, _first, _last
+    _last = time.time()
+    if not _count:
+        _first = _last
     _count += 1
     if enqueued_at:
         _lat.append(time.time() - float(enqueued_at))
@@ -30,6 +37,8 @@ def _report() -> None:
     while True:
         time.sleep(0.05)
         r.set(key, _count)
+        if _count:
+            r.set(f"bench:{TAG}:span:{os.getpid()}", f"{_first} {_last}")
         if _lat:
             chunk = _lat[:]
             del _lat[: len(chunk)]

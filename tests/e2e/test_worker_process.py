@@ -4,9 +4,11 @@ the ``arcana jobs`` commands."""
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -96,6 +98,14 @@ async def test_kill_9_mid_batch_then_new_worker_completes_every_job(
         assert second.proc.poll() is None
     final = await wc.queue.stats()
     assert (final.running, final.dead, sum(final.depth.values())) == (0, 0, 0)
+    # Every job ran; only jobs that were leased when the worker died may have run twice.
+    runs = Counter(
+        m.group(1)
+        for name in ("w1.log", "w2.log")
+        for m in re.finditer(r"echo: (\d+)\b", (tmp_path / name).read_text(errors="replace"))
+    )
+    assert set(runs) == {str(i) for i in range(total)}
+    assert sum(1 for n in runs.values() if n > 1) <= stranded.running
 
 
 async def test_sigterm_finishes_in_flight_jobs_and_exits_0(

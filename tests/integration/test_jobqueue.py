@@ -278,3 +278,23 @@ async def test_three_schedulers_enqueue_each_period_once(queue: JobQueue) -> Non
     assert 5 <= total <= 7
     ids = [j.id for j in items]
     assert len(ids) == len(set(ids))
+
+
+async def test_redis_down_is_service_unavailable() -> None:
+    from redis.asyncio import Redis
+
+    from arcana.adapters.jobqueue.redis import RedisJobQueue
+    from arcana.errors import ServiceUnavailable
+    from tests.process import free_port
+
+    redis = Redis.from_url(f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=1)
+    queue = RedisJobQueue(redis, "nothing-listens", finished_ttl=60)
+    try:
+        with pytest.raises(ServiceUnavailable):
+            await queue.enqueue(JobRequest("system.noop"))
+        with pytest.raises(ServiceUnavailable):
+            await queue.stats()
+        with pytest.raises(ServiceUnavailable):
+            await queue.get("x")
+    finally:
+        await redis.aclose()

@@ -230,6 +230,7 @@ DEFAULT_PRIORITIES: dict[str, Priority] = {
     "email.welcome": Priority.NORMAL,
     "email.password_reset": Priority.HIGH,
     "email.security_notice": Priority.HIGH,
+    "notify.admins_stock": Priority.NORMAL,
     "sync.pending_users": Priority.NORMAL,
     "sync.cleanup_tokens": Priority.LOW,
 }

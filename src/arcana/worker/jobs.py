@@ -62,33 +62,39 @@ def build_registry(container: Container) -> HandlerRegistry:
 
     @registry.handler("email.security_notice")
     async def security_notice(ctx: JobContext) -> None:
+        # The event handler sends only the user id: the address is looked up when the mail
+        # goes out, so a user deleted meanwhile gets nothing.
         p = ctx.payload
-        email, name = p.get("email"), p.get("name")
-        if not email:
-            # ``auth.password_changed`` carries only the user id: look the address up.
-            user = await container.users.get_user(str(p.get("user_id")))
+        email, name = p.get("email"), p.get("name") or ""
+        if not email and p.get("user_id"):
+            user = await container.users.get_user(str(p["user_id"]))
             if user is None:
-                log.info("security notice skipped: user %s is gone", p.get("user_id"))
+                log.info("security notice skipped: user %s no longer exists", p["user_id"])
                 return
             email, name = user.email, user.name
+        if not email:
+            raise ValueError("email.security_notice needs user_id or email")
         await container.mailer.send_template(
             "security_notice",
             str(email),
-            {"email": email, "name": name or ""},
+            {"email": email, "name": name},
             idempotency_key=ctx.job.id,
         )
 
     @registry.handler("notify.admins_stock")
     async def admins_stock(ctx: JobContext) -> None:
-        # Enqueued by the ``product.low_stock`` / ``product.out_of_stock`` reactions; without a
-        # handler every such job went to the dead-letter set. Operators see it in the log.
         p = ctx.payload
-        log.warning(
-            "stock alert: product %s at %s (%s)",
-            p.get("productId"),
-            p.get("stock"),
-            p.get("event_type"),
-        )
+        admins = [u for u in await container.users.list_users() if "admin" in u.roles]
+        context = {"product_id": p.get("productId"), "stock": int(p.get("stock") or 0)}
+        for admin in admins:
+            await container.mailer.send_template(
+                "stock_alert",
+                admin.email,
+                {**context, "name": admin.name},
+                # A re-run after a crash mails nobody twice.
+                idempotency_key=f"{ctx.job.id}:{admin.id}",
+            )
+        log.info("stock alert for %s sent to %d admin(s)", context["product_id"], len(admins))
 
     @registry.handler("sync.pending_users")
     async def pending_users(ctx: JobContext) -> None:

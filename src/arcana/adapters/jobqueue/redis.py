@@ -7,9 +7,10 @@ jobs into one call, and ``fetch`` leases up to ``limit`` jobs in one round trip.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -53,6 +54,15 @@ def _ms(value: Any) -> datetime | None:
     if not text:
         return None
     return datetime.fromtimestamp(int(float(text)) / 1000, UTC)
+
+
+@contextlib.contextmanager
+def _reachable() -> Iterator[None]:
+    """Operator reads and writes answer 503 rather than 500 while Redis is down."""
+    try:
+        yield
+    except RedisError as exc:
+        raise ServiceUnavailable("The job queue is unreachable; try again shortly") from exc
 
 
 class RedisJobQueue(JobQueue):
@@ -132,7 +142,8 @@ class RedisJobQueue(JobQueue):
 
     # -- reading --------------------------------------------------------------------------
     async def get(self, job_id: str) -> Job | None:
-        data = await self._redis.hgetall(self.base + "j:" + job_id)
+        with _reachable():
+            data = await self._redis.hgetall(self.base + "j:" + job_id)
         return self._decode(data) if data else None
 
     async def _get_many(self, ids: Sequence[str]) -> list[Job]:
@@ -167,7 +178,7 @@ class RedisJobQueue(JobQueue):
             unique_key=d.get("uk") or None,
         )
 
-    async def list_jobs(
+    async def _list_jobs(
         self, status: JobStatus | None, page: int, size: int
     ) -> tuple[list[Job], int]:
         statuses = [status] if status is not None else _ALL_ORDER
@@ -195,7 +206,7 @@ class RedisJobQueue(JobQueue):
             start = 0
         return await self._get_many(ids), total
 
-    async def stats(self) -> QueueStats:
+    async def _stats(self) -> QueueStats:
         b = self.base
         async with self._redis.pipeline(transaction=False) as pipe:
             for p in Priority:
@@ -213,7 +224,7 @@ class RedisJobQueue(JobQueue):
             dead=r[8],
         )
 
-    async def retry_dead(self, job_id: str) -> Job:
+    async def _retry_dead(self, job_id: str) -> Job:
         result = _s(await self._retry(keys=self._route, args=[self.base, job_id]))
         if result == "missing":
             raise NotFound(f"job {job_id} not found")
@@ -223,6 +234,20 @@ class RedisJobQueue(JobQueue):
         if job is None:  # pragma: no cover - it was just queued
             raise NotFound(f"job {job_id} not found")
         return job
+
+    async def list_jobs(
+        self, status: JobStatus | None, page: int, size: int
+    ) -> tuple[list[Job], int]:
+        with _reachable():
+            return await self._list_jobs(status, page, size)
+
+    async def stats(self) -> QueueStats:
+        with _reachable():
+            return await self._stats()
+
+    async def retry_dead(self, job_id: str) -> Job:
+        with _reachable():
+            return await self._retry_dead(job_id)
 
     # -- workers --------------------------------------------------------------------------
     async def fetch(self, worker_id: str, limit: int, lease_seconds: float) -> list[Job]:
