@@ -7,6 +7,7 @@ VENV := .venv
 STAMP := $(VENV)/.synced-$(shell cat uv.lock pyproject.toml 2>/dev/null | cksum | cut -d' ' -f1)
 
 .PHONY: proto run test lint fmt check bench-http bench-auth bench-jobs bench-plugins bench-grpc bench-soak clean
+.PHONY: run test lint fmt proto clean bench-http bench-auth bench-jobs bench-plugins bench-grpc bench-soak bench-scaleout bench-events
 
 $(UV):
 	$(PYTHON) -m venv .tools
@@ -55,7 +56,6 @@ clean:
 
 proto: $(STAMP)
 	$(VENV)/bin/python proto/generate.py
-.PHONY: bench-events
 bench-events: $(STAMP)
 	$(VENV)/bin/python bench/events.py
 # The other queue libraries live only in bench/.venv, never in the project's dependencies.
