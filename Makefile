@@ -6,7 +6,6 @@ UV := .tools/bin/uv
 VENV := .venv
 STAMP := $(VENV)/.synced-$(shell cat uv.lock pyproject.toml 2>/dev/null | cksum | cut -d' ' -f1)
 
-.PHONY: proto run test lint fmt check bench-http bench-auth bench-jobs bench-plugins bench-grpc bench-soak clean
 .PHONY: run test lint fmt proto clean bench-http bench-auth bench-jobs bench-plugins bench-grpc bench-soak bench-scaleout bench-events
 
 $(UV):
