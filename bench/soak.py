@@ -14,22 +14,26 @@ drain to 0). Exit status 1 when a criterion fails.
 
 from __future__ import annotations
 
-import argparse
-import asyncio
-import json
-import os
-import random
-import signal
-import subprocess
 import sys
-import tempfile
-import time
-import uuid
-from collections import Counter
 from pathlib import Path
 
-import asyncpg
-import httpx
+# bench/http.py would shadow the standard library's http package (httpx imports it).
+sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
+import argparse  # noqa: E402
+import asyncio  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+import random  # noqa: E402
+import signal  # noqa: E402
+import subprocess  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+import uuid  # noqa: E402
+from collections import Counter  # noqa: E402
+
+import asyncpg  # noqa: E402
+import httpx  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 ARCANA = str(Path(sys.executable).parent / "arcana")
@@ -317,7 +321,7 @@ async def main() -> int:
         "--redis-url", default=os.environ.get("ARCANA_TEST_REDIS_URL", "redis://127.0.0.1:6379/9")
     )
     args = parser.parse_args()
-    warmup = args.warmup if args.warmup is not None else min(30.0, max(5.0, args.duration / 10))
+    warmup = args.warmup if args.warmup is not None else min(60.0, max(20.0, args.duration / 10))
     soak = Soak(args)
     failures: list[str] = []
     try:

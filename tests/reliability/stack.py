@@ -21,6 +21,7 @@ from redis.exceptions import RedisError
 
 from arcana.adapters.migrator import migrate
 from arcana.bootstrap import Container
+from arcana.errors import ServiceUnavailable
 from tests.auth_support import PASSWORD
 from tests.conftest import base_settings
 from tests.pgcluster import PrivateCluster
@@ -228,7 +229,8 @@ class Stack:
             return False
         try:
             stats = await self.queue_stats()
-        except RedisError:  # this test's own connection, right after Redis came back
+        except (RedisError, ServiceUnavailable):  # this test's own connection, just after
+            # Redis came back
             return False
         return not (stats["queued"] or stats["scheduled"] or stats["retrying"] or stats["running"])
 
