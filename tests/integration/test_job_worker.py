@@ -131,10 +131,12 @@ async def test_heartbeat_keeps_a_job_longer_than_its_lease(qc: Container) -> Non
     @registry.handler("system.noop")
     async def long_job(ctx: JobContext) -> None:
         runs.append(ctx.worker_id)
-        await asyncio.sleep(1.5)  # five leases long
+        await asyncio.sleep(3.5)  # three and a half leases long
 
     def make() -> Worker:
-        return Worker(qc.queue, registry, lease_seconds=0.4, reap_interval=0.1)
+        # A 1 s lease: heartbeats every ~0.33 s keep it, with room for a busy CI machine's
+        # scheduling hiccups; the reaper of the other worker runs every 0.1 s.
+        return Worker(qc.queue, registry, lease_seconds=1.0, reap_interval=0.1)
 
     a, b = Running(make()), Running(make())
     try:
