@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import shutil
 import subprocess
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import httpx
@@ -133,8 +133,11 @@ def private_redis(tmp: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
             proc.wait(10)
 
 
-@pytest.mark.parametrize("backend", ["postgres"], indirect=True)
-async def test_redis_down_reads_still_served(backend: str, pg_url: str, tmp_path: Path) -> None:
+@contextlib.asynccontextmanager
+async def app_on_private_redis(
+    pg_url: str, tmp_path: Path
+) -> AsyncIterator[tuple[Container, httpx.AsyncClient, str, subprocess.Popen[bytes]]]:
+    """The app on PostgreSQL and a private Redis the test may stop, pause or restart."""
     await truncate_all(pg_url)
     with private_redis(tmp_path) as (url, proc):
         settings = base_settings(database_url=pg_url, redis_url=url, var_dir=tmp_path / "var")
@@ -152,28 +155,31 @@ async def test_redis_down_reads_still_served(backend: str, pg_url: str, tmp_path
                     return False
 
             await wait_for(redis_up)
-            app = create_app(container)
-            transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+            transport = httpx.ASGITransport(app=create_app(container), raise_app_exceptions=False)
             async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
-                p = await create_product(client, container, name="Before")
-                url = f"{BASE}/{p['id']}"
-                assert (await client.get(url)).json()["name"] == "Before"
-                assert (await client.get(url)).json()["name"] == "Before"  # cached in Redis
-                proc.terminate()
-                proc.wait(10)
-                r = await client.get(url)
-                assert r.status_code == 200
-                assert r.json()["name"] == "Before"
-                r = await client.patch(
-                    url, json={"name": "During"}, headers=admin_headers(container)
-                )
-                assert r.status_code == 200
-                assert p["id"] in container.products.cache.pending  # invalidation owed
-                assert (await client.get(url)).json()["name"] == "During"
-                r = await client.get(BASE)
-                assert r.status_code == 200
+                yield container, client, url, proc
         finally:
             await container.close()
+
+
+@pytest.mark.parametrize("backend", ["postgres"], indirect=True)
+async def test_redis_down_reads_still_served(backend: str, pg_url: str, tmp_path: Path) -> None:
+    async with app_on_private_redis(pg_url, tmp_path) as (container, client, _redis_url, proc):
+        p = await create_product(client, container, name="Before")
+        url = f"{BASE}/{p['id']}"
+        assert (await client.get(url)).json()["name"] == "Before"
+        assert (await client.get(url)).json()["name"] == "Before"  # cached in Redis
+        proc.terminate()
+        proc.wait(10)
+        r = await client.get(url)
+        assert r.status_code == 200
+        assert r.json()["name"] == "Before"
+        r = await client.patch(url, json={"name": "During"}, headers=admin_headers(container))
+        assert r.status_code == 200
+        assert p["id"] in container.products.cache.pending  # invalidation owed
+        assert (await client.get(url)).json()["name"] == "During"
+        r = await client.get(BASE)
+        assert r.status_code == 200
 
 
 @pytest.mark.parametrize("backend", ["postgres"], indirect=True)
@@ -182,43 +188,20 @@ async def test_invalidation_owed_during_outage_is_paid_when_redis_returns(
 ) -> None:
     """Redis is down exactly while a write invalidates: when Redis comes back with the old
     entry still in it, the owed invalidation runs before any reader can trust it."""
-    await truncate_all(pg_url)
-    with private_redis(tmp_path) as (url, proc):
+    async with app_on_private_redis(pg_url, tmp_path) as (container, client, url, proc):
         port = int(url.rsplit(":", 1)[1].split("/")[0])
-        settings = base_settings(database_url=pg_url, redis_url=url, var_dir=tmp_path / "var")
-        container = Container.from_settings(settings)
-        await container.start(migrate_embedded=False)
-        await insert_principals(container)
+        p = await create_product(client, container, name="Old")
+        url_p = f"{BASE}/{p['id']}"
+        await client.get(url_p)  # populate
+        # Pause Redis (SIGSTOP keeps its data, like a network partition).
+        proc.send_signal(19)
         try:
-            assert container.redis is not None
-            redis = container.redis
-
-            async def redis_up() -> bool:
-                try:
-                    return bool(await redis.ping())
-                except Exception:
-                    return False
-
-            await wait_for(redis_up)
-            app = create_app(container)
-            transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-            async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
-                p = await create_product(client, container, name="Old")
-                url_p = f"{BASE}/{p['id']}"
-                await client.get(url_p)  # populate
-                # Pause Redis (SIGSTOP keeps its data, like a network partition).
-                proc.send_signal(19)
-                try:
-                    r = await client.patch(
-                        url_p, json={"name": "New"}, headers=admin_headers(container)
-                    )
-                    assert r.status_code == 200
-                    assert p["id"] in container.products.cache.pending
-                    assert (await client.get(url_p)).json()["name"] == "New"
-                finally:
-                    proc.send_signal(18)
-                await wait_for(lambda: p["id"] not in container.products.cache.pending)
-                assert (await client.get(url_p)).json()["name"] == "New"
-                assert port > 0
+            r = await client.patch(url_p, json={"name": "New"}, headers=admin_headers(container))
+            assert r.status_code == 200
+            assert p["id"] in container.products.cache.pending
+            assert (await client.get(url_p)).json()["name"] == "New"
         finally:
-            await container.close()
+            proc.send_signal(18)
+        await wait_for(lambda: p["id"] not in container.products.cache.pending)
+        assert (await client.get(url_p)).json()["name"] == "New"
+        assert port > 0
