@@ -100,7 +100,7 @@ class Container:
         # Audit first: every service below reports to the plugin host.
         self.audit_sink = build_audit(settings, self.db)
         self.audit: AuditSink = self.audit_sink
-        late_audit = _LateAudit(self)
+        self._late_audit = _LateAudit(self)
         self.plugins = PluginService(
             self.audit_sink.registry,
             self.audit_sink.audit_log,
@@ -118,7 +118,7 @@ class Container:
                 on_hit=CACHE_REQUESTS.labels("product", "hit").inc,
                 on_miss=CACHE_REQUESTS.labels("product", "miss").inc,
             ),
-            late_audit,
+            self._late_audit,
         )
         self.queue: JobQueue = self._build_queue()
         self.jobs = JobService(self.queue)
@@ -160,7 +160,7 @@ class Container:
             self.tokens,
             self.generations,
             self.login_limiter,
-            _LateAudit(self),
+            self._late_audit,
             AuthPolicy(
                 settings.refresh_token_ttl,
                 settings.refresh_idle_ttl,
