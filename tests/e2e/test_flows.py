@@ -134,3 +134,13 @@ async def test_low_stock_alerts_every_admin(client: httpx.AsyncClient, running: 
         ),
         timeout=20,
     )
+
+
+async def test_users_with_a_role_are_found_by_whole_role_name(container: Container) -> None:
+    admin, _ = await user_token(container, admin=True)
+    plain, _ = await user_token(container)
+    found = {u.id for u in await container.users.list_with_role("admin")}
+    assert admin.id in found
+    assert plain.id not in found
+    assert await container.users.list_with_role("adm") == []
+    assert {admin.id, plain.id} <= {u.id for u in await container.users.list_with_role("user")}

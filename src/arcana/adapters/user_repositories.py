@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, insert, or_, select, update
+from sqlalchemy import delete, insert, literal, or_, select, update
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -96,6 +96,14 @@ class SqlUserRepository:
     async def list_all(self, limit: int = 1000, offset: int = 0) -> list[User]:
         rows = await self._s.execute(
             select(users).order_by(users.c.created_at, users.c.id).limit(limit).offset(offset)
+        )
+        return [_user(r) for r in rows]
+
+    async def list_with_role(self, role: str) -> list[User]:
+        # Roles are stored comma-separated; framing both sides with commas matches whole names.
+        framed = literal(",") + users.c.roles + literal(",")
+        rows = await self._s.execute(
+            select(users).where(framed.like(f"%,{role},%")).order_by(users.c.created_at)
         )
         return [_user(r) for r in rows]
 

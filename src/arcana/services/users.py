@@ -93,6 +93,10 @@ class UserService:
         async with self._uow() as uow:
             return await uow.users.list_all(limit, offset)
 
+    async def list_with_role(self, role: str) -> list[User]:
+        async with self._uow() as uow:
+            return await uow.users.list_with_role(role)
+
     async def create_user(
         self, email: str, name: str, password: str, roles: frozenset[str] = frozenset({"user"})
     ) -> User:

@@ -84,7 +84,7 @@ def build_registry(container: Container) -> HandlerRegistry:
     @registry.handler("notify.admins_stock")
     async def admins_stock(ctx: JobContext) -> None:
         p = ctx.payload
-        admins = [u for u in await container.users.list_users() if "admin" in u.roles]
+        admins = await container.users.list_with_role("admin")
         context = {"product_id": p.get("productId"), "stock": int(p.get("stock") or 0)}
         for admin in admins:
             await container.mailer.send_template(
