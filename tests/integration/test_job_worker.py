@@ -124,28 +124,66 @@ async def test_priorities_run_first_on_a_busy_worker(qc: Container) -> None:
     assert seen == ["critical", "high", "normal", "low"]
 
 
+class CountingQueue:
+    """The worker's queue, counting the heartbeats and reaper passes that went through it."""
+
+    def __init__(self, queue: Any) -> None:
+        self._queue = queue
+        self.heartbeats = 0
+        self.reaps = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._queue, name)
+
+    async def heartbeat(self, *args: Any) -> Any:
+        result = await self._queue.heartbeat(*args)
+        self.heartbeats += 1
+        return result
+
+    async def reap(self) -> int:
+        n: int = await self._queue.reap()
+        self.reaps += 1
+        return n
+
+
 async def test_heartbeat_keeps_a_job_longer_than_its_lease(qc: Container) -> None:
+    """The job runs until its first lease is long over and the other worker's reaper has
+    looked at it twice since: without heartbeats that reaper hands it out again (two runs).
+    Progress is counted, not slept; the 3 s lease (a heartbeat every ~1 s) leaves a busy
+    machine room for a long scheduling hiccup."""
     runs: list[str] = []
+    beats: list[int] = []
     registry = HandlerRegistry()
+    holder, other = CountingQueue(qc.queue), CountingQueue(qc.queue)
+
+    def make(queue: CountingQueue) -> Worker:
+        return Worker(queue, registry, lease_seconds=3.0, reap_interval=0.1)  # type: ignore[arg-type]
+
+    a, b = Running(make(holder)), Running(make(other))
+    workers = {a.worker.worker_id: a.worker, b.worker.worker_id: b.worker}
 
     @registry.handler("system.noop")
     async def long_job(ctx: JobContext) -> None:
         runs.append(ctx.worker_id)
-        await asyncio.sleep(3.5)  # three and a half leases long
+        if len(runs) > 1:
+            return
+        worker = workers[ctx.worker_id]
+        queue = holder if worker is a.worker else other
+        watcher = other if queue is holder else holder
+        lease_over = asyncio.get_running_loop().time() + worker.lease + 0.2
+        await wait_for(lambda: asyncio.get_running_loop().time() > lease_over, timeout=30)
+        reaps = watcher.reaps
+        await wait_for(lambda: watcher.reaps >= reaps + 2, timeout=30)
+        beats.append(queue.heartbeats)
 
-    def make() -> Worker:
-        # A 1 s lease: heartbeats every ~0.33 s keep it, with room for a busy CI machine's
-        # scheduling hiccups; the reaper of the other worker runs every 0.1 s.
-        return Worker(qc.queue, registry, lease_seconds=1.0, reap_interval=0.1)
-
-    a, b = Running(make()), Running(make())
     try:
         job = await qc.queue.enqueue(JobRequest("system.noop"))
         await finished(qc, job, JobStatus.SUCCEEDED)
     finally:
         await a.close()
         await b.close()
-    assert len(runs) == 1
+    assert len(runs) == 1, runs
+    assert beats[0] >= 2  # the lease was kept by heartbeats, not by a slow reaper
 
 
 async def test_handler_timeout_counts_as_a_failure(qc: Container) -> None:

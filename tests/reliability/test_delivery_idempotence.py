@@ -87,10 +87,18 @@ async def test_security_notice_from_password_changed_event(container: Container)
 
 @pytest.mark.parametrize("backend", ["embedded"], indirect=True)
 async def test_stock_alert_jobs_have_a_handler(container: Container) -> None:
-    await _run(
-        container,
-        _job(
-            ADMIN_STOCK_NOTICE_JOB,
-            {"productId": "p1", "stock": 0, "event_type": "product.out_of_stock"},
-        ),
+    """The job the stock reaction enqueues mails every admin, and only admins, once."""
+    admin = await create_user(container, email="stock-admin@example.com", admin=True)
+    await create_user(container, email="plain-user@example.com")
+    job = _job(
+        ADMIN_STOCK_NOTICE_JOB,
+        {"productId": "p1", "stock": 0, "event_type": "product.out_of_stock"},
     )
+    await _run(container, job)
+    await _run(container, job)  # a re-run after a crash mails nobody twice
+    mails = _mails(container.settings.var_dir / "mail")
+    assert [str(m["To"]) for m in mails] == [admin.email]
+    assert "out of stock" in str(mails[0]["Subject"])
+    body = mails[0].get_body(preferencelist=("plain",))
+    assert body is not None
+    assert "Product p1 is out of stock" in body.get_content()
