@@ -5,11 +5,29 @@ Adapters implement these; services depend only on them.
 
 from __future__ import annotations
 
+from datetime import datetime
 from types import TracebackType
 from typing import Protocol, Self
 
 from arcana.domain.events import DomainEvent
 from arcana.domain.jobs import JobRequest
+from arcana.domain.timestamps import utcnow
+
+
+class Clock(Protocol):
+    """Where services read the time, so tests can move it by hand instead of sleeping or
+    rewriting stored rows."""
+
+    def now(self) -> datetime:
+        """The current instant, timezone-aware in UTC."""
+        ...
+
+
+class SystemClock:
+    """The real clock, the default of every service that takes a ``Clock``."""
+
+    def now(self) -> datetime:
+        return utcnow()
 
 
 class Cache(Protocol):

@@ -19,6 +19,7 @@ from arcana.domain.audit import AuditEvent, AuditSink
 from arcana.domain.events import DomainEvent
 from arcana.domain.identity import AccessTokens, Principal
 from arcana.domain.jobs import JobRequest, Priority
+from arcana.domain.ports import Clock, SystemClock
 from arcana.domain.users import (
     AuthUnitOfWork,
     LoginLimiter,
@@ -42,7 +43,6 @@ from arcana.services.users import (
     TokenGenerationCache,
     UserService,
     normalize_email,
-    utcnow,
 )
 
 log = logging.getLogger(__name__)
@@ -97,6 +97,7 @@ class AuthService:
         limiter: LoginLimiter,
         audit: AuditSink,
         policy: AuthPolicy,
+        clock: Clock | None = None,
     ) -> None:
         self._uow = uow
         self._users = users
@@ -106,6 +107,7 @@ class AuthService:
         self._limiter = limiter
         self._audit = audit
         self._policy = policy
+        self._clock = clock or SystemClock()
 
     # -- registration and login ---------------------------------------------------------
     async def register(self, name: str, email: str, password: str) -> User:
@@ -140,7 +142,7 @@ class AuthService:
         new_hash: str | None = None
         if self._hasher.needs_rehash(user.password_hash):
             new_hash = await asyncio.to_thread(self._hasher.hash, password)
-        now = utcnow()
+        now = self._clock.now()
         async with self._uow() as uow:
             if new_hash is not None:
                 await uow.users.set_password(user.id, new_hash, now)
@@ -175,7 +177,7 @@ class AuthService:
             session_id=session.id,
             user_id=session.user_id,
             token_hash=digest(raw),
-            created_at=utcnow(),
+            created_at=self._clock.now(),
         )
         await uow.sessions.add_token(token)
         return raw
@@ -191,7 +193,7 @@ class AuthService:
         """Rotate: the presented token is consumed (exactly one concurrent caller wins) and a
         new one of the same family is issued. A token that was already rotated away is
         reuse: the whole family ends."""
-        now = utcnow()
+        now = self._clock.now()
         reused: RefreshToken | None = None
         async with self._uow() as uow:
             token = await uow.sessions.get_token_by_hash(digest(refresh_token))
@@ -240,13 +242,13 @@ class AuthService:
             token = await uow.sessions.get_token_by_hash(digest(refresh_token))
             if token is None:
                 return
-            await uow.sessions.revoke_session(token.session_id, utcnow())
+            await uow.sessions.revoke_session(token.session_id, self._clock.now())
             await uow.commit()
 
     async def logout_all(self, principal: Principal) -> None:
         """Every session ends and every access token issued before now dies."""
         async with self._uow() as uow:
-            now = utcnow()
+            now = self._clock.now()
             await uow.sessions.revoke_all_sessions(principal.user_id, now)
             generation = await uow.users.bump_generation(principal.user_id, now)
             await uow.commit()
@@ -266,7 +268,7 @@ class AuthService:
     async def list_sessions(self, principal: Principal) -> list[SessionView]:
         async with self._uow() as uow:
             sessions = await uow.sessions.list_live_sessions(
-                principal.user_id, utcnow(), self._policy.refresh_idle_ttl
+                principal.user_id, self._clock.now(), self._policy.refresh_idle_ttl
             )
         return [SessionView(s, s.id == principal.session_id) for s in sessions]
 
@@ -276,10 +278,10 @@ class AuthService:
             if (
                 session is None
                 or session.user_id != principal.user_id
-                or not session.is_live(utcnow(), self._policy.refresh_idle_ttl)
+                or not session.is_live(self._clock.now(), self._policy.refresh_idle_ttl)
             ):
                 raise NotFound("No such session")
-            await uow.sessions.revoke_session(session_id, utcnow())
+            await uow.sessions.revoke_session(session_id, self._clock.now())
             await uow.commit()
 
     # -- passwords ----------------------------------------------------------------------
@@ -315,7 +317,7 @@ class AuthService:
             user = await uow.users.get_by_email(email)
             if user is None:
                 return
-            now = utcnow()
+            now = self._clock.now()
             raw = new_secret()
             await uow.reset_tokens.invalidate_for_user(user.id, now)
             await uow.reset_tokens.add(
@@ -341,7 +343,7 @@ class AuthService:
         is used up atomically with the password change."""
         async with self._uow() as uow:
             reset = await uow.reset_tokens.get_by_hash(digest(token))
-        if reset is None or reset.used_at is not None or reset.expires_at <= utcnow():
+        if reset is None or reset.used_at is not None or reset.expires_at <= self._clock.now():
             raise TokenExpired("Reset token expired, used or unknown")
         check_password(new_password, "new_password")
         new_hash = await asyncio.to_thread(self._hasher.hash, new_password)
@@ -350,7 +352,7 @@ class AuthService:
     async def _set_password(
         self, user_id: str, new_hash: str, reset_token_id: str | None = None
     ) -> None:
-        now = utcnow()
+        now = self._clock.now()
         async with self._uow() as uow:
             if reset_token_id is not None and not await uow.reset_tokens.use(reset_token_id, now):
                 raise TokenExpired("Reset token expired, used or unknown")
@@ -375,7 +377,7 @@ class AuthService:
         while True:
             async with self._uow() as uow:
                 n = await uow.sessions.delete_dead(
-                    utcnow(), self._policy.refresh_idle_ttl, batch_size
+                    self._clock.now(), self._policy.refresh_idle_ttl, batch_size
                 )
                 await uow.commit()
             total += n
@@ -383,7 +385,7 @@ class AuthService:
                 break
         while True:
             async with self._uow() as uow:
-                n = await uow.reset_tokens.delete_dead(utcnow(), batch_size)
+                n = await uow.reset_tokens.delete_dead(self._clock.now(), batch_size)
                 await uow.commit()
             total += n
             if n < batch_size:

@@ -9,14 +9,14 @@ import hashlib
 import logging
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
 import orjson
 
 from arcana.domain.audit import AuditEvent, AuditSink
-from arcana.domain.ports import Cache
+from arcana.domain.ports import Cache, Clock, SystemClock
 from arcana.domain.products import (
     STOCK_MAX,
     NewProduct,
@@ -37,10 +37,6 @@ log = logging.getLogger(__name__)
 UowFactory = Callable[[], ProductUnitOfWork]
 CATALOG = "catalog"
 """Generation key of the whole catalog (list totals)."""
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
 
 
 def product_to_dict(p: Product) -> dict[str, Any]:
@@ -213,10 +209,17 @@ class ProductCache:
 class ProductService:
     EXPORT_BATCH = 1000
 
-    def __init__(self, uow: UowFactory, cache: ProductCache, audit: AuditSink) -> None:
+    def __init__(
+        self,
+        uow: UowFactory,
+        cache: ProductCache,
+        audit: AuditSink,
+        clock: Clock | None = None,
+    ) -> None:
         self._uow = uow
         self.cache = cache
         self._audit = audit
+        self._clock = clock or SystemClock()
 
     # -- reads ------------------------------------------------------------------------------
     async def get_json(self, product_id: str) -> bytes:
@@ -286,7 +289,7 @@ class ProductService:
 
     # -- writes -----------------------------------------------------------------------------
     async def create(self, actor: str, new: NewProduct) -> Product:
-        now = _now()
+        now = self._clock.now()
         product = Product(
             id=str(uuid.uuid4()),
             name=new.name,
@@ -309,7 +312,7 @@ class ProductService:
     async def create_many(self, items: Sequence[NewProduct], status: ProductStatus) -> int:
         """Bulk insert in one transaction (demo data): no events and no audit, the products
         did not come from a user action."""
-        now = _now()
+        now = self._clock.now()
         rows = [
             Product(
                 id=str(uuid.uuid4()),
@@ -336,7 +339,7 @@ class ProductService:
             current = await uow.products.get_for_update(pid)
             if current is None:
                 raise NotFound(f"Product {pid} not found")
-            updated = current.with_changes(changes, _now())
+            updated = current.with_changes(changes, self._clock.now())
             await uow.products.save(updated)
             uow.record(product_event("product.updated", pid))
             uow.record(*stock_events(pid, current.stock, updated.stock))
@@ -354,7 +357,7 @@ class ProductService:
         if abs(quantity_change) > STOCK_MAX:
             raise ValidationFailed(f"quantity_change: must be between -{STOCK_MAX} and {STOCK_MAX}")
         async with self._uow() as uow:
-            product = await uow.products.adjust_stock(pid, quantity_change, _now())
+            product = await uow.products.adjust_stock(pid, quantity_change, self._clock.now())
             if product is None:
                 if not await uow.products.exists(pid):
                     raise NotFound(f"Product {pid} not found")

@@ -7,11 +7,11 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime
 
 from arcana.domain.events import DomainEvent
 from arcana.domain.identity import Role
-from arcana.domain.ports import Cache
+from arcana.domain.ports import Cache, Clock, SystemClock
+from arcana.domain.timestamps import utcnow
 from arcana.domain.users import (
     AuthUnitOfWork,
     PasswordHasher,
@@ -28,10 +28,6 @@ log = logging.getLogger(__name__)
 AuthUowFactory = Callable[[], AuthUnitOfWork]
 
 KNOWN_ROLES = frozenset(r.value for r in Role)
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 def normalize_email(email: str) -> str:
@@ -75,11 +71,16 @@ class TokenGenerationCache:
 
 class UserService:
     def __init__(
-        self, uow: AuthUowFactory, hasher: PasswordHasher, generations: TokenGenerationCache
+        self,
+        uow: AuthUowFactory,
+        hasher: PasswordHasher,
+        generations: TokenGenerationCache,
+        clock: Clock | None = None,
     ) -> None:
         self._uow = uow
         self._hasher = hasher
         self._generations = generations
+        self._clock = clock or SystemClock()
 
     async def get_user(self, user_id: str) -> User | None:
         async with self._uow() as uow:
@@ -120,7 +121,7 @@ class UserService:
             if await uow.users.get_by_email(email) is not None:
                 raise Conflict("A user with this email already exists")
         password_hash = await asyncio.to_thread(self._hasher.hash, password)
-        now = utcnow()
+        now = self._clock.now()
         user = User(
             id=str(uuid.uuid4()),
             name=name,
@@ -162,7 +163,7 @@ class UserService:
                 raise NotFound(f"unknown user '{email}'")
             roles = user.roles | {role} if grant else user.roles - {role}
             if roles != user.roles:
-                now = utcnow()
+                now = self._clock.now()
                 await uow.users.set_roles(user.id, roles, now)
                 if not grant:
                     generation = await uow.users.bump_generation(user.id, now)

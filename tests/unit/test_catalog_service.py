@@ -1,0 +1,193 @@
+"""The catalog use cases through in-memory ports: stock events, the cache kept honest after
+writes, and the reactions the recorded events cause downstream."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+
+import pytest
+
+from arcana.domain.products import NewProduct, Product, ProductChanges, ProductQuery
+from arcana.errors import InsufficientStock, NotFound, ValidationFailed
+from arcana.services.events import (
+    ADMIN_STOCK_NOTICE_JOB,
+    WELCOME_EMAIL_JOB,
+    build_event_handlers,
+    job_id_for,
+)
+from arcana.services.products import ProductCache, ProductService
+from arcana.services.users import TokenGenerationCache, UserService
+from tests.fakes import (
+    FakeClock,
+    InMemoryCache,
+    InMemoryJobQueue,
+    InMemoryStore,
+    InMemoryUnitOfWorkFactory,
+    PlainPasswordHasher,
+    RecordingAuditSink,
+)
+
+ADMIN = "admin-1"
+
+
+@dataclass
+class Catalog:
+    service: ProductService
+    uow: InMemoryUnitOfWorkFactory
+    store: InMemoryStore
+    cache: InMemoryCache
+    clock: FakeClock
+    audit: RecordingAuditSink
+
+    async def create(self, stock: int = 50, **fields: object) -> Product:
+        new = NewProduct.build(name="Lamp", price="19.99", stock=stock, **fields)  # type: ignore[arg-type]
+        return await self.service.create(ADMIN, new)
+
+    def event_types(self) -> list[str]:
+        return [e.event_type for e in self.store.events]
+
+
+@pytest.fixture
+def catalog() -> Catalog:
+    clock = FakeClock()
+    uow = InMemoryUnitOfWorkFactory()
+    cache = InMemoryCache(clock)
+    audit = RecordingAuditSink()
+    service = ProductService(uow, ProductCache(cache, ttl=300), audit, clock=clock)
+    return Catalog(service, uow, uow.store, cache, clock, audit)
+
+
+# -- stock events -------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("start", "change", "events"),
+    [
+        (50, -5, ["product.updated"]),
+        (50, -40, ["product.updated", "product.low_stock"]),
+        (5, -1, ["product.updated", "product.low_stock"]),  # every change that stays low
+        (5, -5, ["product.updated", "product.out_of_stock"]),
+        (0, 11, ["product.updated"]),
+        (0, 3, ["product.updated", "product.low_stock"]),
+    ],
+)
+async def test_stock_changes_record_their_events(
+    catalog: Catalog, start: int, change: int, events: list[str]
+) -> None:
+    product = await catalog.create(stock=start)
+    catalog.store.events.clear()
+    updated = await catalog.service.adjust_stock(ADMIN, product.id, change)
+    assert updated.stock == start + change
+    assert catalog.event_types() == events
+    low = catalog.store.events_of("product.low_stock")
+    if low:
+        assert low[0].data == {"productId": product.id, "stock": start + change}
+
+
+async def test_a_stock_change_below_zero_changes_nothing(catalog: Catalog) -> None:
+    product = await catalog.create(stock=2)
+    catalog.store.events.clear()
+    with pytest.raises(InsufficientStock):
+        await catalog.service.adjust_stock(ADMIN, product.id, -3)
+    assert catalog.store.products[product.id].stock == 2
+    assert catalog.store.events == []
+    with pytest.raises(NotFound):
+        await catalog.service.adjust_stock(ADMIN, "00000000-0000-4000-8000-000000000000", 1)
+    with pytest.raises(ValidationFailed):
+        await catalog.service.adjust_stock(ADMIN, product.id, True)  # type: ignore[arg-type]
+
+
+async def test_an_update_that_sets_stock_records_the_same_events(catalog: Catalog) -> None:
+    product = await catalog.create(stock=50)
+    catalog.store.events.clear()
+    await catalog.service.update(ADMIN, product.id, ProductChanges.build({"stock": 0}))
+    assert catalog.event_types() == ["product.updated", "product.out_of_stock"]
+
+
+async def test_writes_are_timed_by_the_clock_and_audited(catalog: Catalog) -> None:
+    product = await catalog.create()
+    assert product.created_at == catalog.clock.now()
+    catalog.clock.advance(90)
+    updated = await catalog.service.adjust_stock(ADMIN, product.id, -1)
+    assert updated.updated_at == catalog.clock.now()
+    assert updated.created_at == product.created_at
+    assert [(e.action, e.user_id) for e in catalog.audit.events] == [
+        ("create", ADMIN),
+        ("stock", ADMIN),
+    ]
+
+
+# -- cache ----------------------------------------------------------------------------------------
+async def test_reads_are_served_from_the_cache_until_a_write(catalog: Catalog) -> None:
+    product = await catalog.create(stock=50)
+    repo = catalog.uow.products
+    first = await catalog.service.get(product.id)
+    reads = repo.reads
+    assert await catalog.service.get(product.id) == first
+    assert repo.reads == reads  # the second read never reached storage
+    await catalog.service.adjust_stock(ADMIN, product.id, -8)
+    assert (await catalog.service.get(product.id)).stock == 42  # never the stale 50
+    assert repo.reads == reads + 1
+
+
+async def test_cached_entries_expire_by_the_clock(catalog: Catalog) -> None:
+    product = await catalog.create()
+    await catalog.service.get(product.id)
+    reads = catalog.uow.products.reads
+    catalog.clock.advance(301)
+    await catalog.service.get(product.id)
+    assert catalog.uow.products.reads == reads + 1
+
+
+async def test_a_cache_outage_is_a_miss_not_an_error(catalog: Catalog) -> None:
+    product = await catalog.create()
+    catalog.cache.down = True
+    assert (await catalog.service.get(product.id)).price == Decimal("19.99")
+    page = await catalog.service.list_products(ProductQuery.build())
+    assert page.total == 1
+
+
+async def test_list_totals_are_cached_per_filter_and_dropped_by_creates(catalog: Catalog) -> None:
+    await catalog.create(category="lamps")
+    await catalog.create(category="chairs")
+    lamps = ProductQuery.build(category="lamps")
+    assert (await catalog.service.list_products(lamps)).total == 1
+    await catalog.create(category="lamps")
+    page = await catalog.service.list_products(lamps)
+    assert page.total == 2
+    assert [p.category for p in page.items] == ["lamps", "lamps"]
+
+
+# -- reactions: the two flows of docs/ARCHITECTURE.md, up to the queued job -------------------
+async def _deliver(store: InMemoryStore, jobs: InMemoryJobQueue, times: int = 1) -> None:
+    handlers = build_event_handlers(jobs)
+    for _ in range(times):  # delivery is at least once
+        for event in store.events:
+            await handlers.dispatch(event.envelope())
+
+
+async def test_a_stock_drop_to_zero_queues_one_admin_notice(catalog: Catalog) -> None:
+    product = await catalog.create(stock=3)
+    await catalog.service.adjust_stock(ADMIN, product.id, -3)
+    jobs = InMemoryJobQueue()
+    await _deliver(catalog.store, jobs, times=2)
+    [notice] = jobs.of_type(ADMIN_STOCK_NOTICE_JOB)
+    assert notice.payload == {
+        "productId": product.id,
+        "stock": 0,
+        "event_type": "product.out_of_stock",
+    }
+    [event] = catalog.store.events_of("product.out_of_stock")
+    assert job_id_for(event.id, ADMIN_STOCK_NOTICE_JOB) in jobs.jobs
+
+
+async def test_registration_queues_one_welcome_mail() -> None:
+    clock = FakeClock()
+    uow = InMemoryUnitOfWorkFactory()
+    hasher = PlainPasswordHasher()
+    users = UserService(uow, hasher, TokenGenerationCache(uow, InMemoryCache(clock), 60), clock)
+    user = await users.create_user("ada@example.com", "Ada", "Correct-Horse-9")
+    jobs = InMemoryJobQueue()
+    await _deliver(uow.store, jobs, times=3)
+    assert jobs.calls == 3
+    [welcome] = jobs.of_type(WELCOME_EMAIL_JOB)
+    assert welcome.payload == {"user_id": user.id, "email": "ada@example.com", "name": "Ada"}
