@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import copy
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
@@ -511,3 +511,26 @@ class RecordingAuditSink:
 
     def of_type(self, event_type: str) -> list[AuditEvent]:
         return [e for e in self.events if e.event_type == event_type]
+
+
+class RecordingMailer:
+    """The ``Mailer`` port: keeps what would have been sent, one mail per idempotency key as
+    the file sender does."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, str, dict[str, object]]] = []
+        self._keys: set[str] = set()
+
+    async def send_template(
+        self,
+        template: str,
+        to: str,
+        context: Mapping[str, object],
+        *,
+        idempotency_key: str | None = None,
+    ) -> None:
+        if idempotency_key is not None:
+            if idempotency_key in self._keys:
+                return
+            self._keys.add(idempotency_key)
+        self.sent.append((template, to, dict(context)))

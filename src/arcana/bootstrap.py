@@ -47,6 +47,7 @@ from arcana.services.auth import AuthPolicy, AuthService
 from arcana.services.events import DeferredJobs, build_event_handlers
 from arcana.services.identity import IdentityService
 from arcana.services.jobs import JobService
+from arcana.services.notifications import NotificationService
 from arcana.services.plugins import PluginService
 from arcana.services.products import ProductCache, ProductService
 from arcana.services.users import TokenGenerationCache, UserService, UserSyncService
@@ -123,6 +124,7 @@ class Container:
         self.queue: JobQueue = self._build_queue()
         self.jobs = JobService(self.queue)
         self.mailer: Mailer = build_mailer(settings.smtp_url, settings.mail_from, settings.var_dir)
+        self.notifications = NotificationService(self.mailer, self.users, settings.reset_token_ttl)
         self.events = EventBus(
             settings,
             self.db,
@@ -172,14 +174,6 @@ class Container:
             WebhookUserSync(settings.user_sync_url) if settings.user_sync_url else NoUserSync()
         )
         self.user_sync = UserSyncService(self.uow, sync)
-
-    # Periodic job hooks, called by the ``sync.*`` job handlers; each returns rows handled.
-    async def sync_pending_users(self) -> int:
-        report = await self.user_sync.sync_pending_users()
-        return report.synced + report.failed
-
-    async def cleanup_tokens(self) -> int:
-        return await self.auth.cleanup_tokens()
 
     def _build_queue(self) -> JobQueue:
         s = self.settings

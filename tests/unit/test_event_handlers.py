@@ -6,6 +6,7 @@ import logging
 
 import pytest
 
+from arcana.domain.delivery import EventHandlers
 from arcana.domain.events import DomainEvent
 from arcana.errors import ServiceUnavailable
 from arcana.services.events import (
@@ -13,7 +14,6 @@ from arcana.services.events import (
     SECURITY_NOTICE_JOB,
     WELCOME_EMAIL_JOB,
     DeferredJobs,
-    EventHandlers,
     build_event_handlers,
     job_id_for,
 )

@@ -1,4 +1,5 @@
-"""Ports of event delivery: how handlers reach the job queue, how live listeners see events.
+"""Ports of event delivery: how delivered events reach their handlers, how handlers reach the
+job queue, how live listeners see events.
 
 The envelope handed to a handler is the contract §5 JSON object
 (``{id, event_type, data, timestamp, source}``) exactly as it travelled on the wire.
@@ -15,6 +16,36 @@ from arcana.domain.jobs import JobRequest
 Envelope = dict[str, Any]
 EventHandler = Callable[[Envelope], Awaitable[None]]
 """Reacts to one delivered event. Must be idempotent: delivery is at least once."""
+
+
+class EventDispatcher(Protocol):
+    """What delivery adapters (the embedded dispatcher, the Redis stream consumers) call for
+    each event they deliver. Raising means "not handled": the adapter retries or dead-letters."""
+
+    async def dispatch(self, envelope: Envelope) -> None: ...
+
+
+class EventHandlers:
+    """Handlers by event type, the ``EventDispatcher`` the composition root wires. ``dispatch``
+    runs every handler of the event's type in order and lets the first failure propagate (the
+    caller retries the whole event). Events of a type with no handler are ignored."""
+
+    def __init__(self) -> None:
+        self._handlers: dict[str, list[EventHandler]] = {}
+
+    def register(self, event_type: str, handler: EventHandler) -> None:
+        self._handlers.setdefault(event_type, []).append(handler)
+
+    def handles(self, event_type: str) -> bool:
+        return bool(self._handlers.get(event_type))
+
+    @property
+    def event_types(self) -> list[str]:
+        return sorted(self._handlers)
+
+    async def dispatch(self, envelope: Envelope) -> None:
+        for handler in self._handlers.get(str(envelope.get("event_type")), ()):
+            await handler(envelope)
 
 
 class JobEnqueuer(Protocol):

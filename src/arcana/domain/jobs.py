@@ -7,11 +7,11 @@ the outbox relay. A rolled-back transaction enqueues nothing; a crash after comm
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import IntEnum, StrEnum
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypedDict, TypeVar
 
 from arcana.errors import ValidationFailed
 
@@ -223,22 +223,107 @@ class JobQueue(Protocol):
 
 
 # -- catalogue ---------------------------------------------------------------------------------
+# Every built-in job type, once: the shape of its payload (checked by mypy where a request is
+# built), its default priority and whether the scheduler enqueues it each period. Services build
+# requests with ``JobType.request``, the worker maps each type to one service call, and the
+# operator API refuses any type not listed here.
 
-DEFAULT_PRIORITIES: dict[str, Priority] = {
-    "system.noop": Priority.NORMAL,
-    "system.echo": Priority.NORMAL,
-    "email.welcome": Priority.NORMAL,
-    "email.password_reset": Priority.HIGH,
-    "email.security_notice": Priority.HIGH,
-    "notify.admins_stock": Priority.NORMAL,
-    "sync.pending_users": Priority.NORMAL,
-    "sync.cleanup_tokens": Priority.LOW,
+P = TypeVar("P", bound=Mapping[str, Any])
+
+
+class NoPayload(TypedDict):
+    pass
+
+
+class EchoPayload(TypedDict, total=False):
+    message: str
+    fail_times: int
+    """Fail the first N attempts on purpose (a canary for retries and dead letters)."""
+    sleep_seconds: float
+
+
+class WelcomeEmail(TypedDict):
+    user_id: str
+    email: str
+    name: str
+
+
+class PasswordResetEmail(TypedDict):
+    email: str
+    reset_token: str
+    """The raw token: it rests only in the job payload until the mail is sent."""
+
+
+class SecurityNotice(TypedDict, total=False):
+    """``user_id`` (the address is looked up when the mail goes out), or ``email``."""
+
+    user_id: str
+    email: str
+    name: str
+
+
+class StockAlert(TypedDict):
+    productId: str | None
+    stock: int
+    event_type: str
+
+
+@dataclass(frozen=True, slots=True)
+class JobType(Generic[P]):
+    name: str
+    payload: type[P]
+    priority: Priority = Priority.NORMAL
+    periodic: bool = False
+    """Enqueued by the scheduler once per period; the period is a setting."""
+
+    def request(
+        self,
+        payload: P,
+        *,
+        priority: Priority | None = None,
+        delay_seconds: float = 0.0,
+        max_retries: int = 3,
+        unique_key: str | None = None,
+    ) -> JobRequest:
+        return JobRequest(
+            self.name,
+            dict(payload),
+            priority=self.priority if priority is None else priority,
+            delay_seconds=delay_seconds,
+            max_retries=max_retries,
+            unique_key=unique_key,
+        )
+
+
+SYSTEM_NOOP = JobType("system.noop", NoPayload)
+SYSTEM_ECHO = JobType("system.echo", EchoPayload)
+WELCOME_EMAIL = JobType("email.welcome", WelcomeEmail)
+PASSWORD_RESET_EMAIL = JobType("email.password_reset", PasswordResetEmail, Priority.HIGH)
+SECURITY_NOTICE = JobType("email.security_notice", SecurityNotice, Priority.HIGH)
+ADMIN_STOCK_NOTICE = JobType("notify.admins_stock", StockAlert)
+SYNC_PENDING_USERS = JobType("sync.pending_users", NoPayload, periodic=True)
+CLEANUP_TOKENS = JobType("sync.cleanup_tokens", NoPayload, Priority.LOW, periodic=True)
+
+JOB_TYPES: dict[str, JobType[Any]] = {
+    t.name: t
+    for t in (
+        SYSTEM_NOOP,
+        SYSTEM_ECHO,
+        WELCOME_EMAIL,
+        PASSWORD_RESET_EMAIL,
+        SECURITY_NOTICE,
+        ADMIN_STOCK_NOTICE,
+        SYNC_PENDING_USERS,
+        CLEANUP_TOKENS,
+    )
 }
-"""Built-in job types and their default priority. Enqueueing any other type is refused."""
+"""Built-in job types by name. Enqueueing any other type is refused."""
+
+DEFAULT_PRIORITIES: dict[str, Priority] = {name: t.priority for name, t in JOB_TYPES.items()}
 
 
 def is_known_type(job_type: str) -> bool:
-    return job_type in DEFAULT_PRIORITIES
+    return job_type in JOB_TYPES
 
 
 def parse_priority(value: str | int | Priority) -> Priority:

@@ -18,7 +18,7 @@ from datetime import timedelta
 from arcana.domain.audit import AuditEvent, AuditSink
 from arcana.domain.events import DomainEvent
 from arcana.domain.identity import AccessTokens, Principal
-from arcana.domain.jobs import JobRequest, Priority
+from arcana.domain.jobs import PASSWORD_RESET_EMAIL
 from arcana.domain.ports import Clock, SystemClock
 from arcana.domain.users import (
     AuthUnitOfWork,
@@ -329,13 +329,7 @@ class AuthService:
                     expires_at=now + timedelta(seconds=self._policy.reset_token_ttl),
                 )
             )
-            uow.enqueue(
-                JobRequest(
-                    "email.password_reset",
-                    {"email": user.email, "reset_token": raw},
-                    priority=Priority.HIGH,
-                )
-            )
+            uow.enqueue(PASSWORD_RESET_EMAIL.request({"email": user.email, "reset_token": raw}))
             await uow.commit()
 
     async def reset_password(self, token: str, new_password: str) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from arcana.domain.jobs import (
-    DEFAULT_PRIORITIES,
+    JOB_TYPES,
     Job,
     JobQueue,
     JobRequest,
@@ -22,7 +22,7 @@ class JobService:
         self.queue = queue
 
     def known_types(self) -> list[str]:
-        return sorted(DEFAULT_PRIORITIES)
+        return sorted(JOB_TYPES)
 
     async def enqueue(
         self,
@@ -48,7 +48,7 @@ class JobService:
         request = JobRequest(
             job_type=job_type,
             payload=dict(payload or {}),
-            priority=priority if priority is not None else DEFAULT_PRIORITIES[job_type],
+            priority=priority if priority is not None else JOB_TYPES[job_type].priority,
             delay_seconds=delay_seconds,
             max_retries=max_retries,
             unique_key=unique_key or None,

@@ -1,13 +1,27 @@
-"""Built-in job handlers and how a process starts its workers and scheduler."""
+"""The built-in job types mapped to service calls, and how a process starts its workers and
+scheduler."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from arcana.bootstrap import Container
-from arcana.domain.jobs import DEFAULT_PRIORITIES
-from arcana.worker.registry import HandlerRegistry, JobContext
+from arcana.domain.jobs import (
+    ADMIN_STOCK_NOTICE,
+    CLEANUP_TOKENS,
+    JOB_TYPES,
+    PASSWORD_RESET_EMAIL,
+    SECURITY_NOTICE,
+    SYNC_PENDING_USERS,
+    SYSTEM_ECHO,
+    SYSTEM_NOOP,
+    WELCOME_EMAIL,
+    JobType,
+)
+from arcana.worker.registry import HandlerFn, HandlerRegistry, JobContext
 from arcana.worker.runner import Worker
 from arcana.worker.scheduler import default_schedule, run_scheduler
 
@@ -18,95 +32,56 @@ class EchoFailed(RuntimeError):
     """``system.echo`` failing on purpose (its first ``fail_times`` attempts)."""
 
 
-def build_registry(container: Container) -> HandlerRegistry:
-    registry = HandlerRegistry()
-    settings = container.settings
+async def echo(ctx: JobContext) -> None:
+    """``system.echo``: the operators' canary for retries, dead letters and held slots."""
+    fail_times = int(ctx.payload.get("fail_times") or 0)
+    sleep = float(ctx.payload.get("sleep_seconds") or 0)
+    if sleep > 0:  # optional: lets operators and tests hold a worker slot
+        await asyncio.sleep(min(sleep, 3600.0))
+    if ctx.attempt <= fail_times:
+        raise EchoFailed(f"failing attempt {ctx.attempt} of the first {fail_times} on purpose")
+    log.info("echo: %s", ctx.payload.get("message", ""))
 
-    @registry.handler("system.noop")
+
+def handler_table(container: Container) -> dict[JobType[Any], HandlerFn]:
+    """Each built-in job type and the one service call that runs it. The payload was built
+    from the type's shape (``domain/jobs.py``) when the job was enqueued."""
+    notices = container.notifications
+
     async def noop(ctx: JobContext) -> None:
         return None
 
-    @registry.handler("system.echo")
-    async def echo(ctx: JobContext) -> None:
-        fail_times = int(ctx.payload.get("fail_times") or 0)
-        sleep = float(ctx.payload.get("sleep_seconds") or 0)
-        if sleep > 0:  # optional: lets operators and tests hold a worker slot
-            await asyncio.sleep(min(sleep, 3600.0))
-        if ctx.attempt <= fail_times:
-            raise EchoFailed(f"failing attempt {ctx.attempt} of the first {fail_times} on purpose")
-        log.info("echo: %s", ctx.payload.get("message", ""))
-
-    @registry.handler("email.welcome")
-    async def welcome(ctx: JobContext) -> None:
-        p = ctx.payload
-        await container.mailer.send_template(
-            "welcome",
-            p["email"],
-            {"name": p.get("name") or "", "email": p["email"], "user_id": p.get("user_id")},
-            idempotency_key=ctx.job.id,
-        )
-
-    @registry.handler("email.password_reset")
-    async def password_reset(ctx: JobContext) -> None:
-        p = ctx.payload
-        await container.mailer.send_template(
-            "password_reset",
-            p["email"],
-            {
-                "email": p["email"],
-                "reset_token": p["reset_token"],
-                "minutes": max(settings.reset_token_ttl // 60, 1),
-            },
-            idempotency_key=ctx.job.id,
-        )
-
-    @registry.handler("email.security_notice")
-    async def security_notice(ctx: JobContext) -> None:
-        # The event handler sends only the user id: the address is looked up when the mail
-        # goes out, so a user deleted meanwhile gets nothing.
-        p = ctx.payload
-        email, name = p.get("email"), p.get("name") or ""
-        if not email and p.get("user_id"):
-            user = await container.users.get_user(str(p["user_id"]))
-            if user is None:
-                log.info("security notice skipped: user %s no longer exists", p["user_id"])
-                return
-            email, name = user.email, user.name
-        if not email:
-            raise ValueError("email.security_notice needs user_id or email")
-        await container.mailer.send_template(
-            "security_notice",
-            str(email),
-            {"email": email, "name": name},
-            idempotency_key=ctx.job.id,
-        )
-
-    @registry.handler("notify.admins_stock")
-    async def admins_stock(ctx: JobContext) -> None:
-        p = ctx.payload
-        admins = await container.users.list_with_role("admin")
-        context = {"product_id": p.get("productId"), "stock": int(p.get("stock") or 0)}
-        for admin in admins:
-            await container.mailer.send_template(
-                "stock_alert",
-                admin.email,
-                {**context, "name": admin.name},
-                # A re-run after a crash mails nobody twice.
-                idempotency_key=f"{ctx.job.id}:{admin.id}",
-            )
-        log.info("stock alert for %s sent to %d admin(s)", context["product_id"], len(admins))
-
-    @registry.handler("sync.pending_users")
     async def pending_users(ctx: JobContext) -> None:
-        n = await container.sync_pending_users()
-        log.info("sync.pending_users handled %d user(s)", n)
+        report = await container.user_sync.sync_pending_users()
+        log.info("sync.pending_users handled %d user(s)", report.synced + report.failed)
 
-    @registry.handler("sync.cleanup_tokens")
     async def cleanup_tokens(ctx: JobContext) -> None:
-        n = await container.cleanup_tokens()
+        n = await container.auth.cleanup_tokens()
         log.info("sync.cleanup_tokens removed %d row(s)", n)
 
-    missing = [t for t in DEFAULT_PRIORITIES if registry.resolve(t) is None]
+    def call(use_case: Callable[[Any, str], Awaitable[object]]) -> HandlerFn:
+        async def run(ctx: JobContext) -> None:
+            await use_case(ctx.payload, ctx.job.id)
+
+        return run
+
+    return {
+        SYSTEM_NOOP: noop,
+        SYSTEM_ECHO: echo,
+        WELCOME_EMAIL: call(notices.welcome),
+        PASSWORD_RESET_EMAIL: call(notices.password_reset),
+        SECURITY_NOTICE: call(notices.security_notice),
+        ADMIN_STOCK_NOTICE: call(notices.stock_alert_to_admins),
+        SYNC_PENDING_USERS: pending_users,
+        CLEANUP_TOKENS: cleanup_tokens,
+    }
+
+
+def build_registry(container: Container) -> HandlerRegistry:
+    registry = HandlerRegistry()
+    for job_type, handler in handler_table(container).items():
+        registry.register(job_type.name, handler)
+    missing = [name for name in JOB_TYPES if registry.resolve(name) is None]
     assert not missing, f"built-in job types without a handler: {missing}"
     return registry
 

@@ -17,7 +17,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from arcana.config import Settings
-from arcana.domain.jobs import DEFAULT_PRIORITIES, JobQueue, JobRequest
+from arcana.domain.jobs import (
+    CLEANUP_TOKENS,
+    DEFAULT_PRIORITIES,
+    JOB_TYPES,
+    SYNC_PENDING_USERS,
+    JobQueue,
+    JobRequest,
+    Priority,
+)
 
 log = logging.getLogger("arcana.scheduler")
 
@@ -32,10 +40,14 @@ class Periodic:
 
 
 def default_schedule(settings: Settings) -> list[Periodic]:
-    return [
-        Periodic("sync.pending_users", settings.schedule_pending_users_seconds),
-        Periodic("sync.cleanup_tokens", settings.schedule_cleanup_tokens_seconds),
-    ]
+    """The periodic types of the catalogue, each with the period its setting gives."""
+    periods = {
+        SYNC_PENDING_USERS: settings.schedule_pending_users_seconds,
+        CLEANUP_TOKENS: settings.schedule_cleanup_tokens_seconds,
+    }
+    unscheduled = [t.name for t in JOB_TYPES.values() if t.periodic and t not in periods]
+    assert not unscheduled, f"periodic job types without a period: {unscheduled}"
+    return [Periodic(t.name, every) for t, every in periods.items()]
 
 
 def period_job_id(job_type: str, period_start: int) -> str:
@@ -63,9 +75,7 @@ async def run_scheduler(
                 job = await queue.enqueue(
                     JobRequest(
                         p.job_type,
-                        priority=DEFAULT_PRIORITIES.get(
-                            p.job_type, DEFAULT_PRIORITIES["system.noop"]
-                        ),
+                        priority=DEFAULT_PRIORITIES.get(p.job_type, Priority.NORMAL),
                         max_retries=p.max_retries,
                     ),
                     job_id=period_job_id(p.job_type, start),

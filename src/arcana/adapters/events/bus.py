@@ -16,8 +16,7 @@ from arcana.adapters.events.redis_stream import (
 )
 from arcana.adapters.events.relay import OutboxRelay, Publisher
 from arcana.config import Settings
-from arcana.domain.delivery import EventFeed, JobEnqueuer
-from arcana.services.events import EventHandlers
+from arcana.domain.delivery import EventFeed, EventHandlers, JobEnqueuer
 
 
 class EventBus:

@@ -11,9 +11,8 @@ from collections.abc import AsyncIterator, Sequence
 
 from arcana.adapters.events.outbox import OutboxRow
 from arcana.adapters.events.relay import DeliveryError
-from arcana.domain.delivery import EventSubscription, FeedItem
+from arcana.domain.delivery import EventDispatcher, EventSubscription, FeedItem
 from arcana.metrics import EVENTS_HANDLED
-from arcana.services.events import EventHandlers
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +93,7 @@ class _LocalSubscription:
 class LocalDispatcher:
     """The embedded ``Publisher``: run the handlers of each event, then broadcast it."""
 
-    def __init__(self, handlers: EventHandlers, feed: LocalEventFeed, retries: int = 3) -> None:
+    def __init__(self, handlers: EventDispatcher, feed: LocalEventFeed, retries: int = 3) -> None:
         self._handlers = handlers
         self._feed = feed
         self._retries = retries

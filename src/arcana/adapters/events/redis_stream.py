@@ -23,9 +23,8 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
 from arcana.adapters.events.outbox import OutboxRow
-from arcana.domain.delivery import Envelope, EventSubscription, FeedItem
+from arcana.domain.delivery import Envelope, EventDispatcher, EventSubscription, FeedItem
 from arcana.metrics import EVENTS_DEAD, EVENTS_HANDLED
-from arcana.services.events import EventHandlers
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +67,7 @@ class RedisEventConsumer:
         self,
         redis: Redis,
         stream: str,
-        handlers: EventHandlers,
+        handlers: EventDispatcher,
         *,
         name: str | None = None,
         claim_idle_ms: int = 30_000,
