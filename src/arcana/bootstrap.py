@@ -34,7 +34,7 @@ from arcana.adapters.plugin_broadcast import (
 )
 from arcana.adapters.plugins import build_audit
 from arcana.adapters.unit_of_work import SqlUnitOfWork
-from arcana.adapters.user_sync import NoUserSync, WebhookUserSync
+from arcana.adapters.user_sync import NullUserSync, WebhookUserSync
 from arcana.config import Settings
 from arcana.domain.audit import AuditEvent, AuditSink
 from arcana.domain.events import DomainEvent
@@ -171,7 +171,7 @@ class Container:
             ),
         )
         sync: UserSync = (
-            WebhookUserSync(settings.user_sync_url) if settings.user_sync_url else NoUserSync()
+            WebhookUserSync(settings.user_sync_url) if settings.user_sync_url else NullUserSync()
         )
         self.user_sync = UserSyncService(self.uow, sync)
 

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 import jwt
 
 from arcana.domain.identity import IssuedToken, Principal
+from arcana.domain.timestamps import utcnow
 from arcana.errors import Unauthorized
 
 ALGORITHM = "HS256"
@@ -25,7 +26,7 @@ class JwtAccessTokens:
     def issue(
         self, user_id: str, roles: frozenset[str], generation: int, session_id: str | None = None
     ) -> IssuedToken:
-        now = int(datetime.now(UTC).timestamp())
+        now = int(utcnow().timestamp())
         claims: dict[str, object] = {
             "sub": user_id,
             "roles": sorted(roles),

@@ -18,8 +18,9 @@ from arcana.adapters.user_repositories import (
     SqlSessionRepository,
     SqlUserRepository,
 )
-from arcana.domain.events import DomainEvent, utcnow
+from arcana.domain.events import DomainEvent
 from arcana.domain.jobs import JobRequest
+from arcana.domain.timestamps import utcnow
 from arcana.errors import ArcanaError, ServiceUnavailable, ValidationFailed
 from arcana.metrics import DB_UNAVAILABLE
 

@@ -20,7 +20,7 @@ class WebhookUserSync:
             response.raise_for_status()
 
 
-class NoUserSync:
+class NullUserSync:
     """No sync target configured: every user counts as synced."""
 
     async def push(self, user: dict[str, Any]) -> None:

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel
 
 from arcana.api.deps import AdminPrincipal, ContainerDep
+from arcana.domain.timestamps import iso_z
 
 router = APIRouter(prefix="/api/v1/admin", tags=["plugins"])
 
@@ -83,7 +84,7 @@ async def list_audit(
                 user_id=e.user_id,
                 resource=e.resource,
                 action=e.action,
-                timestamp=e.timestamp.isoformat().replace("+00:00", "Z"),
+                timestamp=iso_z(e.timestamp),
                 metadata=e.metadata,
                 flagged=e.flagged,
                 results=[PluginResultRead(plugin=r.plugin, code=r.code) for r in e.results],

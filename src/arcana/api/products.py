@@ -29,6 +29,7 @@ from arcana.api.schemas_products import (
     json_body,
 )
 from arcana.domain.products import NewProduct, Product, ProductChanges, ProductQuery
+from arcana.domain.timestamps import iso_z
 from arcana.errors import ValidationFailed
 from arcana.services.products import product_to_json, products_page_to_json
 
@@ -113,8 +114,8 @@ async def export_products(principal: AdminPrincipal, container: ContainerDep) ->
                     p.stock,
                     p.category or "",
                     p.status.value,
-                    p.created_at.isoformat().replace("+00:00", "Z"),
-                    p.updated_at.isoformat().replace("+00:00", "Z"),
+                    iso_z(p.created_at),
+                    iso_z(p.updated_at),
                 )
             )
         return buf.getvalue()

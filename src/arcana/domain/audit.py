@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Protocol
+
+from arcana.domain.timestamps import iso_z, utcnow
 
 
 @dataclass(frozen=True, slots=True)
@@ -15,7 +17,7 @@ class AuditEvent:
     resource: str
     action: str
     metadata: dict[str, Any] = field(default_factory=dict)
-    timestamp: datetime = field(default_factory=lambda: datetime.now(UTC))
+    timestamp: datetime = field(default_factory=utcnow)
 
     def to_json_dict(self) -> dict[str, Any]:
         return {
@@ -23,7 +25,7 @@ class AuditEvent:
             "user_id": self.user_id,
             "resource": self.resource,
             "action": self.action,
-            "timestamp": self.timestamp.isoformat().replace("+00:00", "Z"),
+            "timestamp": iso_z(self.timestamp),
             "metadata": self.metadata,
         }
 
@@ -33,8 +35,3 @@ class AuditSink(Protocol):
     queue drops the event and counts it."""
 
     def emit(self, event: AuditEvent) -> None: ...
-
-
-class NullAuditSink:
-    def emit(self, event: AuditEvent) -> None:
-        return None

@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
+from arcana.domain.timestamps import iso_z, utcnow
+
 SOURCE = "arcana"
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +29,6 @@ class DomainEvent:
             "id": self.id,
             "event_type": self.event_type,
             "data": self.data,
-            "timestamp": self.timestamp.isoformat().replace("+00:00", "Z"),
+            "timestamp": iso_z(self.timestamp),
             "source": self.source,
         }

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from enum import IntEnum, StrEnum
 from typing import Any, Generic, Protocol, TypedDict, TypeVar
 
+from arcana.domain.timestamps import iso_z
 from arcana.errors import ValidationFailed
 
 
@@ -71,12 +72,8 @@ ACTIVE_STATUSES = frozenset(
 """Statuses during which a job holds its ``unique_key``."""
 
 
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
 def _iso(value: datetime | None) -> str | None:
-    return value.isoformat().replace("+00:00", "Z") if value is not None else None
+    return iso_z(value) if value is not None else None
 
 
 @dataclass(slots=True)

@@ -9,6 +9,7 @@ from enum import StrEnum
 from typing import Any, Protocol
 
 from arcana.domain.ports import UnitOfWork
+from arcana.domain.timestamps import iso_z
 
 
 class SyncStatus(StrEnum):
@@ -36,8 +37,8 @@ class User:
             "name": self.name,
             "email": self.email,
             "roles": sorted(self.roles),
-            "created_at": self.created_at.isoformat().replace("+00:00", "Z"),
-            "updated_at": self.updated_at.isoformat().replace("+00:00", "Z"),
+            "created_at": iso_z(self.created_at),
+            "updated_at": iso_z(self.updated_at),
         }
 
 

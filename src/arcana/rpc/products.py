@@ -9,6 +9,7 @@ from google.protobuf import empty_pb2
 
 from arcana.bootstrap import Container
 from arcana.domain.products import NewProduct, Product, ProductChanges, ProductQuery
+from arcana.domain.timestamps import iso_z
 from arcana.errors import Unauthorized, ValidationFailed
 from arcana.rpc.gen.arcana.product.v1 import product_pb2 as pb
 from arcana.rpc.gen.arcana.product.v1 import product_pb2_grpc as pb_grpc
@@ -20,7 +21,7 @@ DEFAULT_SIZE = 10
 
 def _rfc3339(p: Product, field: str) -> str:
     value = getattr(p, field)
-    return str(value.isoformat().replace("+00:00", "Z"))
+    return iso_z(value)
 
 
 def to_message(p: Product) -> pb.ProductResponse:

@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from arcana.adapters.database import Database
 from arcana.adapters.tables import outbox
-from arcana.domain.events import utcnow
+from arcana.domain.timestamps import utcnow
 
 # pg_advisory_xact_lock key: "arcana outbox relay".
 RELAY_LOCK_KEY = 0x4152_4341_4E41_01

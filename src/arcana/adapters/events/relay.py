@@ -25,8 +25,8 @@ from sqlalchemy.engine import make_url
 from arcana.adapters.database import Database, is_connectivity_error
 from arcana.adapters.events.outbox import OutboxRow, SqlOutbox
 from arcana.domain.delivery import JobEnqueuer
-from arcana.domain.events import utcnow
 from arcana.domain.jobs import JobRequest
+from arcana.domain.timestamps import utcnow
 from arcana.errors import ServiceUnavailable
 from arcana.metrics import (
     EVENTS_DEAD,

@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from arcana.adapters.database import Database, is_connectivity_error
 from arcana.adapters.tables import jobs
 from arcana.domain.jobs import Job, JobQueue, JobRequest, JobStatus, Priority, QueueStats
+from arcana.domain.timestamps import utcnow
 from arcana.errors import InvalidState, NotFound, ServiceUnavailable
 
 log = logging.getLogger(__name__)
@@ -37,10 +38,6 @@ def _utc(value: datetime | None) -> datetime | None:
     if value is None:
         return None
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
 
 
 def _job(row: Row[Any]) -> Job:
@@ -118,7 +115,7 @@ class SqlJobQueue(JobQueue):
 
     async def _enqueue_one(self, conn: AsyncConnection, request: JobRequest, job_id: str) -> Job:
         for _ in range(3):
-            now = _now()
+            now = utcnow()
             delay = max(request.delay_seconds, 0.0)
             job = Job(
                 id=job_id,
@@ -209,7 +206,7 @@ class SqlJobQueue(JobQueue):
         )
 
     async def retry_dead(self, job_id: str) -> Job:
-        now = _now()
+        now = utcnow()
         for take_unique in (True, False):
             values: dict[str, Any] = {
                 "status": JobStatus.QUEUED.value,
@@ -246,7 +243,7 @@ class SqlJobQueue(JobQueue):
 
     # -- workers --------------------------------------------------------------------------
     async def fetch(self, worker_id: str, limit: int, lease_seconds: float) -> list[Job]:
-        now = _now()
+        now = utcnow()
         pick = (
             select(jobs.c.seq)
             .where(jobs.c.status.in_(_WAITING), jobs.c.scheduled_at <= now)
@@ -282,7 +279,7 @@ class SqlJobQueue(JobQueue):
                     jobs.c.status == JobStatus.RUNNING.value,
                     jobs.c.worker_id == worker_id,
                 )
-                .values(lease_until=_now() + timedelta(seconds=lease_seconds))
+                .values(lease_until=utcnow() + timedelta(seconds=lease_seconds))
             )
 
     async def complete(self, worker_id: str, job_ids: Sequence[str]) -> int:
@@ -298,7 +295,7 @@ class SqlJobQueue(JobQueue):
                 )
                 .values(
                     status=JobStatus.SUCCEEDED.value,
-                    finished_at=_now(),
+                    finished_at=utcnow(),
                     unique_active=None,
                     lease_until=None,
                 )
@@ -308,7 +305,7 @@ class SqlJobQueue(JobQueue):
     async def fail(
         self, worker_id: str, job_id: str, error: str, retry_delay: float
     ) -> JobStatus | None:
-        now = _now()
+        now = utcnow()
         retry = jobs.c.retry_count < jobs.c.max_retries
         stmt = (
             update(jobs)
@@ -364,7 +361,7 @@ class SqlJobQueue(JobQueue):
         return int(result.rowcount)
 
     async def reap(self) -> int:
-        now = _now()
+        now = utcnow()
         async with self._tx() as conn:
             expired = await conn.execute(
                 update(jobs)

@@ -10,6 +10,7 @@ from sqlalchemy import func, insert, select
 from arcana.adapters.database import Database
 from arcana.adapters.tables import audit_log
 from arcana.domain.plugins import AuditEntry, PluginResult
+from arcana.domain.timestamps import utcnow
 
 
 class SqlAuditLog:
@@ -29,7 +30,7 @@ class SqlAuditLog:
                     metadata=entry.metadata,
                     flagged=entry.flagged,
                     results=[{"plugin": r.plugin, "code": r.code} for r in entry.results],
-                    created_at=datetime.now(UTC),
+                    created_at=utcnow(),
                 )
             )
 

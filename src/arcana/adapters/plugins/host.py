@@ -18,7 +18,6 @@ import statistics
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -414,9 +413,6 @@ class PluginHost:
                 continue
             results.append((plugin.name, self.call(current, plugin, payload)))
         return results
-
-    def run_many(self, payloads: Iterable[bytes]) -> list[list[tuple[str, int]]]:
-        return [self.run(p) for p in payloads]
 
     def call(self, current: PluginSet, plugin: Plugin, payload: bytes) -> int:
         started = time.perf_counter_ns()
