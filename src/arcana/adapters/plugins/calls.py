@@ -124,6 +124,12 @@ class MemoryWriter:
             self._data = lambda: ctypes.addressof(raw_data(ctx, ref).contents)
             self._size = lambda: raw_size(ctx, ref)
 
+    def size(self) -> int:
+        """The memory's current size in bytes."""
+        if self._size is None:
+            return int(self._memory.data_len(self._store))
+        return int(self._size())
+
     def write(self, offset: int, payload: bytes) -> bool:
         """False (nothing written) if ``[offset, offset + len)`` is not inside memory or
         ``offset`` is 0."""
