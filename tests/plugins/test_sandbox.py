@@ -6,6 +6,7 @@ answering after 10,000 calls (made through the host's synchronous call path)."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import shutil
 import time
@@ -174,7 +175,8 @@ def test_plugins_can_run_against_a_fixed_clock(host_factory: HostFactory) -> Non
 def test_a_plugin_without_dealloc_takes_200000_events_in_a_row(host_factory: HostFactory) -> None:
     host = host_factory(TESTDATA / "leaky.wat")  # the 16 MiB default cap
     plugin = only(host)
-    assert plugin.state == "active" and plugin.version == 4
+    assert plugin.state == "active"
+    assert plugin.version == 4
     current = host.current
     codes = [host.call(current, plugin, EVENT) for _ in range(200_000)]
     assert set(codes) == {1}
@@ -188,7 +190,8 @@ def test_a_plugin_without_dealloc_takes_200000_events_in_a_row(host_factory: Hos
 def test_a_plugin_without_dealloc_with_a_small_cap(host_factory: HostFactory) -> None:
     host = host_factory(TESTDATA / "leaky.wat", limits={"memory_bytes": 1024 * 1024})
     assert answers(host, 10_000) == {1}
-    assert only(host).recycled > 0 and only(host).errors == 0
+    assert only(host).recycled > 0
+    assert only(host).errors == 0
 
 
 # -- memories and tables ----------------------------------------------------------------------
@@ -277,11 +280,12 @@ def test_a_valid_artifact_under_another_modules_digest_is_refused(
     cache = tmp_path / "cache"
     PluginHost(d, cache_dir=cache, cache_key=CACHE_KEY).load_all()
     compiler = PluginHost(d, cache_dir=cache, cache_key=CACHE_KEY).compiler
-    legacy_digest = __import__("hashlib").sha256((d / "legacy.wat").read_bytes()).hexdigest()
-    trapper_digest = __import__("hashlib").sha256((d / "trapper.wat").read_bytes()).hexdigest()
+    legacy_digest = hashlib.sha256((d / "legacy.wat").read_bytes()).hexdigest()
+    trapper_digest = hashlib.sha256((d / "trapper.wat").read_bytes()).hexdigest()
     legacy_file = compiler._cache_path(legacy_digest)
     trapper_file = compiler._cache_path(trapper_digest)
-    assert legacy_file is not None and trapper_file is not None
+    assert legacy_file is not None
+    assert trapper_file is not None
     shutil.copy(trapper_file, legacy_file)  # the trapper's code under the legacy's name
     fresh_process()
     host = PluginHost(d, cache_dir=cache, cache_key=CACHE_KEY)
