@@ -47,6 +47,7 @@ from arcana.adapters.plugins.wasi import (
     define_host_wasi,
     real_clock,
     set_deadline,
+    set_output,
     wasi_config,
 )
 from arcana.metrics import (
@@ -216,9 +217,10 @@ class PluginInstance:
         self.output = PluginOutput()
         if module.uses_wasi:
             # Nothing granted: no preopened directories, environment, arguments or sockets;
-            # stdout/stderr go to self.output, logged by the host after each call.
-            self.store.set_wasi(wasi_config(self.output))
+            # stdout/stderr (the host's fd_write) go to self.output, logged after each call.
+            self.store.set_wasi(wasi_config())
         self.sleeps = "poll_oneoff" in module.wasi_imports
+        self.writes = "fd_write" in module.wasi_imports
         self.arm()
         instance = module.pre.instantiate(self.store)
         exports = instance.exports(self.store)
@@ -284,6 +286,8 @@ class PluginInstance:
         self.store.set_epoch_deadline(self.host.deadline_ticks)
         if self.sleeps:
             set_deadline(time.monotonic() + self.host.limits.timeout_ms / 1000)
+        if self.writes:
+            set_output(self.output)
 
     def call(self, payload: bytes) -> int:
         """One event; raises ``wasmtime.Trap``/``WasmtimeError`` if the call did not complete."""

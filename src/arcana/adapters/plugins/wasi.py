@@ -8,8 +8,11 @@ directories, empty environment and arguments, real random). Three things are the
 - ``poll_oneoff``: wasmtime's would sleep as long as the plugin asks, and neither fuel nor the
   epoch deadline interrupts a host call. Here a sleep ends at the call's deadline at the
   latest; the plugin then resumes and the epoch deadline stops it (``TIMED_OUT``);
-- stdout/stderr: ``fd_write`` to them goes to a ``PluginOutput`` (through ``WasiConfig``'s
-  custom output hooks), which the host logs under the plugin's name after each call, bounded.
+- ``fd_write``: to stdout/stderr it goes to the instance's ``PluginOutput``, which the host
+  logs under the plugin's name after each call, bounded; any other descriptor is EBADF (with
+  nothing preopened, 0-2 are the only ones). ``WasiConfig.stdout_custom`` would do the same
+  through wasmtime, but it delivers the bytes on a tokio worker thread that calls back into
+  Python, and such a thread still calling back while the interpreter exits aborts the process.
 """
 
 from __future__ import annotations
@@ -41,13 +44,17 @@ _REAL_CLOCKS: dict[int, Callable[[], int]] = {
     3: time.thread_time_ns,
 }
 
-# The deadline of the call running in this thread (``time.monotonic`` seconds), set when a call
-# to a plugin that imports poll_oneoff is armed. Host functions run in the calling thread.
+# The call running in this thread: its deadline (``time.monotonic`` seconds) and where its
+# output goes, set when the call is armed. Host functions run in the calling thread.
 _call = threading.local()
 
 
 def set_deadline(at: float) -> None:
     _call.deadline = at
+
+
+def set_output(output: PluginOutput) -> None:
+    _call.output = output
 
 
 def real_clock(clock_id: int) -> int:
@@ -64,19 +71,17 @@ class PluginOutput:
         self.kept = 0
         self.dropped = 0
 
-    def _add(self, stream: str, data: bytes) -> None:
-        room = OUTPUT_LIMIT - self.kept
-        if room > 0:
-            part = data[:room]
+    @property
+    def room(self) -> int:
+        return OUTPUT_LIMIT - self.kept
+
+    def add(self, stream: str, data: bytes, dropped: int = 0) -> None:
+        """Keep ``data`` (at most ``room`` bytes of it); ``dropped`` more were not read."""
+        part = data[: max(self.room, 0)]
+        if part:
             self.chunks.append((stream, part))
             self.kept += len(part)
-        self.dropped += max(0, len(data) - max(room, 0))
-
-    def stdout(self, data: bytes) -> None:
-        self._add("stdout", data)
-
-    def stderr(self, data: bytes) -> None:
-        self._add("stderr", data)
+        self.dropped += len(data) - len(part) + dropped
 
     @property
     def pending(self) -> bool:
@@ -96,17 +101,15 @@ class PluginOutput:
         ], dropped
 
 
-def wasi_config(output: PluginOutput) -> wasmtime.WasiConfig:
-    """Nothing granted: no preopened directories, environment, arguments or stdin; stdout and
-    stderr go to ``output``."""
-    config = wasmtime.WasiConfig()
-    config.stdout_custom = output.stdout
-    config.stderr_custom = output.stderr
-    return config
+def wasi_config() -> wasmtime.WasiConfig:
+    """Nothing granted: no preopened directories, environment, arguments or stdin (stdout and
+    stderr are the host's ``fd_write``)."""
+    return wasmtime.WasiConfig()
 
 
 def define_host_wasi(linker: wasmtime.Linker, clock: Clock) -> None:
-    """Define wasmtime's WASI, then shadow ``clock_time_get`` and ``poll_oneoff``."""
+    """Define wasmtime's WASI, then shadow ``clock_time_get``, ``poll_oneoff`` and
+    ``fd_write``."""
     linker.define_wasi()
     linker.allow_shadowing = True
     i32, i64 = wasmtime.ValType.i32(), wasmtime.ValType.i64()
@@ -157,6 +160,41 @@ def define_host_wasi(linker: wasmtime.Linker, clock: Clock) -> None:
         memory.write(caller, b"".join(ready), events_ptr)
         return _store(caller, nevents_ptr, struct.pack("<I", len(ready)))
 
+    def fd_write(
+        caller: wasmtime.Caller, fd: int, iovs_ptr: int, iovs_len: int, nwritten_ptr: int
+    ) -> int:
+        if fd not in (1, 2):
+            return EBADF
+        memory = caller.get("memory")
+        if not isinstance(memory, wasmtime.Memory):
+            return EFAULT
+        size = memory.data_len(caller)
+        if iovs_len < 0 or iovs_ptr < 0 or iovs_ptr + iovs_len * 8 > size:
+            return EFAULT
+        iovs = bytes(memory.read(caller, iovs_ptr, iovs_ptr + iovs_len * 8))
+        output: PluginOutput | None = getattr(_call, "output", None)
+        room = output.room if output is not None else 0
+        kept = bytearray()
+        total = 0
+        for i in range(iovs_len):
+            buf, length = struct.unpack_from("<II", iovs, i * 8)
+            if buf + length > size:
+                return EFAULT
+            take = min(length, max(room - len(kept), 0))
+            if take:
+                kept += memory.read(caller, buf, buf + take)
+            total += length
+        if output is not None:
+            output.add("stdout" if fd == 1 else "stderr", bytes(kept), total - len(kept))
+        return _store(caller, nwritten_ptr, struct.pack("<I", total & 0xFFFF_FFFF))
+
+    linker.define_func(
+        WASI_MODULE,
+        "fd_write",
+        wasmtime.FuncType([i32, i32, i32, i32], [i32]),
+        fd_write,
+        access_caller=True,
+    )
     linker.define_func(
         WASI_MODULE,
         "clock_time_get",
