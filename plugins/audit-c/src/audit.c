@@ -283,7 +283,7 @@ static int equals(const str_value *v, const char *text) {
 }
 
 EXPORT("on_audit_event") int32_t on_audit_event(int32_t ptr, int32_t len) {
-    if (ptr == 0 || len < 0) return -1;
+    if (len < 0) return -1;
     const uint8_t *p = (const uint8_t *)(uintptr_t)ptr;
     reader r = {p, p + len};
     str_value fields[NFIELDS];

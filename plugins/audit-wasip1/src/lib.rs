@@ -35,7 +35,7 @@ fn policy(bytes: &[u8]) -> i32 {
 /// The host writes `len` bytes of UTF-8 JSON at `ptr` and calls this.
 #[no_mangle]
 pub extern "C" fn on_audit_event(ptr: i32, len: i32) -> i32 {
-    if ptr == 0 || len < 0 {
+    if len < 0 {
         return -1;
     }
     let bytes = unsafe { std::slice::from_raw_parts(ptr as *const u8, len as usize) };

@@ -30,7 +30,13 @@ from typing import Any
 
 import wasmtime
 
-from arcana.adapters.plugins.calls import FastCall, MemoryWriter, SlowCall, make_call
+from arcana.adapters.plugins.calls import (
+    FastCall,
+    MemoryWriter,
+    SlowCall,
+    make_arm,
+    make_call,
+)
 from arcana.adapters.plugins.loader import (
     MAX_MEMORIES,
     MAX_TABLES,
@@ -221,6 +227,7 @@ class PluginInstance:
             self.store.set_wasi(wasi_config())
         self.sleeps = "poll_oneoff" in module.wasi_imports
         self.writes = "fd_write" in module.wasi_imports
+        self._arm = make_arm(self.store, limits.fuel, host.deadline_ticks, fast=host.fast_calls)
         self.arm()
         instance = module.pre.instantiate(self.store)
         exports = instance.exports(self.store)
@@ -282,8 +289,7 @@ class PluginInstance:
         return self.writer.write(ptr, payload)
 
     def arm(self) -> None:
-        self.store.set_fuel(self.host.limits.fuel)
-        self.store.set_epoch_deadline(self.host.deadline_ticks)
+        self._arm()  # fuel and the epoch deadline
         if self.sleeps:
             set_deadline(time.monotonic() + self.host.limits.timeout_ms / 1000)
         if self.writes:
@@ -545,7 +551,7 @@ class PluginHost:
             log.warning("plugin %s disabled: %s", plugin.name, plugin.error)
         if inst is not None:
             # After the call is timed and counted: the event has its answer already.
-            if inst.output.pending:
+            if inst.output.chunks or inst.output.dropped:
                 self._log_output(plugin, inst.output)
             if inst.worn_out:
                 self._recycle(current, plugin)
