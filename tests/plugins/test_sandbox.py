@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import shutil
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,6 +22,7 @@ from arcana.adapters.plugins.loader import FORBIDDEN_WASI, WASI_PREVIEW1
 from arcana.adapters.plugins.sink import encode_event
 from arcana.adapters.plugins.wasi import OUTPUT_LIMIT
 from arcana.domain.audit import AuditEvent
+from tests.process import arcana_bin
 
 ROOT = Path(__file__).resolve().parents[2]
 TESTDATA = ROOT / "plugins" / "testdata"
@@ -307,3 +309,48 @@ def test_without_a_key_the_cache_stays_in_memory(
     cache = tmp_path / "cache"
     PluginHost(d, cache_dir=cache).load_all()
     assert not cache.exists()
+
+
+# -- arcana plugins check ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("file", "expected"),
+    [
+        ("audit-c.wasm", "audit-c: ok (version 1, alloc/dealloc, WASI)"),
+        ("audit-wasip1.wasm", "audit-wasip1: ok (version 1, alloc/dealloc, WASI)"),
+        (
+            "testdata/leaky.wat",
+            "leaky: ok (version 4, alloc without dealloc, instance renewed near the memory cap)",
+        ),
+        (
+            "testdata/wasistartup.wat",
+            "wasistartup: ok (version -, legacy, host-grown buffer, WASI)",
+        ),
+    ],
+)
+def test_cli_check_of_what_toolchains_emit(tmp_path: Path, file: str, expected: str) -> None:
+    ok = subprocess.run(
+        [arcana_bin(), "plugins", "check", str(ROOT / "plugins" / file)],
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/bin:/bin", "ARCANA_VAR_DIR": str(tmp_path / "var")},
+        cwd=tmp_path,
+    )
+    assert ok.returncode == 0, ok.stderr
+    assert ok.stdout.splitlines()[0] == expected
+    assert "-> 1" in ok.stdout
+    if file == "testdata/wasistartup.wat":
+        assert "output: stdout: plugin started" in ok.stdout
+
+
+def test_cli_check_refuses_what_could_never_fit(tmp_path: Path) -> None:
+    bad = subprocess.run(
+        [arcana_bin(), "plugins", "check", str(ROOT / "plugins" / "testdata" / "multimemory.wat")],
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/bin:/bin", "ARCANA_VAR_DIR": str(tmp_path / "var")},
+        cwd=tmp_path,
+    )
+    assert bad.returncode == 1
+    assert bad.stderr.strip() == "error: multimemory.wat: defines 2 memories; a plugin may have 1"
