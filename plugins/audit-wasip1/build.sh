@@ -10,6 +10,7 @@ CARGO=${CARGO:-/usr/bin/cargo}
 RUSTC=${RUSTC:-/usr/bin/rustc}
 TARGET=${TARGET:-wasm32-wasi}
 export RUSTC
-TARGET_DIR=${CARGO_TARGET_DIR:-target}
+# The Rust plugin's target directory: same dependencies and profile, so serde is built once.
+TARGET_DIR=${CARGO_TARGET_DIR:-../audit/target}
 "$CARGO" build --quiet --offline --release --target "$TARGET" --target-dir "$TARGET_DIR"
 cp "$TARGET_DIR/$TARGET/release/arcana_audit_wasip1.wasm" "${1:-../audit-wasip1.wasm}"

@@ -184,8 +184,9 @@ def test_a_plugin_without_dealloc_takes_200000_events_in_a_row(host_factory: Hos
     assert set(codes) == {1}
     status = host.statuses()[0]
     assert (status.calls, status.errors) == (200_000, 0)
-    # Each instance takes ~12 MiB of never-freed buffers before it is replaced.
-    assert status.recycled == 200_000 * len(EVENT) // (12 * 1024 * 1024)
+    # 200,000 never-freed buffers do not fit in one 16 MiB instance: it was replaced (before
+    # its memory ran out, or a call would have failed) at least this many times.
+    assert status.recycled >= 200_000 * len(EVENT) // (16 * 1024 * 1024) >= 2
     assert status.to_dict()["recycled"] == status.recycled
 
 
