@@ -218,6 +218,7 @@ async def test_token_of_a_deleted_user(
 
 
 async def _reset_token(container: Container, email: str) -> str:
+    await container.auth.wait_background()
     async with container.db.engine.connect() as conn:
         rows = (
             await conn.execute(
@@ -230,7 +231,7 @@ async def _reset_token(container: Container, email: str) -> str:
         if r.data.get("payload", {}).get("email") == email
     ]
     assert tokens, rows
-    token: str = tokens[-1]
+    token: str = container.sealer.unseal(tokens[-1])
     return token
 
 

@@ -54,7 +54,8 @@ def build_registry(container: Container) -> HandlerRegistry:
             p["email"],
             {
                 "email": p["email"],
-                "reset_token": p["reset_token"],
+                # Sealed at rest; opened only here, on its way into the mail.
+                "reset_token": container.sealer.unseal(str(p["reset_token"])),
                 "minutes": max(settings.reset_token_ttl // 60, 1),
             },
             idempotency_key=ctx.job.id,
