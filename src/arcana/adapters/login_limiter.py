@@ -19,6 +19,7 @@ one Redis Cluster slot.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import math
@@ -87,8 +88,14 @@ def _seconds(ms: int) -> int:
 
 
 class _Degraded:
+    # At most this many limiter calls in flight per process: a burst larger than the Redis
+    # connection pool would otherwise fail with "Too many connections" and, failing open,
+    # walk straight past the limit. The calls are one short Lua script each, so they queue.
+    MAX_IN_FLIGHT = 32
+
     def __init__(self) -> None:
         self._last_warning = 0.0
+        self._in_flight = asyncio.Semaphore(self.MAX_IN_FLIGHT)
 
     def _degraded(self, op: str, exc: Exception) -> None:
         LOGIN_LIMITER_ERRORS.inc()
@@ -123,12 +130,13 @@ class RedisLoginLimiter(_Degraded):
 
     async def reserve(self, account: str, address: str) -> int:
         try:
-            wait = int(
-                await self._reserve(
-                    keys=self._keys(account, address),
-                    args=[self._max_account, self._max_address, self._window_ms],
+            async with self._in_flight:
+                wait = int(
+                    await self._reserve(
+                        keys=self._keys(account, address),
+                        args=[self._max_account, self._max_address, self._window_ms],
+                    )
                 )
-            )
         except (RedisError, OSError) as exc:
             self._degraded("reserve", exc)
             return 0
@@ -136,7 +144,8 @@ class RedisLoginLimiter(_Degraded):
 
     async def release(self, account: str, address: str) -> None:
         try:
-            await self._release(keys=self._keys(account, address))
+            async with self._in_flight:
+                await self._release(keys=self._keys(account, address))
         except (RedisError, OSError) as exc:
             self._degraded("release", exc)
 
@@ -223,7 +232,8 @@ class RedisAttemptQuota(_Degraded):
     async def hit(self, bucket: str, key: str, limit: int, window_seconds: int) -> int:
         name = f"{self._prefix}:{bucket}:{_digest(key)}"
         try:
-            wait = int(await self._hit(keys=[name], args=[limit, window_seconds * 1000]))
+            async with self._in_flight:
+                wait = int(await self._hit(keys=[name], args=[limit, window_seconds * 1000]))
         except (RedisError, OSError) as exc:
             self._degraded("quota", exc)
             return 0

@@ -121,6 +121,9 @@ class AuthService:
         self._quota = quota
         self._sealer = sealer
         self._background: set[asyncio.Task[None]] = set()
+        # Reset requests are issued one at a time in this process, in arrival order, so a
+        # newer one always supersedes the older (as when each ran inside its request).
+        self._reset_lock = asyncio.Lock()
 
     # -- registration and login ---------------------------------------------------------
     async def register(
@@ -364,7 +367,8 @@ class AuthService:
 
     async def _send_reset(self, email: str) -> None:
         try:
-            await self._issue_reset(email)
+            async with self._reset_lock:
+                await self._issue_reset(email)
         except Exception:
             log.exception("password reset request could not be processed")
 
