@@ -51,11 +51,18 @@ async def _stream_ends_after(
     base: str,
     container: Container,
     action: Callable[[httpx.AsyncClient, dict[str, str]], Awaitable[None]],
+    token_ttl: int | None = None,
 ) -> None:
+    """Opens the stream as a fresh admin (tokens live 15 min unless ``token_ttl``), runs
+    ``action``, and requires the stream to end by itself within 5 s."""
     async with httpx.AsyncClient(base_url=base, timeout=10) as client:
         u = await register_and_login(client)
-        await container.users.grant_role(u["email"], "admin")
+        user = await container.users.grant_role(u["email"], "admin")
         tokens = await login(client, u["email"])
+        if token_ttl is not None:
+            s = container.settings
+            short = JwtAccessTokens(container.jwt_key, s.jwt_issuer, s.jwt_audience, token_ttl)
+            tokens["access_token"] = short.issue(user.id, user.roles, user.generation).token
         async with client.stream("GET", STREAM, headers=bearer(tokens["access_token"])) as resp:
             assert resp.status_code == 200
             lines = resp.aiter_lines()
