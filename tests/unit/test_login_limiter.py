@@ -31,3 +31,10 @@ async def test_memory_quota_counts_per_key_and_window() -> None:
     assert [await quota.hit("b", "k", 2, 60) for _ in range(3)][:2] == [0, 0]
     assert await quota.hit("b", "k", 2, 60) > 0
     assert await quota.hit("b", "other", 2, 60) == 0
+
+
+async def test_memory_limiter_refunds_an_attempt_that_checked_nothing() -> None:
+    limiter = MemoryLoginLimiter(max_per_account=1, max_per_address=5, window_seconds=60)
+    assert await limiter.reserve("a@x", "1.1.1.1") == 0
+    await limiter.refund("a@x", "1.1.1.1")
+    assert await limiter.reserve("a@x", "1.1.1.1") == 0

@@ -64,6 +64,15 @@ if n > 0 then redis.call('DECR', KEYS[2]) end
 return 0
 """
 
+# The attempt never reached the password check (no hashing slot): both counts go back down.
+_REFUND = """
+for i = 1, 2 do
+  local n = tonumber(redis.call('GET', KEYS[i]) or '0')
+  if n > 0 then redis.call('DECR', KEYS[i]) end
+end
+return 0
+"""
+
 # KEYS: one counter. ARGV: limit, window (ms). 0 = counted; else ms until the window frees.
 _HIT = """
 local n = tonumber(redis.call('GET', KEYS[1]) or '0')
@@ -121,6 +130,7 @@ class RedisLoginLimiter(_Degraded):
         self._window_ms = window_seconds * 1000
         self._reserve = redis.register_script(_RESERVE)
         self._release = redis.register_script(_RELEASE)
+        self._refund = redis.register_script(_REFUND)
 
     def _keys(self, account: str, address: str) -> list[str]:
         return [
@@ -148,6 +158,13 @@ class RedisLoginLimiter(_Degraded):
                 await self._release(keys=self._keys(account, address))
         except (RedisError, OSError) as exc:
             self._degraded("release", exc)
+
+    async def refund(self, account: str, address: str) -> None:
+        try:
+            async with self._in_flight:
+                await self._refund(keys=self._keys(account, address))
+        except (RedisError, OSError) as exc:
+            self._degraded("refund", exc)
 
 
 class MemoryLoginLimiter:
@@ -218,6 +235,15 @@ class MemoryLoginLimiter:
             self._counts[key] = (count - 1, end)
         else:
             self._counts.pop(key, None)
+
+    async def refund(self, account: str, address: str) -> None:
+        now = time.monotonic()
+        for key in ("a:" + account, "i:" + address):
+            count, end = self._get(key, now)
+            if count > 1:
+                self._counts[key] = (count - 1, end)
+            else:
+                self._counts.pop(key, None)
 
 
 class RedisAttemptQuota(_Degraded):

@@ -231,6 +231,10 @@ class LoginLimiter(Protocol):
         """The attempt succeeded: the account's count clears, the address gets it back."""
         ...
 
+    async def refund(self, account: str, address: str) -> None:
+        """The attempt never reached the password check (no hashing slot): both get it back."""
+        ...
+
 
 class AttemptQuota(Protocol):
     """Fixed-window quotas shared by every process (registrations per address, reset mails

@@ -34,6 +34,7 @@ from arcana.errors import (
     InvalidCredentials,
     NotFound,
     RateLimited,
+    ServiceUnavailable,
     TokenExpired,
     Unauthorized,
 )
@@ -154,7 +155,7 @@ class AuthService:
         async with self._uow() as uow:
             user = await uow.users.get_by_email(email)
         stored = user.password_hash if user is not None else self._hasher.dummy_hash()
-        ok = await self._hasher.verify(stored, password)
+        ok = await self._verify_reserved(stored, password, email, client.ip)
         if user is None or not ok:
             AUTH_LOGINS.labels("failed").inc()
             self._audit.emit(
@@ -202,6 +203,17 @@ class AuthService:
             )
         )
         return self._pair(user, session.id, refresh)
+
+    async def _verify_reserved(
+        self, password_hash: str, password: str, account: str, address: str
+    ) -> bool:
+        """Verify under a reserved attempt; if no hashing slot frees (503), the attempt
+        checked nothing, so it goes back to both budgets."""
+        try:
+            return await self._hasher.verify(password_hash, password)
+        except ServiceUnavailable:
+            await self._limiter.refund(account, address)
+            raise
 
     async def _new_refresh_token(self, uow: AuthUnitOfWork, session: Session) -> str:
         raw = new_secret()
@@ -341,7 +353,9 @@ class AuthService:
         wait = await self._limiter.reserve(user.email, address)
         if wait > 0:
             raise RateLimited("Too many failed attempts; try again later", retry_after=wait)
-        if not await self._hasher.verify(user.password_hash, current_password):
+        if not await self._verify_reserved(
+            user.password_hash, current_password, user.email, address
+        ):
             raise InvalidCredentials("The current password is wrong")
         await self._limiter.release(user.email, address)
         new_hash = await self._hasher.hash(new_password)
