@@ -222,7 +222,7 @@ def run_mode(
         attacker: Counter[int] = Counter()
         t0 = time.perf_counter()
         if scenario == "steady":
-            lat = asyncio.run(drive(base_url, emails[:-1], clients, seconds))
+            lat = asyncio.run(drive(base_url, emails[:-1], clients, seconds, refused))
             elapsed = time.perf_counter() - t0
         else:
             lat, refused, attacker = asyncio.run(under_attack(base_url, scenario, emails, args))
