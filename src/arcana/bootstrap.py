@@ -291,7 +291,6 @@ class Container:
 
     async def close(self) -> None:
         await self.stop_background()
-        await self.auth.wait_background()
         self.passwords.close()
         await self.products.cache.aclose()
         await self.queue.close()

@@ -23,6 +23,7 @@ from tests.auth_support import (
     bearer,
     login,
     register_and_login,
+    run_reset_requests,
 )
 from tests.conftest import truncate_all
 
@@ -491,7 +492,7 @@ async def test_change_password(client: httpx.AsyncClient, container: Container) 
 async def _reset_jobs(container: Container) -> list[dict[str, Any]]:
     """The reset jobs in the outbox, their sealed token opened (forgot-password does its work
     after answering, so wait for it first)."""
-    await container.auth.wait_background()
+    await run_reset_requests(container)
     jobs = [
         r["data"]
         for r in await _outbox(container)
@@ -625,7 +626,7 @@ async def test_cleanup_tokens_deletes_dead_rows_only(
     await client.post(f"{AUTH}/logout", json={"refresh_token": gone["refresh_token"]})
     await client.post(f"{AUTH}/forgot-password", json={"email": keep["email"]})
     await client.post(f"{AUTH}/forgot-password", json={"email": keep["email"]})  # first one dies
-    await container.auth.wait_background()
+    await run_reset_requests(container)
     deleted = await container.auth.cleanup_tokens(batch_size=1)
     # The superseded reset token; the ended session stays for one access-token lifetime (it
     # is what keeps that session's access tokens dead).

@@ -20,7 +20,7 @@ from sqlalchemy import select
 
 from arcana.adapters.tables import outbox
 from arcana.bootstrap import Container
-from tests.auth_support import bearer, register_and_login
+from tests.auth_support import bearer, register_and_login, run_reset_requests
 
 pytestmark = pytest.mark.reliability
 
@@ -218,7 +218,7 @@ async def test_token_of_a_deleted_user(
 
 
 async def _reset_token(container: Container, email: str) -> str:
-    await container.auth.wait_background()
+    await run_reset_requests(container)
     async with container.db.engine.connect() as conn:
         rows = (
             await conn.execute(

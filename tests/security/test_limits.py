@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from arcana.adapters.login_limiter import MemoryLoginLimiter
-from tests.auth_support import PASSWORD, register_and_login
+from tests.auth_support import PASSWORD, register_and_login, run_reset_requests
 from tests.security.conftest import AUTH, ClientFactory, hashes
 
 WRONG = "Wrong-Password-1"
@@ -122,7 +122,7 @@ async def test_forgot_password_is_limited_per_email_silently_and_per_address(
         for _ in range(5):
             resp = await client.post(f"{AUTH}/forgot-password", json={"email": u["email"]})
             assert resp.status_code == 202  # the 4th and 5th too: nothing is revealed
-        await container.auth.wait_background()
+        await run_reset_requests(container)
         from sqlalchemy import func, select
 
         from arcana.adapters.tables import outbox

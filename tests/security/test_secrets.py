@@ -15,7 +15,7 @@ from arcana.adapters.tables import outbox
 from arcana.bootstrap import Container
 from arcana.config import Settings
 from arcana.domain.jobs import Job, JobStatus, Priority
-from tests.auth_support import register_and_login
+from tests.auth_support import register_and_login, run_reset_requests
 from tests.conftest import base_settings, insert_principals
 from tests.products_support import admin_headers
 from tests.security.conftest import AUTH
@@ -37,7 +37,7 @@ async def test_reset_token_is_sealed_in_outbox_queue_and_admin_view(
     assert (
         await client.post(f"{AUTH}/forgot-password", json={"email": u["email"]})
     ).status_code == 202
-    await container.auth.wait_background()
+    await run_reset_requests(container)
     [row] = await _reset_rows(container)
     sealed = row["payload"]["reset_token"]  # type: ignore[index]
     assert sealed.startswith("sealed:v1:")
@@ -84,7 +84,7 @@ async def test_published_outbox_rows_are_deleted_after_retention(
 ) -> None:
     u = await register_and_login(client)
     await client.post(f"{AUTH}/forgot-password", json={"email": u["email"]})
-    await container.auth.wait_background()
+    await run_reset_requests(container)
     await container.events.relay.drain()
     assert await _reset_rows(container)
     await container.cleanup_tokens()

@@ -238,6 +238,7 @@ DEFAULT_PRIORITIES: dict[str, Priority] = {
     "system.echo": Priority.NORMAL,
     "email.welcome": Priority.NORMAL,
     "email.password_reset": Priority.HIGH,
+    "auth.password_reset_request": Priority.HIGH,
     "email.security_notice": Priority.HIGH,
     "notify.admins_stock": Priority.NORMAL,
     "sync.pending_users": Priority.NORMAL,

@@ -50,6 +50,8 @@ from arcana.services.users import (
 
 log = logging.getLogger(__name__)
 
+RESET_REQUEST_JOB = "auth.password_reset_request"
+
 
 @dataclass(frozen=True, slots=True)
 class AuthPolicy:
@@ -121,9 +123,9 @@ class AuthService:
         self._policy = policy
         self._quota = quota
         self._sealer = sealer
-        self._background: set[asyncio.Task[None]] = set()
-        # Reset requests are issued one at a time in this process, in arrival order, so a
-        # newer one always supersedes the older (as when each ran inside its request).
+        # Reset requests of this process are issued one at a time, so a newer one always
+        # supersedes the older (concurrent jobs for one email could otherwise both leave a
+        # live token).
         self._reset_lock = asyncio.Lock()
 
     # -- registration and login ---------------------------------------------------------
@@ -362,10 +364,11 @@ class AuthService:
         await self._set_password(user.id, new_hash)
 
     async def forgot_password(self, email: str, client: ClientInfo | None = None) -> None:
-        """Always succeeds (after the per-address limit); a known email gets a single-use reset
-        token by mail (job). The look-up and the writes run after this returns, so known and
-        unknown emails answer in the same time; past the per-email limit nothing is sent and
-        the answer is the same, so it reveals nothing about the account."""
+        """Always succeeds (after the per-address limit). The request only queues a
+        ``auth.password_reset_request`` job — one write, the same for every email — so known
+        and unknown emails answer in the same time; the job (``issue_reset``) looks the user
+        up and sends the mail. Queued, not kept in memory: a crash or a database outage after
+        the 202 loses nothing (during an outage the request itself answers 503)."""
         if client is not None:
             wait = await self._quota.hit(
                 "reset-ip",
@@ -375,18 +378,19 @@ class AuthService:
             )
             if wait > 0:
                 raise RateLimited("Too many reset requests; try again later", retry_after=wait)
-        task = asyncio.create_task(self._send_reset(normalize_email(email)))
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        async with self._uow() as uow:
+            uow.enqueue(
+                JobRequest(
+                    RESET_REQUEST_JOB, {"email": normalize_email(email)}, priority=Priority.HIGH
+                )
+            )
+            await uow.commit()
 
-    async def _send_reset(self, email: str) -> None:
-        try:
-            async with self._reset_lock:
-                await self._issue_reset(email)
-        except Exception:
-            log.exception("password reset request could not be processed")
-
-    async def _issue_reset(self, email: str) -> None:
+    async def issue_reset(self, email: str) -> None:
+        """The ``auth.password_reset_request`` job: past the per-email limit nothing happens
+        (the requester saw the same 202 either way); for a known email a single-use token is
+        stored and ``email.password_reset`` queued with it sealed."""
+        email = normalize_email(email)
         wait = await self._quota.hit(
             "reset-email",
             email,
@@ -396,6 +400,10 @@ class AuthService:
         if wait > 0:
             log.info("reset mail limit reached for an address; request ignored")
             return
+        async with self._reset_lock:
+            await self._issue_reset(email)
+
+    async def _issue_reset(self, email: str) -> None:
         async with self._uow() as uow:
             user = await uow.users.get_by_email(email)
             if user is None:
@@ -451,11 +459,6 @@ class AuthService:
             )
             await uow.commit()
         await self._generations.refresh(user_id)
-
-    async def wait_background(self, timeout: float = 10.0) -> None:
-        """Let queued forgot-password work finish (shutdown, tests)."""
-        if self._background:
-            await asyncio.wait(set(self._background), timeout=timeout)
 
     # -- maintenance ---------------------------------------------------------------------
     async def cleanup_tokens(self, batch_size: int = 1000) -> int:

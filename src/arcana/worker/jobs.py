@@ -46,6 +46,11 @@ def build_registry(container: Container) -> HandlerRegistry:
             idempotency_key=ctx.job.id,
         )
 
+    @registry.handler("auth.password_reset_request")
+    async def password_reset_request(ctx: JobContext) -> None:
+        # Queued by forgot-password: the look-up and the token happen here, off the request.
+        await container.auth.issue_reset(str(ctx.payload["email"]))
+
     @registry.handler("email.password_reset")
     async def password_reset(ctx: JobContext) -> None:
         p = ctx.payload
