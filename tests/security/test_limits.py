@@ -9,7 +9,11 @@ import httpx
 import pytest
 
 from arcana.adapters.login_limiter import MemoryLoginLimiter
+from arcana.api.app import create_app
+from arcana.bootstrap import Container
+from arcana.config import Settings
 from tests.auth_support import PASSWORD, register_and_login, run_reset_requests
+from tests.conftest import truncate_all
 from tests.security.conftest import AUTH, ClientFactory, hashes
 
 WRONG = "Wrong-Password-1"
@@ -164,3 +168,39 @@ async def test_hashing_slots_answer_503_instead_of_queueing(make_client: ClientF
         assert busy, codes
         assert busy[0].json()["code"] == "SERVICE_UNAVAILABLE"
         assert int(busy[0].headers["Retry-After"]) >= 1
+
+
+@pytest.mark.parametrize("backend", ["postgres"], indirect=True)
+async def test_register_and_reset_limits_are_shared_between_processes(
+    settings: Settings,
+) -> None:
+    """Two instances on one Redis prefix share the per-address budgets."""
+    await truncate_all(settings.database_url)
+    limited = settings.model_copy(update={"register_limit_per_ip": 3, "reset_limit_per_ip": 2})
+    a, b = Container.from_settings(limited), Container.from_settings(limited)
+    try:
+        clients = [
+            httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=create_app(c), client=("10.3.3.3", 1)),
+                base_url="http://test",
+            )
+            for c in (a, b)
+        ]
+        codes = []
+        for i in range(4):
+            resp = await clients[i % 2].post(
+                f"{AUTH}/register",
+                json={"name": "N", "email": f"shared{i}@example.com", "password": PASSWORD},
+            )
+            codes.append(resp.status_code)
+        assert codes == [201, 201, 201, 429]
+        resets = [
+            (await clients[i % 2].post(f"{AUTH}/forgot-password", json={"email": "x@example.com"}))
+            for i in range(3)
+        ]
+        assert [r.status_code for r in resets] == [202, 202, 429]
+        for c in clients:
+            await c.aclose()
+    finally:
+        await a.close()
+        await b.close()
