@@ -134,6 +134,30 @@ class InMemorySessionRepository:
     async def add_session(self, session: Session) -> None:
         self._store.sessions[session.id] = replace(session)
 
+    async def add_session_if_generation(self, session: Session, generation: int) -> bool:
+        user = self._store.users.get(session.user_id)
+        if user is None or user.generation != generation:
+            return False
+        await self.add_session(session)
+        return True
+
+    async def last_rotated_token_id(self, session_id: str) -> str | None:
+        rotated = [
+            t
+            for t in self._store.refresh_tokens.values()  # insertion order = issue order
+            if t.session_id == session_id and t.revoked_at is not None
+        ]
+        return rotated[-1].id if rotated else None
+
+    async def recently_revoked(self, user_id: str, since: datetime, limit: int) -> list[str]:
+        ended = [
+            s
+            for s in self._store.sessions.values()
+            if s.user_id == user_id and s.revoked_at is not None and s.revoked_at >= since
+        ]
+        ended.sort(key=lambda s: s.revoked_at or since, reverse=True)
+        return [s.id for s in ended[:limit]]
+
     async def get_session(self, session_id: str) -> Session | None:
         session = self._store.sessions.get(session_id)
         return replace(session) if session is not None else None
@@ -192,11 +216,16 @@ class InMemorySessionRepository:
         token.revoked_at = now
         return True
 
-    async def delete_dead(self, now: datetime, idle_seconds: int, batch_size: int) -> int:
+    async def delete_dead(
+        self, now: datetime, idle_seconds: int, batch_size: int, keep_revoked_seconds: int = 0
+    ) -> int:
         dead = [
             s.id
             for s in self._store.sessions.values()
-            if s.revoked_at is not None
+            if (
+                s.revoked_at is not None
+                and s.revoked_at <= now - timedelta(seconds=keep_revoked_seconds)
+            )
             or s.expires_at <= now
             or s.last_used_at <= now - timedelta(seconds=idle_seconds)
         ][:batch_size]
@@ -441,10 +470,10 @@ class PlainPasswordHasher:
     def __init__(self) -> None:
         self.verified: list[str] = []
 
-    def hash(self, password: str) -> str:
+    async def hash(self, password: str) -> str:
         return self.PREFIX + password
 
-    def verify(self, password_hash: str, password: str) -> bool:
+    async def verify(self, password_hash: str, password: str) -> bool:
         self.verified.append(password_hash)
         return password_hash == self.PREFIX + password
 
@@ -485,21 +514,52 @@ class InMemoryAccessTokens:
 
 
 class CountingLoginLimiter:
-    """A ``LoginLimiter`` that locks an account after ``max_failures`` failures; no clock
-    (the window itself is the limiter adapters' business)."""
+    """A ``LoginLimiter`` that refuses an account after ``max_failures`` counted attempts; no
+    clock (the window itself is the limiter adapters' business)."""
 
     def __init__(self, max_failures: int = 1000) -> None:
         self.max_failures = max_failures
         self.failures: dict[str, int] = {}
 
-    async def check(self, account: str, address: str) -> int:
-        return 60 if self.failures.get(account, 0) >= self.max_failures else 0
-
-    async def record_failure(self, account: str, address: str) -> None:
+    async def reserve(self, account: str, address: str) -> int:
+        if self.failures.get(account, 0) >= self.max_failures:
+            return 60
         self.failures[account] = self.failures.get(account, 0) + 1
+        return 0
 
-    async def reset_account(self, account: str) -> None:
+    async def release(self, account: str, address: str) -> None:
         self.failures.pop(account, None)
+
+    async def refund(self, account: str, address: str) -> None:
+        self.failures[account] = max(self.failures.get(account, 0) - 1, 0)
+
+
+class CountingQuota:
+    """An ``AttemptQuota`` without windows: counts hits per (bucket, key) up to the limit."""
+
+    def __init__(self) -> None:
+        self.hits: dict[tuple[str, str], int] = {}
+
+    async def hit(self, bucket: str, key: str, limit: int, window_seconds: int) -> int:
+        n = self.hits.get((bucket, key), 0)
+        if n >= limit:
+            return window_seconds
+        self.hits[(bucket, key)] = n + 1
+        return 0
+
+
+class ReversibleSealer:
+    """A ``SecretSealer`` whose sealed form is visibly not the secret."""
+
+    PREFIX = "sealed:"
+
+    def seal(self, plaintext: str) -> str:
+        return self.PREFIX + plaintext[::-1]
+
+    def unseal(self, sealed: str) -> str:
+        if not sealed.startswith(self.PREFIX):
+            raise ValueError("not sealed by this key")
+        return sealed[len(self.PREFIX) :][::-1]
 
 
 class RecordingAuditSink:

@@ -22,6 +22,7 @@ from arcana.services.auth import AuthPolicy, AuthService, ClientInfo, TokenPair,
 from arcana.services.users import TokenGenerationCache, UserService
 from tests.fakes import (
     CountingLoginLimiter,
+    CountingQuota,
     FakeClock,
     InMemoryAccessTokens,
     InMemoryCache,
@@ -29,6 +30,7 @@ from tests.fakes import (
     InMemoryUnitOfWorkFactory,
     PlainPasswordHasher,
     RecordingAuditSink,
+    ReversibleSealer,
 )
 
 PASSWORD = "Correct-Horse-9"
@@ -36,6 +38,7 @@ CLIENT = ClientInfo(ip="10.0.0.1", user_agent="unit")
 GRACE = 2.0
 IDLE = 3600
 ABSOLUTE = 7 * 24 * 3600
+ACCESS_TTL = 900
 
 
 @dataclass
@@ -77,7 +80,9 @@ def build(grace: float = GRACE, max_failures: int = 1000, absolute: int = ABSOLU
         generations,
         limiter,
         audit,
-        AuthPolicy(absolute, IDLE, 1800, grace),
+        AuthPolicy(absolute, IDLE, 1800, grace, access_token_ttl=ACCESS_TTL),
+        CountingQuota(),
+        ReversibleSealer(),
         clock=clock,
     )
     return Auth(service, users, uow.store, clock, hasher, tokens, limiter, audit, generations)
@@ -115,7 +120,7 @@ async def test_both_login_failures_cost_one_verification(auth: Auth) -> None:
         await auth.service.login("ada@example.com", "Wrong-Password-1", CLIENT)
     with pytest.raises(InvalidCredentials):
         await auth.service.login("nobody@example.com", "Wrong-Password-1", CLIENT)
-    assert auth.hasher.verified == [auth.hasher.hash(PASSWORD), auth.hasher.dummy_hash()]
+    assert auth.hasher.verified == [await auth.hasher.hash(PASSWORD), auth.hasher.dummy_hash()]
     failed = auth.audit.of_type("user.login_failed")
     assert [e.metadata["email"] for e in failed] == ["ada@example.com", "nobody@example.com"]
     assert auth.limiter.failures == {"ada@example.com": 1, "nobody@example.com": 1}
@@ -301,28 +306,45 @@ async def test_cleanup_deletes_ended_sessions_and_keeps_rotated_tokens_of_live_o
     ended = await auth.login()
     await auth.service.refresh(live.refresh_token, CLIENT)
     await auth.service.logout(ended.refresh_token)
+    # An ended session is kept for an access-token lifetime: it is what kills its tokens.
+    assert await auth.service.cleanup_tokens() == 0
+    auth.clock.advance(ACCESS_TTL)
     assert await auth.service.cleanup_tokens() == 2  # the ended session and its one token
     assert len(auth.store.sessions) == 1
     assert len(auth.store.refresh_tokens) == 2  # rotated + current: reuse stays detectable
 
 
 # -- passwords ------------------------------------------------------------------------------
-async def test_forgot_password_queues_a_mail_only_for_a_known_address(auth: Auth) -> None:
-    await auth.service.forgot_password("nobody@example.com")
-    assert auth.store.jobs == []
+async def _reset_token(auth: Auth, email: str = "ada@example.com") -> str:
+    """Forgot-password queues a request; its job issues the token and queues the mail."""
+    await auth.service.forgot_password(email, CLIENT)
+    request = auth.store.jobs[-1]
+    assert (request.job_type, request.payload) == ("auth.password_reset_request", {"email": email})
+    await auth.service.issue_reset(request.payload["email"])
+    mail = auth.store.jobs[-1]
+    assert mail.job_type == "email.password_reset"
+    return ReversibleSealer().unseal(mail.payload["reset_token"])
+
+
+async def test_forgot_password_mails_only_a_known_address_and_seals_the_token(
+    auth: Auth,
+) -> None:
+    await auth.service.forgot_password("nobody@example.com", CLIENT)
+    [request] = auth.store.jobs
+    await auth.service.issue_reset(request.payload["email"])
+    assert auth.store.jobs == [request]  # same answer, no mail
     await auth.register()
-    await auth.service.forgot_password("ADA@example.com")
-    [job] = auth.store.jobs
-    assert job.job_type == "email.password_reset"
-    assert job.payload["email"] == "ada@example.com"
+    raw = await _reset_token(auth, "ada@example.com")
+    mail = auth.store.jobs[-1]
+    assert mail.payload["email"] == "ada@example.com"
+    assert raw not in str(mail.payload)  # only the sealed form rests in the job
     [stored] = auth.store.reset_tokens.values()
-    assert stored.token_hash == digest(job.payload["reset_token"])
+    assert stored.token_hash == digest(raw)
 
 
 async def test_a_reset_token_expires_by_the_clock(auth: Auth) -> None:
     await auth.register()
-    await auth.service.forgot_password("ada@example.com")
-    token = auth.store.jobs[0].payload["reset_token"]
+    token = await _reset_token(auth)
     auth.clock.advance(1800)
     with pytest.raises(TokenExpired):
         await auth.service.reset_password(token, "Another-Horse-10")
@@ -331,8 +353,7 @@ async def test_a_reset_token_expires_by_the_clock(auth: Auth) -> None:
 async def test_reset_password_ends_sessions_and_records_the_change(auth: Auth) -> None:
     user = await auth.register()
     pair = await auth.login()
-    await auth.service.forgot_password("ada@example.com")
-    token = auth.store.jobs[0].payload["reset_token"]
+    token = await _reset_token(auth)
     with pytest.raises(ValidationFailed):  # rules checked after the token; the token survives
         await auth.service.reset_password(token, "short")
     await auth.service.reset_password(token, "Another-Horse-10")

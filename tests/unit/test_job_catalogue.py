@@ -21,6 +21,7 @@ from tests.fakes import (
     InMemoryUnitOfWorkFactory,
     PlainPasswordHasher,
     RecordingMailer,
+    ReversibleSealer,
 )
 
 PASSWORD = "Correct-Horse-9"
@@ -51,7 +52,7 @@ def users() -> UserService:
 
 async def test_stock_alerts_go_to_every_admin_once(users: UserService) -> None:
     mailer = RecordingMailer()
-    notices = NotificationService(mailer, users, reset_token_ttl=1800)
+    notices = NotificationService(mailer, users, ReversibleSealer(), reset_token_ttl=1800)
     ada = await users.create_user("ada@example.com", "Ada", PASSWORD, frozenset({"admin"}))
     bob = await users.create_user("bob@example.com", "Bob", PASSWORD, frozenset({"admin"}))
     await users.create_user("carl@example.com", "Carl", PASSWORD)
@@ -64,7 +65,7 @@ async def test_stock_alerts_go_to_every_admin_once(users: UserService) -> None:
 
 async def test_a_security_notice_is_looked_up_when_sent(users: UserService) -> None:
     mailer = RecordingMailer()
-    notices = NotificationService(mailer, users, reset_token_ttl=1800)
+    notices = NotificationService(mailer, users, ReversibleSealer(), reset_token_ttl=1800)
     ada = await users.create_user("ada@example.com", "Ada", PASSWORD)
     await notices.security_notice({"user_id": ada.id}, "job-1")
     await notices.security_notice({"user_id": "gone"}, "job-2")  # deleted meanwhile: no mail

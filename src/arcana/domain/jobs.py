@@ -33,6 +33,14 @@ class JobStatus(StrEnum):
     DEAD = "dead"
 
 
+SECRET_PAYLOAD_FIELDS = frozenset({"reset_token"})
+"""Payload fields that are secrets: sealed at rest by whoever enqueues them, never shown."""
+
+
+def redact_payload(payload: dict[str, Any]) -> dict[str, Any]:
+    return {k: "***" if k in SECRET_PAYLOAD_FIELDS else v for k, v in payload.items()}
+
+
 @dataclass(frozen=True, slots=True)
 class JobRequest:
     job_type: str
@@ -106,10 +114,11 @@ class Job:
         return self.retry_count + 1
 
     def to_dict(self) -> dict[str, Any]:
+        """What operators see (admin routes, the CLI): secret payload fields as ``"***"``."""
         return {
             "id": self.id,
             "job_type": self.job_type,
-            "payload": self.payload,
+            "payload": redact_payload(self.payload),
             "priority": self.priority.name,
             "max_retries": self.max_retries,
             "retry_count": self.retry_count,
@@ -248,7 +257,12 @@ class WelcomeEmail(TypedDict):
 class PasswordResetEmail(TypedDict):
     email: str
     reset_token: str
-    """The raw token: it rests only in the job payload until the mail is sent."""
+    """Sealed (``SecretSealer``): opened only on its way into the mail."""
+
+
+class PasswordResetRequest(TypedDict):
+    email: str
+    """Normalised; the job looks the user up, so the request answers alike for any email."""
 
 
 class SecurityNotice(TypedDict, total=False):
@@ -295,6 +309,7 @@ class JobType(Generic[P]):
 SYSTEM_NOOP = JobType("system.noop", NoPayload)
 SYSTEM_ECHO = JobType("system.echo", EchoPayload)
 WELCOME_EMAIL = JobType("email.welcome", WelcomeEmail)
+PASSWORD_RESET_REQUEST = JobType("auth.password_reset_request", PasswordResetRequest, Priority.HIGH)
 PASSWORD_RESET_EMAIL = JobType("email.password_reset", PasswordResetEmail, Priority.HIGH)
 SECURITY_NOTICE = JobType("email.security_notice", SecurityNotice, Priority.HIGH)
 ADMIN_STOCK_NOTICE = JobType("notify.admins_stock", StockAlert)
@@ -307,6 +322,7 @@ JOB_TYPES: dict[str, JobType[Any]] = {
         SYSTEM_NOOP,
         SYSTEM_ECHO,
         WELCOME_EMAIL,
+        PASSWORD_RESET_REQUEST,
         PASSWORD_RESET_EMAIL,
         SECURITY_NOTICE,
         ADMIN_STOCK_NOTICE,

@@ -16,15 +16,19 @@ from arcana.domain.jobs import (
     WelcomeEmail,
 )
 from arcana.domain.mail import Mailer
+from arcana.domain.users import SecretSealer
 from arcana.services.users import UserService
 
 log = logging.getLogger(__name__)
 
 
 class NotificationService:
-    def __init__(self, mailer: Mailer, users: UserService, reset_token_ttl: int) -> None:
+    def __init__(
+        self, mailer: Mailer, users: UserService, sealer: SecretSealer, reset_token_ttl: int
+    ) -> None:
         self._mailer = mailer
         self._users = users
+        self._sealer = sealer
         self._reset_minutes = max(reset_token_ttl // 60, 1)
 
     async def welcome(self, payload: WelcomeEmail, key: str) -> None:
@@ -45,7 +49,8 @@ class NotificationService:
             payload["email"],
             {
                 "email": payload["email"],
-                "reset_token": payload["reset_token"],
+                # Sealed at rest; opened only here, on its way into the mail.
+                "reset_token": self._sealer.unseal(payload["reset_token"]),
                 "minutes": self._reset_minutes,
             },
             idempotency_key=key,

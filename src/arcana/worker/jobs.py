@@ -14,6 +14,7 @@ from arcana.domain.jobs import (
     CLEANUP_TOKENS,
     JOB_TYPES,
     PASSWORD_RESET_EMAIL,
+    PASSWORD_RESET_REQUEST,
     SECURITY_NOTICE,
     SYNC_PENDING_USERS,
     SYSTEM_ECHO,
@@ -51,12 +52,16 @@ def handler_table(container: Container) -> dict[JobType[Any], HandlerFn]:
     async def noop(ctx: JobContext) -> None:
         return None
 
+    async def reset_request(ctx: JobContext) -> None:
+        # Queued by forgot-password: the look-up and the token happen here, off the request.
+        await container.auth.issue_reset(str(ctx.payload["email"]))
+
     async def pending_users(ctx: JobContext) -> None:
-        report = await container.user_sync.sync_pending_users()
-        log.info("sync.pending_users handled %d user(s)", report.synced + report.failed)
+        n = await container.sync_pending_users()
+        log.info("sync.pending_users handled %d user(s)", n)
 
     async def cleanup_tokens(ctx: JobContext) -> None:
-        n = await container.auth.cleanup_tokens()
+        n = await container.cleanup_tokens()
         log.info("sync.cleanup_tokens removed %d row(s)", n)
 
     def call(use_case: Callable[[Any, str], Awaitable[object]]) -> HandlerFn:
@@ -69,6 +74,7 @@ def handler_table(container: Container) -> dict[JobType[Any], HandlerFn]:
         SYSTEM_NOOP: noop,
         SYSTEM_ECHO: echo,
         WELCOME_EMAIL: call(notices.welcome),
+        PASSWORD_RESET_REQUEST: reset_request,
         PASSWORD_RESET_EMAIL: call(notices.password_reset),
         SECURITY_NOTICE: call(notices.security_notice),
         ADMIN_STOCK_NOTICE: call(notices.stock_alert_to_admins),
