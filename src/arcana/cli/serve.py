@@ -116,7 +116,7 @@ def register(app: typer.Typer) -> None:
         }
         if updates:
             settings = settings.model_copy(update=updates)
-        configure_logging(settings.log_level, json=settings.log_json)
+        configure_logging(settings.log_level, json=settings.log_json, env=settings.env)
         try:
             import uvloop
 

@@ -58,7 +58,7 @@ def register(app: typer.Typer) -> None:
         settings = load_settings()
         if concurrency is not None:
             settings = settings.model_copy(update={"worker_concurrency": concurrency})
-        configure_logging(settings.log_level, json=settings.log_json)
+        configure_logging(settings.log_level, json=settings.log_json, env=settings.env)
         try:
             import uvloop
 

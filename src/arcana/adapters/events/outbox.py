@@ -38,6 +38,8 @@ class OutboxRow:
     data: dict[str, Any]
     created_at: datetime
     attempts: int
+    trace_context: str | None = None
+    """W3C traceparent of the transaction that wrote the row (tracing on only)."""
 
 
 class Batch:
@@ -114,4 +116,5 @@ def _row(m: Any) -> OutboxRow:
         data=dict(m["data"]),
         created_at=m["created_at"],
         attempts=int(m["attempts"]),
+        trace_context=m.get("trace_context"),
     )

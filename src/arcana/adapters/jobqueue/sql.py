@@ -22,6 +22,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from arcana import tracing
 from arcana.adapters.database import Database, is_connectivity_error
 from arcana.adapters.tables import jobs
 from arcana.domain.jobs import Job, JobQueue, JobRequest, JobStatus, Priority, QueueStats
@@ -63,6 +64,7 @@ def _job(row: Row[Any]) -> Job:
         finished_at=_utc(m["finished_at"]),
         last_error=m["last_error"],
         unique_key=m["unique_key"],
+        trace_context=m.get("trace_context"),
     )
 
 
@@ -131,6 +133,7 @@ class SqlJobQueue(JobQueue):
                 created_at=now,
                 scheduled_at=now + timedelta(seconds=delay),
                 unique_key=request.unique_key,
+                trace_context=tracing.current_traceparent(),
             )
             stmt = (
                 self._insert()
@@ -146,6 +149,7 @@ class SqlJobQueue(JobQueue):
                     scheduled_at=job.scheduled_at,
                     unique_key=job.unique_key,
                     unique_active=job.unique_key,
+                    trace_context=job.trace_context,
                 )
                 .returning(jobs.c.seq)
             )

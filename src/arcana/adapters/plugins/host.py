@@ -25,6 +25,7 @@ from typing import Any
 
 import wasmtime
 
+from arcana import tracing
 from arcana.adapters.plugins.calls import FastCall, MemoryWriter, SlowCall, make_call
 from arcana.adapters.plugins.loader import (
     ModuleCompiler,
@@ -32,7 +33,12 @@ from arcana.adapters.plugins.loader import (
     PluginModule,
     plugin_files,
 )
-from arcana.metrics import PLUGIN_CALLS, PLUGIN_DISABLED, PLUGINS_LOADED
+from arcana.metrics import (
+    PLUGIN_CALL_DURATION,
+    PLUGIN_CALLS,
+    PLUGIN_DISABLED,
+    PLUGINS_LOADED,
+)
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +120,12 @@ class Plugin:
         child = self._metrics.get(outcome)
         if child is None:
             child = self._metrics[outcome] = PLUGIN_CALLS.labels(self.name, outcome)
+        return child
+
+    def duration_metric(self) -> Any:
+        child = self._metrics.get("_duration")
+        if child is None:
+            child = self._metrics["_duration"] = PLUGIN_CALL_DURATION.labels(self.name)
         return child
 
     def record(self, code: int, micros: float, max_failures: int) -> bool:
@@ -421,7 +433,8 @@ class PluginHost:
     def call(self, current: PluginSet, plugin: Plugin, payload: bytes) -> int:
         started = time.perf_counter_ns()
         try:
-            code = current.instance(self, plugin).call(payload)
+            with tracing.span("plugin.call", {"arcana.plugin": plugin.name}):
+                code = current.instance(self, plugin).call(payload)
         except (wasmtime.Trap, wasmtime.WasmtimeError) as exc:
             code = classify(exc)
             # The instance may be half-way through anything: build a fresh one next time.
@@ -434,6 +447,7 @@ class PluginHost:
         micros = (time.perf_counter_ns() - started) / 1000
         outcome = "error" if code < 0 else "flag" if code == 1 else "ok"
         plugin.metric(outcome).inc()
+        plugin.duration_metric().observe(micros / 1e6)
         if plugin.record(code, micros, self.limits.max_failures):
             PLUGIN_DISABLED.labels(plugin.name).inc()
             self._gauge(current)
