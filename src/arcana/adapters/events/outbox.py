@@ -106,6 +106,19 @@ class SqlOutbox:
         return int(count or 0)
 
 
+async def backlog(db: Database) -> tuple[int, datetime | None]:
+    """Undelivered rows and when the oldest was written (one query on the partial index)."""
+    async with db.engine.connect() as conn:
+        row = (
+            await conn.execute(
+                select(func.count(), func.min(outbox.c.created_at)).where(
+                    outbox.c.published_at.is_(None)
+                )
+            )
+        ).one()
+    return int(row[0] or 0), row[1]
+
+
 def _row(m: Any) -> OutboxRow:
     return OutboxRow(
         seq=int(m["seq"]),

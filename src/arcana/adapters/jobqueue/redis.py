@@ -228,6 +228,23 @@ class RedisJobQueue(JobQueue):
             dead=r[8],
         )
 
+    async def oldest_ready_at(self) -> datetime | None:
+        """When the job that has waited longest to run became due (for metrics): the head of
+        each priority band is its oldest (bands are FIFO), so four look-ups suffice."""
+        b = self.base
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for p in Priority:
+                low = (3 - int(p)) * BAND
+                pipe.zrangebyscore(b + "ready", low, f"({low + BAND}", start=0, num=1)
+            heads = [_s(ids[0]) for ids in await pipe.execute() if ids]
+        if not heads:
+            return None
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for job_id in heads:
+                pipe.hget(b + "j:" + job_id, "sched")
+            due = [_ms(v) for v in await pipe.execute() if v is not None]
+        return min((d for d in due if d is not None), default=None)
+
     async def _retry_dead(self, job_id: str) -> Job:
         result = _s(await self._retry(keys=self._route, args=[self.base, job_id]))
         if result == "missing":

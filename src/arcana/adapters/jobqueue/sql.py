@@ -248,6 +248,16 @@ class SqlJobQueue(JobQueue):
             raise NotFound(f"job {job_id} not found")
         raise InvalidState(f"job {job_id} is {job.status.value}; only dead jobs can be retried")
 
+    async def oldest_ready_at(self) -> datetime | None:
+        """When the job that has waited longest to run became due (for metrics)."""
+        async with self._tx() as conn:
+            value = await conn.scalar(
+                select(func.min(jobs.c.scheduled_at)).where(
+                    jobs.c.status.in_(_WAITING), jobs.c.scheduled_at <= _now()
+                )
+            )
+        return _utc(value)
+
     # -- workers --------------------------------------------------------------------------
     async def fetch(self, worker_id: str, limit: int, lease_seconds: float) -> list[Job]:
         now = _now()
