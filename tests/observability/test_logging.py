@@ -13,7 +13,6 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from arcana import tracing
 from arcana.log import add_trace_ids, configure_logging, wants_json
-from tests.observability.tracing_support import spans as spans  # noqa: F401 (fixture)
 
 
 @pytest.fixture

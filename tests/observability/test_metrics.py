@@ -34,11 +34,13 @@ async def test_sampler_reports_queue_outbox_stream_and_readiness(
     await container.metrics_sampler.sample()
     assert value("arcana_outbox_backlog_rows") == 1
     age = value("arcana_outbox_oldest_unpublished_age_seconds")
-    assert age is not None and 0 <= age < 60
+    assert age is not None
+    assert 0 <= age < 60
     assert value("arcana_jobs_queue_jobs", status="queued", priority="HIGH") == 3
     assert value("arcana_jobs_queue_jobs", status="dead", priority="all") == 0
     oldest = value("arcana_jobs_oldest_queued_age_seconds")
-    assert oldest is not None and 0 <= oldest < 60
+    assert oldest is not None
+    assert 0 <= oldest < 60
     assert value("arcana_ready") == 1
 
     if not container.events.embedded:

@@ -47,7 +47,7 @@ def receiver() -> Iterator[tuple[str, Received]]:
     got = Received()
 
     class Handler(http.server.BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+        def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
             request = ExportTraceServiceRequest.FromString(body)
             with got.lock:
