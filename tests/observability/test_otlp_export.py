@@ -140,3 +140,17 @@ def test_cli_start_up_does_not_load_the_tracing_sdk() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
     assert out.stdout.strip() == "False"
+
+
+def test_sampler_comes_from_the_standard_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "parentbased_traceidratio")
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER_ARG", "0.01")
+    assert tracing.configure_tracing(None, exporter=InMemorySpanExporter(), batch=False)
+    try:
+        provider = tracing._provider
+        assert provider is not None
+        assert "TraceIdRatioBased{0.01}" in provider.sampler.get_description()
+    finally:
+        tracing.shutdown_tracing()
