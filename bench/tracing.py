@@ -143,7 +143,7 @@ async def main() -> None:
     results: dict[str, dict[str, list[float]]] = {
         w: {m: [] for m in modes} for w in ("read", "jobs")
     }
-    spans: dict[str, int] = {m: 0 for m in modes}
+    spans: dict[str, int] = dict.fromkeys(modes, 0)
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(args.rounds):
             for mode in modes:  # interleaved, so machine noise hits every mode alike
