@@ -100,10 +100,11 @@ def configure_tracing(
 
 
 def _traces_url(arcana_endpoint: str | None, endpoint: str) -> str | None:
-    """``ARCANA_OTEL_ENDPOINT`` and ``OTEL_EXPORTER_OTLP_ENDPOINT`` are base URLs (the
-    ``/v1/traces`` path is appended); ``None`` lets the exporter apply the standard rules."""
+    """``ARCANA_OTEL_ENDPOINT`` is a collector base URL (``/v1/traces`` is appended unless it
+    already ends so); ``None`` lets the exporter apply the standard ``OTEL_*`` rules."""
     if arcana_endpoint and arcana_endpoint.strip() == endpoint:
-        return endpoint.rstrip("/") + "/v1/traces"
+        base = endpoint.rstrip("/")
+        return base if base.endswith("/v1/traces") else base + "/v1/traces"
     return None
 
 

@@ -154,3 +154,15 @@ def test_sampler_comes_from_the_standard_variables(monkeypatch: pytest.MonkeyPat
         assert "TraceIdRatioBased{0.01}" in provider.sampler.get_description()
     finally:
         tracing.shutdown_tracing()
+
+
+@pytest.mark.parametrize(
+    ("configured", "url"),
+    [
+        ("http://collector:4318", "http://collector:4318/v1/traces"),
+        ("http://collector:4318/", "http://collector:4318/v1/traces"),
+        ("http://collector:4318/v1/traces", "http://collector:4318/v1/traces"),
+    ],
+)
+def test_arcana_endpoint_is_a_collector_url(configured: str, url: str) -> None:
+    assert tracing._traces_url(configured, configured) == url
