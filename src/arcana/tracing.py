@@ -35,7 +35,9 @@ _tracer: Tracer | None = None
 _provider: TracerProvider | None = None
 
 AttrValue = str | bool | int | float
-_NULL: contextlib.nullcontext[None] = contextlib.nullcontext()
+NULL_SPAN: contextlib.nullcontext[None] = contextlib.nullcontext()
+"""What ``span`` returns when tracing is off; hot paths use it directly behind an
+``ENABLED`` test so not even the span's arguments are built."""
 
 # Attribute keys that may never be recorded, whatever a call site passes (defence in depth:
 # call sites only pass ids, types and counts).
@@ -179,7 +181,7 @@ def span(
     is off. ``parent`` is a stored ``traceparent`` to continue; ``links`` are traceparents of
     the traces a batch joins. Exceptions are recorded and the status set to error."""
     if not ENABLED:
-        return _NULL
+        return NULL_SPAN
     return _span(name, attributes, kind, parent, links)
 
 

@@ -79,11 +79,15 @@ class RequestContextMiddleware:
             return message
 
         t0 = time.perf_counter()
-        span_cm = tracing.span(
-            "HTTP " + scope["method"],  # renamed to "<method> <route template>" at the end
-            {"http.request.method": scope["method"], "arcana.request_id": request_id},
-            kind="server",
-            parent=traceparent,
+        span_cm = (
+            tracing.span(
+                "HTTP " + scope["method"],  # renamed to "<method> <route template>" at the end
+                {"http.request.method": scope["method"], "arcana.request_id": request_id},
+                kind="server",
+                parent=traceparent,
+            )
+            if tracing.ENABLED
+            else tracing.NULL_SPAN
         )
         current = span_cm.__enter__()
         try:

@@ -433,7 +433,10 @@ class PluginHost:
     def call(self, current: PluginSet, plugin: Plugin, payload: bytes) -> int:
         started = time.perf_counter_ns()
         try:
-            with tracing.span("plugin.call", {"arcana.plugin": plugin.name}):
+            if tracing.ENABLED:
+                with tracing.span("plugin.call", {"arcana.plugin": plugin.name}):
+                    code = current.instance(self, plugin).call(payload)
+            else:
                 code = current.instance(self, plugin).call(payload)
         except (wasmtime.Trap, wasmtime.WasmtimeError) as exc:
             code = classify(exc)
