@@ -3,6 +3,7 @@ dispatch) -> event handler -> ``email.welcome`` job -> mail, on both backends.""
 
 from __future__ import annotations
 
+import json
 import re
 
 import httpx
@@ -66,6 +67,13 @@ async def test_registration_is_one_trace_from_request_to_mail(
     assert job.attributes is not None
     assert job.attributes["arcana.job.attempt"] == 1
     assert job.attributes["arcana.job.queue_wait_seconds"] >= 0
+    # The job keeps its trace context beside it: not in its payload, not in the API view.
+    stored = await running.queue.get(str(job.attributes["arcana.job.id"]))
+    assert stored is not None
+    assert stored.trace_context is not None
+    assert stored.trace_context.split("-")[1] == f"{mail[0].context.trace_id:032x}"
+    assert set(stored.payload) == {"user_id", "email", "name"}
+    assert "trace" not in json.dumps(stored.to_dict())
     # The relay's batch span is its own trace, linked to the trace of each row it carried.
     relays = named(spans.get_finished_spans(), "outbox.relay")
     assert any(
@@ -73,6 +81,14 @@ async def test_registration_is_one_trace_from_request_to_mail(
     )
     if not running.events.embedded:
         assert any(n.startswith("redis ") for n in {s.name for s in spans.get_finished_spans()})
+        # The stream entry: `event` is the envelope alone, the trace rides beside it.
+        assert running.redis is not None
+        [(_eid, fields)] = await running.redis.xrange(running.events.stream)
+        assert set(fields) == {b"event", b"traceparent"}
+        assert set(json.loads(fields[b"event"])) == {
+            "id", "event_type", "data", "timestamp", "source"
+        }  # fmt: skip
+        assert fields[b"traceparent"].decode().split("-")[1] == f"{http.context.trace_id:032x}"
 
 
 async def test_no_password_or_token_reaches_a_span(
