@@ -44,6 +44,9 @@ async def test_sampler_reports_queue_outbox_stream_and_readiness(
     assert value("arcana_ready") == 1
 
     if not container.events.embedded:
+        # PostgreSQL pool: nothing is checked out between requests, nobody waits.
+        assert value("arcana_db_pool_connections_in_use") == 0
+        assert value("arcana_db_pool_waiting") == 0
         consumer = container.events.consumer()
         await consumer.ensure_group()
         assert await container.events.relay.drain()
