@@ -70,6 +70,7 @@ def test_readable_lines_are_key_value(
     logging.getLogger("arcana.test").info("hello", extra={"job_type": "system.noop"})
     err = capsys.readouterr().err
     assert "hello" in err
+    assert "job_type=system.noop" in err
     assert not err.lstrip().startswith("{")
 
 
