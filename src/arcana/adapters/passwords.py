@@ -34,11 +34,11 @@ class Argon2PasswordHasher:
             return self._hasher.hash(password)
 
     def verify(self, password_hash: str, password: str) -> bool:
-        try:
-            with tracing.span("argon2.verify"):
+        with tracing.span("argon2.verify"):  # a mismatch is an answer, not a span error
+            try:
                 return self._hasher.verify(password_hash, password)
-        except (VerifyMismatchError, VerificationError, InvalidHashError):
-            return False
+            except (VerifyMismatchError, VerificationError, InvalidHashError):
+                return False
 
     def needs_rehash(self, password_hash: str) -> bool:
         try:
