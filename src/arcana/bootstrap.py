@@ -20,6 +20,7 @@ from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from arcana import tracing
 from arcana.adapters.cache import MemoryCache, RedisCache
 from arcana.adapters.database import Database
 from arcana.adapters.events import EventBus
@@ -34,6 +35,7 @@ from arcana.adapters.login_limiter import (
     RedisLoginLimiter,
 )
 from arcana.adapters.mail import build_mailer
+from arcana.adapters.metrics_sampler import MetricsSampler
 from arcana.adapters.migrator import migrate
 from arcana.adapters.passwords import Argon2PasswordHasher, HashingSlots
 from arcana.adapters.plugin_broadcast import (
@@ -96,6 +98,12 @@ class Container:
                 retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), retries=1),
                 retry_on_error=[RedisConnectionError, RedisTimeoutError],
             )
+        if tracing.ENABLED:  # SQL and Redis spans; nothing is attached when tracing is off
+            from arcana.adapters.tracing_hooks import instrument_engine, instrument_redis
+
+            instrument_engine(self.db.engine, "sqlite" if settings.is_sqlite else "postgresql")
+            if self.redis is not None:
+                instrument_redis(self.redis)
         self.cache: Cache = (
             RedisCache(self.redis, settings.redis_prefix)
             if self.redis is not None
@@ -143,6 +151,15 @@ class Container:
             self.redis,
             build_event_handlers(DeferredJobs(lambda: self.queue)),
             lambda: self.queue,
+        )
+
+        self.metrics_sampler = MetricsSampler(
+            self.db,
+            lambda: self.queue,
+            self.redis,
+            self.events.stream,
+            self.ready,
+            settings.metrics_sample_seconds,
         )
 
     def _build_auth(self, settings: Settings) -> None:
