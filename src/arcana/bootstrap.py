@@ -13,10 +13,6 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialWithJitterBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from arcana.adapters.cache import MemoryCache, RedisCache
 from arcana.adapters.database import Database
@@ -33,6 +29,7 @@ from arcana.adapters.plugin_broadcast import (
     RedisPluginReloadBroadcast,
 )
 from arcana.adapters.plugins import build_audit
+from arcana.adapters.redis_client import connect_redis
 from arcana.adapters.unit_of_work import SqlUnitOfWork
 from arcana.adapters.user_sync import NoUserSync, WebhookUserSync
 from arcana.config import Settings
@@ -74,17 +71,7 @@ class Container:
         self.db = Database(settings)
         self.redis: Redis | None = None
         if settings.redis_url:
-            # After a Redis restart every pooled socket is dead; one quick retry on a fresh
-            # connection hides that instead of failing the first command on each of them.
-            self.redis = Redis.from_url(
-                settings.redis_url,
-                socket_timeout=2.0,
-                socket_connect_timeout=2.0,
-                health_check_interval=15,
-                max_connections=256,
-                retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), retries=1),
-                retry_on_error=[RedisConnectionError, RedisTimeoutError],
-            )
+            self.redis = connect_redis(settings.redis_url)
         self.cache: Cache = (
             RedisCache(self.redis, settings.redis_prefix)
             if self.redis is not None

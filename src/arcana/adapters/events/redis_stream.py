@@ -23,6 +23,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
 from arcana.adapters.events.outbox import OutboxRow
+from arcana.adapters.redis_client import is_cluster
 from arcana.domain.delivery import Envelope, EventSubscription, FeedItem
 from arcana.metrics import EVENTS_DEAD, EVENTS_HANDLED
 from arcana.services.events import EventHandlers
@@ -51,12 +52,20 @@ class RedisEventPublisher:
         self._maxlen = maxlen
 
     async def publish(self, rows: Sequence[OutboxRow]) -> None:
+        cluster = is_cluster(self._redis)
         async with self._redis.pipeline(transaction=False) as pipe:
             for row in rows:
                 payload = encode(row.data)
                 pipe.xadd(self._stream, {"event": payload}, maxlen=self._maxlen, approximate=True)
-                pipe.publish(channel_for(row.event_type), payload)
+                if not cluster:
+                    pipe.publish(channel_for(row.event_type), payload)
             await pipe.execute()
+        if cluster:
+            # A cluster pipeline refuses PUBLISH (it has no key to route by); the cluster
+            # forwards a PUBLISH to every node, so listeners on any node receive it.
+            await asyncio.gather(
+                *(self._redis.publish(channel_for(r.event_type), encode(r.data)) for r in rows)
+            )
 
 
 class RedisEventConsumer:
@@ -177,8 +186,15 @@ class RedisEventConsumer:
             except ValueError:
                 envelope = None
             parsed.append((eid, envelope, deliveries, raw))
-        seen = await self._redis.mget(
-            [self._done_prefix + str(e["id"]) if e else self._done_prefix for _, e, _, _ in parsed]
+        done_keys = [
+            self._done_prefix + str(e["id"]) if e else self._done_prefix for _, e, _, _ in parsed
+        ]
+        # The markers of different events hash to different cluster slots: MGET only works
+        # within one slot, so a cluster client reads them slot by slot.
+        seen = (
+            await self._redis.mget_nonatomic(done_keys)  # type: ignore[attr-defined]
+            if is_cluster(self._redis)
+            else await self._redis.mget(done_keys)
         )
         handled_now: set[str] = set()
         acks: list[tuple[str, str]] = []
@@ -235,7 +251,10 @@ class RedisEventConsumer:
     async def _dead_letter(self, eid: str, raw: str, deliveries: int, error: str) -> None:
         log.error("event entry %s dead-lettered after %d deliveries: %s", eid, deliveries, error)
         EVENTS_DEAD.labels("consumer").inc()
-        async with self._redis.pipeline(transaction=True) as pipe:
+        # One transaction on a single Redis. On a cluster the dead-letter stream sits in another
+        # slot, so the two commands go separately: a crash between them leaves the entry
+        # pending, and it is dead-lettered again (a duplicate dead letter, nothing lost).
+        async with self._redis.pipeline(transaction=not is_cluster(self._redis)) as pipe:
             pipe.xadd(
                 self.dead_stream,
                 {
