@@ -132,6 +132,29 @@ class LocalCluster:
                     return next(n for n in self.nodes if n.port == port)
         raise LookupError(f"no master serves slot {slot}")
 
+    def wait_replicated(self, master: Node, timeout: float = 10.0) -> None:
+        """Until a replica of ``master`` has every write the master had when called
+        (replication is asynchronous: a write acknowledged just before a crash can be lost)."""
+        info = dict(
+            line.split(":", 1) for line in master.cli("INFO", "replication").split() if ":" in line
+        )
+        target = int(info["master_repl_offset"])
+
+        def caught_up() -> bool:
+            now = dict(
+                line.split(":", 1)
+                for line in master.cli("INFO", "replication").split()
+                if ":" in line
+            )
+            offsets = [
+                int(v.split("offset=")[1].split(",")[0])
+                for k, v in now.items()
+                if k.startswith("slave") and "offset=" in v
+            ]
+            return any(o >= target for o in offsets)
+
+        self._wait(caught_up, "replica caught up", timeout)
+
     def kill(self, node: Node) -> None:
         assert node.proc is not None
         node.proc.kill()

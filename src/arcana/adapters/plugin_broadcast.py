@@ -78,6 +78,8 @@ class RedisPluginReloadBroadcast:
     ) -> None:
         pubsub: Any = self._redis.pubsub(ignore_subscribe_messages=True)
         if self._sharded:
+            # SSUBSCRIBE picks the node by the channel's slot: the slot map must be loaded.
+            await self._redis.initialize()
             await pubsub.ssubscribe(self._channel)
             receive = pubsub.get_sharded_message
         else:
