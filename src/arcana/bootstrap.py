@@ -17,6 +17,7 @@ from redis.asyncio import Redis
 from arcana.adapters.cache import MemoryCache, RedisCache
 from arcana.adapters.database import Database
 from arcana.adapters.events import EventBus
+from arcana.adapters.jobqueue.partitioned import PartitionedRedisJobQueue
 from arcana.adapters.jobqueue.redis import RedisJobQueue
 from arcana.adapters.jobqueue.sql import SqlJobQueue
 from arcana.adapters.jwt_tokens import JwtAccessTokens
@@ -173,6 +174,10 @@ class Container:
         if s.effective_queue_backend == "redis":
             if self.redis is None:
                 raise ValueError("ARCANA_QUEUE_BACKEND=redis needs ARCANA_REDIS_URL")
+            if s.queue_partitions > 1:
+                return PartitionedRedisJobQueue(
+                    self.redis, s.redis_prefix, s.queue_partitions, finished_ttl=s.job_finished_ttl
+                )
             return RedisJobQueue(self.redis, s.redis_prefix, finished_ttl=s.job_finished_ttl)
         return SqlJobQueue(
             self.db, finished_ttl=s.job_finished_ttl, poll_interval=s.job_poll_interval
