@@ -30,7 +30,7 @@ from arcana.adapters.plugin_broadcast import (
     RedisPluginReloadBroadcast,
 )
 from arcana.adapters.plugins import build_audit
-from arcana.adapters.redis_client import connect_redis
+from arcana.adapters.redis_client import connect_redis, prepare_redis
 from arcana.adapters.unit_of_work import SqlUnitOfWork
 from arcana.adapters.user_sync import NoUserSync, WebhookUserSync
 from arcana.config import Settings
@@ -208,6 +208,8 @@ class Container:
         """Embedded SQLite migrates itself so one command runs the service."""
         if migrate_embedded and self.settings.is_sqlite:
             await migrate(self.db)
+        if self.redis is not None:
+            await prepare_redis(self.redis)
 
     async def migrate(self) -> None:
         await migrate(self.db)

@@ -10,6 +10,7 @@ lists and sharded pub/sub.
 
 from __future__ import annotations
 
+import logging
 from typing import Any, cast
 
 from redis.asyncio import Redis
@@ -17,7 +18,10 @@ from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+
+log = logging.getLogger(__name__)
 
 CLUSTER_SCHEMES = ("redis+cluster://", "rediss+cluster://")
 
@@ -28,6 +32,18 @@ def is_cluster_url(url: str) -> bool:
 
 def is_cluster(redis: Redis) -> bool:
     return isinstance(redis, RedisCluster)
+
+
+async def prepare_redis(redis: Redis) -> None:
+    """Load a cluster client's slot map before the first burst of commands: many commands
+    racing to initialise a fresh redis-py cluster client can fail on a connection that the
+    initialisation replaced. Unreachable now: it initialises on first use instead."""
+    if not is_cluster(redis):
+        return
+    try:
+        await redis.initialize()
+    except (RedisError, OSError) as exc:
+        log.warning("redis cluster not reachable at start-up: %s", exc)
 
 
 def connect_redis(url: str) -> Redis:
