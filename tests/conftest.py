@@ -135,6 +135,11 @@ def settings(
     tmp_path: Path,
     request: pytest.FixtureRequest,
 ) -> Settings:
+    return backend_settings(backend, tmp_path, request)
+
+
+def backend_settings(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> Settings:
+    """The ``settings`` fixture's value for ``backend``, for fixtures that change some."""
     var_dir = tmp_path / "var"
     if backend == "embedded":
         template: Path = request.getfixturevalue("sqlite_template")
