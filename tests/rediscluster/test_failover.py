@@ -30,7 +30,7 @@ JOBS = 240
 @pytest.fixture
 def private_cluster(tmp_path: Path) -> Iterator[LocalCluster]:
     """Its own cluster: the session cluster must keep all its nodes."""
-    cluster = LocalCluster(tmp_path / "cluster")
+    cluster = LocalCluster(tmp_path / "cluster", node_timeout_ms=1000)
     try:
         cluster.start()
         yield cluster
