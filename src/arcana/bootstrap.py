@@ -16,6 +16,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
+from arcana import tracing
 from arcana.adapters.cache import MemoryCache, RedisCache
 from arcana.adapters.database import Database
 from arcana.adapters.events import EventBus
@@ -31,6 +32,7 @@ from arcana.adapters.login_limiter import (
     RedisLoginLimiter,
 )
 from arcana.adapters.mail import build_mailer
+from arcana.adapters.metrics_sampler import MetricsSampler
 from arcana.adapters.migrator import migrate
 from arcana.adapters.passwords import Argon2PasswordHasher, HashingSlots
 from arcana.adapters.plugin_broadcast import (
@@ -82,6 +84,12 @@ class Container:
         self.redis: Redis | None = None
         if settings.redis_url:
             self.redis = connect_redis(settings.redis_url)
+        if tracing.ENABLED:  # SQL and Redis spans; nothing is attached when tracing is off
+            from arcana.adapters.tracing_hooks import instrument_engine, instrument_redis
+
+            instrument_engine(self.db.engine, "sqlite" if settings.is_sqlite else "postgresql")
+            if self.redis is not None:
+                instrument_redis(self.redis)
         self.cache: Cache = (
             RedisCache(self.redis, settings.redis_prefix)
             if self.redis is not None
@@ -126,6 +134,15 @@ class Container:
             self.redis,
             build_event_handlers(DeferredJobs(lambda: self.queue)),
             lambda: self.queue,
+        )
+
+        self.metrics_sampler = MetricsSampler(
+            self.db,
+            lambda: self.queue,
+            self.redis,
+            self.events.stream,
+            self.ready,
+            settings.metrics_sample_seconds,
         )
 
     def _build_auth(self, settings: Settings) -> None:

@@ -25,6 +25,7 @@ import heapq
 import uuid
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterator, Sequence
+from datetime import datetime
 from typing import Any, TypeVar
 
 from redis.asyncio import Redis
@@ -173,6 +174,11 @@ class PartitionedRedisJobQueue(JobQueue):
             succeeded=sum(s.succeeded for s in parts),
             dead=sum(s.dead for s in parts),
         )
+
+    async def oldest_ready_at(self) -> datetime | None:
+        """The longest-waiting due job over every partition (for metrics)."""
+        heads = await self._each(lambda p: p.oldest_ready_at())
+        return min((h for h in heads if h is not None), default=None)
 
     async def retry_dead(self, job_id: str) -> Job:
         index = await self._locate(job_id)
