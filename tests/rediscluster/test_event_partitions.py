@@ -5,17 +5,25 @@ order in one stream; the live feed tails all three and resumes from a composite 
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 
 import pytest
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from arcana.adapters.events.bus import PartitionedConsumer
+from arcana.adapters.events.outbox import OutboxRow
+from arcana.adapters.events.redis_stream import RedisEventPublisher
 from arcana.bootstrap import Container
 from arcana.config import Settings
 from arcana.domain.delivery import FeedItem
 from arcana.domain.events import DomainEvent
 from tests.conftest import truncate_all, wait_for
 from tests.events_support import commit_events, product_event, redis_for, stream_envelopes
+from tests.observability.tracing_support import spans
+
+__all__ = ["spans"]
 
 
 @pytest.fixture(params=["postgres", "cluster"])
@@ -118,3 +126,26 @@ async def test_the_feed_tails_every_partition_and_resumes(pc: Container) -> None
     assert after.isdisjoint(seen_before)
     assert {i.envelope["id"] for i in got[5:]} <= after
     assert "late" in {i.envelope["data"]["productId"] for i in rest}
+
+
+async def test_traced_publishing_keeps_the_partitions(
+    pc: Container, spans: InMemorySpanExporter
+) -> None:
+    """With tracing on, the relay publishes through its traced path: each entry still goes to
+    its aggregate's stream (and carries its trace context beside ``event``)."""
+    products = [f"t{i}" for i in range(9)]
+    await commit_events(pc, *(product_event("product.created", productId=p) for p in products))
+    assert await pc.events.relay.drain() is not None
+    redis = redis_for(pc)
+    homes: list[set[str]] = []
+    for stream in pc.events.streams:
+        entries = await redis.xrange(stream)
+        assert all(b"traceparent" in fields for _eid, fields in entries)
+        homes.append({json.loads(f[b"event"])["data"]["productId"] for _e, f in entries})
+    assert set().union(*homes) == set(products)
+    assert sum(len(h) for h in homes) == len(products)
+    publisher = RedisEventPublisher(redis, pc.events.streams, 100)
+    for index, home in enumerate(homes):
+        for product in home:
+            row = OutboxRow(0, "x", "event", "product.created", product, {}, datetime.now(UTC), 0)
+            assert publisher.stream_for(row) == pc.events.streams[index]
