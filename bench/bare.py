@@ -9,10 +9,11 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-# This directory holds ``http.py``; keep it off sys.path so it cannot shadow the stdlib module.
+# Keep this directory off sys.path: a script here must never shadow an installed module.
 _HERE = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 
+import argparse
 import sys
 from pathlib import Path
 from typing import Any
@@ -45,7 +46,12 @@ def build(kind: str, body: bytes) -> Any:
 
 
 if __name__ == "__main__":
-    kind, port, path = sys.argv[1], int(sys.argv[2]), Path(sys.argv[3])
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("kind", choices=["fastapi", "starlette"])
+    ap.add_argument("port", type=int)
+    ap.add_argument("body", type=Path, help="file holding the product JSON to return")
+    args = ap.parse_args()
+    kind, port, path = args.kind, args.port, args.body
     config = uvicorn.Config(
         build(kind, path.read_bytes()),
         host="127.0.0.1",

@@ -15,7 +15,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-# This directory holds ``http.py``; keep it off sys.path so it cannot shadow the stdlib module.
+# Keep this directory off sys.path: a script here must never shadow an installed module.
 _HERE = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 

@@ -1,7 +1,7 @@
 # ruff: noqa: E402  (sys.path is cleaned before the imports, see below)
 """HTTP benchmark of the product catalog against two ceilings, side by side in one run.
 
-    make bench-http            # or: .venv/bin/python bench/http.py --rounds 3 --duration 5
+    make bench-http            # or: .venv/bin/python bench/http_api.py --rounds 3 --duration 5
 
 One ``arcana serve`` process (embedded: SQLite + in-process cache, default settings) with
 100 000 products from ``arcana demo-data``, a bare FastAPI and a bare Starlette server (same
@@ -14,7 +14,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-# This directory holds ``http.py``; keep it off sys.path so it cannot shadow the stdlib module.
+# Keep this directory off sys.path: a script here must never shadow an installed module.
 _HERE = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 
