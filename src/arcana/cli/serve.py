@@ -8,32 +8,45 @@ import contextlib
 import logging
 import signal
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import typer
-import uvicorn
 
-from arcana.api.app import create_app
-from arcana.bootstrap import Container
 from arcana.cli.console import fail, load_settings
-from arcana.config import Settings
-from arcana.log import configure_logging
-from arcana.rpc.server import GrpcServer, start_grpc
-from arcana.worker import runtime
+
+if TYPE_CHECKING:
+    import uvicorn
+
+    from arcana.config import Settings
+    from arcana.rpc.server import GrpcServer
 
 log = logging.getLogger("arcana.serve")
 
 
-class _Server(uvicorn.Server):
+def _server(config: uvicorn.Config) -> uvicorn.Server:
     """uvicorn re-raises a captured SIGTERM once it has stopped, which would end the process
     before the gRPC server, background tasks and pools are closed. Signals are handled by
     ``serve()`` instead, so shutdown runs to the end and the process exits 0."""
+    import uvicorn
 
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
+    class _Server(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            yield
+
+    return _Server(config)
 
 
 async def serve(settings: Settings, *, with_worker: bool) -> None:
+    # Imported here, not at module level: ``arcana --help`` and the other commands must not
+    # pay for uvicorn, FastAPI, grpc and the whole container.
+    import uvicorn
+
+    from arcana.api.app import create_app
+    from arcana.bootstrap import Container
+    from arcana.rpc.server import start_grpc
+    from arcana.worker import runtime
+
     container = Container.from_settings(settings)
     try:
         await container.start()
@@ -55,7 +68,7 @@ async def serve(settings: Settings, *, with_worker: bool) -> None:
         proxy_headers=True,
         forwarded_allow_ips=settings.forwarded_allow_ips,
     )
-    server = _Server(config)
+    server = _server(config)
     loop = asyncio.get_running_loop()
 
     def on_signal(sig: int) -> None:
@@ -116,6 +129,8 @@ def register(app: typer.Typer) -> None:
         }
         if updates:
             settings = settings.model_copy(update=updates)
+        from arcana.log import configure_logging
+
         configure_logging(settings.log_level, json=settings.log_json)
         try:
             import uvloop

@@ -5,19 +5,24 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from typing import TYPE_CHECKING
 
 import typer
 
-from arcana.bootstrap import Container
 from arcana.cli.console import fail, load_settings
-from arcana.config import Settings
-from arcana.log import configure_logging
-from arcana.worker import runtime
+
+if TYPE_CHECKING:
+    from arcana.config import Settings
+
+    pass
 
 log = logging.getLogger("arcana.worker")
 
 
 async def run_worker(settings: Settings) -> None:
+    from arcana.bootstrap import Container
+    from arcana.worker import runtime
+
     container = Container.from_settings(settings)
     try:
         await container.start()
@@ -58,6 +63,8 @@ def register(app: typer.Typer) -> None:
         settings = load_settings()
         if concurrency is not None:
             settings = settings.model_copy(update={"worker_concurrency": concurrency})
+        from arcana.log import configure_logging
+
         configure_logging(settings.log_level, json=settings.log_json)
         try:
             import uvloop
