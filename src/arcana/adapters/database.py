@@ -93,7 +93,11 @@ class Database:
                 pool_size=settings.db_pool_size,
                 max_overflow=settings.db_max_overflow,
                 pool_timeout=settings.db_pool_timeout,
-                pool_pre_ping=True,
+                # No pre-ping: it is one more round trip on every checkout (a quarter of a
+                # GET /auth/me). A connection that died with the server fails its first
+                # statement instead; SQLAlchemy then invalidates the whole pool, that request
+                # is answered 503 (retryable) and the next ones get fresh connections.
+                pool_pre_ping=False,
                 pool_recycle=1800,
                 connect_args={
                     "timeout": settings.db_connect_timeout,
