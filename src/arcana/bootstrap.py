@@ -119,6 +119,7 @@ class Container:
                 on_miss=CACHE_REQUESTS.labels("product", "miss").inc,
             ),
             self._late_audit,
+            read_uow=self.read_uow,
         )
         self.queue: JobQueue = self._build_queue()
         self.jobs = JobService(self.queue)
@@ -135,7 +136,9 @@ class Container:
         self.passwords = Argon2PasswordHasher(
             settings.argon2_memory_kib, settings.argon2_time_cost, settings.argon2_parallelism
         )
-        self.generations = TokenGenerationCache(self.uow, self.cache, settings.access_token_ttl)
+        self.generations = TokenGenerationCache(
+            self.read_uow, self.cache, settings.access_token_ttl
+        )
         self.identity = IdentityService(self.tokens, self.generations)
         self.login_limiter: LoginLimiter = (
             RedisLoginLimiter(
@@ -152,7 +155,7 @@ class Container:
                 settings.login_window_seconds,
             )
         )
-        self.users = UserService(self.uow, self.passwords, self.generations)
+        self.users = UserService(self.uow, self.passwords, self.generations, read_uow=self.read_uow)
         self.auth = AuthService(
             self.uow,
             self.users,
@@ -198,6 +201,10 @@ class Container:
     # -- unit of work ---------------------------------------------------------------------
     def uow(self) -> SqlUnitOfWork:
         return SqlUnitOfWork(self.db, after_commit=self._on_commit)
+
+    def read_uow(self) -> SqlUnitOfWork:
+        """A unit of work for reads only (no transaction round trips on PostgreSQL)."""
+        return SqlUnitOfWork(self.db, read_only=True)
 
     def on_commit(self, listener: Callable[[list[DomainEvent]], None]) -> None:
         """Called (synchronously, after commit) with the events a transaction recorded;

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from pathlib import Path
 from typing import Any
@@ -109,10 +110,29 @@ class Database:
                 },
             )
         self.engine: AsyncEngine = create_async_engine(self.url, **kwargs)
+        # SQLite has one writer at a time. Writers that meet in SQLite's busy handler sleep
+        # and poll (up to 100 ms per sleep), so 64 concurrent requests starve each other
+        # into client timeouts; queueing them on one lock in this process hands the write
+        # lock over at once and in order. Units of work take it (see SqlUnitOfWork).
+        self.writer: asyncio.Lock | None = asyncio.Lock() if self.is_sqlite else None
         if self.is_sqlite:
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
         self.sessionmaker = async_sessionmaker(
             self.engine, expire_on_commit=False, class_=AsyncSession
+        )
+        # Reads that write nothing. On PostgreSQL the driver wraps every transaction in its
+        # own BEGIN and ROLLBACK round trips; in autocommit a lone SELECT is one round trip.
+        # Under READ COMMITTED each statement takes its own snapshot anyway, so a read-only
+        # unit of work sees what it would have seen inside a transaction. SQLite starts no
+        # transaction for a SELECT, so it keeps the ordinary sessions.
+        self.read_sessionmaker = (
+            self.sessionmaker
+            if self.is_sqlite
+            else async_sessionmaker(
+                self.engine.execution_options(isolation_level="AUTOCOMMIT"),
+                expire_on_commit=False,
+                class_=AsyncSession,
+            )
         )
 
     async def ping(self) -> bool:

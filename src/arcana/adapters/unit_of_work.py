@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
+from contextvars import ContextVar, Token
 from types import TracebackType
 from typing import Self
 
@@ -23,6 +24,10 @@ from arcana.domain.jobs import JobRequest
 from arcana.errors import ArcanaError, ServiceUnavailable, ValidationFailed
 from arcana.metrics import DB_UNAVAILABLE
 
+_HOLDS_WRITER: ContextVar[bool] = ContextVar("arcana_holds_sqlite_writer", default=False)
+"""True inside a unit of work that holds the SQLite writer lock: a unit of work opened
+inside it (same task) does not wait for the lock its own caller holds."""
+
 
 class SqlUnitOfWork:
     """Rolls back unless committed. Database outages surface as ``ServiceUnavailable``.
@@ -34,10 +39,16 @@ class SqlUnitOfWork:
     session: AsyncSession
 
     def __init__(
-        self, db: Database, after_commit: Callable[[list[DomainEvent]], None] | None = None
+        self,
+        db: Database,
+        after_commit: Callable[[list[DomainEvent]], None] | None = None,
+        *,
+        read_only: bool = False,
     ) -> None:
         self._db = db
         self._after_commit = after_commit
+        self._read_only = read_only
+        self._writer_token: Token[bool] | None = None
         self._events: list[DomainEvent] = []
         self._jobs: list[JobRequest] = []
         self._committed = False
@@ -50,7 +61,11 @@ class SqlUnitOfWork:
         self.products = SqlProductRepository(session)
 
     async def __aenter__(self) -> Self:
-        self.session = self._db.sessionmaker()
+        writer = self._db.writer
+        if writer is not None and not self._read_only and not _HOLDS_WRITER.get():
+            await writer.acquire()
+            self._writer_token = _HOLDS_WRITER.set(True)
+        self.session = (self._db.read_sessionmaker if self._read_only else self._db.sessionmaker)()
         self._events = []
         self._jobs = []
         self._committed = False
@@ -69,7 +84,10 @@ class SqlUnitOfWork:
         except Exception:  # the connection may be gone; closing below frees it
             pass
         finally:
-            await self.session.close()
+            try:
+                await self.session.close()
+            finally:
+                self._release_writer()
         if exc is not None and not isinstance(exc, ArcanaError):
             if is_connectivity_error(exc):
                 DB_UNAVAILABLE.inc()
@@ -80,6 +98,12 @@ class SqlUnitOfWork:
                     errors=[{"loc": ["body"], "msg": "contains NUL", "type": "value_error"}],
                 ) from exc
 
+    def _release_writer(self) -> None:
+        if self._writer_token is not None and self._db.writer is not None:
+            _HOLDS_WRITER.reset(self._writer_token)
+            self._writer_token = None
+            self._db.writer.release()
+
     def record(self, *events: DomainEvent) -> None:
         self._events.extend(events)
 
@@ -87,6 +111,8 @@ class SqlUnitOfWork:
         self._jobs.extend(jobs)
 
     async def commit(self) -> None:
+        if self._read_only:
+            raise RuntimeError("a read-only unit of work cannot commit")
         rows = [
             {
                 "id": e.id,
