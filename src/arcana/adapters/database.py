@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from collections.abc import AsyncIterator
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +80,11 @@ def is_unstorable_text(exc: BaseException) -> bool:
     return state in _UNSTORABLE_TEXT_STATES
 
 
+_HOLDS_WRITER: ContextVar[bool] = ContextVar("arcana_holds_sqlite_writer", default=False)
+"""True while this task holds the SQLite writer lock: a write opened inside it (same task)
+does not wait for the lock its own caller holds."""
+
+
 class Database:
     """Owns the engine and the session factory. Created by the container, never at import."""
 
@@ -113,7 +121,8 @@ class Database:
         # SQLite has one writer at a time. Writers that meet in SQLite's busy handler sleep
         # and poll (up to 100 ms per sleep), so 64 concurrent requests starve each other
         # into client timeouts; queueing them on one lock in this process hands the write
-        # lock over at once and in order. Units of work take it (see SqlUnitOfWork).
+        # lock over at once and in order. Units of work, the SQL job queue and the audit log
+        # take it through ``writing()``.
         self.writer: asyncio.Lock | None = asyncio.Lock() if self.is_sqlite else None
         if self.is_sqlite:
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
@@ -134,6 +143,20 @@ class Database:
                 class_=AsyncSession,
             )
         )
+
+    @contextlib.asynccontextmanager
+    async def writing(self) -> AsyncIterator[None]:
+        """Hold the SQLite writer lock for the block (re-entrant within a task); no-op on
+        PostgreSQL. Keep the block to database work: other writers of this process wait."""
+        if self.writer is None or _HOLDS_WRITER.get():
+            yield
+            return
+        async with self.writer:
+            token = _HOLDS_WRITER.set(True)
+            try:
+                yield
+            finally:
+                _HOLDS_WRITER.reset(token)
 
     async def ping(self) -> bool:
         try:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
-from contextvars import ContextVar, Token
+from contextlib import AbstractAsyncContextManager
 from types import TracebackType
 from typing import Self
 
@@ -23,10 +23,6 @@ from arcana.domain.events import DomainEvent, utcnow
 from arcana.domain.jobs import JobRequest
 from arcana.errors import ArcanaError, ServiceUnavailable, ValidationFailed
 from arcana.metrics import DB_UNAVAILABLE
-
-_HOLDS_WRITER: ContextVar[bool] = ContextVar("arcana_holds_sqlite_writer", default=False)
-"""True inside a unit of work that holds the SQLite writer lock: a unit of work opened
-inside it (same task) does not wait for the lock its own caller holds."""
 
 
 class SqlUnitOfWork:
@@ -48,9 +44,11 @@ class SqlUnitOfWork:
         self._db = db
         self._after_commit = after_commit
         self._read_only = read_only
-        self._writer_token: Token[bool] | None = None
+        self._writing: AbstractAsyncContextManager[None] | None = None
         self._events: list[DomainEvent] = []
         self._jobs: list[JobRequest] = []
+        self._written: list[DomainEvent] = []  # recorded events already in the outbox
+        self._wrote = False
         self._committed = False
 
     def _bind(self, session: AsyncSession) -> None:
@@ -61,13 +59,15 @@ class SqlUnitOfWork:
         self.products = SqlProductRepository(session)
 
     async def __aenter__(self) -> Self:
-        writer = self._db.writer
-        if writer is not None and not self._read_only and not _HOLDS_WRITER.get():
-            await writer.acquire()
-            self._writer_token = _HOLDS_WRITER.set(True)
+        if not self._read_only:
+            # SQLite: one writing unit of work at a time in this process (see Database).
+            self._writing = self._db.writing()
+            await self._writing.__aenter__()
         self.session = (self._db.read_sessionmaker if self._read_only else self._db.sessionmaker)()
         self._events = []
         self._jobs = []
+        self._written = []
+        self._wrote = False
         self._committed = False
         self._bind(self.session)
         return self
@@ -87,7 +87,9 @@ class SqlUnitOfWork:
             try:
                 await self.session.close()
             finally:
-                self._release_writer()
+                writing, self._writing = self._writing, None
+                if writing is not None:
+                    await writing.__aexit__(None, None, None)
         if exc is not None and not isinstance(exc, ArcanaError):
             if is_connectivity_error(exc):
                 DB_UNAVAILABLE.inc()
@@ -98,21 +100,22 @@ class SqlUnitOfWork:
                     errors=[{"loc": ["body"], "msg": "contains NUL", "type": "value_error"}],
                 ) from exc
 
-    def _release_writer(self) -> None:
-        if self._writer_token is not None and self._db.writer is not None:
-            _HOLDS_WRITER.reset(self._writer_token)
-            self._writer_token = None
-            self._db.writer.release()
-
     def record(self, *events: DomainEvent) -> None:
         self._events.extend(events)
 
     def enqueue(self, *jobs: JobRequest) -> None:
         self._jobs.extend(jobs)
 
-    async def commit(self) -> None:
+    async def write_recorded(self) -> None:
+        """Insert the outbox rows of what was recorded so far now, in this transaction."""
         if self._read_only:
-            raise RuntimeError("a read-only unit of work cannot commit")
+            raise RuntimeError("a read-only unit of work cannot write")
+        if await self._insert_recorded():
+            self._written.extend(self._events)
+            self._wrote = True
+        self._events, self._jobs = [], []
+
+    async def _insert_recorded(self) -> bool:
         rows = [
             {
                 "id": e.id,
@@ -138,13 +141,21 @@ class SqlUnitOfWork:
         ]
         if rows:
             await self.session.execute(insert(outbox), rows)
+        return bool(rows)
+
+    async def commit(self) -> None:
+        if self._read_only:
+            raise RuntimeError("a read-only unit of work cannot commit")
+        wrote = await self._insert_recorded() or self._wrote
         await self.session.commit()
         self._committed = True
-        events, self._events, self._jobs = self._events, [], []
-        if rows and self._after_commit is not None:
+        events = [*self._written, *self._events]
+        self._events, self._jobs, self._written, self._wrote = [], [], [], False
+        if wrote and self._after_commit is not None:
             self._after_commit(events)
 
     async def rollback(self) -> None:
         await self.session.rollback()
         self._events = []
         self._jobs = []
+        self._written, self._wrote = [], False
