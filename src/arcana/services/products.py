@@ -407,6 +407,11 @@ class ProductService:
         if abs(quantity_change) > STOCK_MAX:
             raise ValidationFailed(f"quantity_change: must be between -{STOCK_MAX} and {STOCK_MAX}")
         async with self._uow() as uow:
+            # The outbox row goes in before the UPDATE: the row lock is then held only for the
+            # COMMIT round trip (and a rare stock-event insert), not for the insert as well.
+            # If the update is refused, the rollback takes the row away again.
+            uow.record(product_event("product.updated", pid))
+            await uow.write_recorded()
             product = await uow.products.adjust_stock(pid, quantity_change, _now())
             if product is None:
                 if not await uow.products.exists(pid):
@@ -417,7 +422,6 @@ class ProductService:
                     f"Insufficient stock: a change of {quantity_change} would go below 0"
                 )
             before = product.stock - quantity_change
-            uow.record(product_event("product.updated", pid))
             uow.record(*stock_events(pid, before, product.stock))
             await uow.commit()
         await self.cache.invalidate(pid)
