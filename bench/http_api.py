@@ -177,6 +177,22 @@ def main() -> None:
             "end\n"
         )
         me_lua = f'wrk.headers["Authorization"] = "Bearer {token}"\n'
+        # Stock changes spread over 1,000 products (+1 each, so none can hit a bound).
+        spread: list[str] = []
+        for page in range(10):
+            listed = httpx.get(f"{base}/api/v1/products?size=100&page={page}").json()["data"]
+            spread += [item["id"] for item in listed]
+        spread_lua = (
+            'wrk.method = "POST"\n'
+            'wrk.headers["Content-Type"] = "application/json"\n'
+            f'wrk.headers["Authorization"] = "Bearer {token}"\n'
+            "local ids = {" + ",".join(f'"{i}"' for i in spread) + "}\n"
+            "request = function()\n"
+            "  local id = ids[math.random(#ids)]\n"
+            '  return wrk.format(nil, "/api/v1/products/" .. id .. "/stock", nil,\n'
+            "    '{\"quantity_change\": 1}')\n"
+            "end\n"
+        )
         scenarios: list[tuple[str, str, str | None]] = [
             ("bare Starlette (memory)", bare["starlette"], None),
             ("bare FastAPI (memory)", bare["fastapi"], None),
@@ -186,6 +202,15 @@ def main() -> None:
             ("GET /auth/me (bearer + one row)", f"{base}/api/v1/auth/me", me_lua),
         ]
         use_wrk = have_wrk()
+        if use_wrk:  # one URL per request needs wrk's Lua
+            scenarios.insert(
+                5,
+                (
+                    f"POST /products/{{id}}/stock ({len(spread)} rows)",
+                    f"{base}/api/v1/products/{pid}/stock",
+                    spread_lua,
+                ),
+            )
         print(
             f"load generator: {'wrk' if use_wrk else 'python httpx'}; "
             f"{args.connections} connections, {args.rounds} rounds x {args.duration}s; "
