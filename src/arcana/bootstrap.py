@@ -26,7 +26,6 @@ from arcana.adapters.jobqueue.sql import SqlJobQueue
 from arcana.adapters.jwt_tokens import JwtAccessTokens
 from arcana.adapters.login_limiter import MemoryLoginLimiter, RedisLoginLimiter
 from arcana.adapters.mail import build_mailer
-from arcana.adapters.migrator import migrate
 from arcana.adapters.passwords import Argon2PasswordHasher
 from arcana.adapters.plugin_broadcast import (
     NullPluginReloadBroadcast,
@@ -222,9 +221,12 @@ class Container:
     async def start(self, *, migrate_embedded: bool = True) -> None:
         """Embedded SQLite migrates itself so one command runs the service."""
         if migrate_embedded and self.settings.is_sqlite:
-            await migrate(self.db)
+            await self.migrate()
 
     async def migrate(self) -> None:
+        # Alembic is imported only by the commands that migrate (start-up time of the others).
+        from arcana.adapters.migrator import migrate
+
         await migrate(self.db)
 
     def spawn(self, name: str, task: BackgroundTask) -> None:

@@ -42,3 +42,16 @@ def test_help_and_usage_errors_import_no_heavy_library(args: list[str], code: in
     line = next(x for x in proc.stderr.splitlines() if x.startswith("PROBE "))
     result = json.loads(line.removeprefix("PROBE "))
     assert result == {"code": code, "heavy": []}
+
+
+def test_the_container_loads_no_migration_tool_nor_http_client() -> None:
+    """Commands that neither migrate nor call a webhook (``users list`` on PostgreSQL, ``jobs
+    stats``…) do not pay for Alembic (and Mako, Pygments) or httpx at start-up."""
+    code = (
+        "import sys, arcana.bootstrap\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'alembic', 'httpx', 'rich'}))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    ).stdout
+    assert out.strip() == "[]"
