@@ -225,6 +225,9 @@ class Container:
 
     async def migrate(self) -> None:
         # Alembic is imported only by the commands that migrate (start-up time of the others).
+        # Being imported late, after logging is set up, it would announce each of its plugins
+        # at INFO: that is not news for a service log.
+        logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
         from arcana.adapters.migrator import migrate
 
         await migrate(self.db)

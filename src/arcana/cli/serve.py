@@ -206,9 +206,6 @@ def register(app: typer.Typer) -> None:
             if with_worker:
                 child_args.append("--with-worker")
             raise typer.Exit(supervise(workers, child_args))
-        # The container's modules are imported before logging is set up, as they were when
-        # they loaded with the command: Alembic logs its plugin set-up at INFO on import.
-        import arcana.bootstrap  # noqa: F401
         from arcana.log import configure_logging
 
         configure_logging(settings.log_level, json=settings.log_json)
