@@ -9,7 +9,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from redis.asyncio import Redis
@@ -21,17 +23,24 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from arcana.adapters.cache import MemoryCache, RedisCache
 from arcana.adapters.database import Database
 from arcana.adapters.events import EventBus
+from arcana.adapters.events.outbox import SqlOutbox
 from arcana.adapters.jobqueue.redis import RedisJobQueue
 from arcana.adapters.jobqueue.sql import SqlJobQueue
 from arcana.adapters.jwt_tokens import JwtAccessTokens
-from arcana.adapters.login_limiter import MemoryLoginLimiter, RedisLoginLimiter
+from arcana.adapters.login_limiter import (
+    MemoryAttemptQuota,
+    MemoryLoginLimiter,
+    RedisAttemptQuota,
+    RedisLoginLimiter,
+)
 from arcana.adapters.mail import build_mailer
-from arcana.adapters.passwords import Argon2PasswordHasher
+from arcana.adapters.passwords import Argon2PasswordHasher, HashingSlots
 from arcana.adapters.plugin_broadcast import (
     NullPluginReloadBroadcast,
     RedisPluginReloadBroadcast,
 )
 from arcana.adapters.plugins import build_audit
+from arcana.adapters.sealing import AesGcmSealer
 from arcana.adapters.unit_of_work import SqlUnitOfWork
 from arcana.adapters.user_sync import NoUserSync, WebhookUserSync
 from arcana.config import Settings
@@ -40,7 +49,7 @@ from arcana.domain.events import DomainEvent
 from arcana.domain.jobs import JobQueue
 from arcana.domain.mail import Mailer
 from arcana.domain.ports import Cache
-from arcana.domain.users import LoginLimiter, UserSync
+from arcana.domain.users import AttemptQuota, LoginLimiter, UserSync
 from arcana.metrics import CACHE_REQUESTS
 from arcana.services.auth import AuthPolicy, AuthService
 from arcana.services.events import DeferredJobs, build_event_handlers
@@ -132,8 +141,18 @@ class Container:
         )
 
     def _build_auth(self, settings: Settings) -> None:
-        self.passwords = Argon2PasswordHasher(
-            settings.argon2_memory_kib, settings.argon2_time_cost, settings.argon2_parallelism
+        self.passwords = HashingSlots(
+            Argon2PasswordHasher(
+                settings.argon2_memory_kib, settings.argon2_time_cost, settings.argon2_parallelism
+            ),
+            settings.password_hash_slots or os.cpu_count() or 1,
+            settings.password_hash_wait_seconds,
+        )
+        self.sealer = AesGcmSealer(self.jwt_key)
+        self.attempt_quota: AttemptQuota = (
+            RedisAttemptQuota(self.redis, settings.redis_prefix)
+            if self.redis is not None
+            else MemoryAttemptQuota()
         )
         self.generations = TokenGenerationCache(
             self.read_uow, self.cache, settings.access_token_ttl
@@ -168,7 +187,13 @@ class Container:
                 settings.refresh_idle_ttl,
                 settings.reset_token_ttl,
                 settings.refresh_reuse_grace_seconds,
+                access_token_ttl=settings.access_token_ttl,
+                register_limit_per_ip=settings.register_limit_per_ip,
+                reset_limit_per_email=settings.reset_limit_per_email,
+                reset_limit_per_ip=settings.reset_limit_per_ip,
             ),
+            self.attempt_quota,
+            self.sealer,
         )
         sync: UserSync = (
             WebhookUserSync(settings.user_sync_url) if settings.user_sync_url else NoUserSync()
@@ -181,7 +206,11 @@ class Container:
         return report.synced + report.failed
 
     async def cleanup_tokens(self) -> int:
-        return await self.auth.cleanup_tokens()
+        """Dead tokens and sessions, and outbox rows published longer ago than
+        ``ARCANA_OUTBOX_RETENTION_SECONDS``."""
+        cutoff = datetime.now(UTC) - timedelta(seconds=self.settings.outbox_retention_seconds)
+        purged = await SqlOutbox(self.db).purge_published(cutoff)
+        return await self.auth.cleanup_tokens() + purged
 
     def _build_queue(self) -> JobQueue:
         s = self.settings
@@ -274,6 +303,7 @@ class Container:
 
     async def close(self) -> None:
         await self.stop_background()
+        self.passwords.close()
         await self.products.cache.aclose()
         await self.queue.close()
         await self.db.dispose()

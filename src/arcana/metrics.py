@@ -31,6 +31,14 @@ AUTH_REFRESH_REUSE = Counter(
 LOGIN_LIMITER_ERRORS = Counter(
     "arcana_login_limiter_errors_total", "Login limiter backend errors (failed open)"
 )
+PASSWORD_HASHES = Counter(
+    "arcana_password_hashes_total", "Argon2 operations started, by kind", ["op"]
+)
+PASSWORD_SLOTS_BUSY = Counter(
+    "arcana_password_slots_busy_total",
+    "Password operations refused (503) because every hashing slot stayed busy",
+    ["op"],
+)
 # -- jobs --
 JOBS_DEPTH = Gauge("arcana_jobs_queue_depth", "Jobs ready to run, by priority", ["priority"])
 JOBS_WAITING = Gauge("arcana_jobs_waiting", "Jobs waiting for their time", ["status"])

@@ -32,6 +32,14 @@ class JobStatus(StrEnum):
     DEAD = "dead"
 
 
+SECRET_PAYLOAD_FIELDS = frozenset({"reset_token"})
+"""Payload fields that are secrets: sealed at rest by whoever enqueues them, never shown."""
+
+
+def redact_payload(payload: dict[str, Any]) -> dict[str, Any]:
+    return {k: "***" if k in SECRET_PAYLOAD_FIELDS else v for k, v in payload.items()}
+
+
 @dataclass(frozen=True, slots=True)
 class JobRequest:
     job_type: str
@@ -109,10 +117,11 @@ class Job:
         return self.retry_count + 1
 
     def to_dict(self) -> dict[str, Any]:
+        """What operators see (admin routes, the CLI): secret payload fields as ``"***"``."""
         return {
             "id": self.id,
             "job_type": self.job_type,
-            "payload": self.payload,
+            "payload": redact_payload(self.payload),
             "priority": self.priority.name,
             "max_retries": self.max_retries,
             "retry_count": self.retry_count,
@@ -229,6 +238,7 @@ DEFAULT_PRIORITIES: dict[str, Priority] = {
     "system.echo": Priority.NORMAL,
     "email.welcome": Priority.NORMAL,
     "email.password_reset": Priority.HIGH,
+    "auth.password_reset_request": Priority.HIGH,
     "email.security_notice": Priority.HIGH,
     "notify.admins_stock": Priority.NORMAL,
     "sync.pending_users": Priority.NORMAL,

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select, text, update
+from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from arcana.adapters.database import Database
@@ -95,6 +95,19 @@ class SqlOutbox:
             await conn.execute(text("SET LOCAL synchronous_commit = off"))
             result = await conn.execute(query.with_for_update(skip_locked=True))
             yield Batch(conn, [_row(r) for r in result.mappings()])
+
+    async def purge_published(self, before: datetime, batch_size: int = 1000) -> int:
+        """Delete rows published before ``before``, one batch per transaction: once relayed
+        they are only history, and some carry sealed secrets that need not rest forever."""
+        total = 0
+        while True:
+            async with self._db.engine.begin() as conn:
+                ids = select(outbox.c.seq).where(outbox.c.published_at < before).limit(batch_size)
+                result = await conn.execute(delete(outbox).where(outbox.c.seq.in_(ids)))
+                n = int(getattr(result, "rowcount", 0) or 0)
+            total += n
+            if n < batch_size:
+                return total
 
     async def pending(self) -> int:
         async with self._db.engine.connect() as conn:
