@@ -6,7 +6,7 @@ UV := .tools/bin/uv
 VENV := .venv
 STAMP := $(VENV)/.synced-$(shell cat uv.lock pyproject.toml 2>/dev/null | cksum | cut -d' ' -f1)
 
-.PHONY: run test lint fmt proto clean bench-http bench-auth bench-jobs bench-plugins bench-grpc bench-soak bench-scaleout bench-events
+.PHONY: run test lint fmt proto clean bench-http bench-auth bench-jobs bench-plugins bench-grpc bench-soak bench-scaleout bench-events bench-tracing bench-cluster
 
 $(UV):
 	$(PYTHON) -m venv .tools
@@ -49,6 +49,9 @@ bench-scaleout: $(STAMP)
 	$(VENV)/bin/python bench/scaleout.py
 bench-plugins: $(STAMP)
 	$(VENV)/bin/python bench/plugins.py
+# Tracing cost (off / 100 % / 1 % sampling): make bench-tracing ARGS="--duration 1" to check.
+bench-tracing: $(STAMP)
+	$(VENV)/bin/python bench/tracing.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) .tools .pytest_cache .mypy_cache .ruff_cache
@@ -57,6 +60,9 @@ proto: $(STAMP)
 	$(VENV)/bin/python proto/generate.py
 bench-events: $(STAMP)
 	$(VENV)/bin/python bench/events.py
+# Queue partitions on a private 3-master Redis Cluster: make bench-cluster ARGS="--jobs 2000" (short).
+bench-cluster: $(STAMP)
+	$(VENV)/bin/python bench/cluster.py $(ARGS)
 # The other queue libraries live only in bench/.venv, never in the project's dependencies.
 bench/.venv/.jobs-ready: pyproject.toml | $(UV)
 	$(UV) venv --quiet --allow-existing bench/.venv

@@ -15,15 +15,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialWithJitterBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from arcana import tracing
 from arcana.adapters.cache import MemoryCache, RedisCache
 from arcana.adapters.database import Database
 from arcana.adapters.events import EventBus
 from arcana.adapters.events.outbox import SqlOutbox
+from arcana.adapters.jobqueue.partitioned import PartitionedRedisJobQueue
 from arcana.adapters.jobqueue.redis import RedisJobQueue
 from arcana.adapters.jobqueue.sql import SqlJobQueue
 from arcana.adapters.jwt_tokens import JwtAccessTokens
@@ -34,12 +32,14 @@ from arcana.adapters.login_limiter import (
     RedisLoginLimiter,
 )
 from arcana.adapters.mail import build_mailer
+from arcana.adapters.metrics_sampler import MetricsSampler
 from arcana.adapters.passwords import Argon2PasswordHasher, HashingSlots
 from arcana.adapters.plugin_broadcast import (
     NullPluginReloadBroadcast,
     RedisPluginReloadBroadcast,
 )
 from arcana.adapters.plugins import build_audit
+from arcana.adapters.redis_client import connect_redis, prepare_redis
 from arcana.adapters.sealing import AesGcmSealer
 from arcana.adapters.unit_of_work import SqlUnitOfWork
 from arcana.adapters.user_sync import NoUserSync, WebhookUserSync
@@ -82,17 +82,13 @@ class Container:
         self.db = Database(settings)
         self.redis: Redis | None = None
         if settings.redis_url:
-            # After a Redis restart every pooled socket is dead; one quick retry on a fresh
-            # connection hides that instead of failing the first command on each of them.
-            self.redis = Redis.from_url(
-                settings.redis_url,
-                socket_timeout=2.0,
-                socket_connect_timeout=2.0,
-                health_check_interval=15,
-                max_connections=256,
-                retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), retries=1),
-                retry_on_error=[RedisConnectionError, RedisTimeoutError],
-            )
+            self.redis = connect_redis(settings.redis_url)
+        if tracing.ENABLED:  # SQL and Redis spans; nothing is attached when tracing is off
+            from arcana.adapters.tracing_hooks import instrument_engine, instrument_redis
+
+            instrument_engine(self.db.engine, "sqlite" if settings.is_sqlite else "postgresql")
+            if self.redis is not None:
+                instrument_redis(self.redis)
         self.cache: Cache = (
             RedisCache(self.redis, settings.redis_prefix)
             if self.redis is not None
@@ -138,6 +134,15 @@ class Container:
             self.redis,
             build_event_handlers(DeferredJobs(lambda: self.queue)),
             lambda: self.queue,
+        )
+
+        self.metrics_sampler = MetricsSampler(
+            self.db,
+            lambda: self.queue,
+            self.redis,
+            self.events.stream,
+            self.ready,
+            settings.metrics_sample_seconds,
         )
 
     def _build_auth(self, settings: Settings) -> None:
@@ -217,6 +222,10 @@ class Container:
         if s.effective_queue_backend == "redis":
             if self.redis is None:
                 raise ValueError("ARCANA_QUEUE_BACKEND=redis needs ARCANA_REDIS_URL")
+            if s.queue_partitions > 1:
+                return PartitionedRedisJobQueue(
+                    self.redis, s.redis_prefix, s.queue_partitions, finished_ttl=s.job_finished_ttl
+                )
             return RedisJobQueue(self.redis, s.redis_prefix, finished_ttl=s.job_finished_ttl)
         return SqlJobQueue(
             self.db, finished_ttl=s.job_finished_ttl, poll_interval=s.job_poll_interval
@@ -251,6 +260,8 @@ class Container:
         """Embedded SQLite migrates itself so one command runs the service."""
         if migrate_embedded and self.settings.is_sqlite:
             await self.migrate()
+        if self.redis is not None:
+            await prepare_redis(self.redis)
 
     async def migrate(self) -> None:
         # Alembic is imported only by the commands that migrate (start-up time of the others).

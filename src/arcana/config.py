@@ -97,7 +97,8 @@ class Settings(BaseSettings):
     queue_backend: Literal["auto", "redis", "database"] = "auto"
     redis_prefix: str = "arcana"
     log_level: str = "INFO"
-    log_json: bool = True
+    log_json: bool | None = None
+    """Unset: JSON lines unless stderr is a terminal or ARCANA_ENV=development (see log.py)."""
     shutdown_timeout: float = Field(default=10.0, ge=0)
 
     # -- jobs --
@@ -121,6 +122,21 @@ class Settings(BaseSettings):
     events_max_deliveries: int = Field(default=5, ge=1)
     events_handler_retries: int = Field(default=3, ge=1)
     events_consumer_block_ms: int = Field(default=1000, ge=1, le=1500)
+    # -- scale-out (Redis Cluster partitions, PgBouncer) --
+    queue_partitions: int = Field(default=1, ge=1, le=64)
+    """Redis queue partitions, each under its own hash tag (1 = the historical keys)."""
+    events_partitions: int = Field(default=1, ge=1, le=64)
+    """Redis event streams, one consumer group each; events of one aggregate share one."""
+    database_direct_url: str | None = None
+    """A direct PostgreSQL URL for session features (LISTEN, advisory locks) when
+    ``database_url`` goes through PgBouncer in transaction mode."""
+
+    # -- observability --
+    otel_endpoint: str | None = None
+    """OTLP/HTTP base URL (``/v1/traces`` is appended); set it, or the standard
+    OTEL_EXPORTER_OTLP_ENDPOINT, to turn tracing on."""
+    metrics_sample_seconds: float = Field(default=10.0, gt=0)
+    """How often a process samples queue, outbox and stream gauges for /metrics."""
 
     @model_validator(mode="after")
     def _check_production(self) -> Settings:

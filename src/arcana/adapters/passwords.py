@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextvars
 import math
 import secrets
 from collections.abc import Callable
@@ -14,6 +15,7 @@ from typing import TypeVar
 from argon2 import PasswordHasher, Type
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
+from arcana import tracing
 from arcana.errors import ServiceUnavailable
 from arcana.metrics import PASSWORD_HASHES, PASSWORD_SLOTS_BUSY
 
@@ -36,14 +38,17 @@ class Argon2PasswordHasher:
         digest = base64.b64encode(secrets.token_bytes(32)).decode().rstrip("=")
         self._dummy = f"$argon2id$v=19$m={memory_kib},t={time_cost},p={parallelism}${salt}${digest}"
 
+    # Spans carry no attribute at all: the password and the hash stay out of traces.
     def hash(self, password: str) -> str:
-        return self._hasher.hash(password)
+        with tracing.span("argon2.hash"):
+            return self._hasher.hash(password)
 
     def verify(self, password_hash: str, password: str) -> bool:
-        try:
-            return self._hasher.verify(password_hash, password)
-        except (VerifyMismatchError, VerificationError, InvalidHashError):
-            return False
+        with tracing.span("argon2.verify"):  # a mismatch is an answer, not a span error
+            try:
+                return self._hasher.verify(password_hash, password)
+            except (VerifyMismatchError, VerificationError, InvalidHashError):
+                return False
 
     def needs_rehash(self, password_hash: str) -> bool:
         try:
@@ -87,7 +92,9 @@ class HashingSlots:
         await self._acquire(self._all, op)
         try:
             PASSWORD_HASHES.labels(op).inc()
-            return await asyncio.get_running_loop().run_in_executor(self._pool, fn)
+            # The caller's context goes along, so the argon2 span joins the request's trace.
+            ctx = contextvars.copy_context()
+            return await asyncio.get_running_loop().run_in_executor(self._pool, ctx.run, fn)
         finally:
             self._all.release()
 

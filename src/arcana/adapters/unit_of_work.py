@@ -11,6 +11,7 @@ from typing import Self
 from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from arcana import tracing
 from arcana.adapters.database import Database, is_connectivity_error, is_unstorable_text
 from arcana.adapters.products import SqlProductRepository
 from arcana.adapters.tables import outbox
@@ -116,6 +117,8 @@ class SqlUnitOfWork:
         self._events, self._jobs = [], []
 
     async def _insert_recorded(self) -> bool:
+        # The work these rows cause continues the current trace (None when tracing is off).
+        trace_context = tracing.current_traceparent()
         rows = [
             {
                 "id": e.id,
@@ -124,6 +127,7 @@ class SqlUnitOfWork:
                 "aggregate_id": e.aggregate_id,
                 "data": e.envelope(),
                 "created_at": e.timestamp,
+                "trace_context": trace_context,
             }
             for e in self._events
         ]
@@ -136,6 +140,7 @@ class SqlUnitOfWork:
                 "aggregate_id": None,
                 "data": j.to_dict(),
                 "created_at": now,
+                "trace_context": trace_context,
             }
             for j in self._jobs
         ]

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
+from arcana import tracing
 from arcana.cli.console import fail, load_settings
 
 if TYPE_CHECKING:
@@ -208,7 +209,8 @@ def register(app: typer.Typer) -> None:
             raise typer.Exit(supervise(workers, child_args))
         from arcana.log import configure_logging
 
-        configure_logging(settings.log_level, json=settings.log_json)
+        configure_logging(settings.log_level, json=settings.log_json, env=settings.env)
+        tracing.configure_tracing(settings.otel_endpoint, service_name="arcana")
         try:
             import uvloop
 
@@ -217,3 +219,5 @@ def register(app: typer.Typer) -> None:
             asyncio.run(serve(settings, with_worker=with_worker, reuse_port=reuse_port))
         except KeyboardInterrupt:
             pass
+        finally:
+            tracing.shutdown_tracing()

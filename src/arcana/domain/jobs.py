@@ -93,7 +93,8 @@ class Job:
 
     ``retry_count`` counts the retries already made (failed attempts that were rescheduled, and
     operator retries from the dead-letter set); the current attempt is ``retry_count + 1``.
-    ``existing`` is not stored: ``enqueue`` sets it when it returned a job that was already
+    ``trace_context`` is stored beside the job, never in its payload. ``existing`` is not
+    stored: ``enqueue`` sets it when it returned a job that was already
     there (same ``job_id``, or ``unique_key`` held) instead of creating one.
     """
 
@@ -111,6 +112,8 @@ class Job:
     last_error: str | None = None
     unique_key: str | None = None
     existing: bool = False
+    trace_context: str | None = None
+    """W3C traceparent of the work that enqueued the job (tracing on only); not in the API."""
 
     @property
     def attempt(self) -> int:

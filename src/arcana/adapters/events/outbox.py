@@ -38,6 +38,8 @@ class OutboxRow:
     data: dict[str, Any]
     created_at: datetime
     attempts: int
+    trace_context: str | None = None
+    """W3C traceparent of the transaction that wrote the row (tracing on only)."""
 
 
 class Batch:
@@ -117,6 +119,19 @@ class SqlOutbox:
         return int(count or 0)
 
 
+async def backlog(db: Database) -> tuple[int, datetime | None]:
+    """Undelivered rows and when the oldest was written (one query on the partial index)."""
+    async with db.engine.connect() as conn:
+        row = (
+            await conn.execute(
+                select(func.count(), func.min(outbox.c.created_at)).where(
+                    outbox.c.published_at.is_(None)
+                )
+            )
+        ).one()
+    return int(row[0] or 0), row[1]
+
+
 def _row(m: Any) -> OutboxRow:
     return OutboxRow(
         seq=int(m["seq"]),
@@ -127,4 +142,5 @@ def _row(m: Any) -> OutboxRow:
         data=dict(m["data"]),
         created_at=m["created_at"],
         attempts=int(m["attempts"]),
+        trace_context=m.get("trace_context"),
     )
