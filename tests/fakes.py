@@ -372,6 +372,10 @@ class InMemoryUnitOfWork:
     def enqueue(self, *jobs: JobRequest) -> None:
         self._jobs.extend(jobs)
 
+    async def write_recorded(self) -> None:
+        """Nothing to write early: recorded events reach the store with the commit, and a
+        rollback drops them, as it drops rows written early in a SQL transaction."""
+
     async def commit(self) -> None:
         self._store.events.extend(self._events)
         self._store.jobs.extend(self._jobs)

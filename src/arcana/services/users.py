@@ -132,14 +132,17 @@ class UserService:
         hasher: PasswordHasher,
         generations: TokenGenerationCache,
         clock: Clock | None = None,
+        *,
+        read_uow: AuthUowFactory | None = None,
     ) -> None:
         self._uow = uow
+        self._read_uow = read_uow or uow  # for lone reads: no transaction needed
         self._hasher = hasher
         self._generations = generations
         self._clock = clock or SystemClock()
 
     async def get_user(self, user_id: str) -> User | None:
-        async with self._uow() as uow:
+        async with self._read_uow() as uow:
             return await uow.users.get(user_id)
 
     async def get_user_by_email(self, email: str) -> User | None:
