@@ -250,7 +250,8 @@ class ProductService:
     async def list_products(self, query: ProductQuery) -> ProductPage:
         """One rows query, plus one count query unless the total is cached."""
         key = hashlib.sha256(
-            f"{query.category}\x00{query.status}".encode(), usedforsecurity=False
+            f"{query.category}\x00{query.status}\x00{query.name_contains}".encode(),
+            usedforsecurity=False,
         ).hexdigest()[:32]
         gen = await self.cache.generation(CATALOG)
         total = await self.cache.get_count(gen, key) if gen is not None else None
