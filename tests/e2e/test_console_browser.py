@@ -350,3 +350,14 @@ async def test_every_page_renders_without_serious_accessibility_violations(
             path=str(server.shots / f"{server.backend}-{name}.png"), full_page=True
         )
     print(f"console page render times (ms, {server.backend}): {timings}")
+
+
+async def test_the_console_works_from_the_keyboard(page: Page) -> None:
+    await page.keyboard.press("Tab")
+    await expect(page.get_by_role("link", name="Skip to content")).to_be_focused()
+    await page.get_by_role("link", name="Jobs", exact=True).focus()
+    await page.keyboard.press("Enter")
+    await expect(page.locator("#view h1")).to_have_text("Jobs")
+    await expect(page.locator("#main")).to_be_focused()
+    await page.keyboard.press("Tab")
+    await expect(page.get_by_label("Status", exact=True)).to_be_focused()

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
 
 from fastapi import APIRouter, Request
 from pydantic import BaseModel
@@ -25,7 +25,7 @@ class EventRate:
     """Domain events committed by this process over the last minute (a sliding window of
     per-second buckets), fed by the container's commit hook."""
 
-    def __init__(self, clock: Any = time.monotonic) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
         self._buckets: deque[tuple[int, int]] = deque()
 
