@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Response, status
 from pydantic import BaseModel
@@ -20,7 +20,12 @@ from arcana.domain.identity import Principal, Role
 from arcana.domain.users import User
 from arcana.errors import Conflict, NotFound
 
-router = APIRouter(prefix="/api/v1/admin/users", tags=["admin: users"])
+router = APIRouter(
+    prefix="/api/v1/admin/users",
+    tags=["admin: users"],
+    responses={404: {"description": "No such user"}},
+)
+_SELF: dict[int | str, dict[str, Any]] = {409: {"description": "The admin's own account"}}
 
 RoleName = Literal["user", "admin"]
 
@@ -93,6 +98,7 @@ async def grant_role(
     "/{user_id}/roles/{role}",
     response_model=UserRead,
     summary="Revoke a role (the user's access tokens end; an admin cannot drop their own admin)",
+    responses=_SELF,
 )
 async def revoke_role(
     admin: AdminPrincipal, container: ContainerDep, user_id: uuid.UUID, role: RoleName
@@ -107,6 +113,7 @@ async def revoke_role(
     "/{user_id}",
     status_code=status.HTTP_204_NO_CONTENT,
     summary="Delete a user with their sessions (an admin cannot delete themselves)",
+    responses=_SELF,
 )
 async def delete_user(
     admin: AdminPrincipal, container: ContainerDep, user_id: uuid.UUID

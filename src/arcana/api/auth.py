@@ -9,6 +9,7 @@ so a request that relies on it must carry the header too: a cross-site form cann
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 from fastapi import APIRouter, Request, Response, status
 
@@ -122,8 +123,16 @@ async def login(
     return _tokens(pair)
 
 
+_COOKIE_REFUSED: dict[int | str, dict[str, Any]] = {
+    403: {"description": f"The refresh cookie was sent without `{CLIENT_HEADER}: browser`"}
+}
+
+
 @router.post(
-    "/refresh", response_model=TokenResponse, description="Rotate the token pair." + _BROWSER_DOC
+    "/refresh",
+    response_model=TokenResponse,
+    description="Rotate the token pair." + _BROWSER_DOC,
+    responses=_COOKIE_REFUSED,
 )
 async def refresh(
     request: Request,
@@ -146,6 +155,7 @@ async def refresh(
     description="End the session of a refresh token (204 for an unknown one too)."
     + _BROWSER_DOC
     + " A browser client's cookie is cleared.",
+    responses=_COOKIE_REFUSED,
 )
 async def logout(
     request: Request, container: ContainerDep, body: RefreshRequest | None = None

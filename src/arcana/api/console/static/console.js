@@ -197,6 +197,7 @@ function startStream() {
         if (state.lastEventId) headers["Last-Event-ID"] = state.lastEventId;
         const r = await fetch(`${API}/events/stream`, { headers, signal: controller.signal });
         if (r.status === 401) await refreshToken();
+        if (r.status === 403) { showLogin("The console needs the admin role."); return; }
         if (r.ok) await readEvents(r.body);
       } catch (err) {
         if (controller.signal.aborted) return;
