@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,8 +29,10 @@ from playwright.async_api import (
     expect,
 )
 
-from tests.conftest import REDIS_URL, RUN_ID
-from tests.process import ArcanaProcess, arcana_bin, free_port
+from arcana.bootstrap import Container
+from tests.auth_support import create_user
+from tests.conftest import REDIS_URL, RUN_ID, base_settings
+from tests.process import ArcanaProcess, free_port
 
 pytestmark = pytest.mark.slow
 
@@ -61,24 +62,18 @@ class Server:
     shots: Path
 
 
-def _create_admin(env: dict[str, str], cwd: Path, email: str) -> None:
-    args = [arcana_bin(), "users", "create", "--email", email, "--name", "Admin", "--admin"]
-    result = subprocess.run(
-        [*args, "--password-stdin"],
-        input=PASSWORD + "\n",
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        env={**os.environ, **env},
-        timeout=60,
-    )
-    assert result.returncode == 0, result.stderr
+@dataclass
+class ServerSetup:
+    backend: str
+    cwd: Path
+    env: dict[str, str]
+    args: list[str]
 
 
 @pytest.fixture(scope="module", params=["embedded", "postgres"])
-def server(
+def server_setup(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Server]:
+) -> ServerSetup:
     backend = str(request.param)
     cwd = tmp_path_factory.mktemp(f"console-{backend}")
     plugins = cwd / "plugins"
@@ -101,19 +96,36 @@ def server(
         args.append("--with-worker")
     else:
         env["ARCANA_DATABASE_URL"] = f"sqlite+aiosqlite:///{cwd / 'arcana.db'}"
+    return ServerSetup(backend, cwd, env, args)
+
+
+@pytest.fixture(scope="module")
+async def server(server_setup: ServerSetup) -> AsyncIterator[Server]:
+    setup = server_setup
     tag = uuid.uuid4().hex[:8]
     admin, member = f"admin-{tag}@example.com", f"member-{tag}@example.com"
-    _create_admin(env, cwd, admin)
+    # The admin is stored in-process before the server starts (the CLI does the same, at the
+    # cost of one more interpreter start-up).
+    container = Container.from_settings(
+        base_settings(database_url=setup.env["ARCANA_DATABASE_URL"], var_dir=setup.cwd / "var")
+    )
+    await container.start()
+    try:
+        await create_user(container, email=admin, name="Admin", password=PASSWORD, admin=True)
+    finally:
+        await container.close()
     port = free_port()
-    proc = ArcanaProcess([*args, "--port", str(port)], env=env, cwd=cwd).start()
+    proc = ArcanaProcess([*setup.args, "--port", str(port)], env=setup.env, cwd=setup.cwd)
+    proc.start()
     try:
         base = f"http://127.0.0.1:{port}"
         proc.wait_http(f"{base}/readyz", timeout=60)
         body = {"name": "Member", "email": member, "password": PASSWORD}
-        assert httpx.post(f"{base}/api/v1/auth/register", json=body).status_code == 201
-        shots = Path(os.environ.get("ARCANA_CONSOLE_SCREENSHOTS") or cwd / "screenshots")
+        async with httpx.AsyncClient(base_url=base) as http:
+            assert (await http.post("/api/v1/auth/register", json=body)).status_code == 201
+        shots = Path(os.environ.get("ARCANA_CONSOLE_SCREENSHOTS") or setup.cwd / "screenshots")
         shots.mkdir(parents=True, exist_ok=True)
-        yield Server(base, backend, admin, member, shots)
+        yield Server(base, setup.backend, admin, member, shots)
     finally:
         proc.stop()
 
