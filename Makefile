@@ -6,7 +6,7 @@ UV := .tools/bin/uv
 VENV := .venv
 STAMP := $(VENV)/.synced-$(shell cat uv.lock pyproject.toml 2>/dev/null | cksum | cut -d' ' -f1)
 
-.PHONY: run test lint fmt proto clean bench-http bench-auth bench-jobs bench-plugins bench-grpc bench-soak bench-scaleout bench-events
+.PHONY: run test lint fmt proto clean bench-http bench-auth bench-jobs bench-plugins bench-grpc bench-soak bench-scaleout bench-events bench-console
 
 $(UV):
 	$(PYTHON) -m venv .tools
@@ -57,6 +57,8 @@ proto: $(STAMP)
 	$(VENV)/bin/python proto/generate.py
 bench-events: $(STAMP)
 	$(VENV)/bin/python bench/events.py
+bench-console: $(STAMP)
+	$(VENV)/bin/python bench/console.py $(ARGS)
 # The other queue libraries live only in bench/.venv, never in the project's dependencies.
 bench/.venv/.jobs-ready: pyproject.toml | $(UV)
 	$(UV) venv --quiet --allow-existing bench/.venv
