@@ -272,6 +272,55 @@ async def test_an_admin_grants_and_revokes_a_role(page: Page, server: Server) ->
     await expect(page.locator("#user-sessions")).to_contain_text(f"Sessions of {server.member}")
 
 
+async def test_an_admin_ends_a_users_session_and_deletes_the_user(
+    page: Page, server: Server
+) -> None:
+    email = f"leaver-{uuid.uuid4().hex[:8]}@example.com"
+    async with httpx.AsyncClient(base_url=server.base) as http:
+        body = {"name": "Leaver", "email": email, "password": PASSWORD}
+        assert (await http.post("/api/v1/auth/register", json=body)).status_code == 201
+        r = await http.post("/api/v1/auth/login", json={"email": email, "password": PASSWORD})
+        refresh = r.json()["refresh_token"]
+
+    await _open(page, "users")
+    await page.get_by_label("Name or email contains").fill(email)
+    await page.get_by_role("button", name="Search").click()
+    await page.get_by_role("button", name=f"Sessions of {email}").click()
+    sessions = page.locator("#user-sessions")
+    await sessions.get_by_role("button", name="End session", exact=False).click()
+    await expect(page.get_by_role("status")).to_contain_text("Session ended")
+    await expect(sessions).to_contain_text("Nothing here.")
+    async with httpx.AsyncClient(base_url=server.base) as http:
+        r = await http.post("/api/v1/auth/refresh", json={"refresh_token": refresh})
+        assert r.status_code == 401
+
+    await page.get_by_role("button", name=f"Delete {email}").click()  # the dialog is accepted
+    await expect(page.get_by_role("status")).to_contain_text(f"Deleted {email}")
+    await expect(page.get_by_role("row").filter(has_text=email)).to_have_count(0)
+
+
+async def test_a_product_is_edited_and_archived_for_good(page: Page) -> None:
+    name = f"Desk {uuid.uuid4().hex[:6]}"
+    await _open(page, "products")
+    form = page.locator("#product-form")
+    await form.get_by_label("Name").fill(name)
+    await form.get_by_label("Price").fill("99")
+    await form.get_by_role("button", name="Create").click()
+    await expect(page.get_by_role("status")).to_contain_text(f"Created {name}")
+    await page.get_by_label("Name contains").fill(name)
+    await page.get_by_role("button", name="Filter").click()
+    await page.get_by_role("button", name=f"Edit {name}").click()
+    await form.get_by_label("Price").fill("89.90")
+    await form.get_by_label("Status").select_option("Archived")
+    await form.get_by_role("button", name="Save").click()
+    await expect(page.get_by_role("status")).to_contain_text(f"Saved {name}")
+    row = page.get_by_role("row").filter(has_text=name)
+    await expect(row).to_contain_text("89.90")
+    await expect(row).to_contain_text("Archived")
+    await page.get_by_role("button", name=f"Edit {name}").click()
+    await expect(form.get_by_label("Status (Archived is final)")).to_be_disabled()
+
+
 async def test_plugins_reload_from_the_console(page: Page) -> None:
     await _open(page, "plugins")
     await page.get_by_role("button", name="Reload plugins").click()
