@@ -10,6 +10,7 @@ directory (``ARCANA_CONSOLE_SCREENSHOTS`` names another one to keep them).
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import time
 import uuid
@@ -193,6 +194,17 @@ async def test_a_non_admin_is_told_the_admin_role_is_needed(
         assert not [c for c in await context.cookies() if c["name"] == "arcana_refresh"]
     finally:
         await context.close()
+
+
+async def test_the_overview_updates_live(page: Page, server: Server) -> None:
+    users = page.locator("#overview dl").filter(has_text="Users").locator("dd")
+    await expect(users).to_have_text(re.compile(r"^\d+$"))
+    before = int(await users.inner_text())
+    async with httpx.AsyncClient(base_url=server.base) as http:
+        body = {"name": "New", "email": f"new-{uuid.uuid4().hex[:8]}@example.com"}
+        r = await http.post("/api/v1/auth/register", json={**body, "password": PASSWORD})
+        assert r.status_code == 201
+    await expect(users).to_have_text(str(before + 1))  # no reload: the page follows by itself
 
 
 async def test_console_pages_carry_the_security_headers(server: Server) -> None:
