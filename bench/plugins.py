@@ -7,6 +7,10 @@
     deadline + memory cap armed per call, the pre-built fast call path;
 (c) our host with the public-API call path (the fallback used on other wasmtime versions).
 
+Every example plugin is measured (Rust, AssemblyScript, C on wasi-libc, Rust ``std`` on WASI
+preview 1); the run fails (exit 1) unless (b) is at least ``MARGIN`` times faster than (a) for
+each of them.
+
 Usage: ``make bench-plugins`` (or ``python bench/plugins.py [--events N]``).
 """
 
@@ -34,7 +38,14 @@ from arcana.adapters.plugins.sink import encode_event
 from arcana.domain.audit import AuditEvent
 
 ROOT = Path(__file__).resolve().parents[1]
-PLUGINS = {"rust (audit.wasm)": "audit.wasm", "assemblyscript (audit-as.wasm)": "audit-as.wasm"}
+PLUGINS = {
+    "rust (audit.wasm)": "audit.wasm",
+    "assemblyscript (audit-as.wasm)": "audit-as.wasm",
+    "c (audit-c.wasm)": "audit-c.wasm",
+    "rust std wasip1 (audit-wasip1)": "audit-wasip1.wasm",
+}
+MARGIN = 10.0
+"""Required speed-up of our host over instantiate-per-event, for every example plugin."""
 PAYLOAD = encode_event(
     AuditEvent("user.data_access", "4b1c0e1e-2f4e-4c1a-9f0e-1d2c3b4a5f6e", "products", "export",
                {"format": "csv", "rows": 1200})
@@ -120,9 +131,16 @@ def main() -> None:
     )
     print(f"{'plugin':<32} {'(a) ref µs':>11} {'(b) ours µs':>12} {'(c) public':>11} "
           f"{'a/b':>7} {'a/c':>7} {'ref code':>9}")  # fmt: skip
+    short = []
     for label, a, b, c, code_a in rows:
         print(f"{label:<32} {a:>11.1f} {b:>12.1f} {c:>11.1f} {a / b:>6.1f}x {a / c:>6.1f}x "
               f"{code_a:>9}")  # fmt: skip
+        if a / b < MARGIN:
+            short.append(label)
+    if short:
+        print(f"below the {MARGIN:.0f}x margin over instantiate-per-event: {', '.join(short)}")
+        sys.exit(1)
+    print(f"every example plugin is at least {MARGIN:.0f}x faster than instantiate-per-event")
 
 
 if __name__ == "__main__":

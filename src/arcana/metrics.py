@@ -79,6 +79,16 @@ PLUGIN_DISABLED = Counter(
     "arcana_plugin_disabled_total", "Plugins disabled by the circuit breaker", ["plugin"]
 )
 PLUGINS_LOADED = Gauge("arcana_plugins", "Plugins in the current set by state", ["state"])
+PLUGIN_RECYCLED = Counter(
+    "arcana_plugin_instances_recycled_total",
+    "Instances of plugins without dealloc replaced as their memory neared the cap",
+    ["plugin"],
+)
+PLUGIN_OUTPUT_DROPPED = Counter(
+    "arcana_plugin_output_dropped_bytes_total",
+    "Bytes a plugin wrote to stdout/stderr past the per-call log bound",
+    ["plugin"],
+)
 AUDIT_EVENTS = Counter(
     "arcana_audit_events_total", "Audit events processed by outcome (clean, flagged)", ["outcome"]
 )

@@ -175,3 +175,29 @@ def test_cli_check_and_list(tmp_path: Path) -> None:
     assert listed.returncode == 0, listed.stderr
     assert "audit-as" in listed.stdout
     assert "active" in listed.stdout
+
+
+@pytest.mark.parametrize("plugin_files", [["testdata/leaky.wat", "testdata/chatty.wat"]])
+@pytest.mark.parametrize("plugin_settings", [{"plugin_memory_mb": 1, "plugin_workers": 1}])
+async def test_recycling_and_dropped_output_are_in_the_plugin_list(
+    client: httpx.AsyncClient, container: Container
+) -> None:
+    """A plugin without dealloc at a 1 MiB cap is renewed while events keep flowing; what a
+    plugin writes past the per-call bound is counted. Both show in the admin list."""
+    await start_serve_extras(container)
+    headers = admin_headers(container)
+    event = AuditEvent("user.data_access", "user-1", "products", "read", {"pad": "x" * 2000})
+    for _ in range(600):  # ~1.3 MB of never-freed buffers: more than one 1 MiB instance holds
+        container.audit.emit(event)
+
+    async def settled() -> dict[str, dict[str, object]] | None:
+        r = await client.get("/api/v1/admin/plugins", headers=headers)
+        assert r.status_code == 200
+        plugins = {p["name"]: p for p in r.json()["plugins"]}
+        return plugins if plugins["leaky"]["calls"] == 600 else None
+
+    plugins = await wait_for(settled, timeout=60)
+    assert plugins["leaky"]["errors"] == 0
+    assert plugins["leaky"]["recycled"] >= 1
+    assert plugins["chatty"]["errors"] == 0
+    assert plugins["chatty"]["output_dropped"] > 0

@@ -1,6 +1,7 @@
-"""Hostile plugins: a module asking for capabilities it is not granted is refused at load with
-a message naming the import; one that allocates past its memory cap, loops or traps is
-stopped and reported while requests go on and the well-behaved plugin keeps working."""
+"""Hostile plugins: a module asking for network access is refused at load with a message naming
+the import (the WASI preview 1 functions toolchains emit link, with nothing granted); one that
+allocates past its memory cap, loops, sleeps or traps is stopped and reported while requests go
+on and the well-behaved plugin keeps working."""
 
 from __future__ import annotations
 
@@ -43,15 +44,18 @@ def _wasi_importer(name: str, params: str, results: str = "(result i32)") -> str
 """
 
 
+# Contract §6: these link (no preopens, so the file functions find nothing; a real clock; a
+# sleep bounded by the call's deadline).
+LINKED = {
+    "opens_file": _wasi_importer("path_open", "(param i32 i32 i32 i32 i32 i64 i64 i32 i32)"),
+    "lists_preopens": _wasi_importer("fd_prestat_get", "(param i32 i32)"),
+    "reads_dir": _wasi_importer("fd_readdir", "(param i32 i32 i32 i64 i32)"),
+    "reads_clock": _wasi_importer("clock_time_get", "(param i32 i64 i32)"),
+    "sleeps": _wasi_importer("poll_oneoff", "(param i32 i32 i32 i32)"),
+}
 UNGRANTED = {
-    "opens_file": (
-        _wasi_importer("path_open", "(param i32 i32 i32 i32 i32 i64 i64 i32 i32)"),
-        "filesystem",
-    ),
-    "lists_preopens": (_wasi_importer("fd_prestat_get", "(param i32 i32)"), "filesystem"),
-    "reads_dir": (_wasi_importer("fd_readdir", "(param i32 i32 i32 i64 i32)"), "filesystem"),
-    "reads_clock": (_wasi_importer("clock_time_get", "(param i32 i64 i32)"), "clock"),
-    "sleeps": (_wasi_importer("poll_oneoff", "(param i32 i32 i32 i32)"), "clock"),
+    "opens_socket": (_wasi_importer("sock_accept", "(param i32 i32 i32)"), "sock_accept"),
+    "receives": (_wasi_importer("sock_recv", "(param i32 i32 i32 i32 i32 i32)"), "sock_recv"),
 }
 
 
@@ -59,10 +63,12 @@ UNGRANTED = {
 async def plugin_container(settings: Settings, tmp_path: Path) -> AsyncIterator[Container]:
     plugins = tmp_path / "plugins"
     plugins.mkdir()
-    for name in ("bump", "looper", "trapper", "hog"):
+    for name in ("bump", "looper", "trapper", "hog", "sleeper"):
         shutil.copy(TESTDATA / f"{name}.wat", plugins / f"{name}.wat")
     (plugins / "greedy.wat").write_text(GREEDY)
     for name, (wat, _) in UNGRANTED.items():
+        (plugins / f"{name}.wat").write_text(wat)
+    for name, wat in LINKED.items():
         (plugins / f"{name}.wat").write_text(wat)
     s = settings.model_copy(
         update={"plugins_dir": plugins, "plugin_memory_mb": 2, "plugin_max_failures": 1000}
@@ -95,21 +101,22 @@ async def _loaded_plugins(client: httpx.AsyncClient, token: str) -> dict[str, di
     return result
 
 
-async def test_ungranted_wasi_imports_are_refused_at_load(
+async def test_socket_imports_are_refused_at_load_and_other_wasi_links(
     plugin_container: Container, plugin_client: httpx.AsyncClient
 ) -> None:
     _, token = await user_token(plugin_container, admin=True)
     by_name = await _loaded_plugins(plugin_client, token)
-    for name, (_, capability) in UNGRANTED.items():
+    for name, (_, function) in UNGRANTED.items():
         assert by_name[name]["state"] == "failed", by_name[name]
         message = by_name[name].get("error") or ""
-        assert "wasi_snapshot_preview1." in message, message
-        assert f"granted no {capability}" in message, message
+        assert f"wasi_snapshot_preview1.{function}; network access is not allowed" in message
         # The same check answers `arcana plugins check` (one clear line).
-        with pytest.raises(ValidationFailed, match=f"granted no {capability}"):
+        with pytest.raises(ValidationFailed, match=f"{function}; network access"):
             await plugin_container.plugins.check(
                 plugin_container.settings.plugins_dir / f"{name}.wat"
             )
+    for name in LINKED:
+        assert by_name[name]["state"] == "active", by_name[name]
     assert by_name["bump"]["state"] == "active"
 
 
@@ -137,13 +144,13 @@ async def test_hostile_plugins_are_stopped_and_reported_while_requests_go_on(
     for entry in found:
         codes = {r["plugin"]: r["code"] for r in entry["results"]}  # type: ignore[index, union-attr]
         assert codes["bump"] == 1  # the good plugin still runs (and flags)
-        for hostile in ("looper", "trapper", "greedy"):
+        for hostile in ("looper", "trapper", "greedy", "sleeper"):
             assert codes[hostile] < 0, (hostile, codes)
         # hog stops growing when the cap refuses: it holds at most the cap (2 MiB = 32 pages).
         assert 0 <= codes["hog"] <= 32, codes
     resp = await plugin_client.get("/api/v1/admin/plugins", headers=bearer(token))
     stats = {p["name"]: p for p in resp.json()["plugins"]}
-    for hostile in ("looper", "trapper", "greedy"):
+    for hostile in ("looper", "trapper", "greedy", "sleeper"):
         assert stats[hostile]["errors"] >= n, stats[hostile]
     assert stats["bump"]["errors"] == 0
     assert stats["bump"]["state"] == "active"

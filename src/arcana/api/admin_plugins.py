@@ -24,6 +24,10 @@ class PluginRead(BaseModel):
     p50_us: float | None
     p99_us: float | None
     error: str | None = None
+    recycled: int = 0
+    """Instances of a plugin without ``dealloc`` replaced as their memory neared the cap."""
+    output_dropped: int = 0
+    """Bytes of the plugin's stdout/stderr past the per-call log bound."""
 
 
 class PluginList(BaseModel):

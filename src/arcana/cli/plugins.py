@@ -44,15 +44,21 @@ def check_cmd(file: Path = typer.Argument(..., help="A .wasm or .wat module")) -
 
     report = run_with_container(run, migrate=False)
     version = "-" if report["version"] is None else report["version"]
+    if not report["alloc"]:
+        buffers = "legacy, host-grown buffer"
+    elif report.get("dealloc", True):
+        buffers = "alloc/dealloc"
+    else:
+        buffers = "alloc without dealloc, instance renewed near the memory cap"
     typer.echo(
-        f"{report['name']}: ok (version {version}, "
-        f"{'alloc/dealloc' if report['alloc'] else 'legacy, host-grown buffer'}"
-        f"{', WASI' if report['wasi'] else ''})"
+        f"{report['name']}: ok (version {version}, {buffers}{', WASI' if report['wasi'] else ''})"
     )
     typer.echo(
         f"sample user.data_access/export -> {report['code']}; "
         f"fuel {report['fuel']}, {report['micros']} us"
     )
+    if report.get("output"):
+        typer.echo(f"output: {report['output']}")
 
 
 def register(app: typer.Typer) -> None:

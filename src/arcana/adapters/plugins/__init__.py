@@ -21,6 +21,9 @@ def build_audit(settings: Settings, db: Database) -> PluginAuditSink:
             max_failures=settings.plugin_max_failures,
         ),
         cache_dir=settings.var_dir / "plugin-cache",
+        # Compiled artifacts are native code: on disk they are authenticated with a key
+        # derived from the server secret, checked before anything is deserialized.
+        cache_key=settings.jwt_key().encode(),
     )
     return PluginAuditSink(
         HostRegistry(host),

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ctypes
 import importlib.metadata
+from collections.abc import Callable
 from typing import Any
 
 import wasmtime
@@ -61,12 +62,17 @@ class FastCall:
     (the loader has checked the exact signature, which is what makes the unchecked call
     sound). Arguments and results share one pre-built ``wasmtime_val_raw_t`` array."""
 
-    __slots__ = ("_args", "_call", "_nres", "_raw", "_trap")
+    __slots__ = ("_args", "_call", "_i32", "_nres", "_raw", "_trap")
 
     def __init__(self, store: wasmtime.Store, func: wasmtime.Func, nparams: int, nresults: int):
         from wasmtime import _bindings
 
         self._raw = (_bindings.wasmtime_val_raw * max(nparams, nresults, 1))()
+        # The same bytes as i32 slots: value k's i32 is at index k * stride (the union is 16
+        # bytes), which sets and reads without building a union object per access.
+        stride = ctypes.sizeof(_bindings.wasmtime_val_raw) // 4
+        view = (ctypes.c_int32 * (stride * len(self._raw))).from_buffer(self._raw)
+        self._i32 = (view, stride)
         self._nres = nresults
         self._trap = ctypes.POINTER(_bindings.wasm_trap_t)()
         self._call = _bindings._wasmtime_func_call_unchecked
@@ -79,9 +85,9 @@ class FastCall:
         )
 
     def __call__(self, *args: int) -> Any:
-        raw = self._raw
+        view, stride = self._i32
         for i, value in enumerate(args):
-            raw[i].i32 = value
+            view[i * stride] = value
         error = self._call(*self._args)
         if error:
             raise wasmtime.WasmtimeError._from_ptr(error)
@@ -93,7 +99,7 @@ class FastCall:
             raise wasmtime.Trap._from_ptr(owned)
         if self._nres == 0:
             return None
-        return int(raw[0].i32)
+        return int(view[0])
 
 
 def make_call(
@@ -104,10 +110,37 @@ def make_call(
     return SlowCall(store, func, nparams, nresults)
 
 
+def make_arm(
+    store: wasmtime.Store, fuel: int, deadline_ticks: int, *, fast: bool
+) -> Callable[[], None]:
+    """Refills the store's fuel and sets its epoch deadline before a call; the fast version
+    calls the two C functions directly (same bindings and version gate as ``FastCall``)."""
+    if not (fast and FAST_CALL_SUPPORTED):
+
+        def arm_public() -> None:
+            store.set_fuel(fuel)
+            store.set_epoch_deadline(deadline_ticks)
+
+        return arm_public
+    from wasmtime import _bindings
+
+    ctx = store._context()
+    set_fuel = _bindings._wasmtime_context_set_fuel
+    set_deadline = _bindings._wasmtime_context_set_epoch_deadline
+
+    def arm_fast() -> None:
+        error = set_fuel(ctx, fuel)
+        if error:
+            raise wasmtime.WasmtimeError._from_ptr(error)
+        set_deadline(ctx, deadline_ticks)
+
+    return arm_fast
+
+
 class MemoryWriter:
     """Writes bytes into a plugin's linear memory at a bounds-checked offset."""
 
-    __slots__ = ("_data", "_memory", "_size", "_store")
+    __slots__ = ("_data", "_known", "_memory", "_size", "_store")
 
     def __init__(self, store: wasmtime.Store, memory: wasmtime.Memory, *, fast: bool) -> None:
         self._store = store
@@ -123,6 +156,15 @@ class MemoryWriter:
             raw_size = _bindings._wasmtime_memory_data_size
             self._data = lambda: ctypes.addressof(raw_data(ctx, ref).contents)
             self._size = lambda: raw_size(ctx, ref)
+        # Linear memory moves only when it grows, and growing changes its size: the base
+        # address is looked up again only when the size differs from the last write's.
+        self._known: tuple[int, int] = (-1, 0)
+
+    def size(self) -> int:
+        """The memory's current size in bytes."""
+        if self._size is None:
+            return int(self._memory.data_len(self._store))
+        return int(self._size())
 
     def write(self, offset: int, payload: bytes) -> bool:
         """False (nothing written) if ``[offset, offset + len)`` is not inside memory or
@@ -132,7 +174,10 @@ class MemoryWriter:
             base = ctypes.addressof(self._memory.data_ptr(self._store).contents)
         else:
             size = self._size()
-            base = self._data()
+            known_size, base = self._known
+            if size != known_size:
+                base = self._data()
+                self._known = (size, base)
         if offset <= 0 or offset + len(payload) > size:
             return False
         ctypes.memmove(base + offset, payload, len(payload))

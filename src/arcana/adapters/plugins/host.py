@@ -6,6 +6,11 @@ never touched by two threads) and reuses it for every event; after a trap the in
 thrown away and built again on the next call. A ticker thread advances the engine epoch so a
 call past its wall-clock deadline traps.
 
+A plugin that exports ``alloc`` but not ``dealloc`` never gets its buffers back; its instance
+is replaced by a fresh one after the call that brings its memory near the cap (counted as
+``recycled``), so it keeps working indefinitely. What a plugin writes to stdout/stderr is
+logged under its name after each call (see ``wasi.py``).
+
 Result codes: what the plugin returns (``0`` ok, ``1`` flag, negative = its own error), or one
 of the host's negative codes below when the call did not complete.
 """
@@ -25,16 +30,42 @@ from typing import Any
 
 import wasmtime
 
-from arcana.adapters.plugins.calls import FastCall, MemoryWriter, SlowCall, make_call
+from arcana.adapters.plugins.calls import (
+    FastCall,
+    MemoryWriter,
+    SlowCall,
+    make_arm,
+    make_call,
+)
 from arcana.adapters.plugins.loader import (
+    MAX_MEMORIES,
+    MAX_TABLES,
     ModuleCompiler,
     PluginLoadError,
     PluginModule,
+    ResourceCaps,
     plugin_files,
 )
-from arcana.metrics import PLUGIN_CALLS, PLUGIN_DISABLED, PLUGINS_LOADED
+from arcana.adapters.plugins.wasi import (
+    OUTPUT_LIMIT,
+    Clock,
+    PluginOutput,
+    define_host_wasi,
+    real_clock,
+    set_deadline,
+    set_output,
+    wasi_config,
+)
+from arcana.metrics import (
+    PLUGIN_CALLS,
+    PLUGIN_DISABLED,
+    PLUGIN_OUTPUT_DROPPED,
+    PLUGIN_RECYCLED,
+    PLUGINS_LOADED,
+)
 
 log = logging.getLogger(__name__)
+output_log = logging.getLogger("arcana.plugins.output")
 
 TRAPPED = -1000
 """The plugin trapped (unreachable, out-of-bounds access, stack overflow, …)."""
@@ -57,6 +88,9 @@ class PluginLimits:
     memory_bytes: int = 16 * 1024 * 1024
     max_failures: int = 5
     """Consecutive failed calls after which the circuit breaker disables the plugin."""
+    table_elements: int = 65_536
+    """Elements across an instance's tables (toolchains emit one function table of a few
+    hundred)."""
 
 
 @dataclass(slots=True)
@@ -74,6 +108,8 @@ class PluginStatus:
     p50_us: float | None
     p99_us: float | None
     error: str | None = None
+    recycled: int = 0
+    output_dropped: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -88,6 +124,8 @@ class PluginStatus:
             "p50_us": self.p50_us,
             "p99_us": self.p99_us,
             "error": self.error,
+            "recycled": self.recycled,
+            "output_dropped": self.output_dropped,
         }
 
 
@@ -105,6 +143,10 @@ class Plugin:
     flags: int = 0
     errors: int = 0
     consecutive_failures: int = 0
+    recycled: int = 0
+    """Instances replaced because their memory neared the cap (plugins without dealloc)."""
+    output_dropped: int = 0
+    """Bytes of stdout/stderr past the per-call bound."""
     durations_us: deque[float] = field(default_factory=lambda: deque(maxlen=STATS_WINDOW))
     lock: threading.Lock = field(default_factory=threading.Lock)
     _metrics: dict[str, Any] = field(default_factory=dict)
@@ -153,6 +195,8 @@ class Plugin:
                 p50_us=p50,
                 p99_us=p99,
                 error=self.error,
+                recycled=self.recycled,
+                output_dropped=self.output_dropped,
             )
 
 
@@ -167,13 +211,24 @@ class PluginInstance:
         self.host = host
         limits = host.limits
         self.store = wasmtime.Store(host.engine)
-        self.store.set_limits(memory_size=limits.memory_bytes)
+        # Every memory and table the instance could create is capped, and counted: one
+        # instance, one memory, a few tables (the loader refuses modules that declare more).
+        self.store.set_limits(
+            memory_size=limits.memory_bytes,
+            table_elements=limits.table_elements,
+            instances=1,
+            tables=MAX_TABLES,
+            memories=MAX_MEMORIES,
+        )
+        self.output = PluginOutput()
         if module.uses_wasi:
             # Nothing granted: no preopened directories, environment, arguments or sockets;
-            # stdio goes nowhere.
-            self.store.set_wasi(wasmtime.WasiConfig())
-        self.store.set_fuel(limits.fuel)
-        self.store.set_epoch_deadline(host.deadline_ticks)
+            # stdout/stderr (the host's fd_write) go to self.output, logged after each call.
+            self.store.set_wasi(wasi_config())
+        self.sleeps = "poll_oneoff" in module.wasi_imports
+        self.writes = "fd_write" in module.wasi_imports
+        self._arm = make_arm(self.store, limits.fuel, host.deadline_ticks, fast=host.fast_calls)
+        self.arm()
         instance = module.pre.instantiate(self.store)
         exports = instance.exports(self.store)
         self.exports = exports
@@ -188,11 +243,13 @@ class PluginInstance:
         self.alloc: SlowCall | FastCall | None = None
         self.dealloc: SlowCall | FastCall | None = None
         if module.has_alloc:
-            alloc, dealloc = exports["alloc"], exports["dealloc"]
+            alloc = exports["alloc"]
             assert isinstance(alloc, wasmtime.Func)
-            assert isinstance(dealloc, wasmtime.Func)
             self.alloc = make_call(self.store, alloc, 1, 1, fast=fast)
-            self.dealloc = make_call(self.store, dealloc, 2, 0, fast=fast)
+            if module.has_dealloc:
+                dealloc = exports["dealloc"]
+                assert isinstance(dealloc, wasmtime.Func)
+                self.dealloc = make_call(self.store, dealloc, 2, 0, fast=fast)
         self.version_func: SlowCall | FastCall | None = None
         if module.has_version:
             version = exports["get_plugin_version"]
@@ -202,6 +259,19 @@ class PluginInstance:
         # so the event never lands on the plugin's own data (the reference wrote at offset 0).
         self.legacy_base = 0
         self.legacy_cap = 0
+        # Plugins without dealloc: bytes handed out by alloc and never given back. The instance
+        # is worn out (replaced after the call) once they, or its memory, come within a quarter
+        # of the cap: the next events still fit, and the replacement starts empty.
+        self.leaked = 0
+        headroom = max(limits.memory_bytes // 4, PAGE)
+        self.leak_budget = limits.memory_bytes - headroom
+        self.recycle_at = max(limits.memory_bytes - headroom, self.writer.size() + headroom)
+        self.worn_out = False
+        if module.has_initialize:  # a WASI reactor: its constructors run once, before any call
+            init = exports["_initialize"]
+            assert isinstance(init, wasmtime.Func)
+            self.arm()
+            init(self.store)
 
     def _legacy_buffer(self, size: int) -> int:
         if size <= self.legacy_cap:
@@ -219,19 +289,25 @@ class PluginInstance:
         return self.writer.write(ptr, payload)
 
     def arm(self) -> None:
-        self.store.set_fuel(self.host.limits.fuel)
-        self.store.set_epoch_deadline(self.host.deadline_ticks)
+        self._arm()  # fuel and the epoch deadline
+        if self.sleeps:
+            set_deadline(time.monotonic() + self.host.limits.timeout_ms / 1000)
+        if self.writes:
+            set_output(self.output)
 
     def call(self, payload: bytes) -> int:
         """One event; raises ``wasmtime.Trap``/``WasmtimeError`` if the call did not complete."""
         self.arm()
         size = len(payload)
-        if self.alloc is not None and self.dealloc is not None:
+        if self.alloc is not None:
             ptr = int(self.alloc(size))
             if not self._write(ptr, payload):
-                if ptr > 0:
+                if ptr > 0 and self.dealloc is not None:
                     self.dealloc(ptr, size)
+                self.worn_out = self.dealloc is None
                 return BAD_BUFFER
+            if self.dealloc is None:
+                return self._call_leaky(ptr, size)
             try:
                 return int(self.on_event(ptr, size))
             finally:
@@ -240,6 +316,13 @@ class PluginInstance:
         if not self._write(ptr, payload):
             return BAD_BUFFER
         return int(self.on_event(ptr, size))
+
+    def _call_leaky(self, ptr: int, size: int) -> int:
+        code = int(self.on_event(ptr, size))
+        self.leaked += size
+        if self.leaked >= self.leak_budget or self.writer.size() >= self.recycle_at:
+            self.worn_out = True
+        return code
 
     def version(self) -> int | None:
         if self.version_func is None:
@@ -287,6 +370,17 @@ class PluginSet:
     def discard(self, plugin: Plugin) -> None:
         self._instances().pop(plugin.name, None)
 
+    def renew(self, host: PluginHost, plugin: Plugin) -> None:
+        """Replace this thread's instance of ``plugin`` with a fresh one now, so the next
+        event does not pay for it. If the fresh one fails to start, the next call retries."""
+        self.discard(plugin)
+        try:
+            self.instance(host, plugin)
+        except (wasmtime.Trap, wasmtime.WasmtimeError) as exc:
+            log.warning(
+                "plugin %s: new instance failed to start: %s", plugin.name, _first_line(exc)
+            )
+
 
 class EpochTicker:
     """Advances the engine epoch every ``interval`` seconds (the deadline's resolution)."""
@@ -331,6 +425,8 @@ class CheckReport:
     micros: float
     has_alloc: bool
     uses_wasi: bool
+    has_dealloc: bool = False
+    output: str = ""
 
 
 class PluginHost:
@@ -340,8 +436,13 @@ class PluginHost:
         limits: PluginLimits | None = None,
         *,
         cache_dir: Path | None = None,
+        cache_key: bytes | None = None,
         fast_calls: bool = True,
+        clock: Clock | None = None,
     ) -> None:
+        """``cache_dir`` keeps compiled artifacts across restarts, only with ``cache_key`` (the
+        server secret) to authenticate them; ``clock`` replaces the clocks plugins read (tests
+        pass a fixed one)."""
         self.directory = directory
         self.limits = limits or PluginLimits()
         self.fast_calls = fast_calls
@@ -350,8 +451,16 @@ class PluginHost:
         config.epoch_interruption = True
         self.engine = wasmtime.Engine(config)
         self.linker = wasmtime.Linker(self.engine)
-        self.linker.define_wasi()
-        self.compiler = ModuleCompiler(self.engine, self.linker, cache_dir)
+        define_host_wasi(self.linker, clock or real_clock)
+        self.compiler = ModuleCompiler(
+            self.engine,
+            self.linker,
+            cache_dir,
+            cache_key=cache_key,
+            caps=ResourceCaps(
+                memory_bytes=self.limits.memory_bytes, table_elements=self.limits.table_elements
+            ),
+        )
         # Deadline resolution: a tick a fifth of the timeout (1..10 ms); the deadline is the
         # number of ticks that covers the timeout, plus one for the partial tick we start in.
         tick_ms = min(10.0, max(1.0, self.limits.timeout_ms / 5))
@@ -420,8 +529,10 @@ class PluginHost:
 
     def call(self, current: PluginSet, plugin: Plugin, payload: bytes) -> int:
         started = time.perf_counter_ns()
+        inst: PluginInstance | None = None
         try:
-            code = current.instance(self, plugin).call(payload)
+            inst = current.instance(self, plugin)
+            code = inst.call(payload)
         except (wasmtime.Trap, wasmtime.WasmtimeError) as exc:
             code = classify(exc)
             # The instance may be half-way through anything: build a fresh one next time.
@@ -438,7 +549,42 @@ class PluginHost:
             PLUGIN_DISABLED.labels(plugin.name).inc()
             self._gauge(current)
             log.warning("plugin %s disabled: %s", plugin.name, plugin.error)
+        if inst is not None:
+            # After the call is timed and counted: the event has its answer already.
+            if inst.output.chunks or inst.output.dropped:
+                self._log_output(plugin, inst.output)
+            if inst.worn_out:
+                self._recycle(current, plugin)
         return code
+
+    def _log_output(self, plugin: Plugin, output: PluginOutput) -> None:
+        streams, dropped = output.take()
+        for stream, text in streams:
+            output_log.log(
+                logging.WARNING if stream == "stderr" else logging.INFO,
+                "plugin %s %s: %s",
+                plugin.name,
+                stream,
+                text,
+                extra={"plugin": plugin.name, "stream": stream},
+            )
+        if dropped:
+            with plugin.lock:
+                plugin.output_dropped += dropped
+            PLUGIN_OUTPUT_DROPPED.labels(plugin.name).inc(dropped)
+            output_log.warning(
+                "plugin %s output: %d bytes past the %d-byte bound of one call dropped",
+                plugin.name,
+                dropped,
+                OUTPUT_LIMIT,
+                extra={"plugin": plugin.name, "dropped_bytes": dropped},
+            )
+
+    def _recycle(self, current: PluginSet, plugin: Plugin) -> None:
+        with plugin.lock:
+            plugin.recycled += 1
+        PLUGIN_RECYCLED.labels(plugin.name).inc()
+        current.renew(self, plugin)
 
     def _gauge(self, current: PluginSet) -> None:
         for state in ("active", "disabled", "failed"):
@@ -460,6 +606,7 @@ class PluginHost:
                 f"{path.name}: sample event failed ({classify(exc)}): {_first_line(exc)}"
             ) from None
         fuel_used = self.limits.fuel - inst.store.get_fuel()
+        streams, _ = inst.output.take()
         return CheckReport(
             name=module.name,
             digest=module.digest,
@@ -469,6 +616,8 @@ class PluginHost:
             micros=micros,
             has_alloc=module.has_alloc,
             uses_wasi=module.uses_wasi,
+            has_dealloc=module.has_dealloc,
+            output="\n".join(f"{stream}: {text}" for stream, text in streams),
         )
 
 

@@ -88,7 +88,9 @@ class HostRegistry:
             "fuel": report.fuel_used,
             "micros": round(report.micros, 1),
             "alloc": report.has_alloc,
+            "dealloc": report.has_dealloc,
             "wasi": report.uses_wasi,
+            "output": report.output,
         }
 
 
