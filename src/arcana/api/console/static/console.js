@@ -532,8 +532,9 @@ async function plugins() {
 function renderPlugins(list) {
   const rows = list.map((p) => h("tr", {}, h("td", {}, p.name), h("td", {}, h("span", { class: `badge ${p.state === "active" ? "good" : "bad"}` }, p.state)),
     h("td", { class: "num" }, p.calls), h("td", { class: "num" }, p.flags), h("td", { class: "num" }, p.errors),
+    h("td", { class: "num" }, p.p50_us == null ? "—" : `${Math.round(p.p50_us)} / ${Math.round(p.p99_us)}`),
     h("td", {}, p.version ?? "—"), h("td", {}, p.error || "")));
-  $("plugin-list")?.replaceChildren(table("Loaded plugins", ["Name", "State", "Calls", "Flags", "Errors", "Version", "Problem"], rows));
+  $("plugin-list")?.replaceChildren(table("Loaded plugins", ["Name", "State", "Calls", "Flags", "Errors", "p50 / p99 µs", "Version", "Problem"], rows));
 }
 
 // ---- start ------------------------------------------------------------------------------------
