@@ -6,7 +6,7 @@ UV := .tools/bin/uv
 VENV := .venv
 STAMP := $(VENV)/.synced-$(shell cat uv.lock pyproject.toml 2>/dev/null | cksum | cut -d' ' -f1)
 
-.PHONY: run test lint fmt proto clean bench-http bench-auth bench-jobs bench-plugins bench-grpc bench-soak bench-scaleout bench-events bench-console
+.PHONY: run test lint fmt proto clean bench-http bench-auth bench-jobs bench-plugins bench-grpc bench-soak bench-scaleout bench-events bench-tracing bench-console
 
 $(UV):
 	$(PYTHON) -m venv .tools
@@ -49,6 +49,9 @@ bench-scaleout: $(STAMP)
 	$(VENV)/bin/python bench/scaleout.py
 bench-plugins: $(STAMP)
 	$(VENV)/bin/python bench/plugins.py
+# Tracing cost (off / 100 % / 1 % sampling): make bench-tracing ARGS="--duration 1" to check.
+bench-tracing: $(STAMP)
+	$(VENV)/bin/python bench/tracing.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) .tools .pytest_cache .mypy_cache .ruff_cache

@@ -2,6 +2,15 @@
 """Login throughput of a real ``arcana serve`` against the Argon2 bound, side by side.
 
     python bench/auth.py [--clients 8] [--seconds 10] [--modes embedded,postgres]
+        [--scenarios steady,register-flood,guess-burst] [--flooders 16] [--guesses 1000]
+
+Scenarios: ``steady`` (logins only), ``register-flood`` (``--flooders`` clients register new
+accounts non-stop beside the login clients), ``guess-burst`` (``--guesses`` parallel wrong
+passwords for one victim account fired at once, then again, beside the login clients). The
+per-address limits are lifted so the attack stands for one spread over many addresses; what
+protects the legitimate logins is then the hashing-slot bound and the reserve-before-hash
+login limit. Each row gives the legitimate clients' logins/s, their latency and refusals, and
+what the attacker's requests got.
 
 A login costs one Argon2id verification (default parameters: 19 MiB, t=2, p=1), which runs in
 a worker thread and releases the GIL, so one process can verify on every core it is bound to.
@@ -31,6 +40,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections import Counter
 from pathlib import Path
 
 import httpx
@@ -59,7 +69,15 @@ def hash_seconds(samples: int = 15) -> float:
     return statistics.median(times)
 
 
-async def drive(base: str, emails: list[str], clients: int, seconds: float) -> list[float]:
+async def drive(
+    base: str,
+    emails: list[str],
+    clients: int,
+    seconds: float,
+    refused: Counter[int] | None = None,
+) -> list[float]:
+    """Legitimate logins for ``seconds``; latencies of the successful ones. Refusals (429 from
+    a limit, 503 from busy hashing slots) are counted in ``refused`` when given, else fatal."""
     latencies: list[float] = []
     deadline = time.perf_counter() + seconds
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
@@ -73,14 +91,82 @@ async def drive(base: str, emails: list[str], clients: int, seconds: float) -> l
                     "/api/v1/auth/login", json={"email": email, "password": PASSWORD}
                 )
                 if r.status_code != 200:
-                    raise SystemExit(f"login failed: {r.status_code} {r.text}")
+                    if refused is None or r.status_code not in (429, 503):
+                        raise SystemExit(f"login failed: {r.status_code} {r.text}")
+                    refused[r.status_code] += 1
+                    await asyncio.sleep(0.05)
+                    continue
                 latencies.append(time.perf_counter() - t0)
 
         await asyncio.gather(*(worker(i) for i in range(clients)))
     return latencies
 
 
-def run_mode(mode: str, clients: int, seconds: float, workdir: Path) -> dict[str, float]:
+async def register_flood(base: str, flooders: int, stop: asyncio.Event) -> Counter[int]:
+    """New accounts as fast as the server takes them (each costs a full Argon2 hash)."""
+    codes: Counter[int] = Counter()
+    limits = httpx.Limits(max_connections=flooders, max_keepalive_connections=flooders)
+    async with httpx.AsyncClient(base_url=base, timeout=30, limits=limits) as client:
+
+        async def flooder() -> None:
+            while not stop.is_set():
+                r = await client.post(
+                    "/api/v1/auth/register",
+                    json={
+                        "name": "Flood",
+                        "email": f"flood-{uuid.uuid4().hex}@example.com",
+                        "password": PASSWORD,
+                    },
+                )
+                codes[r.status_code] += 1
+
+        await asyncio.gather(*(flooder() for _ in range(flooders)))
+    return codes
+
+
+async def guess_bursts(base: str, victim: str, guesses: int, stop: asyncio.Event) -> Counter[int]:
+    """``guesses`` parallel wrong passwords for one account, fired at once, until stopped."""
+    codes: Counter[int] = Counter()
+    limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
+    async with httpx.AsyncClient(base_url=base, timeout=60, limits=limits) as client:
+        while not stop.is_set():
+            responses = await asyncio.gather(
+                *(
+                    client.post(
+                        "/api/v1/auth/login",
+                        json={"email": victim, "password": f"Guess-{i}-Wrong"},
+                    )
+                    for i in range(guesses)
+                ),
+                return_exceptions=True,
+            )
+            for r in responses:
+                codes[r.status_code if isinstance(r, httpx.Response) else 0] += 1
+    return codes
+
+
+async def under_attack(
+    base: str, scenario: str, emails: list[str], args: argparse.Namespace
+) -> tuple[list[float], Counter[int], Counter[int]]:
+    stop = asyncio.Event()
+    refused: Counter[int] = Counter()
+    if scenario == "register-flood":
+        attack = asyncio.create_task(register_flood(base, args.flooders, stop))
+    else:
+        attack = asyncio.create_task(guess_bursts(base, emails[-1], args.guesses, stop))
+    await asyncio.sleep(0.5)  # the attack is under way before measuring
+    try:
+        lat = await drive(base, emails[:-1], args.clients, args.seconds, refused)
+    finally:
+        stop.set()
+        codes = await attack
+    return lat, refused, codes
+
+
+def run_mode(
+    mode: str, scenario: str, args: argparse.Namespace, workdir: Path
+) -> dict[str, object]:
+    clients, seconds = args.clients, args.seconds
     port = free_port()
     env = {
         **os.environ,
@@ -89,6 +175,8 @@ def run_mode(mode: str, clients: int, seconds: float, workdir: Path) -> dict[str
         "ARCANA_LOG_LEVEL": "WARNING",
         "ARCANA_JWT_SECRET": "bench-secret-" + "x" * 40,
         "ARCANA_LOGIN_MAX_FAILURES_PER_IP": "1000000",
+        # An attack from many addresses: per-address limits do not apply to it.
+        "ARCANA_REGISTER_LIMIT_PER_IP": "1000000000",
     }
     env.pop("ARCANA_REDIS_URL", None)
     dbname = None
@@ -107,8 +195,8 @@ def run_mode(mode: str, clients: int, seconds: float, workdir: Path) -> dict[str
         env["ARCANA_DATABASE_URL"] = f"{base}/{dbname}"
         subprocess.run([ARCANA, "migrate"], env=env, cwd=workdir, check=True, capture_output=True)
     else:
-        env["ARCANA_DATABASE_URL"] = f"sqlite+aiosqlite:///{workdir}/bench-{mode}.db"
-    log = (workdir / f"serve-{mode}.log").open("wb")
+        env["ARCANA_DATABASE_URL"] = f"sqlite+aiosqlite:///{workdir}/bench-{mode}-{scenario}.db"
+    log = (workdir / f"serve-{mode}-{scenario}.log").open("wb")
     proc = subprocess.Popen(
         [ARCANA, "serve"], env=env, cwd=workdir, stdout=log, stderr=subprocess.STDOUT
     )
@@ -120,7 +208,8 @@ def run_mode(mode: str, clients: int, seconds: float, workdir: Path) -> dict[str
                     break
             except httpx.HTTPError:
                 time.sleep(0.1)
-        emails = [f"bench{i}-{uuid.uuid4().hex[:6]}@example.com" for i in range(clients)]
+        # One more account than clients: the victim of the guess bursts.
+        emails = [f"bench{i}-{uuid.uuid4().hex[:6]}@example.com" for i in range(clients + 1)]
         for email in emails:
             r = httpx.post(
                 f"{base_url}/api/v1/auth/register",
@@ -128,10 +217,16 @@ def run_mode(mode: str, clients: int, seconds: float, workdir: Path) -> dict[str
                 timeout=30,
             )
             r.raise_for_status()
-        asyncio.run(drive(base_url, emails, clients, 1.0))  # warm-up
+        asyncio.run(drive(base_url, emails[:-1], clients, 1.0))  # warm-up
+        refused: Counter[int] = Counter()
+        attacker: Counter[int] = Counter()
         t0 = time.perf_counter()
-        lat = asyncio.run(drive(base_url, emails, clients, seconds))
-        elapsed = time.perf_counter() - t0
+        if scenario == "steady":
+            lat = asyncio.run(drive(base_url, emails[:-1], clients, seconds, refused))
+            elapsed = time.perf_counter() - t0
+        else:
+            lat, refused, attacker = asyncio.run(under_attack(base_url, scenario, emails, args))
+            elapsed = seconds
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -152,9 +247,11 @@ def run_mode(mode: str, clients: int, seconds: float, workdir: Path) -> dict[str
     lat.sort()
     return {
         "rate": len(lat) / elapsed,
-        "p50": lat[len(lat) // 2] * 1000,
-        "p99": lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000,
+        "p50": lat[len(lat) // 2] * 1000 if lat else float("nan"),
+        "p99": lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000 if lat else float("nan"),
         "n": len(lat),
+        "refused": " ".join(f"{k}:{v}" for k, v in sorted(refused.items())) or "-",
+        "attacker": " ".join(f"{k}:{v}" for k, v in sorted(attacker.items())) or "-",
     }
 
 
@@ -163,29 +260,36 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--modes", default="embedded,postgres")
+    parser.add_argument("--scenarios", default="steady,register-flood,guess-burst")
+    parser.add_argument("--flooders", type=int, default=16)
+    parser.add_argument("--guesses", type=int, default=1000)
     args = parser.parse_args()
     cores = len(os.sched_getaffinity(0))
     workdir = Path(tempfile.mkdtemp(prefix="arcana-bench-auth-"))
     rows = []
     try:
         for mode in args.modes.split(","):
-            t_before = hash_seconds()
-            result = run_mode(mode, args.clients, args.seconds, workdir)
-            t_after = hash_seconds()
-            t_hash = (t_before + t_after) / 2
-            bound = cores / t_hash
-            rows.append((mode, t_hash, bound, result))
+            for scenario in args.scenarios.split(","):
+                t_before = hash_seconds()
+                result = run_mode(mode, scenario, args, workdir)
+                t_after = hash_seconds()
+                t_hash = (t_before + t_after) / 2
+                bound = cores / t_hash
+                rows.append((mode, scenario, t_hash, bound, result))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     print(f"cores bound: {cores}   clients: {args.clients}   duration: {args.seconds:.0f} s")
     print(
-        f"{'mode':<10} {'argon2 ms':>9} {'bound/s':>8} {'logins/s':>9} {'ratio':>6} "
-        f"{'p50 ms':>7} {'p99 ms':>7} {'logins':>7}"
+        f"{'mode':<10} {'scenario':<15} {'argon2 ms':>9} {'bound/s':>8} {'logins/s':>9} "
+        f"{'ratio':>6} {'p50 ms':>7} {'p99 ms':>7} {'logins':>7}  "
+        f"{'refused':<14} attacker got (status:count)"
     )
-    for mode, t_hash, bound, r in rows:
+    for mode, scenario, t_hash, bound, r in rows:
+        rate = float(r["rate"])  # type: ignore[arg-type]
         print(
-            f"{mode:<10} {t_hash * 1000:>9.1f} {bound:>8.1f} {r['rate']:>9.1f} "
-            f"{r['rate'] / bound:>6.2f} {r['p50']:>7.1f} {r['p99']:>7.1f} {int(r['n']):>7}"
+            f"{mode:<10} {scenario:<15} {t_hash * 1000:>9.1f} {bound:>8.1f} {rate:>9.1f} "
+            f"{rate / bound:>6.2f} {r['p50']:>7.1f} {r['p99']:>7.1f} {r['n']:>7}  "
+            f"{r['refused']!s:<14} {r['attacker']}"
         )
 
 

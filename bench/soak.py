@@ -95,6 +95,10 @@ class Soak:
             "ARCANA_PLUGINS_DIR": str(self.workdir / "plugins"),
             "ARCANA_LOG_LEVEL": "WARNING",
             "ARCANA_LOGIN_MAX_FAILURES_PER_IP": "1000000",
+            # One load generator, one address: per-address limits would answer it 429.
+            "ARCANA_REGISTER_LIMIT_PER_IP": "1000000000",
+            "ARCANA_RESET_LIMIT_PER_IP": "1000000000",
+            "ARCANA_RESET_LIMIT_PER_EMAIL": "1000000000",
         }
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.latencies: list[float] = []

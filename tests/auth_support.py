@@ -63,6 +63,37 @@ async def login(
     return body
 
 
+async def run_reset_requests(container: Container) -> None:
+    """What a worker does with the forgot-password requests queued so far (the test app runs
+    no relay or worker): each pending ``auth.password_reset_request`` outbox row is marked
+    delivered and handled once, in order."""
+    from datetime import UTC, datetime
+
+    from sqlalchemy import select, update
+
+    from arcana.adapters.tables import outbox
+
+    async with container.db.engine.begin() as conn:
+        rows = (
+            await conn.execute(
+                select(outbox.c.seq, outbox.c.data)
+                .where(
+                    outbox.c.event_type == "auth.password_reset_request",
+                    outbox.c.published_at.is_(None),
+                )
+                .order_by(outbox.c.seq)
+            )
+        ).all()
+        if rows:
+            await conn.execute(
+                update(outbox)
+                .where(outbox.c.seq.in_([r.seq for r in rows]))
+                .values(published_at=datetime.now(UTC))
+            )
+    for row in rows:
+        await container.auth.issue_reset(str(row.data["payload"]["email"]))
+
+
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 

@@ -47,6 +47,10 @@ def base_settings(**overrides: Any) -> Settings:
         "grpc_port": 0,
         # Replays are reuse at once in tests; the concurrent-refresh test sets its own window.
         "refresh_reuse_grace_seconds": 0,
+        # Suites register many users from one test address; tests of these limits set them.
+        "register_limit_per_ip": 100_000,
+        "reset_limit_per_ip": 100_000,
+        "reset_limit_per_email": 100_000,
         **FAST_ARGON2,
     }
     values.update(overrides)

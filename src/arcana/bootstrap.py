@@ -9,7 +9,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from redis.asyncio import Redis
@@ -18,21 +20,30 @@ from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from arcana import tracing
 from arcana.adapters.cache import MemoryCache, RedisCache
 from arcana.adapters.database import Database
 from arcana.adapters.events import EventBus
+from arcana.adapters.events.outbox import SqlOutbox
 from arcana.adapters.jobqueue.redis import RedisJobQueue
 from arcana.adapters.jobqueue.sql import SqlJobQueue
 from arcana.adapters.jwt_tokens import JwtAccessTokens
-from arcana.adapters.login_limiter import MemoryLoginLimiter, RedisLoginLimiter
+from arcana.adapters.login_limiter import (
+    MemoryAttemptQuota,
+    MemoryLoginLimiter,
+    RedisAttemptQuota,
+    RedisLoginLimiter,
+)
 from arcana.adapters.mail import build_mailer
+from arcana.adapters.metrics_sampler import MetricsSampler
 from arcana.adapters.migrator import migrate
-from arcana.adapters.passwords import Argon2PasswordHasher
+from arcana.adapters.passwords import Argon2PasswordHasher, HashingSlots
 from arcana.adapters.plugin_broadcast import (
     NullPluginReloadBroadcast,
     RedisPluginReloadBroadcast,
 )
 from arcana.adapters.plugins import build_audit
+from arcana.adapters.sealing import AesGcmSealer
 from arcana.adapters.unit_of_work import SqlUnitOfWork
 from arcana.adapters.user_sync import NoUserSync, WebhookUserSync
 from arcana.config import Settings
@@ -41,7 +52,7 @@ from arcana.domain.events import DomainEvent
 from arcana.domain.jobs import JobQueue
 from arcana.domain.mail import Mailer
 from arcana.domain.ports import Cache
-from arcana.domain.users import LoginLimiter, UserSync
+from arcana.domain.users import AttemptQuota, LoginLimiter, UserSync
 from arcana.metrics import CACHE_REQUESTS
 from arcana.services.auth import AuthPolicy, AuthService
 from arcana.services.events import DeferredJobs, build_event_handlers
@@ -85,6 +96,12 @@ class Container:
                 retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), retries=1),
                 retry_on_error=[RedisConnectionError, RedisTimeoutError],
             )
+        if tracing.ENABLED:  # SQL and Redis spans; nothing is attached when tracing is off
+            from arcana.adapters.tracing_hooks import instrument_engine, instrument_redis
+
+            instrument_engine(self.db.engine, "sqlite" if settings.is_sqlite else "postgresql")
+            if self.redis is not None:
+                instrument_redis(self.redis)
         self.cache: Cache = (
             RedisCache(self.redis, settings.redis_prefix)
             if self.redis is not None
@@ -131,9 +148,28 @@ class Container:
             lambda: self.queue,
         )
 
+        self.metrics_sampler = MetricsSampler(
+            self.db,
+            lambda: self.queue,
+            self.redis,
+            self.events.stream,
+            self.ready,
+            settings.metrics_sample_seconds,
+        )
+
     def _build_auth(self, settings: Settings) -> None:
-        self.passwords = Argon2PasswordHasher(
-            settings.argon2_memory_kib, settings.argon2_time_cost, settings.argon2_parallelism
+        self.passwords = HashingSlots(
+            Argon2PasswordHasher(
+                settings.argon2_memory_kib, settings.argon2_time_cost, settings.argon2_parallelism
+            ),
+            settings.password_hash_slots or os.cpu_count() or 1,
+            settings.password_hash_wait_seconds,
+        )
+        self.sealer = AesGcmSealer(self.jwt_key)
+        self.attempt_quota: AttemptQuota = (
+            RedisAttemptQuota(self.redis, settings.redis_prefix)
+            if self.redis is not None
+            else MemoryAttemptQuota()
         )
         self.generations = TokenGenerationCache(self.uow, self.cache, settings.access_token_ttl)
         self.identity = IdentityService(self.tokens, self.generations)
@@ -166,7 +202,13 @@ class Container:
                 settings.refresh_idle_ttl,
                 settings.reset_token_ttl,
                 settings.refresh_reuse_grace_seconds,
+                access_token_ttl=settings.access_token_ttl,
+                register_limit_per_ip=settings.register_limit_per_ip,
+                reset_limit_per_email=settings.reset_limit_per_email,
+                reset_limit_per_ip=settings.reset_limit_per_ip,
             ),
+            self.attempt_quota,
+            self.sealer,
         )
         sync: UserSync = (
             WebhookUserSync(settings.user_sync_url) if settings.user_sync_url else NoUserSync()
@@ -179,7 +221,11 @@ class Container:
         return report.synced + report.failed
 
     async def cleanup_tokens(self) -> int:
-        return await self.auth.cleanup_tokens()
+        """Dead tokens and sessions, and outbox rows published longer ago than
+        ``ARCANA_OUTBOX_RETENTION_SECONDS``."""
+        cutoff = datetime.now(UTC) - timedelta(seconds=self.settings.outbox_retention_seconds)
+        purged = await SqlOutbox(self.db).purge_published(cutoff)
+        return await self.auth.cleanup_tokens() + purged
 
     def _build_queue(self) -> JobQueue:
         s = self.settings
@@ -262,6 +308,7 @@ class Container:
 
     async def close(self) -> None:
         await self.stop_background()
+        self.passwords.close()
         await self.products.cache.aclose()
         await self.queue.close()
         await self.db.dispose()

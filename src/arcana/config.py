@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import os
 import secrets
 from functools import lru_cache
 from pathlib import Path
@@ -41,9 +42,10 @@ class Settings(BaseSettings):
     access_token_ttl: int = Field(default=900, gt=0)
     refresh_token_ttl: int = Field(default=604800, gt=0)
     refresh_idle_ttl: int = Field(default=604800, gt=0)
-    refresh_reuse_grace_seconds: float = Field(default=2.0, ge=0)
-    """A token rotated away this recently is a lost race of concurrent refreshes (401, the
-    session lives on), not reuse; later presentations end the whole family."""
+    refresh_reuse_grace_seconds: float = Field(default=0.0, ge=0)
+    """0 = strict reuse detection. Above 0, the family's immediate predecessor token rotated
+    away this recently is a lost race of concurrent refreshes (401, the session lives on);
+    any other rotated-away token, or a later presentation, ends the whole family."""
     reset_token_ttl: int = Field(default=1800, gt=0)
     jwt_issuer: str = "arcana"
     jwt_audience: str = "arcana-api"
@@ -55,6 +57,20 @@ class Settings(BaseSettings):
     login_max_failures_per_account: int = Field(default=10, ge=1)
     login_max_failures_per_ip: int = Field(default=100, ge=1)
     login_window_seconds: int = Field(default=900, ge=1)
+
+    # -- auth and abuse limits --
+    register_limit_per_ip: int = Field(default=20, ge=1)
+    """Registrations per client address per hour; then 429."""
+    reset_limit_per_email: int = Field(default=3, ge=1)
+    """Reset mails per email per hour; beyond it the answer stays 202 and no mail goes out."""
+    reset_limit_per_ip: int = Field(default=20, ge=1)
+    """Forgot-password requests per client address per hour; then 429."""
+    password_hash_slots: int = Field(default=0, ge=0)
+    """Argon2 operations at once in this process (0 = the CPU count)."""
+    password_hash_wait_seconds: float = Field(default=1.0, gt=0)
+    """How long a password operation waits for a hashing slot before answering 503."""
+    outbox_retention_seconds: int = Field(default=86_400, ge=1)
+    """Published outbox rows are deleted this long after publication."""
 
     plugins_dir: Path = Path("./plugins")
     plugin_fuel: int = Field(default=10_000_000, ge=1)
@@ -81,7 +97,8 @@ class Settings(BaseSettings):
     queue_backend: Literal["auto", "redis", "database"] = "auto"
     redis_prefix: str = "arcana"
     log_level: str = "INFO"
-    log_json: bool = True
+    log_json: bool | None = None
+    """Unset: JSON lines unless stderr is a terminal or ARCANA_ENV=development (see log.py)."""
     shutdown_timeout: float = Field(default=10.0, ge=0)
 
     # -- jobs --
@@ -105,6 +122,13 @@ class Settings(BaseSettings):
     events_max_deliveries: int = Field(default=5, ge=1)
     events_handler_retries: int = Field(default=3, ge=1)
     events_consumer_block_ms: int = Field(default=1000, ge=1, le=1500)
+
+    # -- observability --
+    otel_endpoint: str | None = None
+    """OTLP/HTTP base URL (``/v1/traces`` is appended); set it, or the standard
+    OTEL_EXPORTER_OTLP_ENDPOINT, to turn tracing on."""
+    metrics_sample_seconds: float = Field(default=10.0, gt=0)
+    """How often a process samples queue, outbox and stream gauges for /metrics."""
 
     @model_validator(mode="after")
     def _check_production(self) -> Settings:
@@ -143,13 +167,22 @@ class Settings(BaseSettings):
             return path.read_text().strip()
         path.parent.mkdir(parents=True, exist_ok=True)
         key = secrets.token_urlsafe(48)
-        # O_EXCL: two processes starting at once must not each write a different key.
+        # Written to a private (0600 from creation) temporary file, flushed, then linked into
+        # place: the final name never exists empty, half-written or readable by others, and
+        # link() fails if another process got there first (both then use the same key).
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
-            with path.open("x") as fh:
+            with os.fdopen(fd, "w") as fh:
                 fh.write(key)
-            path.chmod(0o600)
-        except FileExistsError:
-            return path.read_text().strip()
+                fh.flush()
+                os.fsync(fh.fileno())
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                return path.read_text().strip()
+        finally:
+            tmp.unlink(missing_ok=True)
         return key
 
 

@@ -1,22 +1,56 @@
-"""structlog set-up, done once per entry point; context ids travel in contextvars."""
+"""structlog set-up, done once per entry point; context ids travel in contextvars.
+
+Format: ``json`` (``ARCANA_LOG_JSON``) decides when set; unset, a terminal (stderr is a tty) or
+``ARCANA_ENV=development`` gets readable ``key=value`` lines (coloured on a tty unless
+``NO_COLOR`` is set) and everything else JSON lines.
+"""
 
 from __future__ import annotations
 
 import logging
+import os
 import sys
+from collections.abc import MutableMapping
+from typing import Any
 
 import structlog
 
+from arcana import tracing
 
-def configure_logging(level: str = "INFO", json: bool = True) -> None:
+
+def add_trace_ids(
+    _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """``trace_id``/``span_id`` of the current span beside ``request_id`` (tracing on only)."""
+    ids = tracing.log_ids()
+    if ids is not None:
+        event_dict.setdefault("trace_id", ids[0])
+        event_dict.setdefault("span_id", ids[1])
+    return event_dict
+
+
+def wants_json(json: bool | None, env: str | None, isatty: bool) -> bool:
+    if json is not None:
+        return json
+    return not (isatty or env == "development")
+
+
+def configure_logging(
+    level: str = "INFO", json: bool | None = True, env: str | None = None
+) -> None:
+    tty = sys.stderr.isatty()
+    json = wants_json(json, env, tty)
     shared: list[structlog.types.Processor] = [
         structlog.contextvars.merge_contextvars,
+        add_trace_ids,
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
     renderer: structlog.types.Processor = (
-        structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False)
+        structlog.processors.JSONRenderer()
+        if json
+        else structlog.dev.ConsoleRenderer(colors=tty and not os.environ.get("NO_COLOR"))
     )
     structlog.configure(
         processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
@@ -25,7 +59,8 @@ def configure_logging(level: str = "INFO", json: bool = True) -> None:
         cache_logger_on_first_use=True,
     )
     formatter = structlog.stdlib.ProcessorFormatter(
-        foreign_pre_chain=shared,
+        # ``extra={...}`` fields of standard-library log calls become keys of the line.
+        foreign_pre_chain=[*shared, structlog.stdlib.ExtraAdder()],
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
             structlog.processors.format_exc_info,

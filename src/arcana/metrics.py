@@ -31,6 +31,14 @@ AUTH_REFRESH_REUSE = Counter(
 LOGIN_LIMITER_ERRORS = Counter(
     "arcana_login_limiter_errors_total", "Login limiter backend errors (failed open)"
 )
+PASSWORD_HASHES = Counter(
+    "arcana_password_hashes_total", "Argon2 operations started, by kind", ["op"]
+)
+PASSWORD_SLOTS_BUSY = Counter(
+    "arcana_password_slots_busy_total",
+    "Password operations refused (503) because every hashing slot stayed busy",
+    ["op"],
+)
 # -- jobs --
 JOBS_DEPTH = Gauge("arcana_jobs_queue_depth", "Jobs ready to run, by priority", ["priority"])
 JOBS_WAITING = Gauge("arcana_jobs_waiting", "Jobs waiting for their time", ["status"])
@@ -112,3 +120,51 @@ GRPC_LATENCY = Histogram(
 EVENTS_STREAM_CLIENTS = Gauge(
     "arcana_events_stream_clients", "Open Server-Sent Events streams of domain events"
 )
+# -- observability (gauges are set by arcana.adapters.metrics_sampler) --
+JOBS_QUEUE_JOBS = Gauge(
+    "arcana_jobs_queue_jobs",
+    "Jobs in the queue by status and priority (running and dead counted under priority 'all')",
+    ["status", "priority"],
+)
+JOBS_OLDEST_QUEUED_AGE = Gauge(
+    "arcana_jobs_oldest_queued_age_seconds",
+    "Age of the oldest job ready to run (0 when none waits)",
+)
+JOBS_QUEUE_WAIT = Histogram(
+    "arcana_job_queue_wait_seconds",
+    "Time a job waited from when it was due to the start of its attempt, by type",
+    ["job_type"],
+    buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+)
+OUTBOX_BACKLOG = Gauge("arcana_outbox_backlog_rows", "Outbox rows not yet delivered")
+OUTBOX_OLDEST_AGE = Gauge(
+    "arcana_outbox_oldest_unpublished_age_seconds",
+    "Age of the oldest undelivered outbox row (0 when the outbox is empty)",
+)
+EVENTS_STREAM_LAG = Gauge(
+    "arcana_events_stream_lag_entries",
+    "Stream entries not yet delivered to the consumer group",
+    ["group"],
+)
+EVENTS_STREAM_PENDING = Gauge(
+    "arcana_events_stream_pending_entries",
+    "Entries delivered to the consumer group but not acknowledged",
+    ["group"],
+)
+EVENT_HANDLER_DURATION = Histogram(
+    "arcana_event_handler_duration_seconds",
+    "Run time of the handlers of one event (one attempt), by event type",
+    ["event_type"],
+    buckets=(0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30),
+)
+PLUGIN_CALL_DURATION = Histogram(
+    "arcana_plugin_call_duration_seconds",
+    "Audit plugin call time by plugin",
+    ["plugin"],
+    buckets=(0.00005, 0.0001, 0.0005, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5),
+)
+DB_POOL_IN_USE = Gauge("arcana_db_pool_connections_in_use", "Database connections checked out")
+DB_POOL_WAITING = Gauge(
+    "arcana_db_pool_waiting", "Tasks waiting for a database connection from the pool"
+)
+READY = Gauge("arcana_ready", "1 when the last readiness check passed, else 0")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -12,7 +13,7 @@ import jwt
 import pytest
 from sqlalchemy import delete, select
 
-from arcana.adapters.tables import outbox, users
+from arcana.adapters.tables import auth_sessions, outbox, users
 from arcana.api.app import create_app
 from arcana.bootstrap import Container
 from arcana.config import Settings
@@ -22,6 +23,7 @@ from tests.auth_support import (
     bearer,
     login,
     register_and_login,
+    run_reset_requests,
 )
 from tests.conftest import truncate_all
 
@@ -488,11 +490,18 @@ async def test_change_password(client: httpx.AsyncClient, container: Container) 
 
 # -- forgot / reset password ----------------------------------------------------------------
 async def _reset_jobs(container: Container) -> list[dict[str, Any]]:
-    return [
+    """The reset jobs in the outbox, their sealed token opened (forgot-password does its work
+    after answering, so wait for it first)."""
+    await run_reset_requests(container)
+    jobs = [
         r["data"]
         for r in await _outbox(container)
         if r["kind"] == "job" and r["event_type"] == "email.password_reset"
     ]
+    for job in jobs:
+        assert job["payload"]["reset_token"].startswith("sealed:v1:")
+        job["payload"]["reset_token"] = container.sealer.unseal(job["payload"]["reset_token"])
+    return jobs
 
 
 async def test_forgot_password_is_202_for_anyone(
@@ -617,7 +626,18 @@ async def test_cleanup_tokens_deletes_dead_rows_only(
     await client.post(f"{AUTH}/logout", json={"refresh_token": gone["refresh_token"]})
     await client.post(f"{AUTH}/forgot-password", json={"email": keep["email"]})
     await client.post(f"{AUTH}/forgot-password", json={"email": keep["email"]})  # first one dies
+    await run_reset_requests(container)
     deleted = await container.auth.cleanup_tokens(batch_size=1)
-    assert deleted == 3  # the ended session, its token, the superseded reset token
+    # The superseded reset token; the ended session stays for one access-token lifetime (it
+    # is what keeps that session's access tokens dead).
+    assert deleted == 1
+    async with container.db.sessionmaker() as s:
+        await s.execute(
+            auth_sessions.update()
+            .where(auth_sessions.c.revoked_at.is_not(None))
+            .values(revoked_at=datetime.now(UTC) - timedelta(seconds=901))
+        )
+        await s.commit()
+    assert await container.auth.cleanup_tokens(batch_size=1) == 2  # the session, its token
     assert await container.auth.cleanup_tokens(batch_size=100) == 0
     assert (await _refresh(client, keep["refresh_token"])).status_code == 200

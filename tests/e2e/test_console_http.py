@@ -192,6 +192,9 @@ async def test_admins_list_and_end_a_users_sessions_and_delete_the_user(
     )
     r = await client.delete(f"{USERS}/{user['id']}/sessions/{ended}", headers=headers)
     assert r.status_code == 204
+    # Its access tokens die at once too (contract §2).
+    r = await client.get(f"{AUTH}/me", headers=bearer(second["access_token"]))
+    assert r.status_code == 401
     r = await client.post(f"{AUTH}/refresh", json={"refresh_token": second["refresh_token"]})
     assert r.status_code == 401
     assert (await client.get(f"{AUTH}/me", headers=bearer(user["access_token"]))).status_code == 200

@@ -260,7 +260,8 @@ async def test_emails_reach_a_real_smtp_server(
             await c.queue.enqueue(
                 JobRequest(
                     "email.password_reset",
-                    {"email": "bob@example.com", "reset_token": "tok-123"},
+                    # sealed at rest, as the auth service enqueues it
+                    {"email": "bob@example.com", "reset_token": c.sealer.seal("tok-123")},
                     priority=Priority.HIGH,
                 )
             )
@@ -292,7 +293,10 @@ async def test_mail_without_smtp_goes_to_eml_files(
         handler = registry.resolve("email.password_reset")
         assert handler is not None
         job = await c.queue.enqueue(
-            JobRequest("email.password_reset", {"email": "d@example.com", "reset_token": "t9"})
+            JobRequest(
+                "email.password_reset",
+                {"email": "d@example.com", "reset_token": c.sealer.seal("t9")},
+            )
         )
         await handler(JobContext(job, "test"))
     files = list((settings.var_dir / "mail").glob("*.eml"))

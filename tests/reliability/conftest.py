@@ -16,6 +16,8 @@ def embedded_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Embedd
     srv = EmbeddedServer(
         tmp_path_factory.mktemp("embedded-server"),
         ARCANA_LOGIN_MAX_FAILURES_PER_IP="100000",
+        ARCANA_REGISTER_LIMIT_PER_IP="1000000",
+        ARCANA_RESET_LIMIT_PER_IP="1000000",
     ).start()
     try:
         yield srv

@@ -20,7 +20,7 @@ from sqlalchemy import select
 
 from arcana.adapters.tables import outbox
 from arcana.bootstrap import Container
-from tests.auth_support import bearer, register_and_login
+from tests.auth_support import bearer, register_and_login, run_reset_requests
 
 pytestmark = pytest.mark.reliability
 
@@ -218,6 +218,7 @@ async def test_token_of_a_deleted_user(
 
 
 async def _reset_token(container: Container, email: str) -> str:
+    await run_reset_requests(container)
     async with container.db.engine.connect() as conn:
         rows = (
             await conn.execute(
@@ -230,7 +231,7 @@ async def _reset_token(container: Container, email: str) -> str:
         if r.data.get("payload", {}).get("email") == email
     ]
     assert tokens, rows
-    token: str = tokens[-1]
+    token: str = container.sealer.unseal(tokens[-1])
     return token
 
 

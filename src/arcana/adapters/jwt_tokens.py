@@ -73,4 +73,5 @@ class JwtAccessTokens:
             issued_at=datetime.fromtimestamp(int(claims["iat"]), UTC),
             generation=gen,
             session_id=claims.get("sid"),
+            expires_at=datetime.fromtimestamp(int(claims["exp"]), UTC),
         )

@@ -1,17 +1,28 @@
-"""Failed-login counters: fixed windows per account and per client address.
+"""Attempt limits: failed logins per account and per client address, and the fixed-window
+quotas of registration and forgot-password.
 
-``RedisLoginLimiter`` shares the counts between every process (services mode);
-``MemoryLoginLimiter`` keeps them in this process (embedded mode, one process).
+``Redis*`` share the counts between every process (services mode); ``Memory*`` keep them in
+this process (embedded mode, one process).
 
-Redis down: the limiter *fails open* — logins keep working, unthrottled, with a rate-limited
+Reserve before the work: an attempt is counted *before* the password is checked, in one atomic
+step with the check (one Lua call; in memory one synchronous step on the event loop), and given
+back on success. So a burst of parallel guesses gets at most the limit's worth of Argon2
+verifications, however many arrive at once.
+
+Redis down: the limiters *fail open* — logins keep working, unthrottled, with a rate-limited
 warning and ``arcana_login_limiter_errors_total`` counting. Failing closed would turn a cache
-outage into a total login outage; Argon2's cost still bounds how fast guesses can go.
+outage into a total login outage; the bounded hashing slots still cap how fast guesses go.
+
+All keys of one call share the hash tag ``{limits}`` so a Lua call touching two of them stays on
+one Redis Cluster slot.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
+import math
 import time
 
 from redis.asyncio import Redis
@@ -21,11 +32,58 @@ from arcana.metrics import LOGIN_LIMITER_ERRORS
 
 log = logging.getLogger(__name__)
 
-# INCR, and start the window on the first failure only (a fixed window: it frees at its end).
-_INCR = """
-local n = redis.call('INCR', KEYS[1])
-if n == 1 or redis.call('TTL', KEYS[1]) < 0 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
-return n
+# KEYS: the account and address counters. ARGV: account max, address max, window (ms).
+# Returns 0 when the attempt was reserved (both counters incremented), else the milliseconds
+# until the fuller of the exhausted windows frees.
+_RESERVE = """
+local wait = 0
+local limits = {tonumber(ARGV[1]), tonumber(ARGV[2])}
+for i = 1, 2 do
+  local n = tonumber(redis.call('GET', KEYS[i]) or '0')
+  if n >= limits[i] then
+    local t = redis.call('PTTL', KEYS[i])
+    if t < 0 then t = tonumber(ARGV[3]) end
+    if t > wait then wait = t end
+  end
+end
+if wait > 0 then return wait end
+for i = 1, 2 do
+  local n = redis.call('INCR', KEYS[i])
+  if n == 1 or redis.call('PTTL', KEYS[i]) < 0 then
+    redis.call('PEXPIRE', KEYS[i], ARGV[3])
+  end
+end
+return 0
+"""
+
+# Success: the account's count is cleared, the address gets its attempt back.
+_RELEASE = """
+redis.call('DEL', KEYS[1])
+local n = tonumber(redis.call('GET', KEYS[2]) or '0')
+if n > 0 then redis.call('DECR', KEYS[2]) end
+return 0
+"""
+
+# The attempt never reached the password check (no hashing slot): both counts go back down.
+_REFUND = """
+for i = 1, 2 do
+  local n = tonumber(redis.call('GET', KEYS[i]) or '0')
+  if n > 0 then redis.call('DECR', KEYS[i]) end
+end
+return 0
+"""
+
+# KEYS: one counter. ARGV: limit, window (ms). 0 = counted; else ms until the window frees.
+_HIT = """
+local n = tonumber(redis.call('GET', KEYS[1]) or '0')
+if n >= tonumber(ARGV[1]) then
+  local t = redis.call('PTTL', KEYS[1])
+  if t < 0 then t = tonumber(ARGV[2]) end
+  return t
+end
+n = redis.call('INCR', KEYS[1])
+if n == 1 or redis.call('PTTL', KEYS[1]) < 0 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
 """
 
 
@@ -34,7 +92,29 @@ def _digest(value: str) -> str:
     return hashlib.sha256(value.encode()).hexdigest()[:32]
 
 
-class RedisLoginLimiter:
+def _seconds(ms: int) -> int:
+    return max(1, math.ceil(ms / 1000))
+
+
+class _Degraded:
+    # At most this many limiter calls in flight per process: a burst larger than the Redis
+    # connection pool would otherwise fail with "Too many connections" and, failing open,
+    # walk straight past the limit. The calls are one short Lua script each, so they queue.
+    MAX_IN_FLIGHT = 32
+
+    def __init__(self) -> None:
+        self._last_warning = 0.0
+        self._in_flight = asyncio.Semaphore(self.MAX_IN_FLIGHT)
+
+    def _degraded(self, op: str, exc: Exception) -> None:
+        LOGIN_LIMITER_ERRORS.inc()
+        now = time.monotonic()
+        if now - self._last_warning > 10:
+            self._last_warning = now
+            log.warning("attempt limiter %s failed, allowing requests unthrottled: %s", op, exc)
+
+
+class RedisLoginLimiter(_Degraded):
     def __init__(
         self,
         redis: Redis,
@@ -43,64 +123,58 @@ class RedisLoginLimiter:
         max_per_address: int,
         window_seconds: int,
     ) -> None:
-        self._redis = redis
-        self._prefix = f"{prefix}:login"
+        super().__init__()
+        self._prefix = f"{prefix}:{{limits}}:login"
         self._max_account = max_per_account
         self._max_address = max_per_address
-        self._window = window_seconds
-        self._incr = redis.register_script(_INCR)
-        self._last_warning = 0.0
+        self._window_ms = window_seconds * 1000
+        self._reserve = redis.register_script(_RESERVE)
+        self._release = redis.register_script(_RELEASE)
+        self._refund = redis.register_script(_REFUND)
 
-    def _keys(self, account: str, address: str) -> tuple[str, str]:
-        return (
+    def _keys(self, account: str, address: str) -> list[str]:
+        return [
             f"{self._prefix}:acct:{_digest(account)}",
             f"{self._prefix}:addr:{_digest(address)}",
-        )
+        ]
 
-    def _degraded(self, op: str, exc: Exception) -> None:
-        LOGIN_LIMITER_ERRORS.inc()
-        now = time.monotonic()
-        if now - self._last_warning > 10:
-            self._last_warning = now
-            log.warning("login limiter %s failed, allowing logins unthrottled: %s", op, exc)
-
-    async def check(self, account: str, address: str) -> int:
-        acct, addr = self._keys(account, address)
+    async def reserve(self, account: str, address: str) -> int:
         try:
-            async with self._redis.pipeline(transaction=False) as pipe:
-                pipe.get(acct)
-                pipe.ttl(acct)
-                pipe.get(addr)
-                pipe.ttl(addr)
-                a_count, a_ttl, i_count, i_ttl = await pipe.execute()
+            async with self._in_flight:
+                wait = int(
+                    await self._reserve(
+                        keys=self._keys(account, address),
+                        args=[self._max_account, self._max_address, self._window_ms],
+                    )
+                )
         except (RedisError, OSError) as exc:
-            self._degraded("check", exc)
+            self._degraded("reserve", exc)
             return 0
-        wait = 0
-        if a_count is not None and int(a_count) >= self._max_account:
-            wait = max(wait, int(a_ttl) if int(a_ttl) > 0 else self._window)
-        if i_count is not None and int(i_count) >= self._max_address:
-            wait = max(wait, int(i_ttl) if int(i_ttl) > 0 else self._window)
-        return wait
+        return _seconds(wait) if wait > 0 else 0
 
-    async def record_failure(self, account: str, address: str) -> None:
-        acct, addr = self._keys(account, address)
+    async def release(self, account: str, address: str) -> None:
         try:
-            await self._incr(keys=[acct], args=[self._window])
-            await self._incr(keys=[addr], args=[self._window])
+            async with self._in_flight:
+                await self._release(keys=self._keys(account, address))
         except (RedisError, OSError) as exc:
-            self._degraded("record", exc)
+            self._degraded("release", exc)
 
-    async def reset_account(self, account: str) -> None:
-        acct, _ = self._keys(account, "")
+    async def refund(self, account: str, address: str) -> None:
         try:
-            await self._redis.delete(acct)
+            async with self._in_flight:
+                await self._refund(keys=self._keys(account, address))
         except (RedisError, OSError) as exc:
-            self._degraded("reset", exc)
+            self._degraded("refund", exc)
 
 
 class MemoryLoginLimiter:
-    """Dict of key → (count, window end). Event-loop single-threaded, so no lock."""
+    """Dict of key → (count, window end). Each call runs without an ``await`` between its check
+    and its count, and the event loop runs one coroutine at a time: that is the atomic step.
+
+    When full, expired windows go first, then windows that are not exhausted; an exhausted
+    window (a locked account or address) is never dropped before its end, so a flood of new
+    keys cannot unlock anything. If every entry is exhausted the dict grows past its soft cap:
+    each such entry cost the attacker a full limit's worth of hashed attempts."""
 
     def __init__(
         self,
@@ -109,8 +183,7 @@ class MemoryLoginLimiter:
         window_seconds: int,
         max_entries: int = 100_000,
     ) -> None:
-        self._max_account = max_per_account
-        self._max_address = max_per_address
+        self._limits = {"a": max_per_account, "i": max_per_address}
         self._window = window_seconds
         self._max_entries = max_entries
         self._counts: dict[str, tuple[int, float]] = {}
@@ -119,31 +192,100 @@ class MemoryLoginLimiter:
         item = self._counts.get(key)
         if item is None or item[1] <= now:
             self._counts.pop(key, None)
-            return 0, now
+            return 0, now + self._window
         return item
 
-    async def check(self, account: str, address: str) -> int:
-        now = time.monotonic()
-        wait = 0.0
-        count, end = self._get("a:" + account, now)
-        if count >= self._max_account:
-            wait = max(wait, end - now)
-        count, end = self._get("i:" + address, now)
-        if count >= self._max_address:
-            wait = max(wait, end - now)
-        return int(wait) + 1 if wait > 0 else 0
+    def _limit(self, key: str) -> int:
+        return self._limits[key[0]]
 
-    async def record_failure(self, account: str, address: str) -> None:
+    def _make_room(self, now: float) -> None:
+        if len(self._counts) < self._max_entries:
+            return
+        live = {k: v for k, v in self._counts.items() if v[1] > now}
+        if len(live) >= self._max_entries:
+            # Drop the older half of the open windows; keep every locked one.
+            locked = {k: v for k, v in live.items() if v[0] >= self._limit(k)}
+            open_ = [(k, v) for k, v in live.items() if v[0] < self._limit(k)]
+            live = dict(open_[len(open_) // 2 :])
+            live.update(locked)
+        self._counts = live
+
+    async def reserve(self, account: str, address: str) -> int:
         now = time.monotonic()
-        if len(self._counts) >= self._max_entries:
-            # Expired windows first; if that is not enough, the oldest half (insertion order).
-            live = {k: v for k, v in self._counts.items() if v[1] > now}
-            if len(live) >= self._max_entries:
-                live = dict(list(live.items())[len(live) // 2 :])
-            self._counts = live
+        keys = ("a:" + account, "i:" + address)
+        wait = 0.0
+        for key in keys:
+            count, end = self._get(key, now)
+            if count >= self._limit(key):
+                wait = max(wait, end - now)
+        if wait > 0:
+            return max(1, math.ceil(wait))
+        self._make_room(now)
+        for key in keys:
+            count, end = self._get(key, now)
+            self._counts[key] = (count + 1, end)
+        return 0
+
+    async def release(self, account: str, address: str) -> None:
+        now = time.monotonic()
+        self._counts.pop("a:" + account, None)
+        key = "i:" + address
+        count, end = self._get(key, now)
+        if count > 1:
+            self._counts[key] = (count - 1, end)
+        else:
+            self._counts.pop(key, None)
+
+    async def refund(self, account: str, address: str) -> None:
+        now = time.monotonic()
         for key in ("a:" + account, "i:" + address):
             count, end = self._get(key, now)
-            self._counts[key] = (count + 1, end if count else now + self._window)
+            if count > 1:
+                self._counts[key] = (count - 1, end)
+            else:
+                self._counts.pop(key, None)
 
-    async def reset_account(self, account: str) -> None:
-        self._counts.pop("a:" + account, None)
+
+class RedisAttemptQuota(_Degraded):
+    """Fixed-window quotas (registrations per address, reset mails per email...) shared by
+    every process."""
+
+    def __init__(self, redis: Redis, prefix: str) -> None:
+        super().__init__()
+        self._prefix = f"{prefix}:{{limits}}:quota"
+        self._hit = redis.register_script(_HIT)
+
+    async def hit(self, bucket: str, key: str, limit: int, window_seconds: int) -> int:
+        name = f"{self._prefix}:{bucket}:{_digest(key)}"
+        try:
+            async with self._in_flight:
+                wait = int(await self._hit(keys=[name], args=[limit, window_seconds * 1000]))
+        except (RedisError, OSError) as exc:
+            self._degraded("quota", exc)
+            return 0
+        return _seconds(wait) if wait > 0 else 0
+
+
+class MemoryAttemptQuota:
+    """In-process quotas; expired windows are dropped when the dict passes its soft cap, and
+    an exhausted window is never dropped early (see ``MemoryLoginLimiter``)."""
+
+    def __init__(self, max_entries: int = 100_000) -> None:
+        self._max_entries = max_entries
+        self._counts: dict[str, tuple[int, float, int]] = {}
+
+    async def hit(self, bucket: str, key: str, limit: int, window_seconds: int) -> int:
+        now = time.monotonic()
+        name = f"{bucket}:{key}"
+        item = self._counts.get(name)
+        if item is None or item[1] <= now:
+            item = (0, now + window_seconds, limit)
+        count, end, _ = item
+        if count >= limit:
+            return max(1, math.ceil(end - now))
+        if name not in self._counts and len(self._counts) >= self._max_entries:
+            self._counts = {
+                k: v for k, v in self._counts.items() if v[1] > now and v[0] >= v[2]
+            } or {k: v for k, v in self._counts.items() if v[1] > now}
+        self._counts[name] = (count + 1, end, limit)
+        return 0

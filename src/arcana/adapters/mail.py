@@ -16,6 +16,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import aiosmtplib
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
+from arcana import tracing
 from arcana.domain.mail import EmailMessage, EmailSender, Mailer
 
 
@@ -126,7 +127,13 @@ class TemplateMailer(Mailer):
         *,
         idempotency_key: str | None = None,
     ) -> None:
-        await self.sender.send(self.render(template, to, context, idempotency_key))
+        # Only the template name is recorded: addresses and context (reset tokens) never are.
+        with tracing.span(
+            f"mail.send {template}",
+            {"arcana.mail.template": template, "arcana.mail.transport": type(self.sender).__name__},
+            kind="client",
+        ):
+            await self.sender.send(self.render(template, to, context, idempotency_key))
 
 
 def build_mailer(smtp_url: str | None, sender: str, var_dir: Path) -> TemplateMailer:

@@ -1,13 +1,25 @@
 """Argon2id password hashing (argon2-cffi). Calls block for tens of milliseconds by design;
-the auth service runs them in a worker thread."""
+``HashingSlots`` runs them on a bounded pool of threads of its own."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextvars
+import math
 import secrets
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
 
 from argon2 import PasswordHasher, Type
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+
+from arcana import tracing
+from arcana.errors import ServiceUnavailable
+from arcana.metrics import PASSWORD_HASHES, PASSWORD_SLOTS_BUSY
+
+_T = TypeVar("_T")
 
 
 class Argon2PasswordHasher:
@@ -26,14 +38,17 @@ class Argon2PasswordHasher:
         digest = base64.b64encode(secrets.token_bytes(32)).decode().rstrip("=")
         self._dummy = f"$argon2id$v=19$m={memory_kib},t={time_cost},p={parallelism}${salt}${digest}"
 
+    # Spans carry no attribute at all: the password and the hash stay out of traces.
     def hash(self, password: str) -> str:
-        return self._hasher.hash(password)
+        with tracing.span("argon2.hash"):
+            return self._hasher.hash(password)
 
     def verify(self, password_hash: str, password: str) -> bool:
-        try:
-            return self._hasher.verify(password_hash, password)
-        except (VerifyMismatchError, VerificationError, InvalidHashError):
-            return False
+        with tracing.span("argon2.verify"):  # a mismatch is an answer, not a span error
+            try:
+                return self._hasher.verify(password_hash, password)
+            except (VerifyMismatchError, VerificationError, InvalidHashError):
+                return False
 
     def needs_rehash(self, password_hash: str) -> bool:
         try:
@@ -43,3 +58,61 @@ class Argon2PasswordHasher:
 
     def dummy_hash(self) -> str:
         return self._dummy
+
+
+class HashingSlots:
+    """Argon2 on a fixed number of threads of its own (``ARCANA_PASSWORD_HASH_SLOTS``).
+
+    Why not ``asyncio.to_thread``: the default pool is shared with everything else and queues
+    without limit, so a registration flood would stack up hashes in front of every login.
+    Here a request waits at most ``wait_seconds`` for a slot, then gets ``ServiceUnavailable``
+    (503 + ``Retry-After``). New hashes (registration, password change and reset) may hold at
+    most ``slots - 1`` slots when there are two or more, so one slot always stays free for
+    login verifications."""
+
+    def __init__(self, hasher: Argon2PasswordHasher, slots: int, wait_seconds: float) -> None:
+        self._hasher = hasher
+        self._slots = max(1, slots)
+        self._wait = wait_seconds
+        self._pool = ThreadPoolExecutor(max_workers=self._slots, thread_name_prefix="argon2")
+        self._all = asyncio.Semaphore(self._slots)
+        self._new = asyncio.Semaphore(max(1, self._slots - 1))
+
+    async def _acquire(self, sem: asyncio.Semaphore, op: str) -> None:
+        try:
+            await asyncio.wait_for(sem.acquire(), self._wait)
+        except TimeoutError:
+            PASSWORD_SLOTS_BUSY.labels(op).inc()
+            raise ServiceUnavailable(
+                "Too many password operations in progress; try again shortly",
+                retry_after=max(1, math.ceil(self._wait)),
+            ) from None
+
+    async def _run(self, op: str, fn: Callable[[], _T]) -> _T:
+        await self._acquire(self._all, op)
+        try:
+            PASSWORD_HASHES.labels(op).inc()
+            # The caller's context goes along, so the argon2 span joins the request's trace.
+            ctx = contextvars.copy_context()
+            return await asyncio.get_running_loop().run_in_executor(self._pool, ctx.run, fn)
+        finally:
+            self._all.release()
+
+    async def hash(self, password: str) -> str:
+        await self._acquire(self._new, "hash")
+        try:
+            return await self._run("hash", lambda: self._hasher.hash(password))
+        finally:
+            self._new.release()
+
+    async def verify(self, password_hash: str, password: str) -> bool:
+        return await self._run("verify", lambda: self._hasher.verify(password_hash, password))
+
+    def needs_rehash(self, password_hash: str) -> bool:
+        return self._hasher.needs_rehash(password_hash)
+
+    def dummy_hash(self) -> str:
+        return self._hasher.dummy_hash()
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)

@@ -77,6 +77,7 @@ outbox = Table(
     Column("created_at", UtcDateTime(), nullable=False),
     Column("published_at", UtcDateTime(), nullable=True),
     Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("trace_context", String(256), nullable=True),  # W3C traceparent (tracing on)
 )
 Index("ix_outbox_unpublished", outbox.c.seq, postgresql_where=outbox.c.published_at.is_(None))
 
@@ -186,6 +187,7 @@ jobs = Table(
     Column("unique_active", String(200), nullable=True, unique=True),
     Column("worker_id", String(100), nullable=True),
     Column("lease_until", UtcDateTime(), nullable=True),
+    Column("trace_context", String(256), nullable=True),  # W3C traceparent (tracing on)
 )
 Index("ix_jobs_fetch", jobs.c.status, jobs.c.priority, jobs.c.scheduled_at)
 Index("ix_jobs_lease", jobs.c.lease_until)

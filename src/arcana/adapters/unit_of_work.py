@@ -10,6 +10,7 @@ from typing import Self
 from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from arcana import tracing
 from arcana.adapters.database import Database, is_connectivity_error, is_unstorable_text
 from arcana.adapters.products import SqlProductRepository
 from arcana.adapters.tables import outbox
@@ -87,6 +88,8 @@ class SqlUnitOfWork:
         self._jobs.extend(jobs)
 
     async def commit(self) -> None:
+        # The work these rows cause continues the current trace (None when tracing is off).
+        trace_context = tracing.current_traceparent()
         rows = [
             {
                 "id": e.id,
@@ -95,6 +98,7 @@ class SqlUnitOfWork:
                 "aggregate_id": e.aggregate_id,
                 "data": e.envelope(),
                 "created_at": e.timestamp,
+                "trace_context": trace_context,
             }
             for e in self._events
         ]
@@ -107,6 +111,7 @@ class SqlUnitOfWork:
                 "aggregate_id": None,
                 "data": j.to_dict(),
                 "created_at": now,
+                "trace_context": trace_context,
             }
             for j in self._jobs
         ]

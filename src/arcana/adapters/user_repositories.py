@@ -206,6 +206,65 @@ class SqlSessionRepository:
             )
         )
 
+    async def add_session_if_generation(self, session: Session, generation: int) -> bool:
+        """Insert the session only while the user's token generation is still ``generation``.
+
+        PostgreSQL: the user row is share-locked first, so a password reset or change (which
+        updates that row) either committed before (the row no longer matches: no session) or
+        waits until this transaction commits and then revokes the new session too. SQLite: the
+        ``INSERT … SELECT … WHERE generation = :g`` runs under the database write lock, which
+        a reset holds until its commit."""
+        locked = await self._s.execute(
+            select(users.c.id)
+            .where(users.c.id == session.user_id, users.c.generation == generation)
+            .with_for_update(read=True)
+        )
+        if locked.first() is None:
+            return False
+        source = select(
+            literal(session.id),
+            literal(session.user_id),
+            literal(session.created_at, auth_sessions.c.created_at.type),
+            literal(session.last_used_at, auth_sessions.c.last_used_at.type),
+            literal(session.expires_at, auth_sessions.c.expires_at.type),
+            literal(session.user_agent, auth_sessions.c.user_agent.type),
+            literal(session.ip, auth_sessions.c.ip.type),
+        ).where(
+            select(users.c.id)
+            .where(users.c.id == session.user_id, users.c.generation == generation)
+            .exists()
+        )
+        result = await self._s.execute(
+            insert(auth_sessions).from_select(
+                ["id", "user_id", "created_at", "last_used_at", "expires_at", "user_agent", "ip"],
+                source,
+            )
+        )
+        return _rowcount(result) == 1
+
+    async def last_rotated_token_id(self, session_id: str) -> str | None:
+        row = (
+            await self._s.execute(
+                select(refresh_tokens.c.id)
+                .where(
+                    refresh_tokens.c.session_id == session_id,
+                    refresh_tokens.c.revoked_at.is_not(None),
+                )
+                .order_by(refresh_tokens.c.created_at.desc(), refresh_tokens.c.revoked_at.desc())
+                .limit(1)
+            )
+        ).first()
+        return str(row[0]) if row else None
+
+    async def recently_revoked(self, user_id: str, since: datetime, limit: int) -> list[str]:
+        rows = await self._s.execute(
+            select(auth_sessions.c.id)
+            .where(auth_sessions.c.user_id == user_id, auth_sessions.c.revoked_at >= since)
+            .order_by(auth_sessions.c.revoked_at.desc())
+            .limit(limit)
+        )
+        return list(rows.scalars())
+
     async def get_session(self, session_id: str) -> Session | None:
         row = (
             await self._s.execute(select(auth_sessions).where(auth_sessions.c.id == session_id))
@@ -295,12 +354,14 @@ class SqlSessionRepository:
         )
         return _rowcount(result) == 1
 
-    async def delete_dead(self, now: datetime, idle_seconds: int, batch_size: int) -> int:
+    async def delete_dead(
+        self, now: datetime, idle_seconds: int, batch_size: int, keep_revoked_seconds: int = 0
+    ) -> int:
         dead = (
             select(auth_sessions.c.id)
             .where(
                 or_(
-                    auth_sessions.c.revoked_at.is_not(None),
+                    auth_sessions.c.revoked_at <= now - timedelta(seconds=keep_revoked_seconds),
                     auth_sessions.c.expires_at <= now,
                     auth_sessions.c.last_used_at <= now - timedelta(seconds=idle_seconds),
                 )

@@ -56,6 +56,17 @@ def create_app(container: Container | None = None, settings: Settings | None = N
         version=__version__,
         description="Auth, product catalog, jobs, events and WebAssembly audit plugins.",
         lifespan=lifespan,
+        # FastAPI's built-in OpenTelemetry is off: RequestContextMiddleware makes the one HTTP
+        # span (route template, request id, incoming traceparent) through arcana.tracing, and
+        # FastAPI's own log records would carry exception messages. Off, it also costs nothing
+        # per request when tracing is off.
+        telemetry={
+            "tracing": False,
+            "metrics": False,
+            "logs": False,
+            "operation_spans": False,
+            "auto_configure": False,
+        },
     )
     app.state.event_rate = event_rate
     if container is not None:

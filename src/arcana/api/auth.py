@@ -43,8 +43,10 @@ _BROWSER_DOC = (
 
 
 def _client(request: Request) -> ClientInfo:
-    # The peer address as the server sees it; behind a proxy, run uvicorn with
-    # --proxy-headers / --forwarded-allow-ips so this is the real client.
+    # The peer address as the server sees it. Behind a proxy listed in
+    # ARCANA_FORWARDED_ALLOW_IPS, uvicorn's proxy-headers support has already replaced it with
+    # the right-most X-Forwarded-For entry not added by a trusted proxy (never the left-most,
+    # which the client writes itself); the limits key on it.
     host = request.client.host if request.client is not None else "unknown"
     return ClientInfo(ip=host, user_agent=request.headers.get("user-agent"))
 
@@ -104,8 +106,8 @@ def _tokens(pair: TokenPair) -> TokenResponse:
 
 
 @router.post("/register", status_code=status.HTTP_201_CREATED, response_model=UserCreated)
-async def register(body: RegisterRequest, container: ContainerDep) -> UserCreated:
-    user = await container.auth.register(body.name, body.email, body.password)
+async def register(body: RegisterRequest, request: Request, container: ContainerDep) -> UserCreated:
+    user = await container.auth.register(body.name, body.email, body.password, _client(request))
     return UserCreated(id=user.id, name=user.name, email=user.email)
 
 
@@ -201,8 +203,10 @@ async def me(principal: CurrentPrincipal, container: ContainerDep) -> MeResponse
 
 
 @router.post("/forgot-password", status_code=status.HTTP_202_ACCEPTED)
-async def forgot_password(body: ForgotPasswordRequest, container: ContainerDep) -> Response:
-    await container.auth.forgot_password(body.email)
+async def forgot_password(
+    body: ForgotPasswordRequest, request: Request, container: ContainerDep
+) -> Response:
+    await container.auth.forgot_password(body.email, _client(request))
     return Response(status_code=status.HTTP_202_ACCEPTED)
 
 

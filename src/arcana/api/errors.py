@@ -62,6 +62,8 @@ def arcana_error_response(exc: errors.ArcanaError) -> Response:
         headers["WWW-Authenticate"] = 'Bearer realm="arcana", error="invalid_token"'
     if isinstance(exc, errors.RateLimited):
         headers["Retry-After"] = str(exc.retry_after)
+    elif isinstance(exc, errors.ServiceUnavailable) and "retry_after" in extra:
+        headers["Retry-After"] = str(extra.pop("retry_after"))
     if isinstance(exc, errors.ValidationFailed) and exc.errors:
         extra["errors"] = exc.errors
     code = "PAYLOAD_TOO_LARGE" if isinstance(exc, errors.PayloadTooLarge) else exc.code

@@ -14,6 +14,7 @@ import uuid
 import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from arcana import tracing
 from arcana.api.problems import problem_response
 from arcana.errors import PayloadTooLarge
 from arcana.metrics import HTTP_LATENCY, HTTP_REQUESTS
@@ -34,6 +35,7 @@ class RequestContextMiddleware:
             return
         request_id = ""
         content_length = -1
+        traceparent: str | None = None
         for name, value in scope["headers"]:
             if name == b"x-request-id":
                 candidate = value.decode("latin-1")
@@ -41,6 +43,8 @@ class RequestContextMiddleware:
                     request_id = candidate
             elif name == b"content-length":
                 content_length = int(value) if value.isdigit() else -1
+            elif name == b"traceparent":
+                traceparent = value.decode("latin-1")[:128]
         if not request_id:
             request_id = uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = request_id
@@ -75,6 +79,17 @@ class RequestContextMiddleware:
             return message
 
         t0 = time.perf_counter()
+        span_cm = (
+            tracing.span(
+                "HTTP " + scope["method"],  # renamed to "<method> <route template>" at the end
+                {"http.request.method": scope["method"], "arcana.request_id": request_id},
+                kind="server",
+                parent=traceparent,
+            )
+            if tracing.ENABLED
+            else tracing.NULL_SPAN
+        )
+        current = span_cm.__enter__()
         try:
             await self.app(scope, receive_limited, send_wrapper)
         except Exception:
@@ -95,6 +110,15 @@ class RequestContextMiddleware:
             method = scope["method"]
             HTTP_REQUESTS.labels(method, template, str(status)).inc()
             HTTP_LATENCY.labels(method, template).observe(time.perf_counter() - t0)
+            if current is not None:
+                # Named by route template (bounded), never by the raw path.
+                current.update_name(f"{method} {template}")
+                tracing.set_attributes(
+                    current, {"http.route": template, "http.response.status_code": status}
+                )
+                if status >= 500:
+                    tracing.set_error(current, f"HTTP {status}")
+            span_cm.__exit__(None, None, None)
             structlog.contextvars.unbind_contextvars("request_id")
 
     async def _too_large(self, scope: Scope, receive: Receive, send: Send, request_id: str) -> None:

@@ -107,11 +107,11 @@ async def export_products(principal: AdminPrincipal, container: ContainerDep) ->
             writer.writerow(
                 (
                     p.id,
-                    p.name,
-                    p.description or "",
+                    neutralise_cell(p.name),
+                    neutralise_cell(p.description or ""),
                     str(p.price),
                     p.stock,
-                    p.category or "",
+                    neutralise_cell(p.category or ""),
                     p.status.value,
                     p.created_at.isoformat().replace("+00:00", "Z"),
                     p.updated_at.isoformat().replace("+00:00", "Z"),
@@ -131,6 +131,15 @@ async def export_products(principal: AdminPrincipal, container: ContainerDep) ->
         media_type="text/csv; charset=utf-8",
         headers={"Content-Disposition": 'attachment; filename="products.csv"'},
     )
+
+
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def neutralise_cell(value: str) -> str:
+    """OWASP CSV-injection rule: a cell a spreadsheet would run as a formula gets a leading
+    ``'`` so it shows as text (contract §2)."""
+    return "'" + value if value.startswith(_FORMULA_START) else value
 
 
 @router.get("", response_model=ProductList, summary="List products, newest first")

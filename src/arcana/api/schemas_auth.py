@@ -8,17 +8,19 @@ from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-_EMAIL = re.compile(r"^[^@\s\x00-\x1f\x7f]{1,64}@[^@\s.\x00-\x1f\x7f]+(\.[^@\s.\x00-\x1f\x7f]+)+$")
+from arcana.errors import ValidationFailed
+from arcana.services.emails import valid_email
+
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def _check_email(value: str) -> str:
-    # Deliberately plain (local@domain.tld): no DNS and no special-use-domain rules, so test
-    # and internal domains (.test, .local) are accepted. Stored lowercased by the service.
-    value = value.strip()
-    if not _EMAIL.match(value):
-        raise ValueError("value is not a valid email address")
-    return value
+    # The service's rules (email-validator, no DNS; NFC, lowercase, 254 after that), so a bad
+    # address is a 422 naming the field whatever the route.
+    try:
+        return valid_email(value)
+    except ValidationFailed as exc:
+        raise ValueError(exc.errors[0]["msg"] if exc.errors else exc.detail) from None
 
 
 def _check_name(value: str) -> str:
@@ -28,7 +30,8 @@ def _check_name(value: str) -> str:
 
 
 EmailStr = Annotated[
-    str, Field(max_length=254, json_schema_extra={"format": "email"}), AfterValidator(_check_email)
+    # The raw input may be longer than the canonical form (surrounding spaces); 320 bounds it.
+    str, Field(max_length=320, json_schema_extra={"format": "email"}), AfterValidator(_check_email)
 ]
 Name = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_check_name)]
 

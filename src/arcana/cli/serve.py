@@ -12,6 +12,7 @@ from collections.abc import Iterator
 import typer
 import uvicorn
 
+from arcana import tracing
 from arcana.api.app import create_app
 from arcana.bootstrap import Container
 from arcana.cli.console import fail, load_settings
@@ -116,7 +117,8 @@ def register(app: typer.Typer) -> None:
         }
         if updates:
             settings = settings.model_copy(update=updates)
-        configure_logging(settings.log_level, json=settings.log_json)
+        configure_logging(settings.log_level, json=settings.log_json, env=settings.env)
+        tracing.configure_tracing(settings.otel_endpoint, service_name="arcana")
         try:
             import uvloop
 
@@ -125,3 +127,5 @@ def register(app: typer.Typer) -> None:
             asyncio.run(serve(settings, with_worker=with_worker))
         except KeyboardInterrupt:
             pass
+        finally:
+            tracing.shutdown_tracing()

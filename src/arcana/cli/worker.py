@@ -8,6 +8,7 @@ import signal
 
 import typer
 
+from arcana import tracing
 from arcana.bootstrap import Container
 from arcana.cli.console import fail, load_settings
 from arcana.config import Settings
@@ -17,7 +18,21 @@ from arcana.worker import runtime
 log = logging.getLogger("arcana.worker")
 
 
-async def run_worker(settings: Settings) -> None:
+def serve_metrics(host: str, port: int) -> int:
+    """``/metrics`` from a worker process (a thread of prometheus_client); returns the port."""
+    from prometheus_client import start_http_server
+
+    server, _thread = start_http_server(port, addr=host)
+    return int(server.server_port)
+
+
+async def run_worker(settings: Settings, metrics_port: int | None = None) -> None:
+    if metrics_port is not None:
+        try:
+            port = serve_metrics(settings.http_host, metrics_port)
+        except OSError as exc:
+            raise fail(f"cannot serve metrics on port {metrics_port}: {exc}") from None
+        log.info("metrics on http://%s:%d/metrics", settings.http_host, port)
     container = Container.from_settings(settings)
     try:
         await container.start()
@@ -53,17 +68,27 @@ def register(app: typer.Typer) -> None:
             min=1,
             help="Jobs run at once [env ARCANA_WORKER_CONCURRENCY, default 16]",
         ),
+        metrics_port: int = typer.Option(
+            None,
+            "--metrics-port",
+            min=0,
+            max=65535,
+            help="Serve Prometheus /metrics on this port (bound to ARCANA_HTTP_HOST)",
+        ),
     ) -> None:
         """Run job workers, the periodic scheduler and event consumers until SIGTERM."""
         settings = load_settings()
         if concurrency is not None:
             settings = settings.model_copy(update={"worker_concurrency": concurrency})
-        configure_logging(settings.log_level, json=settings.log_json)
+        configure_logging(settings.log_level, json=settings.log_json, env=settings.env)
+        tracing.configure_tracing(settings.otel_endpoint, service_name="arcana-worker")
         try:
             import uvloop
 
-            uvloop.run(run_worker(settings))
+            uvloop.run(run_worker(settings, metrics_port))
         except ImportError:  # pragma: no cover - uvloop is a pinned dependency on Linux
-            asyncio.run(run_worker(settings))
+            asyncio.run(run_worker(settings, metrics_port))
         except KeyboardInterrupt:
             pass
+        finally:
+            tracing.shutdown_tracing()

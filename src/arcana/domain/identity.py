@@ -23,6 +23,7 @@ class Principal:
     """Per-user token generation at issue time; logout-all and password changes bump the
     user's generation, which kills every access token carrying an older one."""
     session_id: str | None = None
+    expires_at: datetime | None = None
 
     def has_role(self, role: str) -> bool:
         return role in self.roles
@@ -45,9 +46,28 @@ class AccessTokens(Protocol):
     def verify(self, token: str) -> Principal: ...
 
 
+@dataclass(frozen=True, slots=True)
+class TokenState:
+    """What decides whether a user's access tokens still work: the user's token generation
+    (bumped by logout-all, password changes, role revocation) and the sessions ended within
+    the last access-token lifetime (logout, ending a session, refresh-token reuse)."""
+
+    generation: int
+    revoked_sessions: frozenset[str] = frozenset()
+
+    def admits(self, principal: Principal) -> bool:
+        if principal.generation < self.generation:
+            return False
+        return principal.session_id is None or principal.session_id not in self.revoked_sessions
+
+
 class TokenGenerations(Protocol):
-    """Current token generation of a user (cached; see the auth service)."""
+    """Current token state of a user (cached; see the auth service)."""
 
     async def current(self, user_id: str) -> int | None:
+        """None when the user does not exist any more."""
+        ...
+
+    async def state(self, user_id: str) -> TokenState | None:
         """None when the user does not exist any more."""
         ...

@@ -32,6 +32,14 @@ class JobStatus(StrEnum):
     DEAD = "dead"
 
 
+SECRET_PAYLOAD_FIELDS = frozenset({"reset_token"})
+"""Payload fields that are secrets: sealed at rest by whoever enqueues them, never shown."""
+
+
+def redact_payload(payload: dict[str, Any]) -> dict[str, Any]:
+    return {k: "***" if k in SECRET_PAYLOAD_FIELDS else v for k, v in payload.items()}
+
+
 @dataclass(frozen=True, slots=True)
 class JobRequest:
     job_type: str
@@ -85,7 +93,8 @@ class Job:
 
     ``retry_count`` counts the retries already made (failed attempts that were rescheduled, and
     operator retries from the dead-letter set); the current attempt is ``retry_count + 1``.
-    ``existing`` is not stored: ``enqueue`` sets it when it returned a job that was already
+    ``trace_context`` is stored beside the job, never in its payload. ``existing`` is not
+    stored: ``enqueue`` sets it when it returned a job that was already
     there (same ``job_id``, or ``unique_key`` held) instead of creating one.
     """
 
@@ -103,16 +112,19 @@ class Job:
     last_error: str | None = None
     unique_key: str | None = None
     existing: bool = False
+    trace_context: str | None = None
+    """W3C traceparent of the work that enqueued the job (tracing on only); not in the API."""
 
     @property
     def attempt(self) -> int:
         return self.retry_count + 1
 
     def to_dict(self) -> dict[str, Any]:
+        """What operators see (admin routes, the CLI): secret payload fields as ``"***"``."""
         return {
             "id": self.id,
             "job_type": self.job_type,
-            "payload": self.payload,
+            "payload": redact_payload(self.payload),
             "priority": self.priority.name,
             "max_retries": self.max_retries,
             "retry_count": self.retry_count,
@@ -229,6 +241,7 @@ DEFAULT_PRIORITIES: dict[str, Priority] = {
     "system.echo": Priority.NORMAL,
     "email.welcome": Priority.NORMAL,
     "email.password_reset": Priority.HIGH,
+    "auth.password_reset_request": Priority.HIGH,
     "email.security_notice": Priority.HIGH,
     "notify.admins_stock": Priority.NORMAL,
     "sync.pending_users": Priority.NORMAL,

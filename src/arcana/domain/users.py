@@ -134,6 +134,20 @@ class SessionRepository(Protocol):
 
     async def add_session(self, session: Session) -> None: ...
 
+    async def add_session_if_generation(self, session: Session, generation: int) -> bool:
+        """Insert only while the user's token generation is still ``generation``, atomically
+        with respect to a concurrent password reset or change; False when it moved on."""
+        ...
+
+    async def last_rotated_token_id(self, session_id: str) -> str | None:
+        """The family's most recently issued token that is no longer current: the immediate
+        predecessor of its live token."""
+        ...
+
+    async def recently_revoked(self, user_id: str, since: datetime, limit: int) -> list[str]:
+        """Ids of the user's sessions ended at or after ``since`` (newest first)."""
+        ...
+
     async def get_session(self, session_id: str) -> Session | None: ...
 
     async def list_live_sessions(
@@ -156,9 +170,12 @@ class SessionRepository(Protocol):
         """Mark a live token rotated, atomically: exactly one concurrent caller gets True."""
         ...
 
-    async def delete_dead(self, now: datetime, idle_seconds: int, batch_size: int) -> int:
-        """Delete up to ``batch_size`` ended sessions (revoked, expired or idle) with their
-        tokens; returns how many rows went."""
+    async def delete_dead(
+        self, now: datetime, idle_seconds: int, batch_size: int, keep_revoked_seconds: int = 0
+    ) -> int:
+        """Delete up to ``batch_size`` ended sessions (revoked more than
+        ``keep_revoked_seconds`` ago, expired or idle) with their tokens; returns how many
+        rows went. Recently revoked sessions stay: they are what kills their access tokens."""
         ...
 
 
@@ -188,11 +205,13 @@ class AuthUnitOfWork(UnitOfWork, Protocol):
 
 
 class PasswordHasher(Protocol):
-    """Blocking (CPU-bound) calls: services run them in a thread."""
+    """Argon2 behind a fixed number of hashing slots. ``hash`` and ``verify`` run off the event
+    loop; when no slot frees within a short wait they raise ``ServiceUnavailable`` (with
+    ``retry_after``) instead of queueing without bound."""
 
-    def hash(self, password: str) -> str: ...
+    async def hash(self, password: str) -> str: ...
 
-    def verify(self, password_hash: str, password: str) -> bool:
+    async def verify(self, password_hash: str, password: str) -> bool:
         """False on mismatch or an unreadable hash; never raises for a wrong password."""
         ...
 
@@ -205,15 +224,40 @@ class PasswordHasher(Protocol):
 
 
 class LoginLimiter(Protocol):
-    """Counts failed logins per account and per client address in a fixed window."""
+    """Failed-login budget per account and per client address in a fixed window. An attempt is
+    reserved (counted) before the password is checked and given back on success, in one
+    atomic step with the check, so parallel guesses cannot outrun the limit."""
 
-    async def check(self, account: str, address: str) -> int:
-        """Seconds until the caller may try again (0: allowed)."""
+    async def reserve(self, account: str, address: str) -> int:
+        """0: the attempt is counted and may proceed; else seconds until it may be retried."""
         ...
 
-    async def record_failure(self, account: str, address: str) -> None: ...
+    async def release(self, account: str, address: str) -> None:
+        """The attempt succeeded: the account's count clears, the address gets it back."""
+        ...
 
-    async def reset_account(self, account: str) -> None: ...
+    async def refund(self, account: str, address: str) -> None:
+        """The attempt never reached the password check (no hashing slot): both get it back."""
+        ...
+
+
+class AttemptQuota(Protocol):
+    """Fixed-window quotas shared by every process (registrations per address, reset mails
+    per email and per address)."""
+
+    async def hit(self, bucket: str, key: str, limit: int, window_seconds: int) -> int:
+        """0: counted and allowed; else seconds until the window frees (nothing counted)."""
+        ...
+
+
+class SecretSealer(Protocol):
+    """Authenticated encryption of secrets that must rest somewhere (job payloads)."""
+
+    def seal(self, plaintext: str) -> str: ...
+
+    def unseal(self, sealed: str) -> str:
+        """Raises ``ValueError`` for anything not sealed by this key."""
+        ...
 
 
 class UserSync(Protocol):

@@ -15,6 +15,7 @@ from typing import Any
 import grpc
 import structlog
 
+from arcana import tracing
 from arcana.domain.identity import Principal, Role
 from arcana.errors import ArcanaError, Forbidden, Unauthorized, ValidationFailed
 from arcana.metrics import GRPC_LATENCY, GRPC_REQUESTS
@@ -123,6 +124,8 @@ def metrics_interceptor() -> grpc.aio.ServerInterceptor:
         latency = GRPC_LATENCY.labels(name)
 
         async def handler(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            if tracing.ENABLED:
+                return await traced(request, context)
             t0 = time.perf_counter()
             exc: BaseException | None = None
             try:
@@ -133,6 +136,32 @@ def metrics_interceptor() -> grpc.aio.ServerInterceptor:
             finally:
                 latency.observe(time.perf_counter() - t0)
                 GRPC_REQUESTS.labels(name, _status_of(context, exc)).inc()
+
+        async def traced(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            parent = None
+            for key, value in context.invocation_metadata() or ():
+                if key == "traceparent":
+                    parent = str(value)[:128]
+            with tracing.span(
+                f"grpc {method}",
+                {"rpc.system": "grpc", "rpc.method": name},
+                kind="server",
+                parent=parent,
+            ) as current:
+                t0 = time.perf_counter()
+                exc: BaseException | None = None
+                try:
+                    return await inner(request, context)
+                except BaseException as e:
+                    exc = e
+                    raise
+                finally:
+                    latency.observe(time.perf_counter() - t0)
+                    code = _status_of(context, exc)
+                    GRPC_REQUESTS.labels(name, code).inc()
+                    tracing.set_attributes(current, {"rpc.grpc.status_code": code})
+                    if code not in ("OK", "NOT_FOUND", "INVALID_ARGUMENT", "ALREADY_EXISTS"):
+                        tracing.set_error(current, code)
 
         return handler
 

@@ -20,11 +20,13 @@ from arcana.domain.events import DomainEvent
 from arcana.domain.identity import AccessTokens, Principal
 from arcana.domain.jobs import JobRequest, Priority
 from arcana.domain.users import (
+    AttemptQuota,
     AuthUnitOfWork,
     LoginLimiter,
     PasswordHasher,
     RefreshToken,
     ResetToken,
+    SecretSealer,
     Session,
     User,
 )
@@ -32,6 +34,7 @@ from arcana.errors import (
     InvalidCredentials,
     NotFound,
     RateLimited,
+    ServiceUnavailable,
     TokenExpired,
     Unauthorized,
 )
@@ -47,15 +50,25 @@ from arcana.services.users import (
 
 log = logging.getLogger(__name__)
 
+RESET_REQUEST_JOB = "auth.password_reset_request"
+
 
 @dataclass(frozen=True, slots=True)
 class AuthPolicy:
     refresh_token_ttl: int
     refresh_idle_ttl: int
     reset_token_ttl: int
-    reuse_grace_seconds: float = 2.0
-    """Two tabs refreshing at once must not end their own session: a token rotated away
-    less than this long ago is answered 401 as a lost race; after it, presenting it is reuse."""
+    reuse_grace_seconds: float = 0.0
+    """0: strict, any rotated-away token presented again ends its family. Above 0 (an operator's
+    choice for clients that refresh from two tabs at once), the family's *immediate
+    predecessor* rotated away less than this long ago is answered 401 as a lost race; the
+    risk: for that long, a thief who rotated a stolen token keeps the session when the victim
+    replays the old one."""
+    access_token_ttl: int = 900
+    register_limit_per_ip: int = 20
+    reset_limit_per_email: int = 3
+    reset_limit_per_ip: int = 20
+    limit_window_seconds: int = 3600
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +110,8 @@ class AuthService:
         limiter: LoginLimiter,
         audit: AuditSink,
         policy: AuthPolicy,
+        quota: AttemptQuota,
+        sealer: SecretSealer,
     ) -> None:
         self._uow = uow
         self._users = users
@@ -106,25 +121,44 @@ class AuthService:
         self._limiter = limiter
         self._audit = audit
         self._policy = policy
+        self._quota = quota
+        self._sealer = sealer
+        # Reset requests of this process are issued one at a time, so a newer one always
+        # supersedes the older (concurrent jobs for one email could otherwise both leave a
+        # live token).
+        self._reset_lock = asyncio.Lock()
 
     # -- registration and login ---------------------------------------------------------
-    async def register(self, name: str, email: str, password: str) -> User:
+    async def register(
+        self, name: str, email: str, password: str, client: ClientInfo | None = None
+    ) -> User:
+        """Limited per client address (each registration costs a full Argon2 hash)."""
+        if client is not None:
+            wait = await self._quota.hit(
+                "register",
+                client.ip,
+                self._policy.register_limit_per_ip,
+                self._policy.limit_window_seconds,
+            )
+            if wait > 0:
+                raise RateLimited("Too many registrations; try again later", retry_after=wait)
         return await self._users.create_user(email=email, name=name, password=password)
 
     async def login(self, email: str, password: str, client: ClientInfo) -> TokenPair:
         """Unknown email and wrong password take the same path: one user look-up, one Argon2
-        verification (against a dummy hash when there is no user), one failure count."""
+        verification (against a dummy hash when there is no user). The attempt is reserved
+        against both limits *before* the verification and given back on success, so parallel
+        guesses cannot outrun the limit."""
         email = normalize_email(email)
-        wait = await self._limiter.check(email, client.ip)
+        wait = await self._limiter.reserve(email, client.ip)
         if wait > 0:
             AUTH_LOGINS.labels("rate_limited").inc()
             raise RateLimited("Too many failed logins; try again later", retry_after=wait)
         async with self._uow() as uow:
             user = await uow.users.get_by_email(email)
         stored = user.password_hash if user is not None else self._hasher.dummy_hash()
-        ok = await asyncio.to_thread(self._hasher.verify, stored, password)
+        ok = await self._verify_reserved(stored, password, email, client.ip)
         if user is None or not ok:
-            await self._limiter.record_failure(email, client.ip)
             AUTH_LOGINS.labels("failed").inc()
             self._audit.emit(
                 AuditEvent(
@@ -136,14 +170,12 @@ class AuthService:
                 )
             )
             raise InvalidCredentials("Invalid email or password")
-        await self._limiter.reset_account(email)
+        await self._limiter.release(email, client.ip)
         new_hash: str | None = None
         if self._hasher.needs_rehash(user.password_hash):
-            new_hash = await asyncio.to_thread(self._hasher.hash, password)
+            new_hash = await self._hasher.hash(password)
         now = utcnow()
         async with self._uow() as uow:
-            if new_hash is not None:
-                await uow.users.set_password(user.id, new_hash, now)
             session = Session(
                 id=str(uuid.uuid4()),
                 user_id=user.id,
@@ -153,7 +185,13 @@ class AuthService:
                 user_agent=(client.user_agent or "")[:512] or None,
                 ip=client.ip[:64] or None,
             )
-            await uow.sessions.add_session(session)
+            # Only while the generation read at the start still holds: a password reset or
+            # change that committed meanwhile leaves this login without a session.
+            if not await uow.sessions.add_session_if_generation(session, user.generation):
+                AUTH_LOGINS.labels("failed").inc()
+                raise InvalidCredentials("Invalid email or password")
+            if new_hash is not None:
+                await uow.users.set_password(user.id, new_hash, now)
             refresh = await self._new_refresh_token(uow, session)
             await uow.commit()
         AUTH_LOGINS.labels("succeeded").inc()
@@ -167,6 +205,17 @@ class AuthService:
             )
         )
         return self._pair(user, session.id, refresh)
+
+    async def _verify_reserved(
+        self, password_hash: str, password: str, account: str, address: str
+    ) -> bool:
+        """Verify under a reserved attempt; if no hashing slot frees (503), the attempt
+        checked nothing, so it goes back to both budgets."""
+        try:
+            return await self._hasher.verify(password_hash, password)
+        except ServiceUnavailable:
+            await self._limiter.refund(account, address)
+            raise
 
     async def _new_refresh_token(self, uow: AuthUnitOfWork, session: Session) -> str:
         raw = new_secret()
@@ -203,6 +252,7 @@ class AuthService:
                     session is not None
                     and session.revoked_at is None
                     and (now - token.revoked_at).total_seconds() < self._policy.reuse_grace_seconds
+                    and await uow.sessions.last_rotated_token_id(session.id) == token.id
                 )
                 if lost_race:
                     raise TokenExpired("Refresh token already used")
@@ -226,6 +276,7 @@ class AuthService:
                 await uow.commit()
                 return self._pair(user, session.id, raw)
         AUTH_REFRESH_REUSE.inc()
+        await self._generations.refresh(reused.user_id)
         log.warning(
             "refresh token reuse detected: session %s of user %s revoked (client %s)",
             reused.session_id,
@@ -242,15 +293,17 @@ class AuthService:
                 return
             await uow.sessions.revoke_session(token.session_id, utcnow())
             await uow.commit()
+        # The session's access tokens die now, not when they expire.
+        await self._generations.refresh(token.user_id)
 
     async def logout_all(self, principal: Principal) -> None:
         """Every session ends and every access token issued before now dies."""
         async with self._uow() as uow:
             now = utcnow()
             await uow.sessions.revoke_all_sessions(principal.user_id, now)
-            generation = await uow.users.bump_generation(principal.user_id, now)
+            await uow.users.bump_generation(principal.user_id, now)
             await uow.commit()
-        await self._generations.store(principal.user_id, generation)
+        await self._generations.refresh(principal.user_id)
 
     # -- the caller ----------------------------------------------------------------------
     async def me(self, principal: Principal) -> User:
@@ -281,6 +334,7 @@ class AuthService:
                 raise NotFound("No such session")
             await uow.sessions.revoke_session(session_id, utcnow())
             await uow.commit()
+        await self._generations.refresh(principal.user_id)
 
     # -- passwords ----------------------------------------------------------------------
     async def change_password(
@@ -298,19 +352,58 @@ class AuthService:
         if user is None:
             raise Unauthorized("Unknown user")
         address = client.ip if client is not None else ""
-        wait = await self._limiter.check(user.email, address)
+        wait = await self._limiter.reserve(user.email, address)
         if wait > 0:
             raise RateLimited("Too many failed attempts; try again later", retry_after=wait)
-        if not await asyncio.to_thread(self._hasher.verify, user.password_hash, current_password):
-            await self._limiter.record_failure(user.email, address)
+        if not await self._verify_reserved(
+            user.password_hash, current_password, user.email, address
+        ):
             raise InvalidCredentials("The current password is wrong")
-        await self._limiter.reset_account(user.email)
-        new_hash = await asyncio.to_thread(self._hasher.hash, new_password)
+        await self._limiter.release(user.email, address)
+        new_hash = await self._hasher.hash(new_password)
         await self._set_password(user.id, new_hash)
 
-    async def forgot_password(self, email: str) -> None:
-        """Always succeeds; a known email gets a single-use reset token by mail (job)."""
+    async def forgot_password(self, email: str, client: ClientInfo | None = None) -> None:
+        """Always succeeds (after the per-address limit). The request only queues a
+        ``auth.password_reset_request`` job — one write, the same for every email — so known
+        and unknown emails answer in the same time; the job (``issue_reset``) looks the user
+        up and sends the mail. Queued, not kept in memory: a crash or a database outage after
+        the 202 loses nothing (during an outage the request itself answers 503)."""
+        if client is not None:
+            wait = await self._quota.hit(
+                "reset-ip",
+                client.ip,
+                self._policy.reset_limit_per_ip,
+                self._policy.limit_window_seconds,
+            )
+            if wait > 0:
+                raise RateLimited("Too many reset requests; try again later", retry_after=wait)
+        async with self._uow() as uow:
+            uow.enqueue(
+                JobRequest(
+                    RESET_REQUEST_JOB, {"email": normalize_email(email)}, priority=Priority.HIGH
+                )
+            )
+            await uow.commit()
+
+    async def issue_reset(self, email: str) -> None:
+        """The ``auth.password_reset_request`` job: past the per-email limit nothing happens
+        (the requester saw the same 202 either way); for a known email a single-use token is
+        stored and ``email.password_reset`` queued with it sealed."""
         email = normalize_email(email)
+        wait = await self._quota.hit(
+            "reset-email",
+            email,
+            self._policy.reset_limit_per_email,
+            self._policy.limit_window_seconds,
+        )
+        if wait > 0:
+            log.info("reset mail limit reached for an address; request ignored")
+            return
+        async with self._reset_lock:
+            await self._issue_reset(email)
+
+    async def _issue_reset(self, email: str) -> None:
         async with self._uow() as uow:
             user = await uow.users.get_by_email(email)
             if user is None:
@@ -330,7 +423,8 @@ class AuthService:
             uow.enqueue(
                 JobRequest(
                     "email.password_reset",
-                    {"email": user.email, "reset_token": raw},
+                    # Sealed: it rests in the outbox, the queue and maybe the dead letters.
+                    {"email": user.email, "reset_token": self._sealer.seal(raw)},
                     priority=Priority.HIGH,
                 )
             )
@@ -344,7 +438,7 @@ class AuthService:
         if reset is None or reset.used_at is not None or reset.expires_at <= utcnow():
             raise TokenExpired("Reset token expired, used or unknown")
         check_password(new_password, "new_password")
-        new_hash = await asyncio.to_thread(self._hasher.hash, new_password)
+        new_hash = await self._hasher.hash(new_password)
         await self._set_password(reset.user_id, new_hash, reset_token_id=reset.id)
 
     async def _set_password(
@@ -364,7 +458,7 @@ class AuthService:
                 DomainEvent("auth.password_changed", {"userId": user_id}, aggregate_id=user_id)
             )
             await uow.commit()
-        await self._generations.store(user_id, generation)
+        await self._generations.refresh(user_id)
 
     # -- maintenance ---------------------------------------------------------------------
     async def cleanup_tokens(self, batch_size: int = 1000) -> int:
@@ -375,7 +469,10 @@ class AuthService:
         while True:
             async with self._uow() as uow:
                 n = await uow.sessions.delete_dead(
-                    utcnow(), self._policy.refresh_idle_ttl, batch_size
+                    utcnow(),
+                    self._policy.refresh_idle_ttl,
+                    batch_size,
+                    keep_revoked_seconds=self._policy.access_token_ttl,
                 )
                 await uow.commit()
             total += n

@@ -3,6 +3,8 @@ token generation (so logout-all kills older access tokens at once)."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from arcana.domain.identity import AccessTokens, Principal, TokenGenerations
 from arcana.errors import Forbidden, Unauthorized
 
@@ -16,11 +18,23 @@ class IdentityService:
         if not bearer:
             raise Unauthorized("Missing bearer token")
         principal = self._tokens.verify(bearer)
-        if self._generations is not None:
-            current = await self._generations.current(principal.user_id)
-            if current is None or principal.generation < current:
-                raise Unauthorized("Access token revoked")
+        await self._check_state(principal)
         return principal
+
+    async def _check_state(self, principal: Principal) -> None:
+        # One cache read on the hot path: the generation and the recently ended sessions.
+        if self._generations is not None:
+            state = await self._generations.state(principal.user_id)
+            if state is None or not state.admits(principal):
+                raise Unauthorized("Access token revoked")
+
+    async def revalidate(self, principal: Principal) -> None:
+        """For long-lived connections (the SSE stream): raises ``Unauthorized`` once the token
+        has expired, its session ended, the user's tokens were revoked (logout-all, password
+        change, a role revoked) or the user is gone."""
+        if principal.expires_at is not None and principal.expires_at <= datetime.now(UTC):
+            raise Unauthorized("Access token expired")
+        await self._check_state(principal)
 
     @staticmethod
     def require_role(principal: Principal, role: str) -> Principal:

@@ -132,6 +132,26 @@ class ProductCache:
     def _gen_key(product_id: str) -> str:
         return f"product:{product_id}:v"
 
+    async def existing_generation(self, product_id: str) -> str | None:
+        """The generation if one is cached; never writes. A look-up of an id that may not
+        exist reads with this first, so a flood of random ids adds no keys to the cache."""
+        if product_id in self._pending:
+            return None
+        gen = await self._cache.get(self._gen_key(product_id))
+        return gen.decode() if gen is not None else None
+
+    async def claim_generation(self, product_id: str) -> str | None:
+        """After loading an existing row without a cached generation: start one, and return
+        it only if this call created it. Safe to populate under: a write that committed after
+        the load replaced (or will replace) the generation, and if it already had, the key
+        exists and this returns ``None``."""
+        if product_id in self._pending:
+            return None
+        fresh = uuid.uuid4().hex
+        if await self._cache.add(self._gen_key(product_id), fresh.encode(), self._gen_ttl):
+            return fresh
+        return None
+
     async def generation(self, product_id: str) -> str | None:
         """The generation to read and populate under; ``None``: do not use the cache now."""
         if product_id in self._pending:
@@ -222,7 +242,7 @@ class ProductService:
     async def get_json(self, product_id: str) -> bytes:
         """The product's JSON, from the cache when possible. Malformed id → 422, missing → 404."""
         pid = parse_product_id(product_id)
-        gen = await self.cache.generation(pid)
+        gen = await self.cache.existing_generation(pid)
         if gen is not None:
             cached = await self.cache.get(pid, gen)
             if cached is not None:
@@ -230,8 +250,11 @@ class ProductService:
         async with self._uow() as uow:
             product = await uow.products.get(pid)
         if product is None:
+            # Nothing is written for a missing id: random ids cannot grow the cache.
             raise NotFound(f"Product {pid} not found")
         body = product_to_json(product)
+        if gen is None:
+            gen = await self.cache.claim_generation(pid)
         if gen is not None:
             await self.cache.populate(pid, gen, body)
         return body
@@ -239,7 +262,7 @@ class ProductService:
     async def cached_json(self, canonical_id: str) -> bytes | None:
         """Hot path: the cached JSON of a product whose id is already canonical, or ``None``
         (the caller then takes ``get_json``, which counts the miss and loads the row)."""
-        gen = await self.cache.generation(canonical_id)
+        gen = await self.cache.existing_generation(canonical_id)
         if gen is None:
             return None
         return await self.cache.get(canonical_id, gen, count_miss=False)

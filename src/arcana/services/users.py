@@ -4,13 +4,14 @@ system (``sync.pending_users``)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from arcana.domain.events import DomainEvent
-from arcana.domain.identity import Role
+from arcana.domain.identity import Role, TokenState
 from arcana.domain.ports import Cache
 from arcana.domain.users import (
     AuthUnitOfWork,
@@ -20,7 +21,8 @@ from arcana.domain.users import (
     User,
     UserSync,
 )
-from arcana.errors import Conflict, NotFound, ValidationFailed
+from arcana.errors import Conflict, NotFound, ServiceUnavailable, ValidationFailed
+from arcana.services.emails import canonical_email, valid_email
 from arcana.services.passwords import check_password
 
 log = logging.getLogger(__name__)
@@ -35,17 +37,30 @@ def utcnow() -> datetime:
 
 
 def normalize_email(email: str) -> str:
-    return email.strip().lower()
+    """The stored and compared form of an address: see ``arcana.domain.emails``."""
+    return canonical_email(email)
+
+
+MAX_REVOKED_SESSIONS = 1000
+"""Sessions ended per user within one access-token lifetime that the cache entry lists;
+beyond it the oldest are left out (only a user ending sessions in a loop gets there)."""
 
 
 class TokenGenerationCache:
-    """Per-user access-token generation, read through the cache (``TokenGenerations`` port).
+    """Per-user token state — generation and the sessions ended within the last access-token
+    lifetime — read through the cache (``TokenGenerations`` port).
 
     A hit costs no database round trip. Readers fill a miss with ``add`` (set-if-absent) and
     writers overwrite with ``set`` right after their commit, so a reader that loaded the old
     value before the commit cannot overwrite the newer one. With Redis the entry is shared
-    by every process, so a bump on one instance is seen by all at once. If the cache is down
-    every check reads the database: slower, never wrong.
+    by every process, so a revocation on one instance is seen by all at once; an evicted entry
+    is reloaded from the database, so eviction never brings a revoked token back.
+
+    Revocation must stay exact when the cache misbehaves: after writing, the writer reads the
+    entry back; if it does not hold the new state (a failed or refused write, e.g. Redis out
+    of memory) the entry is deleted, and if even that cannot be confirmed the request fails
+    with ``ServiceUnavailable`` instead of answering as if the tokens were dead. A cache that
+    does not answer at all is a miss for every reader, which then reads the database.
     """
 
     def __init__(self, uow: AuthUowFactory, cache: Cache, ttl: int) -> None:
@@ -57,20 +72,60 @@ class TokenGenerationCache:
     def _key(user_id: str) -> str:
         return f"auth:gen:{user_id}"
 
-    async def current(self, user_id: str) -> int | None:
-        raw = await self._cache.get(self._key(user_id))
-        if raw is not None:
-            return None if raw == b"-" else int(raw)
+    @staticmethod
+    def _encode(state: TokenState | None) -> bytes:
+        if state is None:
+            return b"-"
+        return json.dumps(
+            {"g": state.generation, "r": sorted(state.revoked_sessions)}, separators=(",", ":")
+        ).encode()
+
+    @staticmethod
+    def _decode(raw: bytes) -> TokenState | None:
+        if raw == b"-":
+            return None
+        if raw.isdigit():  # written by an older version: a bare generation
+            return TokenState(int(raw))
+        data = json.loads(raw)
+        return TokenState(int(data["g"]), frozenset(str(s) for s in data.get("r", ())))
+
+    async def _load(self, user_id: str) -> TokenState | None:
+        since = utcnow() - timedelta(seconds=self._ttl)
         async with self._uow() as uow:
             generation = await uow.users.generation(user_id)
-        value = b"-" if generation is None else str(generation).encode()
-        await self._cache.add(self._key(user_id), value, self._ttl)
-        return generation
+            if generation is None:
+                return None
+            revoked = await uow.sessions.recently_revoked(user_id, since, MAX_REVOKED_SESSIONS)
+        return TokenState(generation, frozenset(revoked))
+
+    async def state(self, user_id: str) -> TokenState | None:
+        raw = await self._cache.get(self._key(user_id))
+        if raw is not None:
+            return self._decode(raw)
+        state = await self._load(user_id)
+        await self._cache.add(self._key(user_id), self._encode(state), self._ttl)
+        return state
+
+    async def current(self, user_id: str) -> int | None:
+        state = await self.state(user_id)
+        return None if state is None else state.generation
 
     async def store(self, user_id: str, generation: int | None) -> None:
-        """Called after a commit that changed the generation (or deleted the user)."""
-        value = b"-" if generation is None else str(generation).encode()
-        await self._cache.set(self._key(user_id), value, self._ttl)
+        """Older name of ``refresh`` (the state is reloaded whole, so the value is unused)."""
+        await self.refresh(user_id)
+
+    async def refresh(self, user_id: str) -> None:
+        """Called after a commit that revoked something of the user (or deleted them)."""
+        key = self._key(user_id)
+        value = self._encode(await self._load(user_id))
+        await self._cache.set(key, value, self._ttl)
+        if await self._cache.get(key) in (value, None):
+            return
+        await self._cache.delete(key)
+        if await self._cache.get(key) is None:
+            return
+        log.error("token state of user %s could not be updated in the cache", user_id)
+        raise ServiceUnavailable("Could not record the revocation; try again", retry_after=1)
 
 
 class UserService:
@@ -106,8 +161,9 @@ class UserService:
         self, email: str, name: str, password: str, roles: frozenset[str] = frozenset({"user"})
     ) -> User:
         """Rules checked, password hashed off the event loop, ``auth.user_registered``
-        recorded in the same transaction. ``Conflict`` when the email is taken."""
-        email = normalize_email(email)
+        recorded in the same transaction. ``Conflict`` when the email is taken. The email
+        is validated here, so every way in (API, CLI) follows the same rules."""
+        email = valid_email(email)
         name = name.strip()
         if not name:
             raise ValidationFailed(
@@ -124,7 +180,7 @@ class UserService:
         async with self._uow() as uow:
             if await uow.users.get_by_email(email) is not None:
                 raise Conflict("A user with this email already exists")
-        password_hash = await asyncio.to_thread(self._hasher.hash, password)
+        password_hash = await self._hasher.hash(password)
         now = utcnow()
         user = User(
             id=str(uuid.uuid4()),
@@ -175,7 +231,7 @@ class UserService:
                 user.roles = roles
         if generation is not None:
             user.generation = generation
-            await self._generations.store(user.id, generation)
+            await self._generations.refresh(user.id)
         return user
 
     async def delete_user(self, email: str) -> User:
@@ -187,7 +243,7 @@ class UserService:
                 raise NotFound(f"unknown user '{email}'")
             await uow.users.delete(user.id)
             await uow.commit()
-        await self._generations.store(user.id, None)
+        await self._generations.refresh(user.id)
         return user
 
 

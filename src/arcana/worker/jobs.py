@@ -46,6 +46,11 @@ def build_registry(container: Container) -> HandlerRegistry:
             idempotency_key=ctx.job.id,
         )
 
+    @registry.handler("auth.password_reset_request")
+    async def password_reset_request(ctx: JobContext) -> None:
+        # Queued by forgot-password: the look-up and the token happen here, off the request.
+        await container.auth.issue_reset(str(ctx.payload["email"]))
+
     @registry.handler("email.password_reset")
     async def password_reset(ctx: JobContext) -> None:
         p = ctx.payload
@@ -54,7 +59,8 @@ def build_registry(container: Container) -> HandlerRegistry:
             p["email"],
             {
                 "email": p["email"],
-                "reset_token": p["reset_token"],
+                # Sealed at rest; opened only here, on its way into the mail.
+                "reset_token": container.sealer.unseal(str(p["reset_token"])),
                 "minutes": max(settings.reset_token_ttl // 60, 1),
             },
             idempotency_key=ctx.job.id,

@@ -20,6 +20,7 @@ import uuid
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from arcana import tracing
 from arcana.domain.jobs import Job, JobQueue, JobStatus, backoff_delay
 from arcana.metrics import (
     JOBS_DEAD,
@@ -29,6 +30,7 @@ from arcana.metrics import (
     JOBS_FAILED,
     JOBS_LATENCY,
     JOBS_PROCESSED,
+    JOBS_QUEUE_WAIT,
     JOBS_RETRIED,
     JOBS_RUNNING,
     JOBS_WAITING,
@@ -137,14 +139,16 @@ class Worker:
     async def _run(self, job: Job) -> None:
         t0 = time.perf_counter()
         JOBS_RUNNING.inc()
+        wait = 0.0
         if job.started_at is not None:
-            JOBS_LATENCY.observe(max((job.started_at - job.scheduled_at).total_seconds(), 0.0))
+            wait = max((job.started_at - job.scheduled_at).total_seconds(), 0.0)
+            JOBS_LATENCY.observe(wait)
+            JOBS_QUEUE_WAIT.labels(job.job_type).observe(wait)
         try:
-            handler = self.registry.resolve(job.job_type)
-            if handler is None:
-                raise LookupError(f"no handler registered for job type {job.job_type!r}")
-            async with asyncio.timeout(self.timeout):
-                await handler(JobContext(job, self.worker_id))
+            if tracing.ENABLED:
+                await self._run_traced(job, wait)
+            else:
+                await self._call_handler(job)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -162,6 +166,29 @@ class Worker:
             JOBS_RUNNING.dec()
             self._inflight.pop(job.id, None)
             self._slot.set()
+
+    async def _call_handler(self, job: Job) -> None:
+        handler = self.registry.resolve(job.job_type)
+        if handler is None:
+            raise LookupError(f"no handler registered for job type {job.job_type!r}")
+        async with asyncio.timeout(self.timeout):
+            await handler(JobContext(job, self.worker_id))
+
+    async def _run_traced(self, job: Job, wait: float) -> None:
+        """The attempt as a span in the trace of whatever enqueued the job."""
+        with tracing.span(
+            f"job.run {job.job_type}",
+            {
+                "arcana.job.type": job.job_type,
+                "arcana.job.id": job.id,
+                "arcana.job.attempt": job.attempt,
+                "arcana.job.priority": job.priority.name,
+                "arcana.job.queue_wait_seconds": wait,
+            },
+            kind="consumer",
+            parent=job.trace_context,
+        ):
+            await self._call_handler(job)
 
     async def _failed(self, job: Job, error: str) -> None:
         JOBS_FAILED.labels(job.job_type).inc()

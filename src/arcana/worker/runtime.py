@@ -14,12 +14,22 @@ async def start_background(container: Container) -> None:
     start_jobs(container)
     start_relay(container)
     start_consumers(container)
+    start_metrics_sampler(container)
 
 
 async def start_serve_extras(container: Container) -> None:
     """What every API process runs: its outbox relay and the audit plugins."""
     start_relay(container)
     start_audit_plugins(container)
+    start_metrics_sampler(container)
+
+
+def start_metrics_sampler(container: Container) -> None:
+    """Queue, outbox, stream, pool and readiness gauges; once per process."""
+    sampler = container.metrics_sampler
+    if not sampler.started:
+        sampler.started = True
+        container.spawn("metrics.sampler", sampler.run)
 
 
 async def stop_serve_extras(container: Container) -> None:

@@ -7,12 +7,14 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import time
 from collections.abc import AsyncIterator, Sequence
 
+from arcana import tracing
 from arcana.adapters.events.outbox import OutboxRow
 from arcana.adapters.events.relay import DeliveryError
 from arcana.domain.delivery import EventSubscription, FeedItem
-from arcana.metrics import EVENTS_HANDLED
+from arcana.metrics import EVENT_HANDLER_DURATION, EVENTS_HANDLED
 from arcana.services.events import EventHandlers
 
 log = logging.getLogger(__name__)
@@ -101,24 +103,45 @@ class LocalDispatcher:
 
     async def publish(self, rows: Sequence[OutboxRow]) -> None:
         for done, row in enumerate(rows):
-            delay = 0.02
-            for attempt in range(1, self._retries + 1):
-                try:
-                    await self._handlers.dispatch(row.data)
-                    break
-                except Exception as exc:
-                    log.warning(
-                        "event %s (%s) handler failed (attempt %d/%d): %r",
-                        row.id,
-                        row.event_type,
-                        attempt,
-                        self._retries,
-                        exc,
-                    )
-                    if attempt == self._retries:
-                        EVENTS_HANDLED.labels(row.event_type, "error").inc()
-                        raise DeliveryError(done) from HandlerFailed(repr(exc))
-                    await asyncio.sleep(delay)
-                    delay *= 2
+            # The row's trace continues here: dispatch, then one handle span per attempt.
+            with tracing.span(
+                f"outbox.dispatch {row.event_type}",
+                {"arcana.event.type": row.event_type, "arcana.event.id": row.id},
+                kind="consumer",
+                parent=row.trace_context,
+            ):
+                await self._dispatch(done, row)
             EVENTS_HANDLED.labels(row.event_type, "ok").inc()
             self._feed.publish(FeedItem(str(row.seq), row.event_type, row.data))
+
+    async def _dispatch(self, done: int, row: OutboxRow) -> None:
+        delay = 0.02
+        for attempt in range(1, self._retries + 1):
+            t0 = time.perf_counter()
+            try:
+                with tracing.span(
+                    f"event.handle {row.event_type}",
+                    {
+                        "arcana.event.type": row.event_type,
+                        "arcana.event.id": row.id,
+                        "arcana.event.attempt": attempt,
+                    },
+                ):
+                    await self._handlers.dispatch(row.data)
+                return
+            except Exception as exc:
+                log.warning(
+                    "event %s (%s) handler failed (attempt %d/%d): %r",
+                    row.id,
+                    row.event_type,
+                    attempt,
+                    self._retries,
+                    exc,
+                )
+                if attempt == self._retries:
+                    EVENTS_HANDLED.labels(row.event_type, "error").inc()
+                    raise DeliveryError(done) from HandlerFailed(repr(exc))
+                await asyncio.sleep(delay)
+                delay *= 2
+            finally:
+                EVENT_HANDLER_DURATION.labels(row.event_type).observe(time.perf_counter() - t0)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select, text, update
+from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from arcana.adapters.database import Database
@@ -38,6 +38,8 @@ class OutboxRow:
     data: dict[str, Any]
     created_at: datetime
     attempts: int
+    trace_context: str | None = None
+    """W3C traceparent of the transaction that wrote the row (tracing on only)."""
 
 
 class Batch:
@@ -96,12 +98,38 @@ class SqlOutbox:
             result = await conn.execute(query.with_for_update(skip_locked=True))
             yield Batch(conn, [_row(r) for r in result.mappings()])
 
+    async def purge_published(self, before: datetime, batch_size: int = 1000) -> int:
+        """Delete rows published before ``before``, one batch per transaction: once relayed
+        they are only history, and some carry sealed secrets that need not rest forever."""
+        total = 0
+        while True:
+            async with self._db.engine.begin() as conn:
+                ids = select(outbox.c.seq).where(outbox.c.published_at < before).limit(batch_size)
+                result = await conn.execute(delete(outbox).where(outbox.c.seq.in_(ids)))
+                n = int(getattr(result, "rowcount", 0) or 0)
+            total += n
+            if n < batch_size:
+                return total
+
     async def pending(self) -> int:
         async with self._db.engine.connect() as conn:
             count = await conn.scalar(
                 select(func.count()).select_from(outbox).where(outbox.c.published_at.is_(None))
             )
         return int(count or 0)
+
+
+async def backlog(db: Database) -> tuple[int, datetime | None]:
+    """Undelivered rows and when the oldest was written (one query on the partial index)."""
+    async with db.engine.connect() as conn:
+        row = (
+            await conn.execute(
+                select(func.count(), func.min(outbox.c.created_at)).where(
+                    outbox.c.published_at.is_(None)
+                )
+            )
+        ).one()
+    return int(row[0] or 0), row[1]
 
 
 def _row(m: Any) -> OutboxRow:
@@ -114,4 +142,5 @@ def _row(m: Any) -> OutboxRow:
         data=dict(m["data"]),
         created_at=m["created_at"],
         attempts=int(m["attempts"]),
+        trace_context=m.get("trace_context"),
     )

@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import socket
+import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
@@ -22,9 +23,10 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
+from arcana import tracing
 from arcana.adapters.events.outbox import OutboxRow
 from arcana.domain.delivery import Envelope, EventSubscription, FeedItem
-from arcana.metrics import EVENTS_DEAD, EVENTS_HANDLED
+from arcana.metrics import EVENT_HANDLER_DURATION, EVENTS_DEAD, EVENTS_HANDLED
 from arcana.services.events import EventHandlers
 
 log = logging.getLogger(__name__)
@@ -51,12 +53,47 @@ class RedisEventPublisher:
         self._maxlen = maxlen
 
     async def publish(self, rows: Sequence[OutboxRow]) -> None:
+        if tracing.ENABLED:
+            await self._publish_traced(rows)
+            return
         async with self._redis.pipeline(transaction=False) as pipe:
             for row in rows:
                 payload = encode(row.data)
                 pipe.xadd(self._stream, {"event": payload}, maxlen=self._maxlen, approximate=True)
                 pipe.publish(channel_for(row.event_type), payload)
             await pipe.execute()
+
+    async def _publish_traced(self, rows: Sequence[OutboxRow]) -> None:
+        """One ``outbox.publish`` span per row, in the row's trace; the entry carries the
+        span's ``traceparent`` as a second field beside ``event`` (consumers read fields by
+        name, and ``event`` stays the contract's envelope, byte for byte)."""
+        spans = [
+            tracing.start_span(
+                f"outbox.publish {row.event_type}",
+                {"arcana.event.type": row.event_type, "arcana.event.id": row.id},
+                kind="producer",
+                parent=row.trace_context,
+            )
+            for row in rows
+        ]
+        error: BaseException | None = None
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for row, span in zip(rows, spans, strict=True):
+                    payload = encode(row.data)
+                    fields = {"event": payload}
+                    traceparent = tracing.traceparent_of(span)
+                    if traceparent:
+                        fields["traceparent"] = traceparent
+                    pipe.xadd(self._stream, fields, maxlen=self._maxlen, approximate=True)  # type: ignore[arg-type]
+                    pipe.publish(channel_for(row.event_type), payload)
+                await pipe.execute()
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            for span in spans:
+                tracing.end_span(span, error)
 
 
 class RedisEventConsumer:
@@ -168,8 +205,13 @@ class RedisEventConsumer:
         if not entries:
             return
         parsed: list[tuple[str, Envelope | None, int, str]] = []
+        parents: dict[str, str] = {}
         for eid, fields, deliveries in entries:
             raw = _s((fields or {}).get(b"event", (fields or {}).get("event", b"")))
+            if tracing.ENABLED and fields:
+                tp = fields.get(b"traceparent", fields.get("traceparent"))
+                if tp:
+                    parents[eid] = _s(tp)
             try:
                 envelope = json.loads(raw)
                 if not isinstance(envelope, dict) or "id" not in envelope:
@@ -188,7 +230,7 @@ class RedisEventConsumer:
                 continue
             event_type = str(envelope.get("event_type"))
             if done is None and str(envelope["id"]) not in handled_now:
-                error = await self._run_handlers(envelope)
+                error = await self._run_handlers(envelope, parents.get(eid))
                 if error is not None:
                     EVENTS_HANDLED.labels(event_type, "error").inc()
                     if deliveries >= self._max_deliveries:
@@ -209,11 +251,23 @@ class RedisEventConsumer:
                 await pipe.execute()
             self.handled += len(acks)
 
-    async def _run_handlers(self, envelope: Envelope) -> str | None:
+    async def _run_handlers(self, envelope: Envelope, traceparent: str | None = None) -> str | None:
         delay = 0.05
+        event_type = str(envelope.get("event_type"))
         for attempt in range(1, self._handler_retries + 1):
+            t0 = time.perf_counter()
             try:
-                await self._handlers.dispatch(envelope)
+                with tracing.span(
+                    f"event.handle {event_type}",
+                    {
+                        "arcana.event.type": event_type,
+                        "arcana.event.id": str(envelope.get("id")),
+                        "arcana.event.attempt": attempt,
+                    },
+                    kind="consumer",
+                    parent=traceparent,
+                ):
+                    await self._handlers.dispatch(envelope)
                 return None
             except asyncio.CancelledError:
                 raise
@@ -230,6 +284,8 @@ class RedisEventConsumer:
                     return repr(exc)
                 await asyncio.sleep(delay)
                 delay *= 2
+            finally:
+                EVENT_HANDLER_DURATION.labels(event_type).observe(time.perf_counter() - t0)
         return None
 
     async def _dead_letter(self, eid: str, raw: str, deliveries: int, error: str) -> None:

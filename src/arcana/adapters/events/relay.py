@@ -22,6 +22,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from sqlalchemy.engine import make_url
 
+from arcana import tracing
 from arcana.adapters.database import Database, is_connectivity_error
 from arcana.adapters.events.outbox import OutboxRow, SqlOutbox
 from arcana.domain.delivery import JobEnqueuer
@@ -124,7 +125,14 @@ class OutboxRelay:
                 return 0, False, None
             done, failed, dropped = 0, None, False
             try:
-                done = await self._deliver(batch.rows, jobs)
+                # One span per batch, linked to the traces of its rows; each row's own work
+                # (publish, dispatch, enqueue) continues that row's trace.
+                with tracing.span(
+                    "outbox.relay",
+                    {"arcana.outbox.rows": len(batch.rows)},
+                    links=[r.trace_context for r in batch.rows] if tracing.ENABLED else (),
+                ):
+                    done = await self._deliver(batch.rows, jobs)
             except DeliveryError as exc:
                 done, error = exc.done, exc.__cause__ or exc
                 row = batch.rows[done]
@@ -154,7 +162,13 @@ class OutboxRelay:
                 try:
                     assert jobs is not None
                     row = rows[i]
-                    await jobs.enqueue(JobRequest.from_dict(row.data), job_id=row.id)
+                    with tracing.span(
+                        f"outbox.enqueue {row.event_type}",
+                        {"arcana.job.type": row.event_type, "arcana.job.id": row.id},
+                        kind="producer",
+                        parent=row.trace_context,
+                    ):
+                        await jobs.enqueue(JobRequest.from_dict(row.data), job_id=row.id)
                 except Exception as exc:
                     raise DeliveryError(done) from exc
                 i += 1

@@ -18,6 +18,7 @@ import orjson
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from arcana import tracing
 from arcana.adapters.jobqueue import redis_scripts as lua
 from arcana.domain.jobs import Job, JobQueue, JobRequest, JobStatus, Priority, QueueStats
 from arcana.errors import InvalidState, NotFound, ServiceUnavailable
@@ -94,6 +95,7 @@ class RedisJobQueue(JobQueue):
 
     async def _enqueue_all(self, items: list[tuple[JobRequest, str]]) -> list[Job]:
         args: list[Any] = [self.base]
+        trace_context = tracing.current_traceparent() or ""
         for request, job_id in items:
             args += [
                 job_id,
@@ -103,6 +105,7 @@ class RedisJobQueue(JobQueue):
                 request.max_retries,
                 int(max(request.delay_seconds, 0.0) * 1000),
                 request.unique_key or "",
+                trace_context,
             ]
         try:
             rows = await self._enqueue(keys=self._route, args=args)
@@ -176,6 +179,7 @@ class RedisJobQueue(JobQueue):
             finished_at=_ms(d.get("finished")),
             last_error=d.get("error") or None,
             unique_key=d.get("uk") or None,
+            trace_context=d.get("tc") or None,
         )
 
     async def _list_jobs(
@@ -224,6 +228,23 @@ class RedisJobQueue(JobQueue):
             dead=r[8],
         )
 
+    async def oldest_ready_at(self) -> datetime | None:
+        """When the job that has waited longest to run became due (for metrics): the head of
+        each priority band is its oldest (bands are FIFO), so four look-ups suffice."""
+        b = self.base
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for p in Priority:
+                low = (3 - int(p)) * BAND
+                pipe.zrangebyscore(b + "ready", low, f"({low + BAND}", start=0, num=1)
+            heads = [_s(ids[0]) for ids in await pipe.execute() if ids]
+        if not heads:
+            return None
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for job_id in heads:
+                pipe.hget(b + "j:" + job_id, "sched")
+            due = [_ms(v) for v in await pipe.execute() if v is not None]
+        return min((d for d in due if d is not None), default=None)
+
     async def _retry_dead(self, job_id: str) -> Job:
         result = _s(await self._retry(keys=self._route, args=[self.base, job_id]))
         if result == "missing":
@@ -257,8 +278,8 @@ class RedisJobQueue(JobQueue):
         now = _ms(out[0])
         self.next_due_ms = int(out[1])
         jobs: list[Job] = []
-        for i in range(2, len(out), 9):
-            typ, payload, pri, mx, retries, created, sched, uk = out[i + 1 : i + 9]
+        for i in range(2, len(out), 10):
+            typ, payload, pri, mx, retries, created, sched, uk, tc = out[i + 1 : i + 10]
             created_at = _ms(created)
             assert created_at is not None
             jobs.append(
@@ -274,6 +295,7 @@ class RedisJobQueue(JobQueue):
                     scheduled_at=_ms(sched) or created_at,
                     started_at=now,
                     unique_key=_s(uk) or None,
+                    trace_context=_s(tc) or None,
                 )
             )
         self.last_fetch_ms = int(out[0])

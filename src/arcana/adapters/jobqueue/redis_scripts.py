@@ -55,9 +55,9 @@ local function is_active(st)
 end
 """
 
-# ARGV: base, then 7 fields per job: id, type, payload, priority, max_retries, delay_ms,
-# unique_key ('' = none). Returns per job: {1, id, created_ms, scheduled_ms} when created,
-# {0, existing_id, 0, 0} otherwise.
+# ARGV: base, then 8 fields per job: id, type, payload, priority, max_retries, delay_ms,
+# unique_key ('' = none), trace context ('' = none). Returns per job:
+# {1, id, created_ms, scheduled_ms} when created, {0, existing_id, 0, 0} otherwise.
 ENQUEUE = (
     PRELUDE
     + """
@@ -65,9 +65,10 @@ local b = ARGV[1]
 local now = now_ms()
 local out = {}
 local woke = false
-for i = 2, #ARGV, 7 do
-  local id, typ, payload, pri, max, delay, uk =
-    ARGV[i], ARGV[i+1], ARGV[i+2], ARGV[i+3], ARGV[i+4], tonumber(ARGV[i+5]), ARGV[i+6]
+for i = 2, #ARGV, 8 do
+  local id, typ, payload, pri, max, delay, uk, tc =
+    ARGV[i], ARGV[i+1], ARGV[i+2], ARGV[i+3], ARGV[i+4], tonumber(ARGV[i+5]), ARGV[i+6],
+    ARGV[i+7]
   local jk = b .. 'j:' .. id
   local existing = nil
   if redis.call('EXISTS', jk) == 1 then
@@ -93,6 +94,7 @@ for i = 2, #ARGV, 7 do
     end
     redis.call('HSET', jk, 'id', id, 'type', typ, 'payload', payload, 'pri', pri, 'max', max,
       'retries', 0, 'status', status, 'created', now, 'sched', at, 'seq', seq, 'uk', uk)
+    if tc ~= '' then redis.call('HSET', jk, 'tc', tc) end
     if uk ~= '' then redis.call('HSET', b .. 'unique', uk, id) end
     table.insert(out, {1, id, now, at})
   end
@@ -117,12 +119,12 @@ for i = 1, #popped, 2 do
   local id = popped[i]
   local jk = b .. 'j:' .. id
   local v = redis.call('HMGET', jk, 'type', 'payload', 'pri', 'max', 'retries',
-    'created', 'sched', 'uk')
+    'created', 'sched', 'uk', 'tc')
   if v[1] then
     redis.call('HSET', jk, 'status', 'running', 'started', now, 'worker', worker)
     redis.call('ZADD', b .. 'running', deadline, id)
     table.insert(out, id)
-    for k = 1, 8 do table.insert(out, v[k] or '') end
+    for k = 1, 9 do table.insert(out, v[k] or '') end
   end
 end
 if #out == 2 then

@@ -22,6 +22,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from arcana import tracing
 from arcana.adapters.database import Database, is_connectivity_error
 from arcana.adapters.tables import jobs
 from arcana.domain.jobs import Job, JobQueue, JobRequest, JobStatus, Priority, QueueStats
@@ -63,6 +64,7 @@ def _job(row: Row[Any]) -> Job:
         finished_at=_utc(m["finished_at"]),
         last_error=m["last_error"],
         unique_key=m["unique_key"],
+        trace_context=m.get("trace_context"),
     )
 
 
@@ -131,6 +133,7 @@ class SqlJobQueue(JobQueue):
                 created_at=now,
                 scheduled_at=now + timedelta(seconds=delay),
                 unique_key=request.unique_key,
+                trace_context=tracing.current_traceparent(),
             )
             stmt = (
                 self._insert()
@@ -146,6 +149,7 @@ class SqlJobQueue(JobQueue):
                     scheduled_at=job.scheduled_at,
                     unique_key=job.unique_key,
                     unique_active=job.unique_key,
+                    trace_context=job.trace_context,
                 )
                 .returning(jobs.c.seq)
             )
@@ -243,6 +247,16 @@ class SqlJobQueue(JobQueue):
         if job is None:
             raise NotFound(f"job {job_id} not found")
         raise InvalidState(f"job {job_id} is {job.status.value}; only dead jobs can be retried")
+
+    async def oldest_ready_at(self) -> datetime | None:
+        """When the job that has waited longest to run became due (for metrics)."""
+        async with self._tx() as conn:
+            value = await conn.scalar(
+                select(func.min(jobs.c.scheduled_at)).where(
+                    jobs.c.status.in_(_WAITING), jobs.c.scheduled_at <= _now()
+                )
+            )
+        return _utc(value)
 
     # -- workers --------------------------------------------------------------------------
     async def fetch(self, worker_id: str, limit: int, lease_seconds: float) -> list[Job]:

@@ -30,6 +30,7 @@ from typing import Any
 
 import wasmtime
 
+from arcana import tracing
 from arcana.adapters.plugins.calls import (
     FastCall,
     MemoryWriter,
@@ -57,6 +58,7 @@ from arcana.adapters.plugins.wasi import (
     wasi_config,
 )
 from arcana.metrics import (
+    PLUGIN_CALL_DURATION,
     PLUGIN_CALLS,
     PLUGIN_DISABLED,
     PLUGIN_OUTPUT_DROPPED,
@@ -156,6 +158,12 @@ class Plugin:
         child = self._metrics.get(outcome)
         if child is None:
             child = self._metrics[outcome] = PLUGIN_CALLS.labels(self.name, outcome)
+        return child
+
+    def duration_metric(self) -> Any:
+        child = self._metrics.get("_duration")
+        if child is None:
+            child = self._metrics["_duration"] = PLUGIN_CALL_DURATION.labels(self.name)
         return child
 
     def record(self, code: int, micros: float, max_failures: int) -> bool:
@@ -532,7 +540,11 @@ class PluginHost:
         inst: PluginInstance | None = None
         try:
             inst = current.instance(self, plugin)
-            code = inst.call(payload)
+            if tracing.ENABLED:
+                with tracing.span("plugin.call", {"arcana.plugin": plugin.name}):
+                    code = inst.call(payload)
+            else:
+                code = inst.call(payload)
         except (wasmtime.Trap, wasmtime.WasmtimeError) as exc:
             code = classify(exc)
             # The instance may be half-way through anything: build a fresh one next time.
@@ -545,6 +557,7 @@ class PluginHost:
         micros = (time.perf_counter_ns() - started) / 1000
         outcome = "error" if code < 0 else "flag" if code == 1 else "ok"
         plugin.metric(outcome).inc()
+        plugin.duration_metric().observe(micros / 1e6)
         if plugin.record(code, micros, self.limits.max_failures):
             PLUGIN_DISABLED.labels(plugin.name).inc()
             self._gauge(current)

@@ -19,6 +19,7 @@ from typing import Any
 
 import orjson
 
+from arcana import tracing
 from arcana.adapters.plugins.host import PluginHost
 from arcana.adapters.plugins.loader import PluginLoadError
 from arcana.domain.audit import AuditEvent
@@ -108,7 +109,8 @@ class PluginAuditSink:
         self.registry = registry
         self.audit_log = audit_log
         self.workers = workers
-        self._queue: queue.Queue[AuditEvent] = queue.Queue(maxsize=queue_size)
+        # Each event travels with the traceparent of the request that emitted it (or None).
+        self._queue: queue.Queue[tuple[AuditEvent, str | None]] = queue.Queue(maxsize=queue_size)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop = threading.Event()
         self.processed = 0
@@ -117,7 +119,7 @@ class PluginAuditSink:
     # -- request side ---------------------------------------------------------------------------
     def emit(self, event: AuditEvent) -> None:
         try:
-            self._queue.put_nowait(event)
+            self._queue.put_nowait((event, tracing.current_traceparent()))
         except queue.Full:
             self.dropped += 1
             AUDIT_DROPPED.inc()
@@ -149,12 +151,14 @@ class PluginAuditSink:
         host = self.registry.host
         while not self._stop.is_set():
             try:
-                event = self._queue.get(timeout=0.2)
+                event, traceparent = self._queue.get(timeout=0.2)
             except queue.Empty:
                 continue
             AUDIT_QUEUE_DEPTH.set(self._queue.qsize())
             try:
-                results = host.run(encode_event(event))
+                attributes = {"arcana.audit.event_type": event.event_type}
+                with tracing.span("audit.plugins", attributes, parent=traceparent):
+                    results = host.run(encode_event(event))
             except Exception:  # host.run never raises; keep the worker alive if it does
                 log.exception("audit plugins failed on %s", event.event_type)
                 continue
