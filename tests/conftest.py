@@ -15,7 +15,7 @@ import asyncio
 import os
 import shutil
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ from arcana.adapters.tables import metadata
 from arcana.api.app import create_app
 from arcana.bootstrap import Container
 from arcana.config import Settings
+from tests.rediscluster.cluster import LocalCluster
 
 PG_ADMIN_DSN = os.environ.get("ARCANA_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("ARCANA_TEST_REDIS_URL", "redis://127.0.0.1:6379/9")
@@ -104,6 +105,17 @@ async def redis_session() -> AsyncIterator[str]:
         await redis.aclose()
 
 
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    """A private 3-master + 3-replica Redis Cluster for this run, started on first use."""
+    cluster = LocalCluster(tmp_path_factory.mktemp("redis-cluster"))
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
+
+
 # -- SQLite ----------------------------------------------------------------------------------
 @pytest.fixture(scope="session")
 async def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -127,6 +139,11 @@ def settings(
     tmp_path: Path,
     request: pytest.FixtureRequest,
 ) -> Settings:
+    return backend_settings(backend, tmp_path, request)
+
+
+def backend_settings(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> Settings:
+    """The ``settings`` fixture's value for ``backend``, for fixtures that change some."""
     var_dir = tmp_path / "var"
     if backend == "embedded":
         template: Path = request.getfixturevalue("sqlite_template")
@@ -135,9 +152,12 @@ def settings(
         return base_settings(database_url=f"sqlite+aiosqlite:///{db_path}", var_dir=var_dir)
     url: str = request.getfixturevalue("pg_url")
     prefix: str = request.getfixturevalue("redis_session")
+    redis_url = REDIS_URL
+    if backend == "cluster":  # PostgreSQL + the private Redis Cluster (tests/rediscluster/)
+        redis_url = request.getfixturevalue("redis_cluster").url
     return base_settings(
         database_url=url,
-        redis_url=REDIS_URL,
+        redis_url=redis_url,
         redis_prefix=f"{prefix}-{uuid.uuid4().hex[:8]}",
         var_dir=var_dir,
     )

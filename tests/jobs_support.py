@@ -44,6 +44,9 @@ def queue_settings(
     if kind == "redis":
         prefix: str = request.getfixturevalue("redis_session")
         extra = {"redis_url": REDIS_URL, "redis_prefix": f"{prefix}-{uuid.uuid4().hex[:8]}"}
+    elif kind == "rediscluster":
+        url = request.getfixturevalue("redis_cluster").url
+        extra = {"redis_url": url, "redis_prefix": f"arcana-{uuid.uuid4().hex[:8]}"}
     return base_settings(
         database_url=f"sqlite+aiosqlite:///{db_path}", var_dir=var_dir, **extra, **kw
     )

@@ -15,16 +15,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialWithJitterBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from arcana import tracing
 from arcana.adapters.cache import MemoryCache, RedisCache
 from arcana.adapters.database import Database
 from arcana.adapters.events import EventBus
 from arcana.adapters.events.outbox import SqlOutbox
+from arcana.adapters.jobqueue.partitioned import PartitionedRedisJobQueue
 from arcana.adapters.jobqueue.redis import RedisJobQueue
 from arcana.adapters.jobqueue.sql import SqlJobQueue
 from arcana.adapters.jwt_tokens import JwtAccessTokens
@@ -43,6 +40,7 @@ from arcana.adapters.plugin_broadcast import (
     RedisPluginReloadBroadcast,
 )
 from arcana.adapters.plugins import build_audit
+from arcana.adapters.redis_client import connect_redis, prepare_redis
 from arcana.adapters.sealing import AesGcmSealer
 from arcana.adapters.unit_of_work import SqlUnitOfWork
 from arcana.adapters.user_sync import NoUserSync, WebhookUserSync
@@ -85,17 +83,7 @@ class Container:
         self.db = Database(settings)
         self.redis: Redis | None = None
         if settings.redis_url:
-            # After a Redis restart every pooled socket is dead; one quick retry on a fresh
-            # connection hides that instead of failing the first command on each of them.
-            self.redis = Redis.from_url(
-                settings.redis_url,
-                socket_timeout=2.0,
-                socket_connect_timeout=2.0,
-                health_check_interval=15,
-                max_connections=256,
-                retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), retries=1),
-                retry_on_error=[RedisConnectionError, RedisTimeoutError],
-            )
+            self.redis = connect_redis(settings.redis_url)
         if tracing.ENABLED:  # SQL and Redis spans; nothing is attached when tracing is off
             from arcana.adapters.tracing_hooks import instrument_engine, instrument_redis
 
@@ -232,6 +220,10 @@ class Container:
         if s.effective_queue_backend == "redis":
             if self.redis is None:
                 raise ValueError("ARCANA_QUEUE_BACKEND=redis needs ARCANA_REDIS_URL")
+            if s.queue_partitions > 1:
+                return PartitionedRedisJobQueue(
+                    self.redis, s.redis_prefix, s.queue_partitions, finished_ttl=s.job_finished_ttl
+                )
             return RedisJobQueue(self.redis, s.redis_prefix, finished_ttl=s.job_finished_ttl)
         return SqlJobQueue(
             self.db, finished_ttl=s.job_finished_ttl, poll_interval=s.job_poll_interval
@@ -262,6 +254,8 @@ class Container:
         """Embedded SQLite migrates itself so one command runs the service."""
         if migrate_embedded and self.settings.is_sqlite:
             await migrate(self.db)
+        if self.redis is not None:
+            await prepare_redis(self.redis)
 
     async def migrate(self) -> None:
         await migrate(self.db)

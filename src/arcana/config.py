@@ -122,6 +122,14 @@ class Settings(BaseSettings):
     events_max_deliveries: int = Field(default=5, ge=1)
     events_handler_retries: int = Field(default=3, ge=1)
     events_consumer_block_ms: int = Field(default=1000, ge=1, le=1500)
+    # -- scale-out (Redis Cluster partitions, PgBouncer) --
+    queue_partitions: int = Field(default=1, ge=1, le=64)
+    """Redis queue partitions, each under its own hash tag (1 = the historical keys)."""
+    events_partitions: int = Field(default=1, ge=1, le=64)
+    """Redis event streams, one consumer group each; events of one aggregate share one."""
+    database_direct_url: str | None = None
+    """A direct PostgreSQL URL for session features (LISTEN, advisory locks) when
+    ``database_url`` goes through PgBouncer in transaction mode."""
 
     # -- observability --
     otel_endpoint: str | None = None

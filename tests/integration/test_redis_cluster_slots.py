@@ -91,3 +91,6 @@ async def test_every_queue_script_stays_in_one_slot(redis: Redis, redis_session:
         slots = {key_slot(k.encode()) for k in [*declared, *touched]}
         assert len(slots) == 1, f"keys span slots: {declared + touched}"
         assert all(k.startswith(f"{{{prefix}}}") for k in [*declared, *touched])
+        # Every key the body touches is declared, except job hashes found through the sets.
+        undeclared = {k for k in touched if k not in declared}
+        assert all(k.startswith(f"{{{prefix}}}:q:j:") for k in undeclared), undeclared

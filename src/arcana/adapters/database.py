@@ -1,8 +1,13 @@
-"""The SQLAlchemy async engine for PostgreSQL (asyncpg) or SQLite (aiosqlite)."""
+"""The SQLAlchemy async engine for PostgreSQL (asyncpg) or SQLite (aiosqlite).
+
+With ``ARCANA_DATABASE_DIRECT_URL`` set, ``ARCANA_DATABASE_URL`` is taken to go through PgBouncer
+in transaction mode: statements are not cached, and what needs a session (LISTEN) connects to
+the direct URL."""
 
 from __future__ import annotations
 
 import logging
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -76,12 +81,32 @@ def is_unstorable_text(exc: BaseException) -> bool:
     return state in _UNSTORABLE_TEXT_STATES
 
 
+def _unique_statement_name() -> str:
+    return f"__arcana_{uuid.uuid4().hex}__"
+
+
+# PgBouncer in transaction mode hands each transaction to any server connection, so a
+# prepared statement of one transaction may not exist in the next, and asyncpg's numbered
+# names (__asyncpg_stmt_1__) collide between clients sharing a server connection. So: no
+# statement caches (asyncpg's and SQLAlchemy's) and a unique name for each statement the
+# SQLAlchemy dialect prepares.
+_TRANSACTION_POOLER_ARGS: dict[str, Any] = {
+    "statement_cache_size": 0,
+    "prepared_statement_cache_size": 0,
+    "prepared_statement_name_func": _unique_statement_name,
+}
+
+
 class Database:
     """Owns the engine and the session factory. Created by the container, never at import."""
 
     def __init__(self, settings: Settings) -> None:
         self.url = settings.database_url
         self.is_sqlite = settings.is_sqlite
+        self.direct_url = settings.database_direct_url or settings.database_url
+        """For what needs a session of its own (LISTEN): never through a transaction pooler."""
+        self.pooled = not self.is_sqlite and self.direct_url != self.url
+        """``database_url`` goes through PgBouncer in transaction mode (a direct URL is set)."""
         kwargs: dict[str, Any] = {}
         if self.is_sqlite:
             path = self.url.split("///", 1)[-1]
@@ -89,20 +114,25 @@ class Database:
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
             kwargs["connect_args"] = {"timeout": 30}
         else:
+            server_settings = {"application_name": "arcana"}
+            connect_args: dict[str, Any] = {
+                "timeout": settings.db_connect_timeout,
+                "command_timeout": max(settings.db_statement_timeout_ms / 1000, 1),
+                "server_settings": server_settings,
+            }
+            if self.pooled:
+                connect_args.update(_TRANSACTION_POOLER_ARGS)
+            else:
+                # A startup parameter; PgBouncer refuses unknown ones (see README: behind it,
+                # set statement_timeout on the role instead).
+                server_settings["statement_timeout"] = str(settings.db_statement_timeout_ms)
             kwargs.update(
                 pool_size=settings.db_pool_size,
                 max_overflow=settings.db_max_overflow,
                 pool_timeout=settings.db_pool_timeout,
                 pool_pre_ping=True,
                 pool_recycle=1800,
-                connect_args={
-                    "timeout": settings.db_connect_timeout,
-                    "command_timeout": max(settings.db_statement_timeout_ms / 1000, 1),
-                    "server_settings": {
-                        "statement_timeout": str(settings.db_statement_timeout_ms),
-                        "application_name": "arcana",
-                    },
-                },
+                connect_args=connect_args,
             )
         self.engine: AsyncEngine = create_async_engine(self.url, **kwargs)
         if self.is_sqlite:

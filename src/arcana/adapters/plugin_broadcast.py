@@ -4,6 +4,9 @@ Redis pub/sub delivers a reload to the other processes at once, but a process th
 disconnected at that moment never sees the message. So every reload also increments a shared
 generation counter, and each process compares it with the generation it last applied on a
 slow poll: a missed message costs at most one poll interval, never a diverging plugin set.
+
+On a Redis Cluster the message is a sharded one (``SPUBLISH``/``SSUBSCRIBE``): it goes only to
+the shard that owns the channel's slot, where a plain ``PUBLISH`` is copied to every node.
 """
 
 from __future__ import annotations
@@ -13,9 +16,12 @@ import contextlib
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
+
+from arcana.adapters.redis_client import is_cluster
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +44,7 @@ class RedisPluginReloadBroadcast:
         self._origin = uuid.uuid4().hex
         self._poll = poll_seconds
         self._applied: int | None = None
+        self._sharded = is_cluster(redis)
 
     async def _generation(self) -> int:
         value = await self._redis.get(self._key)
@@ -47,7 +54,11 @@ class RedisPluginReloadBroadcast:
         try:
             generation = int(await self._redis.incr(self._key))
             self._applied = generation
-            await self._redis.publish(self._channel, f"{generation}:{self._origin}")
+            message = f"{generation}:{self._origin}"
+            if self._sharded:
+                await self._redis.spublish(self._channel, message)
+            else:
+                await self._redis.publish(self._channel, message)
         except (RedisError, OSError) as exc:
             log.warning("plugin reload not broadcast (Redis unreachable): %s", exc)
 
@@ -65,16 +76,28 @@ class RedisPluginReloadBroadcast:
     async def _listen_once(
         self, stop: asyncio.Event, on_reload: Callable[[], Awaitable[None]]
     ) -> None:
-        pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
-        await pubsub.subscribe(self._channel)
+        pubsub: Any = self._redis.pubsub(ignore_subscribe_messages=True)
+        if self._sharded:
+            # SSUBSCRIBE picks the node by the channel's slot: the slot map must be loaded.
+            await self._redis.initialize()
+            await pubsub.ssubscribe(self._channel)
+            receive = pubsub.get_sharded_message
+        else:
+            await pubsub.subscribe(self._channel)
+            receive = pubsub.get_message
         try:
             # A reload announced while we were not subscribed is caught here.
             await self._catch_up(on_reload)
             loop = asyncio.get_running_loop()
             next_poll = loop.time() + self._poll
             while not stop.is_set():
-                message = await pubsub.get_message(timeout=0.5)
-                if message is not None:
+                message = await receive(timeout=0.5)
+                if message is not None and message.get("type") in (
+                    b"message",
+                    "message",
+                    b"smessage",
+                    "smessage",
+                ):
                     data = message["data"]
                     text = data.decode() if isinstance(data, bytes) else str(data)
                     generation, _, origin = text.partition(":")
@@ -86,7 +109,7 @@ class RedisPluginReloadBroadcast:
                     await self._catch_up(on_reload)
         finally:
             with contextlib.suppress(Exception):
-                await pubsub.aclose()  # type: ignore[no-untyped-call]
+                await pubsub.aclose()
 
     async def _catch_up(self, on_reload: Callable[[], Awaitable[None]]) -> None:
         current = await self._generation()

@@ -22,7 +22,8 @@ router = APIRouter(prefix="/events", tags=["events"])
 
 KEEPALIVE_SECONDS = 15.0
 RECHECK_SECONDS = 1.0
-_EVENT_ID = re.compile(r"^\d{1,20}(-\d{1,20})?$")
+# One stream entry id, or (event partitions) one per stream joined by "_".
+_EVENT_ID = re.compile(r"^\d{1,20}(-\d{1,20})?(_\d{1,20}-\d{1,20}){0,63}$")
 
 
 def _frame(item: FeedItem) -> bytes:

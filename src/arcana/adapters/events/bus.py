@@ -15,9 +15,30 @@ from arcana.adapters.events.redis_stream import (
     RedisEventPublisher,
 )
 from arcana.adapters.events.relay import OutboxRelay, Publisher
+from arcana.adapters.partitions import partition_tags
 from arcana.config import Settings
 from arcana.domain.delivery import EventFeed, JobEnqueuer
 from arcana.services.events import EventHandlers
+
+
+def event_streams(prefix: str, partitions: int) -> list[str]:
+    if partitions == 1:
+        return [f"{prefix}:events"]
+    return [f"{{{tag}}}" for tag in partition_tags(f"{prefix}:events", partitions)]
+
+
+class PartitionedConsumer:
+    """Consumers of every event partition, run as one background loop."""
+
+    def __init__(self, members: list[RedisEventConsumer]) -> None:
+        self.members = members
+
+    @property
+    def handled(self) -> int:
+        return sum(m.handled for m in self.members)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        await asyncio.gather(*(m.run(stop) for m in self.members))
 
 
 class EventBus:
@@ -38,15 +59,17 @@ class EventBus:
         self._redis = redis
         self._jobs = jobs
         self.handlers = handlers
-        self.stream = f"{settings.redis_prefix}:events"
+        self.streams = event_streams(settings.redis_prefix, settings.events_partitions)
+        """One stream per event partition; with one partition the historical key."""
+        self.stream = self.streams[0]
         self.dead_stream = f"{self.stream}:dead"
         self.closed = asyncio.Event()
         """Set on shutdown: live streams end so the HTTP server can stop promptly."""
         publisher: Publisher
         self.feed: EventFeed
         if redis is not None:
-            publisher = RedisEventPublisher(redis, self.stream, settings.events_stream_maxlen)
-            self.feed = RedisEventFeed(redis, self.stream, self.closed)
+            publisher = RedisEventPublisher(redis, self.streams, settings.events_stream_maxlen)
+            self.feed = RedisEventFeed(redis, self.streams, self.closed)
         else:
             local = LocalEventFeed(self.closed)
             publisher = LocalDispatcher(handlers, local, settings.events_handler_retries)
@@ -72,13 +95,26 @@ class EventBus:
             max_attempts=s.events_max_deliveries,
         )
 
-    def consumer(self, name: str | None = None) -> RedisEventConsumer:
+    def consumer(self, name: str | None = None) -> RedisEventConsumer | PartitionedConsumer:
+        """A member of group ``arcana``; with several event partitions, one member of each
+        partition's group run together."""
         if self._redis is None:
             raise RuntimeError("event consumers need Redis; embedded mode dispatches in the relay")
+        if len(self.streams) > 1:
+            return PartitionedConsumer(
+                [
+                    self.stream_consumer(s, f"{name}-p{i}" if name else None)
+                    for i, s in enumerate(self.streams)
+                ]
+            )
+        return self.stream_consumer(self.stream, name)
+
+    def stream_consumer(self, stream: str, name: str | None = None) -> RedisEventConsumer:
+        assert self._redis is not None
         s = self._settings
         return RedisEventConsumer(
             self._redis,
-            self.stream,
+            stream,
             self.handlers,
             name=name,
             claim_idle_ms=s.events_claim_idle_ms,

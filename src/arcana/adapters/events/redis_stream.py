@@ -25,6 +25,8 @@ from redis.exceptions import RedisError, ResponseError
 
 from arcana import tracing
 from arcana.adapters.events.outbox import OutboxRow
+from arcana.adapters.partitions import partition_of
+from arcana.adapters.redis_client import is_cluster
 from arcana.domain.delivery import Envelope, EventSubscription, FeedItem
 from arcana.metrics import EVENT_HANDLER_DURATION, EVENTS_DEAD, EVENTS_HANDLED
 from arcana.services.events import EventHandlers
@@ -47,21 +49,43 @@ def _s(value: Any) -> str:
 
 
 class RedisEventPublisher:
-    def __init__(self, redis: Redis, stream: str, maxlen: int) -> None:
+    """With several streams (``ARCANA_EVENTS_PARTITIONS``), an event goes to the stream of
+    its aggregate, so one aggregate's events keep their order within one stream."""
+
+    def __init__(self, redis: Redis, stream: str | Sequence[str], maxlen: int) -> None:
         self._redis = redis
-        self._stream = stream
+        self._streams = [stream] if isinstance(stream, str) else list(stream)
+        self._stream = self._streams[0]
         self._maxlen = maxlen
+
+    def stream_for(self, row: OutboxRow) -> str:
+        if len(self._streams) == 1:
+            return self._stream
+        return self._streams[partition_of(row.aggregate_id or row.id, len(self._streams))]
 
     async def publish(self, rows: Sequence[OutboxRow]) -> None:
         if tracing.ENABLED:
             await self._publish_traced(rows)
             return
+        cluster = is_cluster(self._redis)
         async with self._redis.pipeline(transaction=False) as pipe:
             for row in rows:
                 payload = encode(row.data)
-                pipe.xadd(self._stream, {"event": payload}, maxlen=self._maxlen, approximate=True)
-                pipe.publish(channel_for(row.event_type), payload)
+                pipe.xadd(
+                    self.stream_for(row), {"event": payload}, maxlen=self._maxlen, approximate=True
+                )
+                if not cluster:
+                    pipe.publish(channel_for(row.event_type), payload)
             await pipe.execute()
+        if cluster:
+            await self._publish_on_cluster(rows)
+
+    async def _publish_on_cluster(self, rows: Sequence[OutboxRow]) -> None:
+        """A cluster pipeline refuses PUBLISH (it has no key to route by); the cluster
+        forwards a PUBLISH to every node, so listeners on any node receive it."""
+        await asyncio.gather(
+            *(self._redis.publish(channel_for(r.event_type), encode(r.data)) for r in rows)
+        )
 
     async def _publish_traced(self, rows: Sequence[OutboxRow]) -> None:
         """One ``outbox.publish`` span per row, in the row's trace; the entry carries the
@@ -77,6 +101,7 @@ class RedisEventPublisher:
             for row in rows
         ]
         error: BaseException | None = None
+        cluster = is_cluster(self._redis)
         try:
             async with self._redis.pipeline(transaction=False) as pipe:
                 for row, span in zip(rows, spans, strict=True):
@@ -85,9 +110,12 @@ class RedisEventPublisher:
                     traceparent = tracing.traceparent_of(span)
                     if traceparent:
                         fields["traceparent"] = traceparent
-                    pipe.xadd(self._stream, fields, maxlen=self._maxlen, approximate=True)  # type: ignore[arg-type]
-                    pipe.publish(channel_for(row.event_type), payload)
+                    pipe.xadd(self.stream_for(row), fields, maxlen=self._maxlen, approximate=True)  # type: ignore[arg-type]
+                    if not cluster:
+                        pipe.publish(channel_for(row.event_type), payload)
                 await pipe.execute()
+            if cluster:
+                await self._publish_on_cluster(rows)
         except BaseException as exc:
             error = exc
             raise
@@ -219,8 +247,15 @@ class RedisEventConsumer:
             except ValueError:
                 envelope = None
             parsed.append((eid, envelope, deliveries, raw))
-        seen = await self._redis.mget(
-            [self._done_prefix + str(e["id"]) if e else self._done_prefix for _, e, _, _ in parsed]
+        done_keys = [
+            self._done_prefix + str(e["id"]) if e else self._done_prefix for _, e, _, _ in parsed
+        ]
+        # The markers of different events hash to different cluster slots: MGET only works
+        # within one slot, so a cluster client reads them slot by slot.
+        seen = (
+            await self._redis.mget_nonatomic(done_keys)  # type: ignore[attr-defined]
+            if is_cluster(self._redis)
+            else await self._redis.mget(done_keys)
         )
         handled_now: set[str] = set()
         acks: list[tuple[str, str]] = []
@@ -291,7 +326,10 @@ class RedisEventConsumer:
     async def _dead_letter(self, eid: str, raw: str, deliveries: int, error: str) -> None:
         log.error("event entry %s dead-lettered after %d deliveries: %s", eid, deliveries, error)
         EVENTS_DEAD.labels("consumer").inc()
-        async with self._redis.pipeline(transaction=True) as pipe:
+        # One transaction on a single Redis. On a cluster the dead-letter stream sits in another
+        # slot, so the two commands go separately: a crash between them leaves the entry
+        # pending, and it is dead-lettered again (a duplicate dead letter, nothing lost).
+        async with self._redis.pipeline(transaction=not is_cluster(self._redis)) as pipe:
             pipe.xadd(
                 self.dead_stream,
                 {
@@ -306,31 +344,61 @@ class RedisEventConsumer:
             await pipe.execute()
 
 
+POSITION_SEPARATOR = "_"
+"""Joins the per-stream positions of a feed over several streams into one SSE id."""
+
+
 class _RedisSubscription:
-    def __init__(self, redis: Redis, stream: str, position: str, closed: asyncio.Event) -> None:
+    """Tails one stream, or several (event partitions): then an item's id holds the position
+    in every stream, joined by ``_``, so ``Last-Event-ID`` resumes each of them."""
+
+    def __init__(
+        self, redis: Redis, streams: list[str], positions: list[str], closed: asyncio.Event
+    ) -> None:
         self._redis = redis
-        self._stream = stream
-        self._position = position
+        self._streams = streams
+        self._positions = positions
         self._closed = closed
         self._stopped = False
+        self._cluster = is_cluster(redis)
+
+    async def _read(self) -> list[tuple[int, Any, Any]]:
+        if len(self._streams) == 1 or not self._cluster:
+            reply: Any = await self._redis.xread(
+                dict(zip(self._streams, self._positions, strict=True)), count=100, block=500
+            )
+            index = {name: i for i, name in enumerate(self._streams)}
+            return [
+                (index[_s(name)], eid, fields) for name, msgs in reply or [] for eid, fields in msgs
+            ]
+        # One XREAD per stream: a cluster serves a multi-key XREAD only within one slot.
+        replies: list[Any] = await asyncio.gather(
+            *(
+                self._redis.xread({name: pos}, count=100, block=500)
+                for name, pos in zip(self._streams, self._positions, strict=True)
+            )
+        )
+        return [
+            (i, eid, fields)
+            for i, reply in enumerate(replies)
+            for _name, msgs in reply or []
+            for eid, fields in msgs
+        ]
 
     async def items(self, idle_timeout: float) -> AsyncIterator[FeedItem | None]:
         loop = asyncio.get_running_loop()
         last_yield = loop.time()
         while not (self._stopped or self._closed.is_set()):
-            reply: Any = await self._redis.xread(
-                {self._stream: self._position}, count=100, block=500
-            )
             got = False
-            for _stream, msgs in reply or []:
-                for eid, fields in msgs:
-                    self._position = _s(eid)
-                    try:
-                        envelope = json.loads(_s(fields.get(b"event", b"{}")))
-                    except ValueError:
-                        continue
-                    got = True
-                    yield FeedItem(self._position, str(envelope.get("event_type")), envelope)
+            for i, eid, fields in await self._read():
+                self._positions[i] = _s(eid)
+                try:
+                    envelope = json.loads(_s(fields.get(b"event", b"{}")))
+                except ValueError:
+                    continue
+                got = True
+                position = POSITION_SEPARATOR.join(self._positions)
+                yield FeedItem(position, str(envelope.get("event_type")), envelope)
             if got:
                 last_yield = loop.time()
             elif loop.time() - last_yield >= idle_timeout:
@@ -342,15 +410,22 @@ class _RedisSubscription:
 
 
 class RedisEventFeed:
-    def __init__(self, redis: Redis, stream: str, closed: asyncio.Event) -> None:
+    def __init__(self, redis: Redis, stream: str | Sequence[str], closed: asyncio.Event) -> None:
         self._redis = redis
-        self._stream = stream
+        self._streams = [stream] if isinstance(stream, str) else list(stream)
         self._closed = closed
 
     async def subscribe(self, last_id: str | None) -> EventSubscription:
-        position = last_id
-        if position is None:
+        if last_id is not None:
+            positions = last_id.split(POSITION_SEPARATOR)
+            if len(positions) != len(self._streams):
+                # An id from another partition layout: resume each stream from its start of
+                # "now" rather than guess.
+                last_id = None
+        if last_id is None:
             # Pin "now" to a concrete id: "$" re-evaluated per XREAD could skip entries.
-            latest = await self._redis.xrevrange(self._stream, count=1)
-            position = _s(latest[0][0]) if latest else "0-0"
-        return _RedisSubscription(self._redis, self._stream, position, self._closed)
+            positions = []
+            for name in self._streams:
+                latest = await self._redis.xrevrange(name, count=1)
+                positions.append(_s(latest[0][0]) if latest else "0-0")
+        return _RedisSubscription(self._redis, self._streams, positions, self._closed)

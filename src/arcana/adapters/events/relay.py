@@ -226,7 +226,7 @@ class OutboxRelay:
 
     async def _listen(self, stop: asyncio.Event) -> None:
         """LISTEN for commits of other processes; reconnects until stopped."""
-        url = make_url(self._db.url).set(drivername="postgresql")
+        url = make_url(self._db.direct_url).set(drivername="postgresql")
         dsn = url.render_as_string(hide_password=False)
         delay = 0.5
         while not stop.is_set():

@@ -70,9 +70,11 @@ class RedisJobQueue(JobQueue):
     def __init__(self, redis: Redis, prefix: str, *, finished_ttl: float) -> None:
         self._redis = redis
         self.base = f"{{{prefix}}}:q:"
-        # Every script declares one key of the queue's hash tag, so a Redis Cluster client
-        # routes the call to the slot that holds all the keys the script builds from ``base``.
-        self._route = [self.base + "seq"]
+        # Every script declares the queue's fixed keys (all under one hash tag), so a Redis
+        # Cluster client routes the call to the slot that holds them. Job hashes reached
+        # through the sets (``j:<id>`` of a popped or expired id) cannot be known before the
+        # call; the script builds them from ``base``, under the same tag, so the same slot.
+        self._route = [self.base + k for k in lua.FIXED_KEYS]
         self._ttl_ms = int(finished_ttl * 1000)
         r = redis.register_script
         self._enqueue = r(lua.ENQUEUE)

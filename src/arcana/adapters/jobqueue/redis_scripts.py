@@ -13,6 +13,9 @@ Times come from the Redis server clock (``TIME``), so workers on different hosts
 
 from __future__ import annotations
 
+FIXED_KEYS = ("seq", "ready", "scheduled", "retrying", "running", "done", "dead", "unique", "wake")
+"""The keys under ``base`` every script may touch; each call declares them as KEYS."""
+
 # Priority band width: sequence numbers stay below it, and scores stay below 1e14 so that the
 # %.14g number formatting of Redis' Lua keeps them exact.
 PRELUDE = """

@@ -415,7 +415,7 @@ class SqlJobQueue(JobQueue):
                 return
             import asyncpg
 
-            dsn = self._db.url.replace("postgresql+asyncpg://", "postgresql://")
+            dsn = self._db.direct_url.replace("postgresql+asyncpg://", "postgresql://")
             try:
                 conn = await asyncpg.connect(dsn, timeout=5)
                 await conn.add_listener(CHANNEL, lambda *_: self._wake.set())
