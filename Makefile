@@ -41,7 +41,7 @@ bench-soak: $(STAMP)
 bench-auth: $(STAMP)
 	$(VENV)/bin/python bench/auth.py
 bench-http: $(STAMP)
-	$(VENV)/bin/python bench/http.py
+	$(VENV)/bin/python bench/http_api.py
 
 bench-grpc: $(STAMP)
 	$(VENV)/bin/python bench/grpc.py

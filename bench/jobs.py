@@ -12,6 +12,9 @@ latency p50/p99 with an idle worker and one job every 10 ms.
 
 Redis: BENCH_REDIS_URL (default db 12 of the local server); only this benchmark's keys are
 touched.
+
+Worker processes import the apps from a temporary folder holding only ``jobs_apps`` (a link),
+so no other script of ``bench/`` is on their path.
 """
 
 from __future__ import annotations
@@ -19,15 +22,19 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-# bench/http.py would shadow the standard library's ``http`` package for a script started
-# from this folder: keep the folder off sys.path before anything imports ``http``.
+# Keep this folder off sys.path: a script here must never shadow an installed module
+# (``grpc.py`` would shadow grpcio).
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
+import argparse
 import asyncio
+import atexit
 import os
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -35,30 +42,17 @@ from pathlib import Path
 import redis as sync_redis
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
+# Only ``jobs_apps`` is importable from here, for this process and the workers.
+APPS = Path(tempfile.mkdtemp(prefix="arcana-bench-jobs-"))
+atexit.register(shutil.rmtree, APPS, ignore_errors=True)
+(APPS / "jobs_apps").symlink_to(HERE / "jobs_apps", target_is_directory=True)
+sys.path.insert(0, str(APPS))
 os.environ.setdefault("BENCH_REDIS_URL", "redis://127.0.0.1:6379/12")
 REDIS_URL = os.environ["BENCH_REDIS_URL"]
 
 N_SINGLE = int(os.environ.get("BENCH_N_SINGLE", "1000"))
 N_BATCH = int(os.environ.get("BENCH_N_BATCH", "10000"))
 N_LATENCY = int(os.environ.get("BENCH_N_LATENCY", "300"))
-CLK = os.sysconf("SC_CLK_TCK")
-
-
-def _tree_cpu(root: int) -> float:
-    """User+system CPU seconds of ``root`` and its descendants."""
-    total, todo = 0.0, [root]
-    while todo:
-        pid = todo.pop()
-        try:
-            stat = Path(f"/proc/{pid}/stat").read_text()
-            fields = stat.rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / CLK
-            for task in Path(f"/proc/{pid}/task").iterdir():
-                todo += [int(c) for c in (task / "children").read_text().split()]
-        except OSError:
-            continue
-    return total
 
 
 class Lib:
@@ -218,13 +212,13 @@ def start_workers(lib: Lib, n: int) -> list[subprocess.Popen[bytes]]:
         **os.environ,
         "BENCH_TAG": lib.tag,
         "BENCH_WORKER": "1",
-        "PYTHONPATH": str(HERE),
+        "PYTHONPATH": str(APPS),
         "dramatiq_prom_db": "/tmp/bench-dramatiq-prom",
     }
     return [
         subprocess.Popen(
             lib.worker_cmd(),
-            cwd=HERE,
+            cwd=APPS,
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -251,7 +245,8 @@ async def timed(fn: Callable[[], Awaitable[None]]) -> float:
 
 
 async def process(lib: Lib, n_procs: int, total: int) -> tuple[float, float]:
-    """Jobs/s from the first to the last completion, and worker CPU µs per job."""
+    """Jobs/s from the first to the last completion, and worker CPU µs per job (process CPU
+    of the handling processes between their first and last job, as they report it)."""
     procs = start_workers(lib, n_procs)
     try:
         deadline = time.monotonic() + 600
@@ -259,19 +254,15 @@ async def process(lib: Lib, n_procs: int, total: int) -> tuple[float, float]:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{lib.name}: workers never started")
             await asyncio.sleep(0.01)
-        first = done = counts(lib)
-        t_first = time.perf_counter()
-        cpu0 = sum(_tree_cpu(p.pid) for p in procs)
+        done = counts(lib)
         while done < total:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{lib.name}: only {done}/{total} processed")
             await asyncio.sleep(0.02)
             done = counts(lib)
-        elapsed = time.perf_counter() - t_first
-        cpu = sum(_tree_cpu(p.pid) for p in procs) - cpu0
+        await asyncio.sleep(0.15)  # let every reporter write its final span
     finally:
         stop_workers(procs)
-    del elapsed
     # Rate from the first job any worker handled to the last one (times kept by the workers).
     r = sync_redis.Redis.from_url(REDIS_URL)
     spans = [
@@ -280,8 +271,10 @@ async def process(lib: Lib, n_procs: int, total: int) -> tuple[float, float]:
         if v
     ]
     span = max(s[1] for s in spans) - min(s[0] for s in spans)
-    # CPU is measured from the first reporter tick, over the jobs handled after it.
-    per_job = cpu / (total - first) * 1e6 if total - first > total // 2 else float("nan")
+    # CPU from each process's first to its last job, over the jobs handled after its first.
+    cpu = sum(s[3] - s[2] for s in spans)
+    jobs = sum(s[4] - 1 for s in spans)
+    per_job = cpu / jobs * 1e6 if jobs > 0 else float("nan")
     return total / span, per_job
 
 
@@ -334,8 +327,12 @@ async def _singles(lib: Lib) -> None:
 def main() -> None:
     import uvloop
 
-    names = sys.argv[1:] or ["arcana", "dramatiq", "taskiq", "saq"]
     libs = {lib.tag: lib for lib in (Ours(), Dramatiq(), Taskiq(), Saq())}
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("libraries", nargs="*", help=f"some of {', '.join(libs)} (default: all)")
+    names = ap.parse_args().libraries or list(libs)
+    if unknown := set(names) - set(libs):
+        ap.error(f"unknown libraries: {', '.join(sorted(unknown))}")
     results: dict[str, dict[str, float]] = {}
     for name in names:
         lib = libs[name]

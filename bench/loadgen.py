@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-# This directory holds ``http.py``; keep it off sys.path so it cannot shadow the stdlib module.
+# Keep this directory off sys.path: a script here must never shadow an installed module.
 _HERE = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 
@@ -190,6 +190,13 @@ def median_result(results: list[Result]) -> Result:
     )
 
 
-if __name__ == "__main__" and len(sys.argv) == 3 and sys.argv[1] == "--loadgen":
-    u, s, c, m, b, h = json.loads(sys.argv[2])
-    print(json.dumps(asyncio.run(_pygen(u, s, c, m, b, h))))
+if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "--loadgen":
+        u, s, c, m, b, h = json.loads(sys.argv[2])
+        print(json.dumps(asyncio.run(_pygen(u, s, c, m, b, h))))
+    else:
+        print(
+            "bench/loadgen.py: the load generator shared by the HTTP benchmarks (a module;\n"
+            "run as a worker with --loadgen JSON by those benchmarks)."
+        )
+        sys.exit(0 if sys.argv[1:] in ([], ["--help"], ["-h"]) else 2)

@@ -19,8 +19,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-# bench/http.py would shadow the standard library's ``http`` package for a script started
-# from this folder: keep the folder off sys.path before anything imports ``http``.
+# Keep this folder off sys.path: a script here must never shadow an installed module
+# (``grpc.py`` would shadow grpcio).
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
 import argparse

@@ -3,7 +3,7 @@
 # balancer), Debian's Rust toolchain for wasm32-wasi, clang + wasi-libc (C plugin) and npm
 # packages (the example plugins are rebuilt from source by the tests), Chromium (admin console
 # browser tests), PgBouncer (transaction-mode pooling tests), promtool (alert rules check) and
-# h2load (gRPC benchmark load generator). Installs what is missing when run as root; otherwise it
+# h2load (gRPC benchmark load generator), wrk (HTTP benchmarks). Installs what is missing when run as root; otherwise it
 # says what to install. Idempotent and quiet when everything is there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,6 +23,7 @@ ls /usr/lib/llvm-14/lib/clang/*/lib/wasi/libclang_rt.builtins-wasm32.a >/dev/nul
 [ -x /usr/sbin/pgbouncer ] || apt_missing+=(pgbouncer)
 [ -x /usr/bin/promtool ] || apt_missing+=(prometheus)
 [ -x /usr/bin/h2load ] || apt_missing+=(nghttp2-client)
+[ -x /usr/bin/wrk ] || apt_missing+=(wrk)
 if ((${#apt_missing[@]})); then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "installing system packages: ${apt_missing[*]}"

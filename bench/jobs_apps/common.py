@@ -19,13 +19,21 @@ _lock = threading.Lock()
 
 _first = 0.0
 _last = 0.0
+_cpu_first = 0.0
+_cpu_last = 0.0
 
 
 def record(enqueued_at: float | None) -> None:
-    global _count, _first, _last
+    """Count one handled job; keep wall and process CPU time of the first and the last one.
+
+    CPU is read here, in the process that runs the handlers, rather than sampled by the
+    benchmark: a fast worker can finish most of a queue before the first 50 ms report, which
+    left no window to sample in."""
+    global _count, _first, _last, _cpu_first, _cpu_last
     _last = time.time()
+    _cpu_last = time.process_time()
     if not _count:
-        _first = _last
+        _first, _cpu_first = _last, _cpu_last
     _count += 1
     if enqueued_at:
         _lat.append(time.time() - float(enqueued_at))
@@ -38,7 +46,10 @@ def _report() -> None:
         time.sleep(0.05)
         r.set(key, _count)
         if _count:
-            r.set(f"bench:{TAG}:span:{os.getpid()}", f"{_first} {_last}")
+            r.set(
+                f"bench:{TAG}:span:{os.getpid()}",
+                f"{_first} {_last} {_cpu_first} {_cpu_last} {_count}",
+            )
         if _lat:
             chunk = _lat[:]
             del _lat[: len(chunk)]

@@ -33,7 +33,6 @@ from arcana.adapters.login_limiter import (
 )
 from arcana.adapters.mail import build_mailer
 from arcana.adapters.metrics_sampler import MetricsSampler
-from arcana.adapters.migrator import migrate
 from arcana.adapters.passwords import Argon2PasswordHasher, HashingSlots
 from arcana.adapters.plugin_broadcast import (
     NullPluginReloadBroadcast,
@@ -124,6 +123,7 @@ class Container:
                 on_miss=CACHE_REQUESTS.labels("product", "miss").inc,
             ),
             self._late_audit,
+            read_uow=self.read_uow,
         )
         self.queue: JobQueue = self._build_queue()
         self.jobs = JobService(self.queue)
@@ -159,7 +159,9 @@ class Container:
             if self.redis is not None
             else MemoryAttemptQuota()
         )
-        self.generations = TokenGenerationCache(self.uow, self.cache, settings.access_token_ttl)
+        self.generations = TokenGenerationCache(
+            self.read_uow, self.cache, settings.access_token_ttl
+        )
         self.identity = IdentityService(self.tokens, self.generations)
         self.login_limiter: LoginLimiter = (
             RedisLoginLimiter(
@@ -176,7 +178,7 @@ class Container:
                 settings.login_window_seconds,
             )
         )
-        self.users = UserService(self.uow, self.passwords, self.generations)
+        self.users = UserService(self.uow, self.passwords, self.generations, read_uow=self.read_uow)
         self.auth = AuthService(
             self.uow,
             self.users,
@@ -237,6 +239,10 @@ class Container:
     def uow(self) -> SqlUnitOfWork:
         return SqlUnitOfWork(self.db, after_commit=self._on_commit)
 
+    def read_uow(self) -> SqlUnitOfWork:
+        """A unit of work for reads only (no transaction round trips on PostgreSQL)."""
+        return SqlUnitOfWork(self.db, read_only=True)
+
     def on_commit(self, listener: Callable[[list[DomainEvent]], None]) -> None:
         """Called (synchronously, after commit) with the events a transaction recorded;
         used to wake the outbox relay at once instead of waiting for its next poll."""
@@ -253,11 +259,17 @@ class Container:
     async def start(self, *, migrate_embedded: bool = True) -> None:
         """Embedded SQLite migrates itself so one command runs the service."""
         if migrate_embedded and self.settings.is_sqlite:
-            await migrate(self.db)
+            await self.migrate()
         if self.redis is not None:
             await prepare_redis(self.redis)
 
     async def migrate(self) -> None:
+        # Alembic is imported only by the commands that migrate (start-up time of the others).
+        # Being imported late, after logging is set up, it would announce each of its plugins
+        # at INFO: that is not news for a service log.
+        logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
+        from arcana.adapters.migrator import migrate
+
         await migrate(self.db)
 
     def spawn(self, name: str, task: BackgroundTask) -> None:

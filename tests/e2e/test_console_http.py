@@ -244,6 +244,7 @@ async def test_products_search_by_name(client: httpx.AsyncClient, container: Con
     for name in (f"Red Lamp {tag}", f"Blue lamp {tag}", f"Chair {tag}", f"100% wool {tag}"):
         r = await client.post("/api/v1/products", json={"name": name, "price": 5}, headers=headers)
         assert r.status_code == 201
+    await client.get("/api/v1/products")  # an unfiltered page in the list cache first
     r = await client.get("/api/v1/products", params={"q": f"LAMP {tag}"})
     assert sorted(p["name"] for p in r.json()["data"]) == [f"Blue lamp {tag}", f"Red Lamp {tag}"]
     assert r.json()["total"] == 2

@@ -6,8 +6,12 @@ the direct URL."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import uuid
+from collections.abc import AsyncIterator
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -97,6 +101,11 @@ _TRANSACTION_POOLER_ARGS: dict[str, Any] = {
 }
 
 
+_HOLDS_WRITER: ContextVar[bool] = ContextVar("arcana_holds_sqlite_writer", default=False)
+"""True while this task holds the SQLite writer lock: a write opened inside it (same task)
+does not wait for the lock its own caller holds."""
+
+
 class Database:
     """Owns the engine and the session factory. Created by the container, never at import."""
 
@@ -130,16 +139,56 @@ class Database:
                 pool_size=settings.db_pool_size,
                 max_overflow=settings.db_max_overflow,
                 pool_timeout=settings.db_pool_timeout,
-                pool_pre_ping=True,
+                # No pre-ping: it is one more round trip on every checkout (a quarter of a
+                # GET /auth/me). A connection that died with the server fails its first
+                # statement instead; SQLAlchemy then invalidates the whole pool, that request
+                # is answered 503 (retryable) and the next ones get fresh connections.
+                pool_pre_ping=False,
                 pool_recycle=1800,
                 connect_args=connect_args,
             )
         self.engine: AsyncEngine = create_async_engine(self.url, **kwargs)
+        # SQLite has one writer at a time. Writers that meet in SQLite's busy handler sleep
+        # and poll (up to 100 ms per sleep), so 64 concurrent requests starve each other
+        # into client timeouts; queueing them on one lock in this process hands the write
+        # lock over at once and in order. Units of work, the SQL job queue and the audit log
+        # take it through ``writing()``.
+        self.writer: asyncio.Lock | None = asyncio.Lock() if self.is_sqlite else None
         if self.is_sqlite:
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
         self.sessionmaker = async_sessionmaker(
             self.engine, expire_on_commit=False, class_=AsyncSession
         )
+        # Reads that write nothing. On PostgreSQL the driver wraps every transaction in its
+        # own BEGIN and ROLLBACK round trips; in autocommit a lone SELECT is one round trip.
+        # Under READ COMMITTED each statement takes its own snapshot anyway, so a read-only
+        # unit of work sees what it would have seen inside a transaction. SQLite starts no
+        # transaction for a SELECT, so it keeps the ordinary sessions; so does a transaction
+        # pooler (PgBouncer), which could hand a statement's prepare and its execution, when
+        # no transaction pins them, to two different server connections.
+        self.read_sessionmaker = (
+            self.sessionmaker
+            if self.is_sqlite or self.pooled
+            else async_sessionmaker(
+                self.engine.execution_options(isolation_level="AUTOCOMMIT"),
+                expire_on_commit=False,
+                class_=AsyncSession,
+            )
+        )
+
+    @contextlib.asynccontextmanager
+    async def writing(self) -> AsyncIterator[None]:
+        """Hold the SQLite writer lock for the block (re-entrant within a task); no-op on
+        PostgreSQL. Keep the block to database work: other writers of this process wait."""
+        if self.writer is None or _HOLDS_WRITER.get():
+            yield
+            return
+        async with self.writer:
+            token = _HOLDS_WRITER.set(True)
+            try:
+                yield
+            finally:
+                _HOLDS_WRITER.reset(token)
 
     async def ping(self) -> bool:
         try:

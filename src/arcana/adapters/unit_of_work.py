@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from types import TracebackType
 from typing import Self
 
@@ -35,12 +36,20 @@ class SqlUnitOfWork:
     session: AsyncSession
 
     def __init__(
-        self, db: Database, after_commit: Callable[[list[DomainEvent]], None] | None = None
+        self,
+        db: Database,
+        after_commit: Callable[[list[DomainEvent]], None] | None = None,
+        *,
+        read_only: bool = False,
     ) -> None:
         self._db = db
         self._after_commit = after_commit
+        self._read_only = read_only
+        self._writing: AbstractAsyncContextManager[None] | None = None
         self._events: list[DomainEvent] = []
         self._jobs: list[JobRequest] = []
+        self._written: list[DomainEvent] = []  # recorded events already in the outbox
+        self._wrote = False
         self._committed = False
 
     def _bind(self, session: AsyncSession) -> None:
@@ -51,9 +60,15 @@ class SqlUnitOfWork:
         self.products = SqlProductRepository(session)
 
     async def __aenter__(self) -> Self:
-        self.session = self._db.sessionmaker()
+        if not self._read_only:
+            # SQLite: one writing unit of work at a time in this process (see Database).
+            self._writing = self._db.writing()
+            await self._writing.__aenter__()
+        self.session = (self._db.read_sessionmaker if self._read_only else self._db.sessionmaker)()
         self._events = []
         self._jobs = []
+        self._written = []
+        self._wrote = False
         self._committed = False
         self._bind(self.session)
         return self
@@ -70,7 +85,12 @@ class SqlUnitOfWork:
         except Exception:  # the connection may be gone; closing below frees it
             pass
         finally:
-            await self.session.close()
+            try:
+                await self.session.close()
+            finally:
+                writing, self._writing = self._writing, None
+                if writing is not None:
+                    await writing.__aexit__(None, None, None)
         if exc is not None and not isinstance(exc, ArcanaError):
             if is_connectivity_error(exc):
                 DB_UNAVAILABLE.inc()
@@ -87,7 +107,16 @@ class SqlUnitOfWork:
     def enqueue(self, *jobs: JobRequest) -> None:
         self._jobs.extend(jobs)
 
-    async def commit(self) -> None:
+    async def write_recorded(self) -> None:
+        """Insert the outbox rows of what was recorded so far now, in this transaction."""
+        if self._read_only:
+            raise RuntimeError("a read-only unit of work cannot write")
+        if await self._insert_recorded():
+            self._written.extend(self._events)
+            self._wrote = True
+        self._events, self._jobs = [], []
+
+    async def _insert_recorded(self) -> bool:
         # The work these rows cause continues the current trace (None when tracing is off).
         trace_context = tracing.current_traceparent()
         rows = [
@@ -117,13 +146,21 @@ class SqlUnitOfWork:
         ]
         if rows:
             await self.session.execute(insert(outbox), rows)
+        return bool(rows)
+
+    async def commit(self) -> None:
+        if self._read_only:
+            raise RuntimeError("a read-only unit of work cannot commit")
+        wrote = await self._insert_recorded() or self._wrote
         await self.session.commit()
         self._committed = True
-        events, self._events, self._jobs = self._events, [], []
-        if rows and self._after_commit is not None:
+        events = [*self._written, *self._events]
+        self._events, self._jobs, self._written, self._wrote = [], [], [], False
+        if wrote and self._after_commit is not None:
             self._after_commit(events)
 
     async def rollback(self) -> None:
         await self.session.rollback()
         self._events = []
         self._jobs = []
+        self._written, self._wrote = [], False

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import httpx
-
 
 class WebhookUserSync:
     """POSTs the user JSON to ``url``; any non-2xx answer or transport error raises."""
@@ -15,6 +13,8 @@ class WebhookUserSync:
         self._timeout = timeout
 
     async def push(self, user: dict[str, Any]) -> None:
+        import httpx  # here: only a configured webhook needs it (CLI start-up time)
+
         async with httpx.AsyncClient(timeout=self._timeout) as client:
             response = await client.post(self._url, json=user)
             response.raise_for_status()

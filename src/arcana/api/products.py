@@ -29,8 +29,8 @@ from arcana.api.schemas_products import (
     json_body,
 )
 from arcana.domain.products import NewProduct, Product, ProductChanges, ProductQuery
-from arcana.errors import ValidationFailed
-from arcana.services.products import product_to_json, products_page_to_json
+from arcana.errors import ArcanaError, ValidationFailed
+from arcana.services.products import product_to_json
 
 router = APIRouter(prefix="/products", tags=["products"])
 
@@ -156,8 +156,7 @@ async def list_products(
     query = ProductQuery.build(
         page=page, size=size, category=category, status=status, name_contains=q
     )
-    result = await container.products.list_products(query)
-    return _json(products_page_to_json(result))
+    return _json(await container.products.list_json(query))
 
 
 @router.get("/{product_id}", response_model=ProductRead, summary="Get a product (cached)")
@@ -241,50 +240,85 @@ _JSON_HEADER = (b"content-type", b"application/json")
 
 
 class CachedProductFastPath:
-    """Pure-ASGI fast path for cache hits of ``GET {prefix}/products/{id}``.
+    """Pure-ASGI fast path for cache hits of ``GET {prefix}/products/{id}`` and of list pages
+    (``GET {prefix}/products?page=&size=&category=&status=``).
 
-    A hit is answered with the cached bytes before FastAPI's routing and dependency machinery
-    runs (they cost more than the hit itself). Anything else — a miss, a non-canonical id, any
-    other route — goes on to the normal route unchanged, which answers the same bytes. It sits
-    inside ``RequestContextMiddleware``, so request ids and HTTP metrics still apply; the route
-    is put in the scope so metrics carry the route template.
+        A hit is answered with the cached bytes before FastAPI's routing and dependency machinery
+        runs (they cost more than the hit itself). Anything else — a miss, a non-canonical id, any
+        other route — goes on to the normal route unchanged, which answers the same bytes. It sits
+        inside ``RequestContextMiddleware``, so request ids and HTTP metrics still apply; the route
+        is put in the scope so metrics carry the route template.
     """
 
     def __init__(self, app: ASGIApp, prefix: str) -> None:
         self.app = app
         self.prefix = f"{prefix}{router.prefix}/"
         self._length = len(self.prefix) + 36
-        self._route: BaseRoute | None = None
+        self._list_path = f"{prefix}{router.prefix}"
+        self._routes: dict[str, BaseRoute] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "GET":
             path: str = scope["path"]
+            body: bytes | None = None
             if len(path) == self._length and path.startswith(self.prefix):
                 product_id = path[-36:]
                 if _CANONICAL_UUID.fullmatch(product_id):
-                    app = scope["app"]
-                    body = await app.state.container.products.cached_json(product_id)
-                    if body is not None:
-                        scope["route"] = self._route or self._find_route(app, scope)
-                        await send(
-                            {
-                                "type": "http.response.start",
-                                "status": 200,
-                                "headers": [
-                                    _JSON_HEADER,
-                                    (b"content-length", str(len(body)).encode()),
-                                ],
-                            }
-                        )
-                        await send({"type": "http.response.body", "body": body})
-                        return
+                    body = await scope["app"].state.container.products.cached_json(product_id)
+            elif path == self._list_path:
+                query = _simple_list_query(scope["query_string"])
+                if query is not None:
+                    body = await scope["app"].state.container.products.cached_list_json(query)
+            if body is not None:
+                scope["route"] = self._find_route(scope["app"], scope)
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": 200,
+                        "headers": [_JSON_HEADER, (b"content-length", str(len(body)).encode())],
+                    }
+                )
+                await send({"type": "http.response.body", "body": body})
+                return
         await self.app(scope, receive, send)
 
     def _find_route(self, app: Any, scope: Scope) -> BaseRoute | None:
-        routes: list[BaseRoute] = app.router.routes
-        for route in routes:
-            match, _ = route.matches(scope)
-            if match is Match.FULL:
-                self._route = route
-                return route
+        key = "list" if scope["path"] == self._list_path else "item"
+        if key not in self._routes:
+            routes: list[BaseRoute] = app.router.routes
+            for route in routes:
+                match, _ = route.matches(scope)
+                if match is Match.FULL:
+                    self._routes[key] = route
+                    break
+        return self._routes.get(key)
+
+
+_LIST_PARAMS = frozenset({b"page", b"size", b"category", b"status"})
+
+
+def _simple_list_query(raw: bytes) -> ProductQuery | None:
+    """The query of a plain list request (``page``, ``size``, ``category``, ``status``, each at
+    most once, no escapes), or ``None``: anything else goes to the route, which validates it
+    and answers errors. Only a query the route accepted can have a cached page."""
+    values: dict[bytes, bytes] = {}
+    if raw:
+        if b"%" in raw or b"+" in raw:
+            return None
+        for part in raw.split(b"&"):
+            name, sep, value = part.partition(b"=")
+            if not sep or name not in _LIST_PARAMS or name in values:
+                return None
+            values[name] = value
+    page_raw, size_raw = values.get(b"page", b"0"), values.get(b"size", b"10")
+    if not (page_raw.isdigit() and size_raw.isdigit()):
+        return None
+    try:
+        page, size = int(page_raw), int(size_raw)
+        category = values[b"category"].decode() if b"category" in values else None
+        if category is not None and len(category) > 100:
+            return None
+        status = values[b"status"].decode() if b"status" in values else None
+        return ProductQuery.build(page=page, size=size, category=category, status=status)
+    except (ValueError, ArcanaError):
         return None

@@ -1,6 +1,10 @@
 """The ``arcana`` command. Each area adds its commands in its own module here.
 
 Exit codes: 0 success, 1 an error (one line on stderr), 2 bad usage.
+
+Start-up: each command imports what it needs (the container, uvicorn, grpc, SQLAlchemy,
+wasmtime) when it runs, so ``arcana --help`` and argument errors load none of them;
+``tests/unit/test_cli_imports.py`` keeps it so.
 """
 
 from __future__ import annotations
@@ -16,6 +20,9 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    # Plain click help and usage errors: rendering them with rich imports rich's markdown,
+    # syntax and traceback modules, which costs more than the rest of ``arcana --help``.
+    rich_markup_mode=None,
 )
 
 

@@ -5,14 +5,15 @@ from __future__ import annotations
 import asyncio
 import sys
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import typer
 
-from arcana.bootstrap import Container
-from arcana.config import ConfigError, Settings, get_settings
 from arcana.errors import ArcanaError
-from arcana.log import configure_logging
+
+if TYPE_CHECKING:
+    from arcana.bootstrap import Container
+    from arcana.config import Settings
 
 T = TypeVar("T")
 
@@ -23,6 +24,10 @@ def fail(message: str) -> typer.Exit:
 
 
 def load_settings() -> Settings:
+    # Settings (pydantic-settings) and logging (structlog) are imported when a command runs,
+    # so that ``arcana --help`` stays fast.
+    from arcana.config import ConfigError, get_settings
+
     try:
         return get_settings()
     except ConfigError as exc:
@@ -34,10 +39,14 @@ def load_settings() -> Settings:
 
 def run_with_container(fn: Callable[[Container], Awaitable[T]], *, migrate: bool = True) -> T:
     """Build a container, run ``fn``, close it; domain errors become exit 1 with one line."""
+    from arcana.log import configure_logging
+
     settings = load_settings()
     configure_logging("WARNING", json=False)
 
     async def runner() -> T:
+        from arcana.bootstrap import Container
+
         container = Container.from_settings(settings)
         try:
             await container.start(migrate_embedded=migrate)

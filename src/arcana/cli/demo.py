@@ -5,13 +5,15 @@ from __future__ import annotations
 import random
 import secrets
 from decimal import Decimal
+from typing import TYPE_CHECKING
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from arcana.bootstrap import Container
 from arcana.cli.console import run_with_container
 from arcana.domain.products import NewProduct, ProductStatus
+
+if TYPE_CHECKING:
+    from arcana.bootstrap import Container
 
 CATEGORIES = ("books", "garden", "kitchen", "music", "outdoor", "toys", "tools", "games")
 ADJECTIVES = ("Arcane", "Brass", "Crystal", "Dusty", "Elder", "Gilded", "Hidden", "Iron", "Lunar")
@@ -51,9 +53,18 @@ def _generate(rng: random.Random, start: int, count: int) -> list[NewProduct]:
 async def fill_catalog(
     container: Container, products: int, batch_size: int, seed: int | None, show: bool = True
 ) -> int:
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
     rng = random.Random(seed)
     await ensure_demo_admin(container)
     done = 0
+
     with Progress(
         TextColumn("[bold]products"),
         BarColumn(),

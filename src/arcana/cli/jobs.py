@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
-from arcana.bootstrap import Container
 from arcana.cli.console import fail, run_with_container
 from arcana.domain.jobs import Job, JobStatus, parse_priority
 from arcana.errors import ArcanaError
 
+if TYPE_CHECKING:
+    from arcana.bootstrap import Container
+
 jobs_app = typer.Typer(
-    help="Inspect the job queue, the dead-letter set, retry or enqueue jobs.", no_args_is_help=True
+    help="Inspect the job queue, the dead-letter set, retry or enqueue jobs.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
 )
 
 

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import typer
 
-from arcana.bootstrap import Container
 from arcana.cli.console import run_with_container
+
+if TYPE_CHECKING:
+    from arcana.bootstrap import Container
 
 
 def register(app: typer.Typer) -> None:

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
-from arcana.bootstrap import Container
 from arcana.cli.console import fail, run_with_container
 
-plugins_app = typer.Typer(help="WebAssembly audit plugins.", no_args_is_help=True)
+if TYPE_CHECKING:
+    from arcana.bootstrap import Container
+
+plugins_app = typer.Typer(
+    help="WebAssembly audit plugins.", no_args_is_help=True, rich_markup_mode=None
+)
 
 
 @plugins_app.command("list")

@@ -7,34 +7,63 @@ import asyncio
 import contextlib
 import logging
 import signal
+import socket
+import subprocess
+import sys
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import typer
-import uvicorn
 
 from arcana import tracing
-from arcana.api.app import create_app
-from arcana.bootstrap import Container
 from arcana.cli.console import fail, load_settings
-from arcana.config import Settings
-from arcana.log import configure_logging
-from arcana.rpc.server import GrpcServer, start_grpc
-from arcana.worker import runtime
+
+if TYPE_CHECKING:
+    import uvicorn
+
+    from arcana.config import Settings
+    from arcana.rpc.server import GrpcServer
 
 log = logging.getLogger("arcana.serve")
 
 
-class _Server(uvicorn.Server):
+def _server(config: uvicorn.Config) -> uvicorn.Server:
     """uvicorn re-raises a captured SIGTERM once it has stopped, which would end the process
     before the gRPC server, background tasks and pools are closed. Signals are handled by
     ``serve()`` instead, so shutdown runs to the end and the process exits 0."""
+    import uvicorn
 
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
+    class _Server(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            yield
+
+    return _Server(config)
 
 
-async def serve(settings: Settings, *, with_worker: bool) -> None:
+def _reuse_port_socket(host: str, port: int) -> socket.socket:
+    """The HTTP listening socket of one of several ``--workers`` processes: each binds the
+    same port with SO_REUSEPORT and the kernel spreads new connections across them."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+async def serve(settings: Settings, *, with_worker: bool, reuse_port: bool = False) -> None:
+    # Imported here, not at module level: ``arcana --help`` and the other commands must not
+    # pay for uvicorn, FastAPI, grpc and the whole container.
+    import uvicorn
+
+    from arcana.api.app import create_app
+    from arcana.bootstrap import Container
+    from arcana.rpc.server import start_grpc
+    from arcana.worker import runtime
+
     container = Container.from_settings(settings)
     try:
         await container.start()
@@ -56,7 +85,7 @@ async def serve(settings: Settings, *, with_worker: bool) -> None:
         proxy_headers=True,
         forwarded_allow_ips=settings.forwarded_allow_ips,
     )
-    server = _Server(config)
+    server = _server(config)
     loop = asyncio.get_running_loop()
 
     def on_signal(sig: int) -> None:
@@ -68,7 +97,7 @@ async def serve(settings: Settings, *, with_worker: bool) -> None:
     run_background = settings.embedded or with_worker
     grpc_server: GrpcServer | None = None
     try:
-        grpc_server = await start_grpc(container)
+        grpc_server = await start_grpc(container, reuse_port=reuse_port)
     except Exception as exc:
         await container.close()
         raise fail(f"gRPC start-up failed: {exc}") from None
@@ -83,12 +112,52 @@ async def serve(settings: Settings, *, with_worker: bool) -> None:
                 "embedded": settings.embedded,
             },
         )
-        await server.serve()
+        if reuse_port:
+            await server.serve(sockets=[_reuse_port_socket(settings.http_host, settings.http_port)])
+        else:
+            await server.serve()
     finally:
         if grpc_server is not None:
             await grpc_server.stop(settings.shutdown_timeout)
         await runtime.stop_serve_extras(container)
         await container.close()
+
+
+def supervise(workers: int, child_args: list[str]) -> int:
+    """``arcana serve --workers N``: N copies of ``arcana serve`` sharing the HTTP and gRPC
+    ports (SO_REUSEPORT). Each runs its own container, outbox relay and audit plugins, as
+    separately started API processes do. SIGTERM/SIGINT go to every child; when one exits on
+    its own, the others are stopped too and the exit code is passed on (a process manager
+    restarts the whole set)."""
+    cmd = [sys.executable, "-c", "from arcana.cli import main; main()", "serve", *child_args]
+    children = [subprocess.Popen(cmd) for _ in range(workers)]
+    stopping = False
+
+    def forward(sig: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(sig)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    code = 0
+    try:
+        while True:
+            exited = [c for c in children if c.poll() is not None]
+            if exited:
+                code = next((c.returncode for c in exited if c.returncode), 0)
+                if not stopping:
+                    log.error("a serve process exited with %s; stopping the others", code)
+                    forward(signal.SIGTERM, None)
+                break
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                children[0].wait(0.5)
+    finally:
+        for child in children:
+            child.wait()
+    return code
 
 
 def register(app: typer.Typer) -> None:
@@ -106,6 +175,13 @@ def register(app: typer.Typer) -> None:
             "--with-worker",
             help="With Redis configured, also run job workers, scheduler and consumers.",
         ),
+        workers: int = typer.Option(
+            1,
+            "--workers",
+            min=1,
+            help="Processes sharing the HTTP and gRPC ports (SO_REUSEPORT); needs Redis.",
+        ),
+        reuse_port: bool = typer.Option(False, "--reuse-port", hidden=True),
     ) -> None:
         """Run the HTTP API and gRPC server. Without ARCANA_REDIS_URL (embedded mode) the job
         workers, scheduler and event consumers run in this process too."""
@@ -117,14 +193,30 @@ def register(app: typer.Typer) -> None:
         }
         if updates:
             settings = settings.model_copy(update=updates)
+        if workers > 1:
+            if settings.embedded:
+                raise fail(
+                    "--workers needs ARCANA_REDIS_URL: in embedded mode the cache and the "
+                    "event dispatch live in one process"
+                )
+            if settings.http_port == 0:
+                raise fail("--workers needs a fixed HTTP port (not 0)")
+            child_args = ["--reuse-port", "--host", settings.http_host]
+            child_args += ["--port", str(settings.http_port)]
+            child_args += ["--grpc-port", str(settings.grpc_port)]
+            if with_worker:
+                child_args.append("--with-worker")
+            raise typer.Exit(supervise(workers, child_args))
+        from arcana.log import configure_logging
+
         configure_logging(settings.log_level, json=settings.log_json, env=settings.env)
         tracing.configure_tracing(settings.otel_endpoint, service_name="arcana")
         try:
             import uvloop
 
-            uvloop.run(serve(settings, with_worker=with_worker))
+            uvloop.run(serve(settings, with_worker=with_worker, reuse_port=reuse_port))
         except ImportError:  # pragma: no cover - uvloop is a pinned dependency on Linux
-            asyncio.run(serve(settings, with_worker=with_worker))
+            asyncio.run(serve(settings, with_worker=with_worker, reuse_port=reuse_port))
         except KeyboardInterrupt:
             pass
         finally:

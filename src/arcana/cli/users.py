@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
-from arcana.bootstrap import Container
 from arcana.cli.console import fail
 from arcana.cli.console import run_with_container as _run_with_container
 from arcana.domain.identity import Role
 from arcana.domain.users import User
+
+if TYPE_CHECKING:
+    from arcana.bootstrap import Container
 
 T = TypeVar("T")
 
@@ -31,7 +31,9 @@ def run_with_container(fn: Callable[[Container], Awaitable[T]]) -> T:
         raise fail(f"{first} (has `arcana migrate` been run?)") from None
 
 
-users_app = typer.Typer(help="Manage user accounts and roles.", no_args_is_help=True)
+users_app = typer.Typer(
+    help="Manage user accounts and roles.", no_args_is_help=True, rich_markup_mode=None
+)
 
 
 def _read_password(from_stdin: bool) -> str:
@@ -109,6 +111,9 @@ def list_users() -> None:
         return await container.users.list_users(limit=100_000)
 
     users = run_with_container(go)
+    from rich.console import Console
+    from rich.table import Table
+
     table = Table("id", "email", "name", "roles", "sync", "created_at")
     for u in users:
         table.add_row(

@@ -5,15 +5,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from typing import TYPE_CHECKING
 
 import typer
 
 from arcana import tracing
-from arcana.bootstrap import Container
 from arcana.cli.console import fail, load_settings
-from arcana.config import Settings
-from arcana.log import configure_logging
-from arcana.worker import runtime
+
+if TYPE_CHECKING:
+    from arcana.config import Settings
 
 log = logging.getLogger("arcana.worker")
 
@@ -33,6 +33,9 @@ async def run_worker(settings: Settings, metrics_port: int | None = None) -> Non
         except OSError as exc:
             raise fail(f"cannot serve metrics on port {metrics_port}: {exc}") from None
         log.info("metrics on http://%s:%d/metrics", settings.http_host, port)
+    from arcana.bootstrap import Container
+    from arcana.worker import runtime
+
     container = Container.from_settings(settings)
     try:
         await container.start()
@@ -80,6 +83,8 @@ def register(app: typer.Typer) -> None:
         settings = load_settings()
         if concurrency is not None:
             settings = settings.model_copy(update={"worker_concurrency": concurrency})
+        from arcana.log import configure_logging
+
         configure_logging(settings.log_level, json=settings.log_json, env=settings.env)
         tracing.configure_tracing(settings.otel_endpoint, service_name="arcana-worker")
         try:

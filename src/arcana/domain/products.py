@@ -317,6 +317,11 @@ class ProductUnitOfWork(Protocol):
 
     def record(self, *events: DomainEvent) -> None: ...
 
+    async def write_recorded(self) -> None:
+        """Write what was recorded so far now, in this transaction (before a statement that
+        takes a row lock, so the lock is held for fewer round trips)."""
+        ...
+
     async def commit(self) -> None: ...
 
 

@@ -72,6 +72,22 @@ class _UnaryInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         return wrapped
 
 
+def chain(*interceptors: grpc.aio.ServerInterceptor) -> grpc.aio.ServerInterceptor:
+    """The given interceptors (outermost first) as one: grpc.aio awaits every interceptor's
+    ``intercept_service`` on every call, so five layers cost five extra awaits per call before
+    the handler runs; chained, the handler is composed once per method and looked up once."""
+    wraps = [i._wrap for i in interceptors if isinstance(i, _UnaryInterceptor)]
+    if len(wraps) != len(interceptors):
+        raise TypeError("chain() takes interceptors built by this module")
+
+    def wrap(inner: Handler, method: str) -> Handler:
+        for each in reversed(wraps):
+            inner = each(inner, method)
+        return inner
+
+    return _UnaryInterceptor(wrap)
+
+
 class Malformed:
     """Stands for a request whose bytes are not a valid message of the method's type."""
 

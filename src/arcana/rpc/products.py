@@ -13,6 +13,7 @@ from arcana.errors import Unauthorized, ValidationFailed
 from arcana.rpc.gen.arcana.product.v1 import product_pb2 as pb
 from arcana.rpc.gen.arcana.product.v1 import product_pb2_grpc as pb_grpc
 from arcana.rpc.interceptors import current_principal
+from arcana.services.products import product_from_json
 
 ADMIN_METHODS = frozenset({"CreateProduct", "UpdateProduct", "UpdateStock", "DeleteProduct"})
 DEFAULT_SIZE = 10
@@ -45,11 +46,25 @@ def _actor() -> str:
 
 
 class ProductServicer(pb_grpc.ProductServiceServicer):
+    MESSAGES_MAX = 10_000
+
     def __init__(self, container: Container) -> None:
         self._products = container.products
+        # Messages built from a product's JSON, keyed by those exact bytes: a cache hit then
+        # skips JSON parsing and message building. The key *is* the content, so an entry can
+        # never be stale; the oldest half is dropped when full.
+        self._messages: dict[bytes, pb.ProductResponse] = {}
 
     async def GetProduct(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        return to_message(await self._products.get(request.id))
+        body = await self._products.get_json(request.id)
+        message = self._messages.get(body)
+        if message is None:
+            message = to_message(product_from_json(body))
+            if len(self._messages) >= self.MESSAGES_MAX:
+                for key in list(self._messages)[: self.MESSAGES_MAX // 2]:
+                    del self._messages[key]
+            self._messages[body] = message
+        return message
 
     async def ListProducts(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         query = ProductQuery.build(

@@ -19,6 +19,7 @@ from arcana.rpc.gen.arcana.product.v1 import product_pb2 as pb
 from arcana.rpc.gen.arcana.product.v1 import product_pb2_grpc as pb_grpc
 from arcana.rpc.interceptors import (
     auth_interceptor,
+    chain,
     deadline_interceptor,
     error_interceptor,
     logging_interceptor,
@@ -35,21 +36,26 @@ HEALTH_INTERVAL = 2.0
 class GrpcServer:
     """Owns the ``grpc.aio.Server`` and the health loop; ``port`` is the bound port."""
 
-    def __init__(self, container: Container, host: str, port: int) -> None:
+    def __init__(
+        self, container: Container, host: str, port: int, *, reuse_port: bool = False
+    ) -> None:
         self.container = container
         settings = container.settings
         options = [
             ("grpc.max_receive_message_length", settings.grpc_max_message_bytes),
             ("grpc.max_send_message_length", settings.grpc_max_message_bytes),
-            ("grpc.so_reuseport", 0),
+            # Shared only by the processes of ``arcana serve --workers N``.
+            ("grpc.so_reuseport", 1 if reuse_port else 0),
         ]
         self.server = grpc.aio.server(
             interceptors=[
-                metrics_interceptor(),
-                logging_interceptor(),
-                deadline_interceptor(),
-                error_interceptor(),
-                auth_interceptor(container.identity, ADMIN_METHODS),
+                chain(
+                    metrics_interceptor(),
+                    logging_interceptor(),
+                    deadline_interceptor(),
+                    error_interceptor(),
+                    auth_interceptor(container.identity, ADMIN_METHODS),
+                )
             ],
             options=options,
         )
@@ -101,10 +107,10 @@ class GrpcServer:
         await self.server.stop(grace)
 
 
-async def start_grpc(container: Container) -> GrpcServer | None:
+async def start_grpc(container: Container, *, reuse_port: bool = False) -> GrpcServer | None:
     settings = container.settings
     if settings.grpc_port == 0:
         return None
-    server = GrpcServer(container, settings.grpc_host, settings.grpc_port)
+    server = GrpcServer(container, settings.grpc_host, settings.grpc_port, reuse_port=reuse_port)
     await server.start()
     return server

@@ -307,8 +307,7 @@ class AuthService:
 
     # -- the caller ----------------------------------------------------------------------
     async def me(self, principal: Principal) -> User:
-        async with self._uow() as uow:
-            user = await uow.users.get(principal.user_id)
+        user = await self._users.get_user(principal.user_id)
         if user is None:
             raise Unauthorized("Unknown user")
         self._audit.emit(

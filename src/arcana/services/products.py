@@ -37,6 +37,9 @@ log = logging.getLogger(__name__)
 UowFactory = Callable[[], ProductUnitOfWork]
 CATALOG = "catalog"
 """Generation key of the whole catalog (list totals)."""
+LISTS = "lists"
+"""Generation key of every cached list page: bumped by every product write, stock included
+(a page shows each item's stock, a total does not)."""
 
 
 def _now() -> datetime:
@@ -76,6 +79,15 @@ def products_page_to_json(page: ProductPage) -> bytes:
         },
         option=_JSON_OPTS,
     )
+
+
+def _list_key(query: ProductQuery) -> str:
+    status = query.status.value if query.status is not None else ""
+    raw = (
+        f"{query.category or ''}\x00{status}\x00{query.name_contains or ''}"
+        f"\x00{query.page}\x00{query.size}"
+    )
+    return hashlib.sha256(raw.encode(), usedforsecurity=False).hexdigest()[:32]
 
 
 def product_from_json(raw: bytes) -> Product:
@@ -194,6 +206,18 @@ class ProductCache:
         ttl = min(self._ttl, self.COUNT_TTL)
         await self._cache.add(f"product:count:{gen}:{key}", str(total).encode(), ttl)
 
+    # Whole list pages (the JSON bytes) under the ``LISTS`` generation, with the same rules and
+    # the same short TTL as the totals.
+    async def get_list(self, gen: str, key: str) -> bytes | None:
+        value = await self._cache.get(f"product:list:{gen}:{key}")
+        if value is not None:
+            self._on_hit()
+        return value
+
+    async def populate_list(self, gen: str, key: str, body: bytes) -> None:
+        ttl = min(self._ttl, self.COUNT_TTL)
+        await self._cache.add(f"product:list:{gen}:{key}", body, ttl)
+
     async def invalidate(self, product_id: str) -> None:
         """After a commit: move the product to a fresh generation."""
         if not await self._bump(product_id):
@@ -208,8 +232,10 @@ class ProductCache:
         token = uuid.uuid4().hex.encode()
         await self._cache.set(key, token, self._gen_ttl)
         # Read back: the port degrades errors to no-ops, so this is how a failed write shows.
-        # Another writer's newer token is just as good.
-        return await self._cache.get(key) is not None
+        # Only our own token proves it: a failed ``set`` followed by a ``get`` that works (a
+        # Redis just back) reads the *old* generation. A concurrent writer's newer token makes
+        # this report a failure, and the retry bumps once more, which is harmless.
+        return await self._cache.get(key) == token
 
     async def _retry_pending(self) -> None:
         while self._pending:
@@ -233,8 +259,16 @@ class ProductCache:
 class ProductService:
     EXPORT_BATCH = 1000
 
-    def __init__(self, uow: UowFactory, cache: ProductCache, audit: AuditSink) -> None:
+    def __init__(
+        self,
+        uow: UowFactory,
+        cache: ProductCache,
+        audit: AuditSink,
+        *,
+        read_uow: UowFactory | None = None,
+    ) -> None:
         self._uow = uow
+        self._read_uow = read_uow or uow  # for reads: no transaction round trips
         self.cache = cache
         self._audit = audit
 
@@ -247,7 +281,7 @@ class ProductService:
             cached = await self.cache.get(pid, gen)
             if cached is not None:
                 return cached
-        async with self._uow() as uow:
+        async with self._read_uow() as uow:
             product = await uow.products.get(pid)
         if product is None:
             # Nothing is written for a missing id: random ids cannot grow the cache.
@@ -270,6 +304,25 @@ class ProductService:
     async def get(self, product_id: str) -> Product:
         return product_from_json(await self.get_json(product_id))
 
+    async def list_json(self, query: ProductQuery) -> bytes:
+        """A list page as JSON bytes: from the cache when this page was built since the last
+        product write, else one rows query (plus a count unless the total is cached)."""
+        gen = await self.cache.generation(LISTS)
+        key = _list_key(query)
+        if gen is not None:
+            cached = await self.cache.get_list(gen, key)
+            if cached is not None:
+                return cached
+        body = products_page_to_json(await self.list_products(query))
+        if gen is not None:
+            await self.cache.populate_list(gen, key, body)
+        return body
+
+    async def cached_list_json(self, query: ProductQuery) -> bytes | None:
+        """Hot path: the cached JSON of a list page, or ``None`` (then ``list_json``)."""
+        gen = await self.cache.generation(LISTS)
+        return None if gen is None else await self.cache.get_list(gen, _list_key(query))
+
     async def list_products(self, query: ProductQuery) -> ProductPage:
         """One rows query, plus one count query unless the total is cached."""
         key = hashlib.sha256(
@@ -278,7 +331,7 @@ class ProductService:
         ).hexdigest()[:32]
         gen = await self.cache.generation(CATALOG)
         total = await self.cache.get_count(gen, key) if gen is not None else None
-        async with self._uow() as uow:
+        async with self._read_uow() as uow:
             items, counted = await uow.products.page(query, with_total=total is None)
         if total is None:
             total = counted or 0
@@ -327,6 +380,7 @@ class ProductService:
             uow.record(product_event("product.created", product.id))
             await uow.commit()
         await self.cache.invalidate(CATALOG)
+        await self.cache.invalidate(LISTS)
         self._audited(actor, product.id, "create")
         return product
 
@@ -352,6 +406,7 @@ class ProductService:
             await uow.products.add_many(rows)
             await uow.commit()
         await self.cache.invalidate(CATALOG)
+        await self.cache.invalidate(LISTS)
         return len(rows)
 
     async def update(self, actor: str, product_id: str, changes: ProductChanges) -> Product:
@@ -366,6 +421,7 @@ class ProductService:
             uow.record(*stock_events(pid, current.stock, updated.stock))
             await uow.commit()
         await self.cache.invalidate(pid)
+        await self.cache.invalidate(LISTS)
         if (updated.category, updated.status) != (current.category, current.status):
             await self.cache.invalidate(CATALOG)
         self._audited(actor, pid, "update")
@@ -378,6 +434,11 @@ class ProductService:
         if abs(quantity_change) > STOCK_MAX:
             raise ValidationFailed(f"quantity_change: must be between -{STOCK_MAX} and {STOCK_MAX}")
         async with self._uow() as uow:
+            # The outbox row goes in before the UPDATE: the row lock is then held only for the
+            # COMMIT round trip (and a rare stock-event insert), not for the insert as well.
+            # If the update is refused, the rollback takes the row away again.
+            uow.record(product_event("product.updated", pid))
+            await uow.write_recorded()
             product = await uow.products.adjust_stock(pid, quantity_change, _now())
             if product is None:
                 if not await uow.products.exists(pid):
@@ -388,10 +449,10 @@ class ProductService:
                     f"Insufficient stock: a change of {quantity_change} would go below 0"
                 )
             before = product.stock - quantity_change
-            uow.record(product_event("product.updated", pid))
             uow.record(*stock_events(pid, before, product.stock))
             await uow.commit()
         await self.cache.invalidate(pid)
+        await self.cache.invalidate(LISTS)
         self._audited(actor, pid, "stock", quantity_change=quantity_change)
         return product
 
@@ -404,6 +465,7 @@ class ProductService:
             await uow.commit()
         await self.cache.invalidate(pid)
         await self.cache.invalidate(CATALOG)
+        await self.cache.invalidate(LISTS)
         self._audited(actor, pid, "delete")
 
     def _audited(self, actor: str, product_id: str, action: str, **metadata: Any) -> None:

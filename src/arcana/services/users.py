@@ -130,14 +130,20 @@ class TokenGenerationCache:
 
 class UserService:
     def __init__(
-        self, uow: AuthUowFactory, hasher: PasswordHasher, generations: TokenGenerationCache
+        self,
+        uow: AuthUowFactory,
+        hasher: PasswordHasher,
+        generations: TokenGenerationCache,
+        *,
+        read_uow: AuthUowFactory | None = None,
     ) -> None:
         self._uow = uow
+        self._read_uow = read_uow or uow  # for lone reads: no transaction needed
         self._hasher = hasher
         self._generations = generations
 
     async def get_user(self, user_id: str) -> User | None:
-        async with self._uow() as uow:
+        async with self._read_uow() as uow:
             return await uow.users.get(user_id)
 
     async def get_user_by_email(self, email: str) -> User | None:

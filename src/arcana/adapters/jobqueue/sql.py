@@ -81,7 +81,7 @@ class SqlJobQueue(JobQueue):
     @contextlib.asynccontextmanager
     async def _tx(self) -> Any:
         try:
-            async with self._db.engine.begin() as conn:
+            async with self._db.writing(), self._db.engine.begin() as conn:
                 yield conn
         except Exception as exc:
             if is_connectivity_error(exc):

@@ -17,7 +17,7 @@ class SqlAuditLog:
         self.db = db
 
     async def add(self, entry: AuditEntry) -> None:
-        async with self.db.engine.begin() as conn:
+        async with self.db.writing(), self.db.engine.begin() as conn:
             await conn.execute(
                 insert(audit_log).values(
                     id=entry.id,

@@ -1,12 +1,16 @@
 # ruff: noqa: E402  (sys.path is cleaned before the imports, see below)
 """HTTP benchmark of the product catalog against two ceilings, side by side in one run.
 
-    make bench-http            # or: .venv/bin/python bench/http.py --rounds 3 --duration 5
+    make bench-http            # or: .venv/bin/python bench/http_api.py --rounds 3 --duration 5
 
 One ``arcana serve`` process (embedded: SQLite + in-process cache, default settings) with
 100 000 products from ``arcana demo-data``, a bare FastAPI and a bare Starlette server (same
 uvicorn settings) returning the same product JSON from memory. Every scenario runs ``--rounds``
 times, interleaved, at 64 connections; the table shows medians and ratios to the ceilings.
+Also measured: ``GET /auth/me`` with an admin's bearer (token check + one row).
+
+``--database-url`` runs it on PostgreSQL; ``--redis-url`` in Redis mode, where
+``--workers N`` starts ``arcana serve --workers N`` (run it with 1 and with 2 to compare).
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-# This directory holds ``http.py``; keep it off sys.path so it cannot shadow the stdlib module.
+# Keep this directory off sys.path: a script here must never shadow an installed module.
 _HERE = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 
@@ -89,6 +93,12 @@ def main() -> None:
     ap.add_argument("--connections", type=int, default=64)
     ap.add_argument("--database-url", default=None, help="default: a fresh SQLite file")
     ap.add_argument("--json", action="store_true", help="also print the medians as JSON")
+    ap.add_argument(
+        "--redis-url",
+        default=None,
+        help="run Arcana in Redis mode (cache shared by its processes); needed by --workers > 1",
+    )
+    ap.add_argument("--workers", type=int, default=1, help="arcana serve --workers N (default 1)")
     args = ap.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="arcana-bench-"))
@@ -102,6 +112,11 @@ def main() -> None:
         "ARCANA_LOG_LEVEL": "WARNING",
     }
     env.pop("ARCANA_REDIS_URL", None)
+    if args.redis_url:
+        env["ARCANA_REDIS_URL"] = args.redis_url
+        env["ARCANA_REDIS_PREFIX"] = f"arcana-bench-{os.getpid()}"
+    elif args.workers > 1:
+        ap.error("--workers > 1 needs --redis-url (embedded mode is one process)")
     procs: list[subprocess.Popen[bytes]] = []
     try:
         print(f"filling {args.rows} products ...", flush=True)
@@ -115,7 +130,9 @@ def main() -> None:
             check=True,
             stdout=subprocess.DEVNULL,
         )
-        server = subprocess.Popen([str(BIN / "arcana"), "serve"], env=env, cwd=work)
+        server = subprocess.Popen(
+            [str(BIN / "arcana"), "serve", "--workers", str(args.workers)], env=env, cwd=work
+        )
         procs.append(server)
         base = f"http://127.0.0.1:{port}"
         wait_http(f"{base}/healthz", server)
@@ -159,17 +176,46 @@ def main() -> None:
             f'  return wrk.format(nil, nil, nil, \'{{"quantity_change": \' .. d .. "}}")\n'
             "end\n"
         )
+        me_lua = f'wrk.headers["Authorization"] = "Bearer {token}"\n'
+        # Stock changes spread over 1,000 products (+1 each, so none can hit a bound).
+        spread: list[str] = []
+        for page in range(10):
+            listed = httpx.get(f"{base}/api/v1/products?size=100&page={page}").json()["data"]
+            spread += [item["id"] for item in listed]
+        spread_lua = (
+            'wrk.method = "POST"\n'
+            'wrk.headers["Content-Type"] = "application/json"\n'
+            f'wrk.headers["Authorization"] = "Bearer {token}"\n'
+            "local ids = {" + ",".join(f'"{i}"' for i in spread) + "}\n"
+            "request = function()\n"
+            "  local id = ids[math.random(#ids)]\n"
+            '  return wrk.format(nil, "/api/v1/products/" .. id .. "/stock", nil,\n'
+            "    '{\"quantity_change\": 1}')\n"
+            "end\n"
+        )
         scenarios: list[tuple[str, str, str | None]] = [
             ("bare Starlette (memory)", bare["starlette"], None),
             ("bare FastAPI (memory)", bare["fastapi"], None),
             ("GET /products/{id} cached", f"{base}/api/v1/products/{pid}", None),
             (f"GET /products?size=10 ({args.rows} rows)", f"{base}/api/v1/products?size=10", None),
             ("POST /products/{id}/stock", f"{base}/api/v1/products/{pid}/stock", stock_lua),
+            ("GET /auth/me (bearer + one row)", f"{base}/api/v1/auth/me", me_lua),
         ]
         use_wrk = have_wrk()
+        if use_wrk:  # one URL per request needs wrk's Lua
+            scenarios.insert(
+                5,
+                (
+                    f"POST /products/{{id}}/stock ({len(spread)} rows)",
+                    f"{base}/api/v1/products/{pid}/stock",
+                    spread_lua,
+                ),
+            )
         print(
             f"load generator: {'wrk' if use_wrk else 'python httpx'}; "
-            f"{args.connections} connections, {args.rounds} rounds x {args.duration}s",
+            f"{args.connections} connections, {args.rounds} rounds x {args.duration}s; "
+            f"arcana serve --workers {args.workers}"
+            f"{' (Redis mode)' if args.redis_url else ' (embedded)'}",
             flush=True,
         )
         results: dict[str, list[Result]] = {name: [] for name, _, _ in scenarios}
@@ -179,6 +225,13 @@ def main() -> None:
                     r = run_wrk(url, args.duration, args.connections, lua)
                 elif lua is None:
                     r = run_python(url, args.duration, args.connections)
+                elif lua is me_lua:
+                    r = run_python(
+                        url,
+                        args.duration,
+                        args.connections,
+                        headers={"Authorization": f"Bearer {token}"},
+                    )
                 else:
                     r = run_python(
                         url,
@@ -215,6 +268,13 @@ def main() -> None:
             except subprocess.TimeoutExpired:
                 p.kill()
         shutil.rmtree(work, ignore_errors=True)
+        if args.redis_url:
+            import redis
+
+            r = redis.Redis.from_url(args.redis_url)
+            keys = list(r.scan_iter(match=f"{env['ARCANA_REDIS_PREFIX']}:*", count=1000))
+            for i in range(0, len(keys), 500):
+                r.delete(*keys[i : i + 500])
 
 
 if __name__ == "__main__":

@@ -1,0 +1,57 @@
+"""``arcana --help`` and bad usage load none of the heavy libraries: each command imports the
+container (SQLAlchemy, grpc, wasmtime, uvicorn) only when it runs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+HEAVY = ("wasmtime", "grpc", "sqlalchemy", "uvicorn", "fastapi", "alembic", "asyncpg")
+
+PROBE = """
+import json, sys
+args, heavy_names = json.loads(sys.argv[1]), set(json.loads(sys.argv[2]))
+sys.argv = ["arcana", *args]
+from arcana.cli import main
+try:
+    main()
+except SystemExit as exc:
+    code = exc.code
+else:
+    code = 0
+heavy = sorted({m.split(".")[0] for m in sys.modules} & heavy_names)
+sys.stderr.write("\\nPROBE " + json.dumps({"code": code, "heavy": heavy}) + "\\n")
+"""
+
+
+@pytest.mark.parametrize(
+    ("args", "code"),
+    [(["--help"], 0), (["users", "--help"], 0), (["serve", "--help"], 0), (["bogus"], 2)],
+)
+def test_help_and_usage_errors_import_no_heavy_library(args: list[str], code: int) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-c", PROBE, json.dumps(args), json.dumps(HEAVY)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    line = next(x for x in proc.stderr.splitlines() if x.startswith("PROBE "))
+    result = json.loads(line.removeprefix("PROBE "))
+    assert result == {"code": code, "heavy": []}
+
+
+def test_the_container_loads_no_migration_tool_nor_http_client() -> None:
+    """Commands that neither migrate nor call a webhook (``users list`` on PostgreSQL, ``jobs
+    stats``…) do not pay for Alembic (and Mako, Pygments) or httpx at start-up."""
+    code = (
+        "import sys, arcana.bootstrap\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'alembic', 'httpx', 'rich'}))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    ).stdout
+    assert out.strip() == "[]"
