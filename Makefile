@@ -6,7 +6,7 @@ UV := .tools/bin/uv
 VENV := .venv
 STAMP := $(VENV)/.synced-$(shell cat uv.lock pyproject.toml 2>/dev/null | cksum | cut -d' ' -f1)
 
-.PHONY: run test lint fmt proto clean bench-http bench-auth bench-jobs bench-plugins bench-grpc bench-soak bench-scaleout bench-events bench-tracing bench-cluster
+.PHONY: run test lint fmt proto clean bench-http bench-auth bench-jobs bench-plugins bench-grpc bench-soak bench-scaleout bench-events bench-tracing bench-cluster bench-console
 
 $(UV):
 	$(PYTHON) -m venv .tools
@@ -63,6 +63,8 @@ bench-events: $(STAMP)
 # Queue partitions on a private 3-master Redis Cluster: make bench-cluster ARGS="--jobs 2000" (short).
 bench-cluster: $(STAMP)
 	$(VENV)/bin/python bench/cluster.py $(ARGS)
+bench-console: $(STAMP)
+	$(VENV)/bin/python bench/console.py $(ARGS)
 # The other queue libraries live only in bench/.venv, never in the project's dependencies.
 bench/.venv/.jobs-ready: pyproject.toml | $(UV)
 	$(UV) venv --quiet --allow-existing bench/.venv

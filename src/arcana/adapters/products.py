@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -111,6 +112,10 @@ class SqlProductRepository:
             stmt = stmt.where(products.c.category == query.category)
         if query.status is not None:
             stmt = stmt.where(products.c.status == query.status.value)
+        if query.name_contains is not None:
+            # LIKE wildcards in the search text are matched literally.
+            escaped = re.sub(r"([\\%_])", r"\\\1", query.name_contains)
+            stmt = stmt.where(func.lower(products.c.name).like(f"%{escaped}%", escape="\\"))
         return stmt
 
     async def page(

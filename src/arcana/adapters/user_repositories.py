@@ -7,10 +7,11 @@ requests cannot both succeed on either PostgreSQL or SQLite.
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, insert, literal, or_, select, update
+from sqlalchemy import delete, func, insert, literal, or_, select, update
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -98,6 +99,28 @@ class SqlUserRepository:
             select(users).order_by(users.c.created_at, users.c.id).limit(limit).offset(offset)
         )
         return [_user(r) for r in rows]
+
+    async def search(self, text: str | None, limit: int, offset: int) -> tuple[list[User], int]:
+        where = []
+        if text:
+            pattern = "%" + re.sub(r"([\\%_])", r"\\\1", text.lower()) + "%"
+            where.append(
+                or_(
+                    func.lower(users.c.name).like(pattern, escape="\\"),
+                    users.c.email.like(pattern, escape="\\"),
+                )
+            )
+        rows = await self._s.execute(
+            select(users)
+            .where(*where)
+            .order_by(users.c.created_at.desc(), users.c.id.desc())
+            .limit(limit)
+            .offset(offset)
+        )
+        total = (
+            await self._s.execute(select(func.count()).select_from(users).where(*where))
+        ).scalar_one()
+        return [_user(r) for r in rows], int(total)
 
     async def list_with_role(self, role: str) -> list[User]:
         # Roles are stored comma-separated; framing both sides with commas matches whole names.

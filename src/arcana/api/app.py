@@ -8,7 +8,17 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from arcana import __version__
-from arcana.api import admin_jobs, admin_plugins, auth, events, ops, products
+from arcana.api import (
+    admin_jobs,
+    admin_overview,
+    admin_plugins,
+    admin_users,
+    auth,
+    console,
+    events,
+    ops,
+    products,
+)
 from arcana.api.errors import install_error_handlers
 from arcana.api.middleware import RequestContextMiddleware
 from arcana.api.openapi import install_openapi
@@ -24,6 +34,8 @@ def create_app(container: Container | None = None, settings: Settings | None = N
     builds one from ``settings`` on start-up and closes it on shutdown."""
     settings = container.settings if container is not None else (settings or get_settings())
 
+    event_rate = admin_overview.EventRate()
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if container is not None:
@@ -31,6 +43,7 @@ def create_app(container: Container | None = None, settings: Settings | None = N
             yield
             return
         owned = Container.from_settings(settings)
+        owned.on_commit(event_rate.record)
         await owned.start()
         app.state.container = owned
         try:
@@ -55,8 +68,10 @@ def create_app(container: Container | None = None, settings: Settings | None = N
             "auto_configure": False,
         },
     )
+    app.state.event_rate = event_rate
     if container is not None:
         app.state.container = container
+        container.on_commit(event_rate.record)
     install_error_handlers(app)
     install_openapi(app)
     app.add_middleware(products.CachedProductFastPath, prefix=API_PREFIX)  # inside the next
@@ -67,5 +82,8 @@ def create_app(container: Container | None = None, settings: Settings | None = N
     app.include_router(admin_jobs.router)
     app.include_router(events.router, prefix=API_PREFIX)
     app.include_router(admin_plugins.router)
+    app.include_router(admin_users.router)
+    app.include_router(admin_overview.router)
+    console.install(app)
     BUILD_INFO.labels(__version__).set(1)
     return app

@@ -1,8 +1,15 @@
-"""``/api/v1/auth``: registration, login, token rotation, sessions, password change and reset."""
+"""``/api/v1/auth``: registration, login, token rotation, sessions, password change and reset.
+
+Browser sessions (contract §2): with ``X-Arcana-Client: browser``, login and refresh also set
+the refresh token as an ``HttpOnly; SameSite=Strict`` cookie scoped to this router's path, and
+refresh/logout accept that cookie instead of a body. A cookie is sent by the browser on its own,
+so a request that relies on it must carry the header too: a cross-site form cannot set one.
+"""
 
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 from fastapi import APIRouter, Request, Response, status
 
@@ -20,9 +27,19 @@ from arcana.api.schemas_auth import (
     TokenResponse,
     UserCreated,
 )
+from arcana.bootstrap import Container
+from arcana.errors import Forbidden, TokenExpired, ValidationFailed
 from arcana.services.auth import ClientInfo, TokenPair
 
-router = APIRouter(prefix="/api/v1/auth", tags=["auth"])
+AUTH_PREFIX = "/api/v1/auth"
+router = APIRouter(prefix=AUTH_PREFIX, tags=["auth"])
+
+CLIENT_HEADER = "X-Arcana-Client"
+REFRESH_COOKIE = "arcana_refresh"
+_BROWSER_DOC = (
+    f" With `{CLIENT_HEADER}: browser` the refresh token may come from the `{REFRESH_COOKIE}` "
+    "cookie instead of the body; the cookie without that header is refused (403)."
+)
 
 
 def _client(request: Request) -> ClientInfo:
@@ -32,6 +49,51 @@ def _client(request: Request) -> ClientInfo:
     # which the client writes itself); the limits key on it.
     host = request.client.host if request.client is not None else "unknown"
     return ClientInfo(ip=host, user_agent=request.headers.get("user-agent"))
+
+
+def _is_browser(request: Request) -> bool:
+    return request.headers.get(CLIENT_HEADER, "").strip().lower() == "browser"
+
+
+def _set_refresh_cookie(
+    request: Request, response: Response, container: Container, token: str
+) -> None:
+    response.set_cookie(
+        REFRESH_COOKIE,
+        token,
+        max_age=container.settings.refresh_token_ttl,
+        path=AUTH_PREFIX,
+        secure=request.url.scheme == "https",
+        httponly=True,
+        samesite="strict",
+    )
+
+
+def _clear_refresh_cookie(request: Request, response: Response) -> None:
+    response.delete_cookie(
+        REFRESH_COOKIE,
+        path=AUTH_PREFIX,
+        secure=request.url.scheme == "https",
+        httponly=True,
+        samesite="strict",
+    )
+
+
+def _refresh_token(request: Request, body: RefreshRequest | None) -> str | None:
+    """The body's token; else the cookie's, only from a browser client; None if neither."""
+    if body is not None:
+        return body.refresh_token
+    cookie = request.cookies.get(REFRESH_COOKIE)
+    if cookie and not _is_browser(request):
+        raise Forbidden(f"The refresh token cookie is accepted only with {CLIENT_HEADER}: browser")
+    if cookie:
+        return cookie
+    if _is_browser(request):
+        return None
+    raise ValidationFailed(
+        "refresh_token: Field required",
+        errors=[{"loc": ["body", "refresh_token"], "msg": "Field required", "type": "missing"}],
+    )
 
 
 def _tokens(pair: TokenPair) -> TokenResponse:
@@ -49,21 +111,64 @@ async def register(body: RegisterRequest, request: Request, container: Container
     return UserCreated(id=user.id, name=user.name, email=user.email)
 
 
-@router.post("/login", response_model=TokenResponse)
-async def login(body: LoginRequest, request: Request, container: ContainerDep) -> TokenResponse:
+@router.post(
+    "/login",
+    response_model=TokenResponse,
+    description=f"With `{CLIENT_HEADER}: browser` the refresh token is also set as a cookie.",
+)
+async def login(
+    body: LoginRequest, request: Request, response: Response, container: ContainerDep
+) -> TokenResponse:
     pair = await container.auth.login(body.email, body.password, _client(request))
+    if _is_browser(request):
+        _set_refresh_cookie(request, response, container, pair.refresh_token)
     return _tokens(pair)
 
 
-@router.post("/refresh", response_model=TokenResponse)
-async def refresh(body: RefreshRequest, request: Request, container: ContainerDep) -> TokenResponse:
-    return _tokens(await container.auth.refresh(body.refresh_token, _client(request)))
+_COOKIE_REFUSED: dict[int | str, dict[str, Any]] = {
+    403: {"description": f"The refresh cookie was sent without `{CLIENT_HEADER}: browser`"}
+}
 
 
-@router.post("/logout", status_code=status.HTTP_204_NO_CONTENT)
-async def logout(body: RefreshRequest, container: ContainerDep) -> Response:
-    await container.auth.logout(body.refresh_token)
-    return Response(status_code=status.HTTP_204_NO_CONTENT)
+@router.post(
+    "/refresh",
+    response_model=TokenResponse,
+    description="Rotate the token pair." + _BROWSER_DOC,
+    responses=_COOKIE_REFUSED,
+)
+async def refresh(
+    request: Request,
+    response: Response,
+    container: ContainerDep,
+    body: RefreshRequest | None = None,
+) -> TokenResponse:
+    token = _refresh_token(request, body)
+    if token is None:
+        raise TokenExpired("No refresh token")
+    pair = await container.auth.refresh(token, _client(request))
+    if _is_browser(request):
+        _set_refresh_cookie(request, response, container, pair.refresh_token)
+    return _tokens(pair)
+
+
+@router.post(
+    "/logout",
+    status_code=status.HTTP_204_NO_CONTENT,
+    description="End the session of a refresh token (204 for an unknown one too)."
+    + _BROWSER_DOC
+    + " A browser client's cookie is cleared.",
+    responses=_COOKIE_REFUSED,
+)
+async def logout(
+    request: Request, container: ContainerDep, body: RefreshRequest | None = None
+) -> Response:
+    token = _refresh_token(request, body)
+    if token is not None:
+        await container.auth.logout(token)
+    response = Response(status_code=status.HTTP_204_NO_CONTENT)
+    if _is_browser(request):
+        _clear_refresh_cookie(request, response)
+    return response
 
 
 @router.post("/logout-all", status_code=status.HTTP_204_NO_CONTENT)

@@ -150,8 +150,13 @@ async def list_products(
     size: Annotated[int, Query(ge=1, le=100)] = 10,
     category: Annotated[str | None, Query(max_length=100)] = None,
     status: Annotated[str | None, Query(description="Case-insensitive status")] = None,
+    q: Annotated[
+        str | None, Query(max_length=200, description="Case-insensitive substring of the name")
+    ] = None,
 ) -> Response:
-    query = ProductQuery.build(page=page, size=size, category=category, status=status)
+    query = ProductQuery.build(
+        page=page, size=size, category=category, status=status, name_contains=q
+    )
     return _json(await container.products.list_json(query))
 
 

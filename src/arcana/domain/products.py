@@ -228,10 +228,17 @@ class ProductQuery:
     size: int = 10
     category: str | None = None
     status: ProductStatus | None = None
+    name_contains: str | None = None
+    """Case-insensitive substring of the name (the console's search box)."""
 
     @classmethod
     def build(
-        cls, page: int = 0, size: int = 10, category: str | None = None, status: str | None = None
+        cls,
+        page: int = 0,
+        size: int = 10,
+        category: str | None = None,
+        status: str | None = None,
+        name_contains: str | None = None,
     ) -> ProductQuery:
         if page < 0:
             raise _invalid("page", "must be greater than or equal to 0")
@@ -244,6 +251,7 @@ class ProductQuery:
             size=size,
             category=category or None,
             status=ProductStatus.parse(status) if status else None,
+            name_contains=(name_contains.strip().lower() or None) if name_contains else None,
         )
 
 

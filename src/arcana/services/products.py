@@ -79,7 +79,10 @@ def products_page_to_json(page: ProductPage) -> bytes:
 
 def _list_key(query: ProductQuery) -> str:
     status = query.status.value if query.status is not None else ""
-    raw = f"{query.category or ''}\x00{status}\x00{query.page}\x00{query.size}"
+    raw = (
+        f"{query.category or ''}\x00{status}\x00{query.name_contains or ''}"
+        f"\x00{query.page}\x00{query.size}"
+    )
     return hashlib.sha256(raw.encode(), usedforsecurity=False).hexdigest()[:32]
 
 
@@ -321,7 +324,8 @@ class ProductService:
     async def list_products(self, query: ProductQuery) -> ProductPage:
         """One rows query, plus one count query unless the total is cached."""
         key = hashlib.sha256(
-            f"{query.category}\x00{query.status}".encode(), usedforsecurity=False
+            f"{query.category}\x00{query.status}\x00{query.name_contains}".encode(),
+            usedforsecurity=False,
         ).hexdigest()[:32]
         gen = await self.cache.generation(CATALOG)
         total = await self.cache.get_count(gen, key) if gen is not None else None

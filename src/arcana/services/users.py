@@ -153,6 +153,11 @@ class UserService:
         async with self._uow() as uow:
             return await uow.users.list_all(limit, offset)
 
+    async def search_users(self, text: str | None, page: int, size: int) -> tuple[list[User], int]:
+        """A page of users (newest first) whose name or email contains ``text``."""
+        async with self._uow() as uow:
+            return await uow.users.search(text.strip() or None if text else None, size, page * size)
+
     async def list_with_role(self, role: str) -> list[User]:
         async with self._uow() as uow:
             return await uow.users.list_with_role(role)
