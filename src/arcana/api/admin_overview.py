@@ -14,7 +14,9 @@ from pydantic import BaseModel
 from arcana.api.deps import AdminPrincipal, ContainerDep
 from arcana.config import Settings
 from arcana.domain.events import DomainEvent
+from arcana.domain.jobs import CLEANUP_TOKENS, SYNC_PENDING_USERS
 from arcana.domain.products import ProductQuery, ProductStatus
+from arcana.domain.timestamps import iso_z
 
 router = APIRouter(prefix="/api/v1/admin", tags=["admin: overview"])
 
@@ -80,8 +82,8 @@ class Schedule(BaseModel):
 def periodic_jobs(settings: Settings) -> dict[str, int]:
     """The periodic jobs and their periods, as the scheduler reads them from the settings."""
     return {
-        "sync.pending_users": settings.schedule_pending_users_seconds,
-        "sync.cleanup_tokens": settings.schedule_cleanup_tokens_seconds,
+        SYNC_PENDING_USERS.name: settings.schedule_pending_users_seconds,
+        CLEANUP_TOKENS.name: settings.schedule_cleanup_tokens_seconds,
     }
 
 
@@ -121,9 +123,7 @@ async def schedule(_admin: AdminPrincipal, container: ContainerDep) -> Schedule:
             PeriodicRead(
                 job_type=job_type,
                 every_seconds=every,
-                next_run_at=datetime.fromtimestamp((int(now // every) + 1) * every, UTC)
-                .isoformat()
-                .replace("+00:00", "Z"),
+                next_run_at=iso_z(datetime.fromtimestamp((int(now // every) + 1) * every, UTC)),
             )
             for job_type, every in periodic_jobs(container.settings).items()
         ]

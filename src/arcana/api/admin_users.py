@@ -7,7 +7,6 @@ so each route loads the user first, which also gives the 404 for an unknown id.
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Response, status
@@ -17,6 +16,7 @@ from arcana.api.deps import AdminPrincipal, ContainerDep
 from arcana.api.schemas_auth import SessionList, SessionRead
 from arcana.bootstrap import Container
 from arcana.domain.identity import Principal, Role
+from arcana.domain.timestamps import utcnow
 from arcana.domain.users import User
 from arcana.errors import Conflict, NotFound
 
@@ -64,7 +64,7 @@ def _acting_as(user: User) -> Principal:
         user_id=user.id,
         roles=user.roles,
         token_id="",
-        issued_at=datetime.now(UTC),
+        issued_at=utcnow(),
         generation=user.generation,
     )
 
