@@ -33,6 +33,7 @@ ENABLED = False
 
 _tracer: Tracer | None = None
 _provider: TracerProvider | None = None
+_current_span: Any = None  # opentelemetry.trace.get_current_span, bound once tracing is on
 
 AttrValue = str | bool | int | float
 NULL_SPAN: contextlib.nullcontext[None] = contextlib.nullcontext()
@@ -97,6 +98,7 @@ def configure_tracing(
     trace.set_tracer_provider(provider)
     _provider = provider
     _tracer = provider.get_tracer("arcana")
+    _bind_current_span()
     ENABLED = True
     return True
 
@@ -131,7 +133,25 @@ def set_tracer_for_tests(provider: TracerProvider) -> None:
     global ENABLED, _tracer, _provider
     _provider = provider
     _tracer = provider.get_tracer("arcana")
+    _bind_current_span()
     ENABLED = True
+
+
+def _bind_current_span() -> None:
+    global _current_span
+    from opentelemetry.trace import get_current_span
+
+    _current_span = get_current_span
+
+
+def recording() -> bool:
+    """Whether the current span is being recorded (tracing on and this trace sampled).
+
+    Child-only spans (SQL statements, Redis commands) are made only inside a recorded span:
+    under a parent-based sampler a child of an unsampled or absent parent is never exported,
+    yet building it costs nearly what a recorded span costs, which at 1 % sampling would be
+    most of tracing's price."""
+    return ENABLED and bool(_current_span().is_recording())
 
 
 def reset_for_tests() -> None:

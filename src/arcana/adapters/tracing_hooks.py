@@ -1,4 +1,5 @@
-"""Spans for SQL statements and Redis commands, attached only when tracing is on.
+"""Spans for SQL statements and Redis commands, attached only when tracing is on, and made
+only inside a recorded span (see ``tracing.recording``).
 
 Written here instead of adding ``opentelemetry-instrumentation-sqlalchemy`` / ``-redis``: each
 is a few lines on hooks the client libraries already offer (SQLAlchemy cursor events, and the
@@ -28,7 +29,7 @@ def instrument_engine(engine: AsyncEngine, system: str) -> None:
     def _before(
         conn: Any, cursor: Any, statement: str, params: Any, context: Any, executemany: bool
     ) -> None:
-        if not tracing.ENABLED or context is None:
+        if context is None or not tracing.recording():
             return
         operation = statement.lstrip().split(None, 1)[0].upper() if statement else "SQL"
         setattr(
@@ -70,7 +71,7 @@ def instrument_redis(redis: Redis) -> None:
     make_pipeline = redis.pipeline
 
     async def traced_command(*args: Any, **options: Any) -> Any:
-        if not tracing.ENABLED:
+        if not tracing.recording():
             return await execute_command(*args, **options)
         name = str(args[0]).split(" ", 1)[0].upper() if args else "?"
         with tracing.span(
@@ -83,7 +84,7 @@ def instrument_redis(redis: Redis) -> None:
         execute = pipe.execute
 
         async def traced_execute(*a: Any, **kw: Any) -> Any:
-            if not tracing.ENABLED:
+            if not tracing.recording():
                 return await execute(*a, **kw)
             with tracing.span(
                 "redis pipeline",
