@@ -162,14 +162,24 @@ def reset_for_tests() -> None:
 
 
 # -- spans -------------------------------------------------------------------------------------
+_ALLOWED_KEYS: dict[str, bool] = {}
+"""Attribute key -> may be recorded. Call sites use a small fixed set of keys, so the secret
+check runs once per key, not once per span."""
+
+
+def _allowed(key: str) -> bool:
+    ok = _ALLOWED_KEYS.get(key)
+    if ok is None:
+        ok = not any(w in key.lower() for w in _SECRET_WORDS)
+        if len(_ALLOWED_KEYS) < 1024:
+            _ALLOWED_KEYS[key] = ok
+    return ok
+
+
 def _clean(attributes: Mapping[str, AttrValue | None] | None) -> dict[str, AttrValue]:
     if not attributes:
         return {}
-    return {
-        k: v
-        for k, v in attributes.items()
-        if v is not None and not any(w in k.lower() for w in _SECRET_WORDS)
-    }
+    return {k: v for k, v in attributes.items() if v is not None and _allowed(k)}
 
 
 _KINDS: dict[str, Any] = {}

@@ -82,7 +82,6 @@ class RequestContextMiddleware:
         span_cm = (
             tracing.span(
                 "HTTP " + scope["method"],  # renamed to "<method> <route template>" at the end
-                {"http.request.method": scope["method"], "arcana.request_id": request_id},
                 kind="server",
                 parent=traceparent,
             )
@@ -90,6 +89,12 @@ class RequestContextMiddleware:
             else tracing.NULL_SPAN
         )
         current = span_cm.__enter__()
+        if current is not None and not current.is_recording():
+            current = None  # not sampled: skip building its attributes
+        if current is not None:
+            tracing.set_attributes(
+                current, {"http.request.method": scope["method"], "arcana.request_id": request_id}
+            )
         try:
             await self.app(scope, receive_limited, send_wrapper)
         except Exception:
