@@ -13,7 +13,7 @@ from fastapi import APIRouter, Query, Response, status
 from pydantic import BaseModel
 
 from arcana.api.deps import AdminPrincipal, ContainerDep
-from arcana.api.schemas_auth import SessionList, SessionRead
+from arcana.api.schemas_auth import SessionList
 from arcana.bootstrap import Container
 from arcana.domain.identity import Principal, Role
 from arcana.domain.timestamps import utcnow
@@ -131,19 +131,7 @@ async def list_sessions(
 ) -> SessionList:
     user = await _load(container, user_id)
     views = await container.auth.list_sessions(_acting_as(user))
-    return SessionList(
-        data=[
-            SessionRead(
-                id=v.session.id,
-                created_at=v.session.created_at,
-                last_used_at=v.session.last_used_at,
-                user_agent=v.session.user_agent,
-                ip=v.session.ip,
-                current=False,
-            )
-            for v in views
-        ]
-    )
+    return SessionList.of(views, mark_current=False)
 
 
 @router.delete(

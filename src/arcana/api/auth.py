@@ -23,7 +23,6 @@ from arcana.api.schemas_auth import (
     RegisterRequest,
     ResetPasswordRequest,
     SessionList,
-    SessionRead,
     TokenResponse,
     UserCreated,
 )
@@ -219,19 +218,7 @@ async def reset_password(body: ResetPasswordRequest, container: ContainerDep) ->
 @router.get("/sessions", response_model=SessionList)
 async def sessions(principal: CurrentPrincipal, container: ContainerDep) -> SessionList:
     views = await container.auth.list_sessions(principal)
-    return SessionList(
-        data=[
-            SessionRead(
-                id=v.session.id,
-                created_at=v.session.created_at,
-                last_used_at=v.session.last_used_at,
-                user_agent=v.session.user_agent,
-                ip=v.session.ip,
-                current=v.current,
-            )
-            for v in views
-        ]
-    )
+    return SessionList.of(views)
 
 
 @router.delete("/sessions/{session_id}", status_code=status.HTTP_204_NO_CONTENT)

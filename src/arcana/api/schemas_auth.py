@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from arcana.errors import ValidationFailed
+from arcana.services.auth import SessionView
 from arcana.services.emails import valid_email
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -106,3 +108,21 @@ class SessionRead(BaseModel):
 
 class SessionList(BaseModel):
     data: list[SessionRead]
+
+    @classmethod
+    def of(cls, views: Sequence[SessionView], *, mark_current: bool = True) -> SessionList:
+        """The wire shape of ``AuthService.list_sessions``; an admin viewing another user's
+        sessions has no current one (``mark_current=False``)."""
+        return cls(
+            data=[
+                SessionRead(
+                    id=v.session.id,
+                    created_at=v.session.created_at,
+                    last_used_at=v.session.last_used_at,
+                    user_agent=v.session.user_agent,
+                    ip=v.session.ip,
+                    current=mark_current and v.current,
+                )
+                for v in views
+            ]
+        )
