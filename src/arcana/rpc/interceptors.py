@@ -139,9 +139,9 @@ def metrics_interceptor() -> grpc.aio.ServerInterceptor:
         name = _short(method)
         latency = GRPC_LATENCY.labels(name)
 
-        async def handler(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            if tracing.ENABLED:
-                return await traced(request, context)
+        async def measured(
+            request: Any, context: grpc.aio.ServicerContext, current: Any = None
+        ) -> Any:
             t0 = time.perf_counter()
             exc: BaseException | None = None
             try:
@@ -151,9 +151,16 @@ def metrics_interceptor() -> grpc.aio.ServerInterceptor:
                 raise
             finally:
                 latency.observe(time.perf_counter() - t0)
-                GRPC_REQUESTS.labels(name, _status_of(context, exc)).inc()
+                code = _status_of(context, exc)
+                GRPC_REQUESTS.labels(name, code).inc()
+                if current is not None:
+                    tracing.set_attributes(current, {"rpc.grpc.status_code": code})
+                    if code not in ("OK", "NOT_FOUND", "INVALID_ARGUMENT", "ALREADY_EXISTS"):
+                        tracing.set_error(current, code)
 
-        async def traced(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        async def handler(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            if not tracing.ENABLED:
+                return await measured(request, context)
             parent = None
             for key, value in context.invocation_metadata() or ():
                 if key == "traceparent":
@@ -164,20 +171,7 @@ def metrics_interceptor() -> grpc.aio.ServerInterceptor:
                 kind="server",
                 parent=parent,
             ) as current:
-                t0 = time.perf_counter()
-                exc: BaseException | None = None
-                try:
-                    return await inner(request, context)
-                except BaseException as e:
-                    exc = e
-                    raise
-                finally:
-                    latency.observe(time.perf_counter() - t0)
-                    code = _status_of(context, exc)
-                    GRPC_REQUESTS.labels(name, code).inc()
-                    tracing.set_attributes(current, {"rpc.grpc.status_code": code})
-                    if code not in ("OK", "NOT_FOUND", "INVALID_ARGUMENT", "ALREADY_EXISTS"):
-                        tracing.set_error(current, code)
+                return await measured(request, context, current)
 
         return handler
 
