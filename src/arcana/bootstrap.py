@@ -39,6 +39,7 @@ from arcana.adapters.plugin_broadcast import (
     RedisPluginReloadBroadcast,
 )
 from arcana.adapters.plugins import build_audit
+from arcana.adapters.products import GroupCommitStockChanges, SqlStockChanges
 from arcana.adapters.redis_client import connect_redis, prepare_redis
 from arcana.adapters.sealing import AesGcmSealer
 from arcana.adapters.unit_of_work import SqlUnitOfWork
@@ -49,6 +50,7 @@ from arcana.domain.events import DomainEvent
 from arcana.domain.jobs import JobQueue
 from arcana.domain.mail import Mailer
 from arcana.domain.ports import Cache
+from arcana.domain.products import StockChanges
 from arcana.domain.timestamps import utcnow
 from arcana.domain.users import AttemptQuota, LoginLimiter, UserSync
 from arcana.metrics import CACHE_REQUESTS
@@ -126,6 +128,7 @@ class Container:
             ),
             self._late_audit,
             read_uow=self.read_uow,
+            stock=self._stock_changes(),
         )
         self.queue: JobQueue = self._build_queue()
         self.jobs = JobService(self.queue)
@@ -149,6 +152,15 @@ class Container:
             self.ready,
             settings.metrics_sample_seconds,
         )
+
+    def _stock_changes(self) -> StockChanges | None:
+        """Group commit on a SQLite file, one statement on PostgreSQL; ``None`` (a unit of work
+        per change) on an in-memory SQLite, which a second connection would not see."""
+        if self.db.group_commit is not None:
+            return GroupCommitStockChanges(self.db.group_commit, self._on_commit)
+        if not self.db.is_sqlite:
+            return SqlStockChanges(self.db, self._on_commit)
+        return None
 
     def _build_auth(self, settings: Settings) -> None:
         self.passwords = HashingSlots(

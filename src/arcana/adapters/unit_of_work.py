@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from types import TracebackType
@@ -12,7 +11,8 @@ from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from arcana import tracing
-from arcana.adapters.database import Database, is_connectivity_error, is_unstorable_text
+from arcana.adapters.database import Database, translate_error
+from arcana.adapters.outbox_rows import outbox_rows
 from arcana.adapters.products import SqlProductRepository
 from arcana.adapters.tables import outbox
 from arcana.adapters.user_repositories import (
@@ -22,9 +22,6 @@ from arcana.adapters.user_repositories import (
 )
 from arcana.domain.events import DomainEvent
 from arcana.domain.jobs import JobRequest
-from arcana.domain.timestamps import utcnow
-from arcana.errors import ArcanaError, ServiceUnavailable, ValidationFailed
-from arcana.metrics import DB_UNAVAILABLE
 
 
 class SqlUnitOfWork:
@@ -92,15 +89,10 @@ class SqlUnitOfWork:
                 writing, self._writing = self._writing, None
                 if writing is not None:
                     await writing.__aexit__(None, None, None)
-        if exc is not None and not isinstance(exc, ArcanaError):
-            if is_connectivity_error(exc):
-                DB_UNAVAILABLE.inc()
-                raise ServiceUnavailable("The database is unreachable; try again shortly") from exc
-            if is_unstorable_text(exc):
-                raise ValidationFailed(
-                    "Text must not contain NUL characters",
-                    errors=[{"loc": ["body"], "msg": "contains NUL", "type": "value_error"}],
-                ) from exc
+        if exc is not None:
+            translated = translate_error(exc)
+            if translated is not None:
+                raise translated from exc
 
     def record(self, *events: DomainEvent) -> None:
         self._events.extend(events)
@@ -119,32 +111,7 @@ class SqlUnitOfWork:
 
     async def _insert_recorded(self) -> bool:
         # The work these rows cause continues the current trace (None when tracing is off).
-        trace_context = tracing.current_traceparent()
-        rows = [
-            {
-                "id": e.id,
-                "kind": "event",
-                "event_type": e.event_type,
-                "aggregate_id": e.aggregate_id,
-                "data": e.envelope(),
-                "created_at": e.timestamp,
-                "trace_context": trace_context,
-            }
-            for e in self._events
-        ]
-        now = utcnow()
-        rows += [
-            {
-                "id": str(uuid.uuid4()),
-                "kind": "job",
-                "event_type": j.job_type,
-                "aggregate_id": None,
-                "data": j.to_dict(),
-                "created_at": now,
-                "trace_context": trace_context,
-            }
-            for j in self._jobs
-        ]
+        rows = outbox_rows(self._events, self._jobs, tracing.current_traceparent())
         if rows:
             await self.session.execute(insert(outbox), rows)
         return bool(rows)

@@ -7,7 +7,7 @@ at most 10 integer digits (NUMERIC(12,2)); stock ≥ 0 always; ``Archived`` is f
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
@@ -302,6 +302,37 @@ class ProductRepository(Protocol):
 
     async def batch_after(self, after: tuple[datetime, str] | None, limit: int) -> list[Product]:
         """Keyset scan of the whole catalog in list order, for the export."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class StockChange:
+    """What a stock change did: the updated product, or ``None`` when nothing changed (then
+    ``exists`` tells a missing product from a change out of 0..STOCK_MAX)."""
+
+    product: Product | None
+    exists: bool
+
+
+LevelEvents = Callable[[int, int], list[DomainEvent]]
+"""The stock level events of a change, from the stock before and after it (``stock_events``
+of one product)."""
+
+
+class StockChanges(Protocol):
+    """Stock changes applied outside a unit of work, several requests' changes sharing one
+    transaction (group commit: embedded SQLite). Each change is still one atomic statement
+    (never below 0), and its events are stored in the same transaction as the change."""
+
+    async def adjust_stock(
+        self,
+        product_id: str,
+        delta: int,
+        now: datetime,
+        updated: DomainEvent,
+        level_events: LevelEvents,
+    ) -> StockChange:
+        """``updated`` is stored with any change that is made, then ``level_events``."""
         ...
 
 

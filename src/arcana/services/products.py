@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import logging
 import uuid
@@ -26,6 +27,8 @@ from arcana.domain.products import (
     ProductQuery,
     ProductStatus,
     ProductUnitOfWork,
+    StockChange,
+    StockChanges,
     parse_product_id,
     product_event,
     stock_events,
@@ -263,8 +266,11 @@ class ProductService:
         clock: Clock | None = None,
         *,
         read_uow: UowFactory | None = None,
+        stock: StockChanges | None = None,
     ) -> None:
         self._uow = uow
+        self._stock = stock
+        """Stock changes by group commit (embedded SQLite); ``None``: one unit of work each."""
         self._read_uow = read_uow or uow  # for reads: no transaction round trips
         self.cache = cache
         self._audit = audit
@@ -431,28 +437,44 @@ class ProductService:
             raise ValidationFailed("quantity_change: must be an integer")
         if abs(quantity_change) > STOCK_MAX:
             raise ValidationFailed(f"quantity_change: must be between -{STOCK_MAX} and {STOCK_MAX}")
-        async with self._uow() as uow:
-            # The outbox row goes in before the UPDATE: the row lock is then held only for the
-            # COMMIT round trip (and a rare stock-event insert), not for the insert as well.
-            # If the update is refused, the rollback takes the row away again.
-            uow.record(product_event("product.updated", pid))
-            await uow.write_recorded()
-            product = await uow.products.adjust_stock(pid, quantity_change, self._clock.now())
-            if product is None:
-                if not await uow.products.exists(pid):
-                    raise NotFound(f"Product {pid} not found")
-                if quantity_change > 0:
-                    raise ValidationFailed(f"stock: must be at most {STOCK_MAX}")
-                raise InsufficientStock(
-                    f"Insufficient stock: a change of {quantity_change} would go below 0"
-                )
-            before = product.stock - quantity_change
-            uow.record(*stock_events(pid, before, product.stock))
-            await uow.commit()
+        now = self._clock.now()
+        if self._stock is not None:
+            change = await self._stock.adjust_stock(
+                pid,
+                quantity_change,
+                now,
+                product_event("product.updated", pid),
+                functools.partial(stock_events, pid),
+            )
+        else:
+            change = await self._adjust_stock_in_uow(pid, quantity_change, now)
+        product = change.product
+        if product is None:
+            if not change.exists:
+                raise NotFound(f"Product {pid} not found")
+            if quantity_change > 0:
+                raise ValidationFailed(f"stock: must be at most {STOCK_MAX}")
+            raise InsufficientStock(
+                f"Insufficient stock: a change of {quantity_change} would go below 0"
+            )
         await self.cache.invalidate(pid)
         await self.cache.invalidate(LISTS)
         self._audited(actor, pid, "stock", quantity_change=quantity_change)
         return product
+
+    async def _adjust_stock_in_uow(self, pid: str, delta: int, now: datetime) -> StockChange:
+        async with self._uow() as uow:
+            # The outbox row goes in before the UPDATE: the row lock is then held only for the
+            # COMMIT round trip (and a rare stock-event insert), not for the insert as well.
+            # A refused change leaves without committing, which takes the row away again.
+            uow.record(product_event("product.updated", pid))
+            await uow.write_recorded()
+            product = await uow.products.adjust_stock(pid, delta, now)
+            if product is None:
+                return StockChange(None, await uow.products.exists(pid))
+            uow.record(*stock_events(pid, product.stock - delta, product.stock))
+            await uow.commit()
+        return StockChange(product, True)
 
     async def delete(self, actor: str, product_id: str) -> None:
         pid = parse_product_id(product_id)

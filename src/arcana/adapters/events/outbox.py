@@ -15,10 +15,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, select, text, update
+from sqlalchemy import Connection, Executable, delete, func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from arcana.adapters.database import Database
+from arcana.adapters.group_commit import SqliteGroupCommit
 from arcana.adapters.tables import outbox
 from arcana.domain.timestamps import utcnow
 
@@ -45,21 +46,38 @@ class OutboxRow:
 class Batch:
     """Rows claimed by one relay; ``settle`` records what happened to them."""
 
-    def __init__(self, conn: AsyncConnection, rows: list[OutboxRow]) -> None:
+    def __init__(
+        self,
+        conn: AsyncConnection,
+        rows: list[OutboxRow],
+        group_commit: SqliteGroupCommit | None = None,
+    ) -> None:
         self._conn = conn
+        self._group_commit = group_commit
         self.rows = rows
 
     async def settle(self, published: Sequence[int], failed: int | None = None) -> None:
+        statements: list[Executable] = []
         if published:
-            await self._conn.execute(
+            statements.append(
                 update(outbox)
                 .where(outbox.c.seq.in_(list(published)))
                 .values(published_at=utcnow(), attempts=outbox.c.attempts + 1)
             )
         if failed is not None:
-            await self._conn.execute(
+            statements.append(
                 update(outbox).where(outbox.c.seq == failed).values(attempts=outbox.c.attempts + 1)
             )
+        if self._group_commit is not None and statements:
+            # SQLite: with the other writes of this process, not beside them in the busy handler.
+            def write(conn: Connection) -> None:
+                for statement in statements:
+                    conn.execute(statement)
+
+            await self._group_commit.run(write)
+            return
+        for statement in statements:
+            await self._conn.execute(statement)
 
 
 class SqlOutbox:
@@ -83,7 +101,7 @@ class SqlOutbox:
             async with lock, self._db.engine.connect() as conn:
                 rows = [_row(r) for r in (await conn.execute(query)).mappings()]
                 await conn.commit()  # no read transaction held while delivering
-                batch = Batch(conn, rows)
+                batch = Batch(conn, rows, self._db.group_commit)
                 yield batch
                 await conn.commit()
             return
