@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import (
 )
 
 from arcana.adapters.group_commit import SqliteGroupCommit
+from arcana.adapters.sqlite_reads import SqliteReads
 from arcana.config import Settings
 from arcana.errors import ArcanaError, ServiceUnavailable, ValidationFailed
 from arcana.metrics import DB_UNAVAILABLE
@@ -175,12 +176,15 @@ class Database:
         self.writer: asyncio.Lock | None = asyncio.Lock() if self.is_sqlite else None
         self.group_commit: SqliteGroupCommit | None = None
         """Batched writes on one connection of their own (a SQLite file only)."""
+        self.sqlite_reads: SqliteReads | None = None
+        """Read-only units of work in one thread hop per statement (a SQLite file only)."""
         if self.is_sqlite:
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
             if self.url.split("///", 1)[-1] not in ("", ":memory:"):
                 self.group_commit = SqliteGroupCommit(
                     self.url, self.writing, _HOLDS_WRITER.get, _sqlite_pragmas
                 )
+                self.sqlite_reads = SqliteReads(self.url, _sqlite_pragmas)
         self.sessionmaker = async_sessionmaker(
             self.engine, expire_on_commit=False, class_=AsyncSession
         )
@@ -227,6 +231,8 @@ class Database:
     async def dispose(self) -> None:
         if self.group_commit is not None:
             await self.group_commit.close()
+        if self.sqlite_reads is not None:
+            await self.sqlite_reads.close()
         await self.engine.dispose()
 
 

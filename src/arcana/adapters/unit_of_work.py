@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from types import TracebackType
-from typing import Self
+from typing import Self, cast
 
 from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -31,7 +31,7 @@ class SqlUnitOfWork:
     ``uow.products``, … without ever seeing the session.
     """
 
-    session: AsyncSession
+    _session: AsyncSession | None = None
 
     def __init__(
         self,
@@ -62,14 +62,27 @@ class SqlUnitOfWork:
             # SQLite: one writing unit of work at a time in this process (see Database).
             self._writing = self._db.writing()
             await self._writing.__aenter__()
-        self.session = (self._db.read_sessionmaker if self._read_only else self._db.sessionmaker)()
         self._events = []
         self._jobs = []
         self._written = []
         self._wrote = False
         self._committed = False
-        self._bind(self.session)
+        reads = self._db.sqlite_reads if self._read_only else None
+        if reads is not None:
+            # A SQLite file: repositories only call ``execute``, which the reader threads
+            # offer in one hop per statement (no session, nothing to roll back or close).
+            self._session = None
+            self._bind(cast(AsyncSession, reads))
+            return self
+        self._session = (self._db.read_sessionmaker if self._read_only else self._db.sessionmaker)()
+        self._bind(self._session)
         return self
+
+    @property
+    def session(self) -> AsyncSession:
+        if self._session is None:
+            raise RuntimeError("a read-only unit of work on SQLite has no session")
+        return self._session
 
     async def __aexit__(
         self,
@@ -77,14 +90,16 @@ class SqlUnitOfWork:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        session, self._session = self._session, None
         try:
-            if not self._committed:
-                await self.session.rollback()
+            if session is not None and not self._committed:
+                await session.rollback()
         except Exception:  # the connection may be gone; closing below frees it
             pass
         finally:
             try:
-                await self.session.close()
+                if session is not None:
+                    await session.close()
             finally:
                 writing, self._writing = self._writing, None
                 if writing is not None:

@@ -146,20 +146,20 @@ class UserService:
             return await uow.users.get(user_id)
 
     async def get_user_by_email(self, email: str) -> User | None:
-        async with self._uow() as uow:
+        async with self._read_uow() as uow:
             return await uow.users.get_by_email(normalize_email(email))
 
     async def list_users(self, limit: int = 1000, offset: int = 0) -> list[User]:
-        async with self._uow() as uow:
+        async with self._read_uow() as uow:
             return await uow.users.list_all(limit, offset)
 
     async def search_users(self, text: str | None, page: int, size: int) -> tuple[list[User], int]:
         """A page of users (newest first) whose name or email contains ``text``."""
-        async with self._uow() as uow:
+        async with self._read_uow() as uow:
             return await uow.users.search(text.strip() or None if text else None, size, page * size)
 
     async def list_with_role(self, role: str) -> list[User]:
-        async with self._uow() as uow:
+        async with self._read_uow() as uow:
             return await uow.users.list_with_role(role)
 
     async def create_user(

@@ -277,4 +277,7 @@ class PartitionedRedisJobQueue(JobQueue):
             await asyncio.gather(*waiters, return_exceptions=True)
 
     async def close(self) -> None:
-        """The Redis client belongs to the container."""
+        """The Redis client belongs to the container; each partition gives back what it
+        kept of its pool."""
+        for partition in self.parts:
+            await partition.close()
