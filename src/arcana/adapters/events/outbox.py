@@ -48,7 +48,7 @@ class Batch:
 
     def __init__(
         self,
-        conn: AsyncConnection,
+        conn: AsyncConnection | None,
         rows: list[OutboxRow],
         group_commit: SqliteGroupCommit | None = None,
     ) -> None:
@@ -76,6 +76,7 @@ class Batch:
 
             await self._group_commit.run(write)
             return
+        assert self._conn is not None, "a batch settles through its connection or the writer"
         for statement in statements:
             await self._conn.execute(statement)
 
@@ -98,10 +99,17 @@ class SqlOutbox:
             query = query.where(outbox.c.kind == "event")
         if self._db.is_sqlite:
             lock = _sqlite_locks.setdefault(self._db.url, asyncio.Lock())
+            reads, writer = self._db.sqlite_reads, self._db.group_commit
+            if reads is not None and writer is not None:
+                # A SQLite file: read on a reader thread, settle through the group commit.
+                async with lock:
+                    rows = [_row(r) for r in (await reads.execute(query)).mappings()]
+                    yield Batch(None, rows, writer)
+                return
             async with lock, self._db.engine.connect() as conn:
                 rows = [_row(r) for r in (await conn.execute(query)).mappings()]
                 await conn.commit()  # no read transaction held while delivering
-                batch = Batch(conn, rows, self._db.group_commit)
+                batch = Batch(conn, rows)
                 yield batch
                 await conn.commit()
             return
