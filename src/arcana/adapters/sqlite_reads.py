@@ -20,6 +20,8 @@ from typing import Any
 from sqlalchemy import Connection, Engine, Executable, Result, create_engine, event
 from sqlalchemy.engine import make_url
 
+from arcana import tracing
+
 
 class SqliteReads:
     """Offers the one method repositories call on a session, ``execute``, for read-only units
@@ -45,7 +47,19 @@ class SqliteReads:
         if self._executor is None:
             self._executor = ThreadPoolExecutor(self.THREADS, thread_name_prefix="sqlite-reader")
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self._execute, statement, params)
+        if not tracing.recording():
+            return await loop.run_in_executor(self._executor, self._execute, statement, params)
+        # The SQL spans of the engine's own connections, made here: the reader thread does not
+        # carry the request's trace context.
+        text = str(statement)
+        operation = text.lstrip().split(None, 1)[0].upper() if text else "SQL"
+        attributes = {
+            "db.system": "sqlite",
+            "db.operation.name": operation,
+            "db.query.text": text[:2000],
+        }
+        with tracing.span(f"sql {operation}", attributes, kind="client"):
+            return await loop.run_in_executor(self._executor, self._execute, statement, params)
 
     def _execute(self, statement: Executable, params: Mapping[str, Any] | None) -> Result[Any]:
         conn: Connection | None = getattr(self._local, "conn", None)
