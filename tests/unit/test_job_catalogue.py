@@ -52,7 +52,10 @@ def users() -> UserService:
     uow = InMemoryUnitOfWorkFactory()
     clock = FakeClock()
     return UserService(
-        uow, PlainPasswordHasher(), TokenGenerationCache(uow, InMemoryCache(clock), 60), clock
+        uow,
+        PlainPasswordHasher(),
+        TokenGenerationCache(uow, InMemoryCache(clock), 60, clock),
+        clock,
     )
 
 
