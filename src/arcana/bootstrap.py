@@ -39,7 +39,7 @@ from arcana.adapters.plugin_broadcast import (
     RedisPluginReloadBroadcast,
 )
 from arcana.adapters.plugins import build_audit
-from arcana.adapters.products import GroupCommitStockChanges, SqlStockChanges
+from arcana.adapters.product_repositories import GroupCommitStockChanges, SqlStockChanges
 from arcana.adapters.redis_client import connect_redis, prepare_redis
 from arcana.adapters.sealing import AesGcmSealer
 from arcana.adapters.unit_of_work import SqlUnitOfWork
