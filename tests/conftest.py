@@ -165,7 +165,7 @@ def backend_settings(backend: str, tmp_path: Path, request: pytest.FixtureReques
 
 
 @pytest.fixture
-def overrides(request: pytest.FixtureRequest) -> Overrides:
+def doubles(request: pytest.FixtureRequest) -> Overrides:
     """Doubles for ``build_app``, from the test's ``@pytest.mark.overrides(name=factory)``
     (each factory is called once per test, e.g. ``audit=RecordingAuditSink``)."""
     marker = request.node.get_closest_marker("overrides")
@@ -175,12 +175,12 @@ def overrides(request: pytest.FixtureRequest) -> Overrides:
 
 
 @pytest.fixture
-async def process(settings: Settings, overrides: Overrides) -> AsyncIterator[Lifecycle]:
+async def process(settings: Settings, doubles: Overrides) -> AsyncIterator[Lifecycle]:
     """A started process over this test's backend; its loops start only when a test asks
     (``process.start_api_loops()``, ``start_worker_loops()``, ``start_relay()``)."""
     if not settings.is_sqlite:
         await truncate_all(settings.database_url)
-    async with Lifecycle.running(settings, overrides, migrate_embedded=False) as p:
+    async with Lifecycle.running(settings, doubles, migrate_embedded=False) as p:
         yield p
 
 

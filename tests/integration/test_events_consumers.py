@@ -26,7 +26,7 @@ GROUP = "arcana"
 
 @pytest.fixture
 async def bus_process(
-    container: App, settings: Settings, overrides: Overrides
+    container: App, settings: Settings, doubles: Overrides
 ) -> AsyncIterator[Lifecycle]:
     """Quick redelivery: entries idle for 150 ms are claimed, dead after 3 deliveries. Built
     after ``container``, which cleared the database, and with the test's doubles."""
@@ -38,7 +38,7 @@ async def bus_process(
             "events_consumer_block_ms": 100,
         }
     )
-    process = Lifecycle.build(fast, overrides)
+    process = Lifecycle.build(fast, doubles)
     try:
         yield process
     finally:
