@@ -179,7 +179,7 @@ async def process(settings: Settings, doubles: Overrides) -> AsyncIterator[Lifec
     """A started process over this test's backend; its loops start only when a test asks
     (``process.start_api_loops()``, ``start_worker_loops()``, ``start_relay()``)."""
     if not settings.is_sqlite:
-        await truncate_all(settings.database_url)
+        await truncate_all(settings.database.url.get_secret_value())
     async with Lifecycle.running(settings, doubles, migrate_embedded=False) as p:
         yield p
 

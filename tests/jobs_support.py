@@ -55,7 +55,7 @@ def queue_settings(
 
 async def open_container(settings: Settings) -> AsyncIterator[App]:
     if not settings.is_sqlite:
-        await truncate_jobs(settings.database_url)
+        await truncate_jobs(settings.database.url.get_secret_value())
     c_process = Lifecycle.build(settings)
     c = c_process.app
     await c_process.start(migrate_embedded=False)

@@ -48,7 +48,7 @@ from arcana.adapters.redis_client import connect_redis, prepare_redis
 from arcana.adapters.sealing import AesGcmSealer
 from arcana.adapters.unit_of_work import SqlUnitOfWork
 from arcana.adapters.user_sync import NullUserSync, WebhookUserSync
-from arcana.config import Settings
+from arcana.config import Settings, reveal
 from arcana.domain.audit import AuditSink
 from arcana.domain.delivery import CommitListeners, JobEnqueuer
 from arcana.domain.jobs import JobQueue
@@ -106,7 +106,7 @@ class Infrastructure:
 
 def wire_infrastructure(settings: Settings, *, cache: Cache | None = None) -> Infrastructure:
     db = Database(settings)
-    redis = connect_redis(settings.redis_url) if settings.redis_url else None
+    redis = connect_redis(settings.redis.url.get_secret_value()) if settings.redis.url else None
     if tracing.ENABLED:  # SQL and Redis spans; nothing is attached when tracing is off
         from arcana.adapters.tracing_hooks import instrument_engine, instrument_redis
 
@@ -114,7 +114,7 @@ def wire_infrastructure(settings: Settings, *, cache: Cache | None = None) -> In
         if redis is not None:
             instrument_redis(redis)
     if cache is None:
-        cache = RedisCache(redis, settings.redis_prefix) if redis is not None else MemoryCache()
+        cache = RedisCache(redis, settings.redis.prefix) if redis is not None else MemoryCache()
     return Infrastructure(settings, db, redis, cache)
 
 
@@ -133,7 +133,7 @@ def wire_plugins(infra: Infrastructure, *, audit: AuditSink | None = None) -> Pl
     sink = build_audit(settings, infra.db)
     reporting: AuditSink = audit if audit is not None else sink
     broadcast = (
-        RedisPluginReloadBroadcast(infra.redis, settings.redis_prefix)
+        RedisPluginReloadBroadcast(infra.redis, settings.redis.prefix)
         if infra.redis is not None
         else NullPluginReloadBroadcast()
     )
@@ -162,24 +162,32 @@ def wire_auth(
 ) -> AuthArea:
     s = infra.settings
     jwt_key = s.jwt_key()
-    tokens = JwtAccessTokens(jwt_key, s.jwt_issuer, s.jwt_audience, s.access_token_ttl)
+    tokens = JwtAccessTokens(
+        jwt_key, s.auth.jwt_issuer, s.auth.jwt_audience, s.auth.access_token_ttl
+    )
+    pw = s.passwords
     passwords = HashingSlots(
-        Argon2PasswordHasher(s.argon2_memory_kib, s.argon2_time_cost, s.argon2_parallelism),
-        s.password_hash_slots or os.cpu_count() or 1,
-        s.password_hash_wait_seconds,
+        Argon2PasswordHasher(pw.argon2_memory_kib, pw.argon2_time_cost, pw.argon2_parallelism),
+        pw.hash_slots or os.cpu_count() or 1,
+        pw.hash_wait_seconds,
     )
     sealer = AesGcmSealer(jwt_key)
     redis = infra.redis
     attempt_quota: AttemptQuota = (
-        RedisAttemptQuota(redis, s.redis_prefix) if redis is not None else MemoryAttemptQuota()
+        RedisAttemptQuota(redis, s.redis.prefix) if redis is not None else MemoryAttemptQuota()
     )
-    limits = (s.login_max_failures_per_account, s.login_max_failures_per_ip, s.login_window_seconds)
+    lim = s.limits
+    limits = (
+        lim.login_max_failures_per_account,
+        lim.login_max_failures_per_ip,
+        lim.login_window_seconds,
+    )
     login_limiter: LoginLimiter = (
-        RedisLoginLimiter(redis, s.redis_prefix, *limits)
+        RedisLoginLimiter(redis, s.redis.prefix, *limits)
         if redis is not None
         else MemoryLoginLimiter(*limits)
     )
-    generations = TokenGenerationCache(infra.read_uow, infra.cache, s.access_token_ttl)
+    generations = TokenGenerationCache(infra.read_uow, infra.cache, s.auth.access_token_ttl)
     users = UserService(infra.uow, passwords, generations, read_uow=infra.read_uow)
     auth = AuthService(
         infra.uow,
@@ -190,20 +198,21 @@ def wire_auth(
         login_limiter,
         audit,
         AuthPolicy(
-            s.refresh_token_ttl,
-            s.refresh_idle_ttl,
-            s.reset_token_ttl,
-            s.refresh_reuse_grace_seconds,
-            access_token_ttl=s.access_token_ttl,
-            register_limit_per_ip=s.register_limit_per_ip,
-            reset_limit_per_email=s.reset_limit_per_email,
-            reset_limit_per_ip=s.reset_limit_per_ip,
+            s.auth.refresh_token_ttl,
+            s.auth.refresh_idle_ttl,
+            s.auth.reset_token_ttl,
+            s.auth.refresh_reuse_grace_seconds,
+            access_token_ttl=s.auth.access_token_ttl,
+            register_limit_per_ip=lim.register_per_ip,
+            reset_limit_per_email=lim.reset_per_email,
+            reset_limit_per_ip=lim.reset_per_ip,
         ),
         attempt_quota,
         sealer,
     )
     if user_sync is None:
-        user_sync = WebhookUserSync(s.user_sync_url) if s.user_sync_url else NullUserSync()
+        url = reveal(s.user_sync.url)
+        user_sync = WebhookUserSync(url) if url else NullUserSync()
     return AuthArea(
         jwt_key=jwt_key,
         tokens=tokens,
@@ -228,7 +237,7 @@ class CatalogArea:
 def wire_catalog(infra: Infrastructure, audit: AuditSink) -> CatalogArea:
     cache = ProductCache(
         infra.cache,
-        infra.settings.cache_ttl,
+        infra.settings.cache.ttl,
         on_hit=CACHE_REQUESTS.labels("product", "hit").inc,
         on_miss=CACHE_REQUESTS.labels("product", "miss").inc,
     )
@@ -252,12 +261,14 @@ def build_queue(infra: Infrastructure) -> JobQueue:
     if s.effective_queue_backend == "redis":
         if infra.redis is None:
             raise ValueError("ARCANA_QUEUE_BACKEND=redis needs ARCANA_REDIS_URL")
-        if s.queue_partitions > 1:
+        if s.jobs.partitions > 1:
             return PartitionedRedisJobQueue(
-                infra.redis, s.redis_prefix, s.queue_partitions, finished_ttl=s.job_finished_ttl
+                infra.redis, s.redis.prefix, s.jobs.partitions, finished_ttl=s.jobs.finished_ttl
             )
-        return RedisJobQueue(infra.redis, s.redis_prefix, finished_ttl=s.job_finished_ttl)
-    return SqlJobQueue(infra.db, finished_ttl=s.job_finished_ttl, poll_interval=s.job_poll_interval)
+        return RedisJobQueue(infra.redis, s.redis.prefix, finished_ttl=s.jobs.finished_ttl)
+    return SqlJobQueue(
+        infra.db, finished_ttl=s.jobs.finished_ttl, poll_interval=s.jobs.poll_interval
+    )
 
 
 def wire_jobs(
@@ -271,17 +282,17 @@ def wire_jobs(
     if queue is None:
         queue = build_queue(infra)
     if mailer is None:
-        mailer = build_mailer(s.smtp_url, s.mail_from, s.var_dir)
+        mailer = build_mailer(reveal(s.mail.smtp_url), s.mail.sender, s.var_dir)
     return JobsArea(
         queue=queue,
         jobs=JobService(queue),
         mailer=mailer,
-        notifications=NotificationService(mailer, auth.users, auth.sealer, s.reset_token_ttl),
+        notifications=NotificationService(mailer, auth.users, auth.sealer, s.auth.reset_token_ttl),
         maintenance=MaintenanceService(
             auth.auth,
             auth.user_sync,
             SqlOutbox(infra.db),
-            timedelta(seconds=s.outbox_retention_seconds),
+            timedelta(seconds=s.events.outbox_retention_seconds),
         ),
     )
 
@@ -364,7 +375,7 @@ def build_app(settings: Settings, overrides: Overrides | None = None) -> App:
         infra.redis,
         events.stream,
         health.ready,
-        settings.metrics_sample_seconds,
+        settings.observability.metrics_sample_seconds,
     )
     return App(
         settings=settings,

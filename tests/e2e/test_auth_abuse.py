@@ -16,7 +16,7 @@ import pytest
 
 from arcana.api.app import create_app
 from arcana.bootstrap import App
-from arcana.config import Settings
+from arcana.config import PasswordSettings, Settings
 from arcana.lifecycle import Lifecycle
 from tests.auth_support import PASSWORD, bearer, login, register_and_login
 from tests.conftest import truncate_all
@@ -36,8 +36,8 @@ def make_client(settings: Settings) -> ClientFactory:
         *, client_ip: str = "127.0.0.1", **overrides: Any
     ) -> AsyncIterator[httpx.AsyncClient]:
         if not settings.is_sqlite:
-            await truncate_all(settings.database_url)
-        process = Lifecycle.build(settings.model_copy(update=overrides))
+            await truncate_all(settings.database.url.get_secret_value())
+        process = Lifecycle.build(settings.replace(**overrides))
         container = process.app
         await process.start(migrate_embedded=False)
         transport = httpx.ASGITransport(
@@ -143,11 +143,11 @@ async def test_timing_unknown_email_vs_wrong_password(make_client: ClientFactory
     answers many times faster; medians within a factor of two catch that while a loaded
     2-core machine's noise does not trip it. That both paths run exactly one Argon2
     verification is checked without a clock in tests/unit/test_auth_service.py."""
-    defaults = Settings.model_fields
+    defaults = PasswordSettings()
     async with make_client(
-        argon2_memory_kib=defaults["argon2_memory_kib"].default,
-        argon2_time_cost=defaults["argon2_time_cost"].default,
-        argon2_parallelism=defaults["argon2_parallelism"].default,
+        argon2_memory_kib=defaults.argon2_memory_kib,
+        argon2_time_cost=defaults.argon2_time_cost,
+        argon2_parallelism=defaults.argon2_parallelism,
         login_max_failures_per_account=10_000,
         login_max_failures_per_ip=10_000,
     ) as client:
@@ -177,7 +177,7 @@ async def test_timing_unknown_email_vs_wrong_password(make_client: ClientFactory
 async def test_logout_all_on_one_instance_is_seen_by_another_at_once(
     settings: Settings,
 ) -> None:
-    await truncate_all(settings.database_url)
+    await truncate_all(settings.database.url.get_secret_value())
     a_process, b_process = Lifecycle.build(settings), Lifecycle.build(settings)
     a = a_process.app
     b = b_process.app

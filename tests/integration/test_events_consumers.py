@@ -30,13 +30,11 @@ async def bus_process(
 ) -> AsyncIterator[Lifecycle]:
     """Quick redelivery: entries idle for 150 ms are claimed, dead after 3 deliveries. Built
     after ``container``, which cleared the database, and with the test's doubles."""
-    fast = settings.model_copy(
-        update={
-            "events_claim_idle_ms": 150,
-            "events_max_deliveries": 3,
-            "events_handler_retries": 1,
-            "events_consumer_block_ms": 100,
-        }
+    fast = settings.replace(
+        events_claim_idle_ms=150,
+        events_max_deliveries=3,
+        events_handler_retries=1,
+        events_consumer_block_ms=100,
     )
     process = Lifecycle.build(fast, doubles)
     try:

@@ -104,7 +104,7 @@ async def test_stream_entry_and_pubsub_message_carry_the_same_json(
 
         msg = await wait_for(message)
         assert msg["channel"] == b"events:product.low_stock"
-        [(_eid, fields)] = await redis.xrange(f"{container.settings.redis_prefix}:events")
+        [(_eid, fields)] = await redis.xrange(f"{container.settings.redis.prefix}:events")
         assert list(fields) == [b"event"]
         assert json.loads(fields[b"event"]) == json.loads(msg["data"]) == event.envelope()
         assert event.envelope()["data"] == {"productId": event.aggregate_id, "stock": 3}
@@ -260,9 +260,7 @@ async def test_redis_outage_keeps_rows_until_it_is_back(
     settings: Settings, container: App, tmp_path: Any
 ) -> None:
     port = free_port()
-    down_process = Lifecycle.build(
-        settings.model_copy(update={"redis_url": f"redis://127.0.0.1:{port}/0"})
-    )
+    down_process = Lifecycle.build(settings.replace(redis_url=f"redis://127.0.0.1:{port}/0"))
     down = down_process.app
     server = None
     try:

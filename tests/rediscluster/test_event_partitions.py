@@ -34,10 +34,8 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture
 async def pc(settings: Settings) -> AsyncIterator[App]:
-    await truncate_all(settings.database_url)
-    c_process = Lifecycle.build(
-        settings.model_copy(update={"events_partitions": 3, "events_consumer_block_ms": 100})
-    )
+    await truncate_all(settings.database.url.get_secret_value())
+    c_process = Lifecycle.build(settings.replace(events_partitions=3, events_consumer_block_ms=100))
     c = c_process.app
     try:
         yield c

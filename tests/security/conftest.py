@@ -34,8 +34,8 @@ def make_client(settings: Settings) -> ClientFactory:
         *, client_ip: str = "127.0.0.1", **overrides: Any
     ) -> AsyncIterator[tuple[httpx.AsyncClient, App]]:
         if not settings.is_sqlite:
-            await truncate_all(settings.database_url)
-        process = Lifecycle.build(settings.model_copy(update=overrides))
+            await truncate_all(settings.database.url.get_secret_value())
+        process = Lifecycle.build(settings.replace(**overrides))
         container = process.app
         await process.start(migrate_embedded=False)
         transport = httpx.ASGITransport(

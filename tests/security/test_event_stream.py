@@ -26,7 +26,7 @@ STREAM = "/api/v1/events/stream"
 @pytest.fixture
 async def live(settings: Settings) -> AsyncIterator[tuple[str, App]]:
     if not settings.is_sqlite:
-        await truncate_all(settings.database_url)
+        await truncate_all(settings.database.url.get_secret_value())
     process = Lifecycle.build(settings)
     container = process.app
     await process.start(migrate_embedded=False)
@@ -64,7 +64,7 @@ async def _stream_ends_after(
         if token_ttl is not None:
             s = container.settings
             short = JwtAccessTokens(
-                container.auth_area.jwt_key, s.jwt_issuer, s.jwt_audience, token_ttl
+                container.auth_area.jwt_key, s.auth.jwt_issuer, s.auth.jwt_audience, token_ttl
             )
             tokens["access_token"] = short.issue(user.id, user.roles, user.generation).token
         async with client.stream("GET", STREAM, headers=bearer(tokens["access_token"])) as resp:

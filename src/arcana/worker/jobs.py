@@ -101,13 +101,13 @@ def build_worker(services: Services, registry: HandlerRegistry | None = None) ->
     return Worker(
         services.queue,
         registry or build_registry(services),
-        concurrency=s.worker_concurrency,
-        batch_size=s.job_batch_size,
-        lease_seconds=s.job_lease_seconds,
-        reap_interval=s.job_reap_interval,
-        timeout=s.job_timeout,
-        backoff_base=s.job_backoff_base,
-        backoff_cap=s.job_backoff_cap,
+        concurrency=s.jobs.worker_concurrency,
+        batch_size=s.jobs.batch_size,
+        lease_seconds=s.jobs.lease_seconds,
+        reap_interval=s.jobs.reap_interval,
+        timeout=s.jobs.timeout,
+        backoff_base=s.jobs.backoff_base,
+        backoff_cap=s.jobs.backoff_cap,
         shutdown_timeout=max(s.shutdown_timeout * 0.8, 0.0),
     )
 
@@ -116,7 +116,7 @@ def job_loops(services: Services) -> dict[str, BackgroundLoop]:
     """The loops that run jobs in this process, by name: a worker and, unless disabled, the
     scheduler of periodic jobs."""
     loops: dict[str, BackgroundLoop] = {"jobs.worker": build_worker(services).run}
-    if services.settings.scheduler_enabled:
+    if services.settings.jobs.scheduler_enabled:
         schedule = default_schedule(services.settings)
 
         async def scheduler(stop: asyncio.Event) -> None:
