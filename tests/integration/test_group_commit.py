@@ -5,7 +5,6 @@ outbox rows (at-least-once) while a refused one has none."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -14,44 +13,29 @@ from sqlalchemy import Connection, func, select, text
 
 from arcana.adapters.group_commit import SqliteGroupCommit
 from arcana.adapters.tables import outbox, products
-from arcana.api.app import create_app
-from arcana.bootstrap import Container
+from arcana.bootstrap import App
 from arcana.config import Settings
-from tests.conftest import backend_settings, insert_principals
+from tests.conftest import backend_settings
 from tests.products_support import BASE, admin_headers, create_product
 
-pytestmark = pytest.mark.asyncio(loop_scope="session")
+pytestmark = [
+    pytest.mark.asyncio(loop_scope="session"),
+    pytest.mark.usefixtures("seeded_principals"),
+]
 
 
 @pytest.fixture
 def settings(tmp_path: Path, request: pytest.FixtureRequest) -> Settings:
+    """Embedded only: the conftest's process, container and client follow this."""
     return backend_settings("embedded", tmp_path, request)
 
 
-@pytest.fixture
-async def container(settings: Settings) -> AsyncIterator[Container]:
-    c = Container.from_settings(settings)
-    await c.start(migrate_embedded=False)
-    await insert_principals(c)
-    try:
-        yield c
-    finally:
-        await c.close()
-
-
-@pytest.fixture
-async def client(container: Container) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=create_app(container), raise_app_exceptions=False)
-    async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
-        yield c
-
-
-def writer(container: Container) -> SqliteGroupCommit:
+def writer(container: App) -> SqliteGroupCommit:
     assert container.db.group_commit is not None
     return container.db.group_commit
 
 
-async def count_outbox(container: Container, product_id: str) -> dict[str, int]:
+async def count_outbox(container: App, product_id: str) -> dict[str, int]:
     async with container.db.engine.connect() as conn:
         rows = await conn.execute(
             select(outbox.c.event_type, func.count())
@@ -62,7 +46,7 @@ async def count_outbox(container: Container, product_id: str) -> dict[str, int]:
 
 
 async def test_concurrent_changes_share_transactions_and_keep_their_events(
-    client: httpx.AsyncClient, container: Container
+    client: httpx.AsyncClient, container: App
 ) -> None:
     p = await create_product(client, container, stock=30)
     headers = admin_headers(container)
@@ -88,7 +72,7 @@ async def test_concurrent_changes_share_transactions_and_keep_their_events(
     assert events["product.out_of_stock"] == 1
 
 
-async def test_a_failing_write_is_undone_alone(container: Container) -> None:
+async def test_a_failing_write_is_undone_alone(container: App) -> None:
     gc = writer(container)
 
     def good(name: str):  # type: ignore[no-untyped-def]
@@ -120,7 +104,7 @@ async def test_a_failing_write_is_undone_alone(container: Container) -> None:
     assert stored == {"p-1": 1, "p-2": 1}  # the failed write's UPDATE is gone, the rest stays
 
 
-async def test_a_failed_commit_fails_every_write_of_the_batch(container: Container) -> None:
+async def test_a_failed_commit_fails_every_write_of_the_batch(container: App) -> None:
     gc = writer(container)
 
     def session_of_nobody(conn: Connection) -> None:
@@ -148,7 +132,7 @@ async def test_a_failed_commit_fails_every_write_of_the_batch(container: Contain
     assert await gc.run(innocent) == "ok"
 
 
-async def test_a_write_inside_a_writing_unit_of_work_is_refused(container: Container) -> None:
+async def test_a_write_inside_a_writing_unit_of_work_is_refused(container: App) -> None:
     async with container.db.writing():
         with pytest.raises(RuntimeError):
             await writer(container).run(lambda conn: None)

@@ -8,29 +8,29 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from arcana.bootstrap import Container
 from arcana.domain.identity import Principal, Role
+from arcana.services.app import Services
 from arcana.services.identity import IdentityService
 
 _bearer = HTTPBearer(auto_error=False, description="Access token from /api/v1/auth/login")
 
 
-async def get_container(request: Request) -> Container:
+async def get_services(request: Request) -> Services:
     # async: FastAPI runs a plain ``def`` dependency in its thread pool, a thread hop (and a
-    # wait for a free worker thread) on every request that takes the container.
-    container: Container = request.app.state.container
-    return container
+    # wait for a free worker thread) on every request that takes the services.
+    services: Services = request.app.state.services
+    return services
 
 
-ContainerDep = Annotated[Container, Depends(get_container)]
+ServicesDep = Annotated[Services, Depends(get_services)]
 
 
 async def get_principal(
-    container: ContainerDep,
+    services: ServicesDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
     token = credentials.credentials if credentials is not None else None
-    return await container.identity.authenticate(token)
+    return await services.identity.authenticate(token)
 
 
 CurrentPrincipal = Annotated[Principal, Depends(get_principal)]

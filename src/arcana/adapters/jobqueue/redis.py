@@ -331,6 +331,6 @@ class RedisJobQueue(JobQueue):
         await self._redis.blpop([self.base + "wake"], timeout=timeout)
 
     async def close(self) -> None:
-        """The Redis client belongs to the container; the connections kept for enqueueing go
-        back to its pool."""
+        """The Redis client belongs to the composition root, which closes it; the connections
+        kept for enqueueing go back to its pool."""
         await self._enqueue.close()
