@@ -5,7 +5,7 @@
 
 granian is not a dependency of the project: ``make bench-servers`` installs it in
 ``bench/.venv`` (beside the job-queue libraries) and runs this script there. Both servers run
-the same app (``arcana.api.app:create_app``, one process, uvloop, no access log) on the same
+the same app (``create_app`` over a started process, one process, uvloop, no access log) on the same
 embedded SQLite file with ``--rows`` products; each scenario runs ``--rounds`` times, servers
 and scenarios interleaved, with wrk at ``--connections``; the table shows medians and the ratio
 granian / uvicorn. The background runtime of ``arcana serve`` (relay, job worker) runs in
@@ -42,8 +42,38 @@ def _load(name: str) -> ModuleType:
     return module
 
 
+# The ASGI factory both servers load: Arcana's app over a process started and stopped by the
+# server's lifespan (``arcana serve`` drives uvicorn itself, so it is no factory). Written to
+# the run's directory: ``bench/`` itself must stay off the servers' path.
+APP_MODULE = """
+from contextlib import asynccontextmanager
+
+from arcana.api.app import create_app
+from arcana.config import get_settings
+from arcana.lifecycle import Lifecycle
+
+
+def app():
+    process = Lifecycle.build(get_settings())
+    inner = create_app(process.app)
+    original = inner.router.lifespan_context
+
+    @asynccontextmanager
+    async def lifespan(a):
+        await process.start()
+        try:
+            async with original(a):
+                yield
+        finally:
+            await process.stop()
+
+    inner.router.lifespan_context = lifespan
+    return inner
+"""
+
+
 def server_cmd(kind: str, port: int) -> list[str]:
-    target = "arcana.api.app:create_app"
+    target = "arcana_bench_app:app"
     common = ["--host", "127.0.0.1", "--port", str(port), "--factory", "--loop", "uvloop"]
     if kind == "uvicorn":
         return [sys.executable, "-m", "uvicorn", target, *common, "--http", "httptools"]
@@ -76,8 +106,10 @@ def main() -> None:
         raise SystemExit("wrk is needed (apt-get install wrk)")
 
     work = Path(tempfile.mkdtemp(prefix="arcana-bench-servers-"))
+    (work / "arcana_bench_app.py").write_text(APP_MODULE)
     env = {
         **os.environ,
+        "PYTHONPATH": str(work),
         "ARCANA_DATABASE_URL": f"sqlite+aiosqlite:///{work}/bench.db",
         "ARCANA_JWT_SECRET": http_api.SECRET,
         "ARCANA_GRPC_PORT": "0",
