@@ -16,7 +16,7 @@ import pytest
 
 from arcana.api.app import create_app
 from arcana.bootstrap import Container
-from arcana.config import Settings
+from arcana.config import PasswordSettings, Settings
 from tests.auth_support import PASSWORD, bearer, login, register_and_login
 from tests.conftest import truncate_all
 from tests.process import free_port
@@ -35,8 +35,8 @@ def make_client(settings: Settings) -> ClientFactory:
         *, client_ip: str = "127.0.0.1", **overrides: Any
     ) -> AsyncIterator[httpx.AsyncClient]:
         if not settings.is_sqlite:
-            await truncate_all(settings.database_url)
-        container = Container.from_settings(settings.model_copy(update=overrides))
+            await truncate_all(settings.database.url.get_secret_value())
+        container = Container.from_settings(settings.replace(**overrides))
         await container.start(migrate_embedded=False)
         transport = httpx.ASGITransport(
             app=create_app(container), raise_app_exceptions=False, client=(client_ip, 4242)
@@ -141,11 +141,11 @@ async def test_timing_unknown_email_vs_wrong_password(make_client: ClientFactory
     answers many times faster; medians within a factor of two catch that while a loaded
     2-core machine's noise does not trip it. That both paths run exactly one Argon2
     verification is checked without a clock in tests/unit/test_auth_service.py."""
-    defaults = Settings.model_fields
+    defaults = PasswordSettings()
     async with make_client(
-        argon2_memory_kib=defaults["argon2_memory_kib"].default,
-        argon2_time_cost=defaults["argon2_time_cost"].default,
-        argon2_parallelism=defaults["argon2_parallelism"].default,
+        argon2_memory_kib=defaults.argon2_memory_kib,
+        argon2_time_cost=defaults.argon2_time_cost,
+        argon2_parallelism=defaults.argon2_parallelism,
         login_max_failures_per_account=10_000,
         login_max_failures_per_ip=10_000,
     ) as client:
@@ -175,7 +175,7 @@ async def test_timing_unknown_email_vs_wrong_password(make_client: ClientFactory
 async def test_logout_all_on_one_instance_is_seen_by_another_at_once(
     settings: Settings,
 ) -> None:
-    await truncate_all(settings.database_url)
+    await truncate_all(settings.database.url.get_secret_value())
     a, b = Container.from_settings(settings), Container.from_settings(settings)
     try:
         apps = [create_app(c) for c in (a, b)]

@@ -35,7 +35,11 @@ def test_requests_take_the_type_name_and_default_priority() -> None:
 
 
 def test_every_periodic_type_is_scheduled_with_its_setting() -> None:
-    settings = Settings(schedule_pending_users_seconds=7, schedule_cleanup_tokens_seconds=11)
+    settings = Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        schedule_pending_users_seconds=7,
+        schedule_cleanup_tokens_seconds=11,
+    )
     schedule = {p.job_type: p.every_seconds for p in default_schedule(settings)}
     assert schedule == {"sync.pending_users": 7, "sync.cleanup_tokens": 11}
     assert set(schedule) == {name for name, t in JOB_TYPES.items() if t.periodic}

@@ -82,8 +82,8 @@ class Schedule(BaseModel):
 def periodic_jobs(settings: Settings) -> dict[str, int]:
     """The periodic jobs and their periods, as the scheduler reads them from the settings."""
     return {
-        SYNC_PENDING_USERS.name: settings.schedule_pending_users_seconds,
-        CLEANUP_TOKENS.name: settings.schedule_cleanup_tokens_seconds,
+        SYNC_PENDING_USERS.name: settings.jobs.schedule_pending_users_seconds,
+        CLEANUP_TOKENS.name: settings.jobs.schedule_cleanup_tokens_seconds,
     }
 
 

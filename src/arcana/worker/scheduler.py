@@ -42,8 +42,8 @@ class Periodic:
 def default_schedule(settings: Settings) -> list[Periodic]:
     """The periodic types of the catalogue, each with the period its setting gives."""
     periods = {
-        SYNC_PENDING_USERS: settings.schedule_pending_users_seconds,
-        CLEANUP_TOKENS: settings.schedule_cleanup_tokens_seconds,
+        SYNC_PENDING_USERS: settings.jobs.schedule_pending_users_seconds,
+        CLEANUP_TOKENS: settings.jobs.schedule_cleanup_tokens_seconds,
     }
     unscheduled = [t.name for t in JOB_TYPES.values() if t.periodic and t not in periods]
     assert not unscheduled, f"periodic job types without a period: {unscheduled}"
