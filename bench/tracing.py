@@ -41,10 +41,10 @@ from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased, TraceIdRati
 
 from arcana import tracing
 from arcana.api.app import create_app
-from arcana.bootstrap import Container
 from arcana.config import Settings
 from arcana.domain.jobs import JobRequest
 from arcana.domain.products import NewProduct
+from arcana.lifecycle import Lifecycle
 from arcana.worker.jobs import build_registry
 from arcana.worker.runner import Worker
 
@@ -74,7 +74,7 @@ def set_mode(mode: str) -> tuple[TracerProvider | None, DropExporter | None]:
     return provider, exporter
 
 
-async def container_in(folder: Path) -> Container:
+async def process_in(folder: Path) -> Lifecycle:
     settings = Settings(
         _env_file=None,  # type: ignore[call-arg]
         env="test",
@@ -84,13 +84,14 @@ async def container_in(folder: Path) -> Container:
         log_json=True,
         log_level="WARNING",
     )
-    c = Container.from_settings(settings)
-    await c.start()
-    return c
+    process = Lifecycle.build(settings)
+    await process.start()
+    return process
 
 
 async def product_reads(folder: Path, duration: float) -> float:
-    c = await container_in(folder)
+    process = await process_in(folder)
+    c = process.app
     try:
         p = await c.products.create(
             "bench", NewProduct(name="Bench", price=Decimal("9.99"), stock=100)
@@ -108,11 +109,12 @@ async def product_reads(folder: Path, duration: float) -> float:
                 n += 50
             return n / (time.perf_counter() - t0)
     finally:
-        await c.close()
+        await process.stop()
 
 
 async def job_throughput(folder: Path, duration: float) -> float:
-    c = await container_in(folder)
+    process = await process_in(folder)
+    c = process.app
     try:
         worker = Worker(c.queue, build_registry(c), concurrency=16, batch_size=32)
         stop = asyncio.Event()
@@ -131,7 +133,7 @@ async def job_throughput(folder: Path, duration: float) -> float:
         await runner
         return done / elapsed
     finally:
-        await c.close()
+        await process.stop()
 
 
 async def main() -> None:

@@ -15,8 +15,9 @@ import httpx
 import pytest
 
 from arcana.api.app import create_app
-from arcana.bootstrap import Container
+from arcana.bootstrap import App
 from arcana.config import PasswordSettings, Settings
+from arcana.lifecycle import Lifecycle
 from tests.auth_support import PASSWORD, bearer, login, register_and_login
 from tests.conftest import truncate_all
 from tests.process import free_port
@@ -36,8 +37,9 @@ def make_client(settings: Settings) -> ClientFactory:
     ) -> AsyncIterator[httpx.AsyncClient]:
         if not settings.is_sqlite:
             await truncate_all(settings.database.url.get_secret_value())
-        container = Container.from_settings(settings.replace(**overrides))
-        await container.start(migrate_embedded=False)
+        process = Lifecycle.build(settings.replace(**overrides))
+        container = process.app
+        await process.start(migrate_embedded=False)
         transport = httpx.ASGITransport(
             app=create_app(container), raise_app_exceptions=False, client=(client_ip, 4242)
         )
@@ -45,7 +47,7 @@ def make_client(settings: Settings) -> ClientFactory:
             async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
                 yield c
         finally:
-            await container.close()
+            await process.stop()
 
     return factory
 
@@ -176,7 +178,9 @@ async def test_logout_all_on_one_instance_is_seen_by_another_at_once(
     settings: Settings,
 ) -> None:
     await truncate_all(settings.database.url.get_secret_value())
-    a, b = Container.from_settings(settings), Container.from_settings(settings)
+    a_process, b_process = Lifecycle.build(settings), Lifecycle.build(settings)
+    a = a_process.app
+    b = b_process.app
     try:
         apps = [create_app(c) for c in (a, b)]
         clients = [
@@ -196,11 +200,11 @@ async def test_logout_all_on_one_instance_is_seen_by_another_at_once(
         for c in clients:
             await c.aclose()
     finally:
-        await a.close()
-        await b.close()
+        await a_process.stop()
+        await b_process.stop()
 
 
-async def test_cached_generation_check_costs_no_database_query(container: Container) -> None:
+async def test_cached_generation_check_costs_no_database_query(container: App) -> None:
     from sqlalchemy import event
 
     from tests.auth_support import user_token

@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from arcana.api.schemas_products import DECIMAL_PLACES
-from arcana.bootstrap import Container
+from arcana.bootstrap import App
 from arcana.domain.products import (
     CATEGORY,
     DESCRIPTION,
@@ -111,7 +111,7 @@ async def test_published_constraints_are_the_domain_rules(
 
 # -- the same boundary on both transports ------------------------------------------------------
 @pytest.fixture
-async def stub(container: Container) -> AsyncIterator[pb_grpc.ProductServiceStub]:
+async def stub(container: App) -> AsyncIterator[pb_grpc.ProductServiceStub]:
     async with grpc_stub_for(container) as stub:
         yield stub
 
@@ -155,7 +155,7 @@ def _assert_refused_at(r: httpx.Response, field: str) -> None:
 @pytest.mark.parametrize(("field", "accepted", "refused"), BOUNDARIES)
 async def test_create_refuses_the_same_values_over_rest_and_grpc(
     client: httpx.AsyncClient,
-    container: Container,
+    container: App,
     stub: pb_grpc.ProductServiceStub,
     field: str,
     accepted: Any,
@@ -173,7 +173,7 @@ async def test_create_refuses_the_same_values_over_rest_and_grpc(
 
 
 async def test_update_and_stock_refuse_the_same_values_over_rest_and_grpc(
-    client: httpx.AsyncClient, container: Container, stub: pb_grpc.ProductServiceStub
+    client: httpx.AsyncClient, container: App, stub: pb_grpc.ProductServiceStub
 ) -> None:
     headers = admin_headers(container)
     md = (("authorization", headers["Authorization"]),)
@@ -203,9 +203,7 @@ async def test_update_and_stock_refuse_the_same_values_over_rest_and_grpc(
     assert r.json()["stock"] == STOCK_MAX
 
 
-async def test_a_bad_id_is_located_in_the_path(
-    client: httpx.AsyncClient, container: Container
-) -> None:
+async def test_a_bad_id_is_located_in_the_path(client: httpx.AsyncClient, container: App) -> None:
     r = await client.patch(f"{BASE}/nope", json={"name": "x"}, headers=admin_headers(container))
     assert r.status_code == 422
     assert [e["loc"] for e in r.json()["errors"]] == [["path", "product_id"]]

@@ -16,14 +16,15 @@ from prometheus_client import REGISTRY
 from redis.asyncio import Redis
 
 from arcana.api.app import create_app
-from arcana.bootstrap import Container
+from arcana.bootstrap import App
 from arcana.config import Settings
+from arcana.lifecycle import Lifecycle
 from tests.conftest import truncate_all, wait_for
 from tests.process import free_port
 
 AUTH = "/api/v1/auth"
 
-ClientFactory = Callable[..., AbstractAsyncContextManager[tuple[httpx.AsyncClient, Container]]]
+ClientFactory = Callable[..., AbstractAsyncContextManager[tuple[httpx.AsyncClient, App]]]
 
 
 @pytest.fixture
@@ -31,11 +32,12 @@ def make_client(settings: Settings) -> ClientFactory:
     @asynccontextmanager
     async def factory(
         *, client_ip: str = "127.0.0.1", **overrides: Any
-    ) -> AsyncIterator[tuple[httpx.AsyncClient, Container]]:
+    ) -> AsyncIterator[tuple[httpx.AsyncClient, App]]:
         if not settings.is_sqlite:
             await truncate_all(settings.database.url.get_secret_value())
-        container = Container.from_settings(settings.replace(**overrides))
-        await container.start(migrate_embedded=False)
+        process = Lifecycle.build(settings.replace(**overrides))
+        container = process.app
+        await process.start(migrate_embedded=False)
         transport = httpx.ASGITransport(
             app=create_app(container), raise_app_exceptions=False, client=(client_ip, 4242)
         )
@@ -43,7 +45,7 @@ def make_client(settings: Settings) -> ClientFactory:
             async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
                 yield c, container
         finally:
-            await container.close()
+            await process.stop()
 
     return factory
 

@@ -19,7 +19,7 @@ from fastapi.responses import StreamingResponse
 from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from arcana.api.deps import AdminPrincipal, ContainerDep
+from arcana.api.deps import AdminPrincipal, ServicesDep
 from arcana.api.product_json import PAGE_JSON, PRODUCT_JSON, product_to_json
 from arcana.api.schemas_products import (
     ProductCreate,
@@ -90,8 +90,8 @@ def _json(body: bytes, status: int = 200) -> Response:
     response_class=StreamingResponse,
     responses={200: {"content": {"text/csv": {}}}},
 )
-async def export_products(principal: AdminPrincipal, container: ContainerDep) -> Response:
-    batches = container.products.export_batches(principal.user_id)
+async def export_products(principal: AdminPrincipal, services: ServicesDep) -> Response:
+    batches = services.products.export_batches(principal.user_id)
     # The first batch is read before answering, so a database outage is still a 503.
     first = await anext(batches, None)
 
@@ -141,7 +141,7 @@ def neutralise_cell(value: str) -> str:
 
 @router.get("", response_model=ProductList, summary="List products, newest first")
 async def list_products(
-    container: ContainerDep,
+    services: ServicesDep,
     page: Annotated[int, Query(**int_limits(PAGE), description="0-based page")] = 0,
     size: Annotated[int, Query(**int_limits(SIZE))] = 10,
     category: Annotated[str | None, Query(**text_limits(CATEGORY))] = None,
@@ -154,12 +154,12 @@ async def list_products(
     query = ProductQuery.build(
         page=page, size=size, category=category, status=status, name_contains=q
     )
-    return _json(await container.products.list_encoded(query, PAGE_JSON))
+    return _json(await services.products.list_encoded(query, PAGE_JSON))
 
 
 @router.get("/{product_id}", response_model=ProductRead, summary="Get a product (cached)")
 async def get_product(product_id: str, request: Request) -> Response:
-    body = await request.app.state.container.products.get_encoded(product_id, PRODUCT_JSON)
+    body = await request.app.state.services.products.get_encoded(product_id, PRODUCT_JSON)
     return Response(content=body, media_type=JSON)
 
 
@@ -171,10 +171,10 @@ async def get_product(product_id: str, request: Request) -> Response:
     openapi_extra=json_body(ProductCreate),
 )
 async def create_product(
-    request: Request, principal: AdminPrincipal, container: ContainerDep
+    request: Request, principal: AdminPrincipal, services: ServicesDep
 ) -> Response:
     new = NewProduct.from_fields(await _json_object(request))
-    product = await container.products.create(principal.user_id, new)
+    product = await services.products.create(principal.user_id, new)
     return _json(product_to_json(product), 201)
 
 
@@ -185,11 +185,11 @@ async def create_product(
     openapi_extra=json_body(ProductUpdate),
 )
 async def update_product(
-    product_id: str, request: Request, principal: AdminPrincipal, container: ContainerDep
+    product_id: str, request: Request, principal: AdminPrincipal, services: ServicesDep
 ) -> Response:
     body = await _json_object(request)
     changes = ProductChanges.build({k: v for k, v in body.items() if k in CHANGEABLE})
-    product = await container.products.update(principal.user_id, product_id, changes)
+    product = await services.products.update(principal.user_id, product_id, changes)
     return _json(product_to_json(product))
 
 
@@ -200,18 +200,18 @@ async def update_product(
     openapi_extra=json_body(StockChange),
 )
 async def update_stock(
-    product_id: str, request: Request, principal: AdminPrincipal, container: ContainerDep
+    product_id: str, request: Request, principal: AdminPrincipal, services: ServicesDep
 ) -> Response:
     change = require(await _json_object(request), QUANTITY_CHANGE.field)
-    product = await container.products.adjust_stock(principal.user_id, product_id, change)
+    product = await services.products.adjust_stock(principal.user_id, product_id, change)
     return _json(product_to_json(product))
 
 
 @router.delete("/{product_id}", status_code=204, summary="Delete a product (admin)")
 async def delete_product(
-    product_id: str, principal: AdminPrincipal, container: ContainerDep
+    product_id: str, principal: AdminPrincipal, services: ServicesDep
 ) -> Response:
-    await container.products.delete(principal.user_id, product_id)
+    await services.products.delete(principal.user_id, product_id)
     return Response(status_code=204)
 
 
@@ -244,13 +244,13 @@ class CachedProductFastPath:
             if len(path) == self._length and path.startswith(self.prefix):
                 product_id = path[-36:]
                 if _CANONICAL_UUID.fullmatch(product_id):
-                    body = await scope["app"].state.container.products.cached_encoded(
+                    body = await scope["app"].state.services.products.cached_encoded(
                         product_id, PRODUCT_JSON
                     )
             elif path == self._list_path:
                 query = _simple_list_query(scope["query_string"])
                 if query is not None:
-                    body = await scope["app"].state.container.products.cached_list_encoded(
+                    body = await scope["app"].state.services.products.cached_list_encoded(
                         query, PAGE_JSON
                     )
             if body is not None:

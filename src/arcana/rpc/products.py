@@ -15,13 +15,13 @@ from google.protobuf import empty_pb2
 from google.protobuf.message import Message
 from google.protobuf.message_factory import GetMessageClass
 
-from arcana.bootstrap import Container
 from arcana.domain.products import NewProduct, Product, ProductChanges, ProductPage, ProductQuery
 from arcana.domain.timestamps import iso_z
 from arcana.errors import Unauthorized, ValidationFailed
 from arcana.rpc.gen.arcana.product.v1 import product_pb2 as pb
 from arcana.rpc.gen.arcana.product.v1 import product_pb2_grpc as pb_grpc
 from arcana.rpc.interceptors import current_principal
+from arcana.services.app import Services
 from arcana.services.products import Encoding
 
 ADMIN_METHODS = frozenset({"CreateProduct", "UpdateProduct", "UpdateStock", "DeleteProduct"})
@@ -94,8 +94,8 @@ def _actor() -> str:
 
 
 class ProductServicer(pb_grpc.ProductServiceServicer):
-    def __init__(self, container: Container) -> None:
-        self._products = container.products
+    def __init__(self, services: Services) -> None:
+        self._products = services.products
 
     async def GetProduct(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         """The serialized ``ProductResponse``, straight from the cache on a hit."""
