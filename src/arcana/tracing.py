@@ -14,12 +14,27 @@ The trace context travels with the work as a W3C ``traceparent`` string: stored 
 row, carried as an extra ``traceparent`` field of the stream entry and stored with the job.
 Only ``traceparent`` is carried (``tracestate`` is dropped): one short column, and no vendor
 state of ours needs it.
+
+Unsampled work short-circuits the SDK. When the sampler leaves the children of unsampled
+parents unsampled (the default ``parentbased_*`` samplers do; probed once when tracing is
+installed), a span whose stored parent is not sampled, or a root span the sampler drops, is not
+an SDK span at all: the trace is only remembered in a context variable (``_STATE``), so nested
+spans return at once, ``current_traceparent`` hands the unsampled trace on to the work it
+causes, and log lines still carry its ids. A root decision is taken by asking the configured
+sampler about a freshly drawn trace id before anything else is built; when it samples, the SDK
+is given that very trace id (``_PresetIds``), so the decision stands. Samplers are asked with
+the span's name and kind only (no attributes or links), which is all the standard ones read.
+At 1 % sampling this keeps the price of the 99 % unsampled requests and jobs to a context
+variable and one sampler call (``bench/tracing.py --callgrind``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import os
+import re
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -34,6 +49,10 @@ ENABLED = False
 _tracer: Tracer | None = None
 _provider: TracerProvider | None = None
 _current_span: Any = None  # opentelemetry.trace.get_current_span, bound once tracing is on
+_sampler: Any = None  # the tracer's sampler, asked for root decisions on the fast path
+_ids: Any = None  # the tracer's id generator (a _PresetIds) on the fast path
+_FAST = False
+"""Unsampled work bypasses the SDK (the sampler drops children of unsampled parents)."""
 
 AttrValue = str | bool | int | float
 NULL_SPAN: contextlib.nullcontext[None] = contextlib.nullcontext()
@@ -69,7 +88,6 @@ def configure_tracing(
 ) -> bool:
     """Install the SDK tracer provider if an endpoint is set (or ``exporter`` is given, for
     tests and benchmarks). Returns whether tracing is on. Idempotent per process."""
-    global ENABLED, _tracer, _provider
     if ENABLED:
         return True
     endpoint = endpoint_from_env(arcana_endpoint)
@@ -96,10 +114,7 @@ def configure_tracing(
         BatchSpanProcessor(exporter) if batch else SimpleSpanProcessor(exporter)
     )
     trace.set_tracer_provider(provider)
-    _provider = provider
-    _tracer = provider.get_tracer("arcana")
-    _bind_current_span()
-    ENABLED = True
+    _install(provider)
     return True
 
 
@@ -130,18 +145,71 @@ def force_flush(timeout_ms: int = 5000) -> None:
 def set_tracer_for_tests(provider: TracerProvider) -> None:
     """Use ``provider`` (with an in-memory exporter) without touching the global provider,
     which OpenTelemetry lets a process set only once."""
-    global ENABLED, _tracer, _provider
+    _install(provider)
+
+
+def _install(provider: TracerProvider) -> None:
+    global ENABLED, _tracer, _provider, _current_span, _sampler, _ids, _FAST
+    from opentelemetry.sdk.trace import Tracer as SdkTracer
+    from opentelemetry.trace import get_current_span
+
+    tracer = provider.get_tracer("arcana")
     _provider = provider
-    _tracer = provider.get_tracer("arcana")
-    _bind_current_span()
+    _tracer = tracer
+    _current_span = get_current_span
+    _FAST = isinstance(tracer, SdkTracer) and _drops_unsampled_children(tracer.sampler)
+    if _FAST:
+        assert isinstance(tracer, SdkTracer)
+        _sampler = tracer.sampler
+        _ids = tracer.id_generator = _preset_ids(tracer.id_generator)
     ENABLED = True
 
 
-def _bind_current_span() -> None:
-    global _current_span
-    from opentelemetry.trace import get_current_span
+def _drops_unsampled_children(sampler: Any) -> bool:
+    """Whether ``sampler`` leaves every child of an unsampled parent (remote or local)
+    unsampled, whatever its trace id: the condition for skipping such children entirely."""
+    from opentelemetry.trace import (
+        NonRecordingSpan,
+        SpanContext,
+        TraceFlags,
+        set_span_in_context,
+    )
 
-    _current_span = get_current_span
+    for remote in (True, False):
+        for trace_id in (1, 2**128 - 1):
+            parent = SpanContext(trace_id, 1, is_remote=remote, trace_flags=TraceFlags(0))
+            context = set_span_in_context(NonRecordingSpan(parent))
+            if sampler.should_sample(context, trace_id, "probe").decision.is_recording():
+                return False
+    return True
+
+
+def _preset_ids(inner: Any) -> Any:
+    """An id generator that hands the SDK the trace id a root decision was taken on."""
+    from opentelemetry.sdk.trace.id_generator import IdGenerator
+
+    class PresetIds(IdGenerator):
+        def __init__(self) -> None:
+            self.inner = inner
+            self.local = threading.local()
+
+        def preset(self, trace_id: int) -> None:
+            self.local.trace_id = trace_id
+
+        def generate_trace_id(self) -> int:
+            preset: int | None = getattr(self.local, "trace_id", None)
+            if preset is not None:
+                self.local.trace_id = None
+                return preset
+            return int(self.inner.generate_trace_id())
+
+        def generate_span_id(self) -> int:
+            return int(self.inner.generate_span_id())
+
+        def is_trace_id_random(self) -> bool:
+            return bool(self.inner.is_trace_id_random())
+
+    return PresetIds()
 
 
 def recording() -> bool:
@@ -151,14 +219,80 @@ def recording() -> bool:
     under a parent-based sampler a child of an unsampled or absent parent is never exported,
     yet building it costs nearly what a recorded span costs, which at 1 % sampling would be
     most of tracing's price."""
-    return ENABLED and bool(_current_span().is_recording())
+    if not ENABLED:
+        return False
+    state = _STATE.get()
+    if state is None or state.__class__ is _Unsampled:
+        return False  # no span of ours is current, or its trace is not sampled
+    return bool(_current_span().is_recording())
 
 
 def reset_for_tests() -> None:
-    global ENABLED, _tracer, _provider
+    global ENABLED, _tracer, _provider, _FAST, _sampler, _ids
     ENABLED = False
+    _FAST = False
     _tracer = None
     _provider = None
+    _sampler = None
+    _ids = None
+
+
+# -- unsampled work ----------------------------------------------------------------------------
+class _Unsampled:
+    """The current work belongs to an unsampled trace; no SDK span exists for it.
+
+    Entered as a context manager (yields ``None``, like a span that is off). Keeps the trace's
+    ids so the work it causes carries the trace on (flags ``00``) and log lines name it."""
+
+    __slots__ = ("_span_id", "_token", "_traceparent", "trace_id")
+
+    def __init__(self, trace_id: int, traceparent: str | None = None) -> None:
+        self.trace_id = trace_id
+        self._traceparent = traceparent
+        self._span_id: int | None = None
+        self._token: contextvars.Token[object] | None = None
+
+    @property
+    def span_id(self) -> int:
+        if self._span_id is None:
+            if self._traceparent is not None:
+                self._span_id = int(self._traceparent[36:52], 16)
+            else:
+                self._span_id = int(_ids.generate_span_id())
+        return self._span_id
+
+    @property
+    def traceparent(self) -> str:
+        if self._traceparent is None:
+            self._traceparent = f"00-{self.trace_id:032x}-{self.span_id:016x}-00"
+        return self._traceparent
+
+    def __enter__(self) -> None:
+        self._token = _STATE.set(self)
+
+    def __exit__(self, *exc: object) -> None:
+        if self._token is not None:
+            _STATE.reset(self._token)
+            self._token = None
+
+
+_SDK_SPAN = object()
+"""``_STATE`` value while a span of the SDK is current (sampled, or the fast path is off)."""
+
+_STATE: contextvars.ContextVar[object] = contextvars.ContextVar("arcana_trace", default=None)
+"""``None`` (no span of ours), ``_SDK_SPAN``, or the ``_Unsampled`` trace of the current work."""
+
+_TRACEPARENT = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
+_ZERO_TRACE, _ZERO_SPAN = "0" * 32, "0" * 16
+
+
+def _unsampled_parent(traceparent: str) -> _Unsampled | None:
+    """The unsampled trace ``traceparent`` names, or ``None`` (sampled, or left to the SDK's
+    parser: other versions, malformed values)."""
+    m = _TRACEPARENT.fullmatch(traceparent)
+    if m is None or int(m[3], 16) & 1 or m[1] == _ZERO_TRACE or m[2] == _ZERO_SPAN:
+        return None
+    return _Unsampled(int(m[1], 16), traceparent)
 
 
 # -- spans -------------------------------------------------------------------------------------
@@ -212,7 +346,34 @@ def span(
     the traces a batch joins. Exceptions are recorded and the status set to error."""
     if not ENABLED:
         return NULL_SPAN
+    if _FAST:
+        if parent:
+            unsampled = _unsampled_parent(parent)
+            if unsampled is not None:
+                return unsampled
+        else:
+            state = _STATE.get()
+            if state is None:  # a root span: ask the sampler before building anything
+                trace_id = _ids.generate_trace_id()
+                decision = _sampler.should_sample(_root_context(), trace_id, name, _kind(kind))
+                if not decision.decision.is_recording():
+                    return _Unsampled(trace_id)
+                _ids.preset(trace_id)
+            elif state.__class__ is _Unsampled:
+                return NULL_SPAN  # the current trace is not sampled: neither is this child
     return _span(name, attributes, kind, parent, links)
+
+
+_ROOT: list[Any] = []
+
+
+def _root_context() -> Any:
+    """An empty OpenTelemetry context: what a root span's sampler is asked with."""
+    if not _ROOT:
+        from opentelemetry.context import Context
+
+        _ROOT.append(Context())
+    return _ROOT[0]
 
 
 @contextlib.contextmanager
@@ -241,7 +402,11 @@ def _span(
         attributes=_clean(attributes),
         links=link_objs,
     ) as current:
-        yield current
+        token = _STATE.set(_SDK_SPAN)
+        try:
+            yield current
+        finally:
+            _STATE.reset(token)
 
 
 def start_span(
@@ -255,6 +420,11 @@ def start_span(
     if not ENABLED:
         return None
     assert _tracer is not None
+    if not parent:
+        state = _STATE.get()
+        if state.__class__ is _Unsampled:
+            assert isinstance(state, _Unsampled)
+            parent = state.traceparent  # continue the unsampled trace, not a new root
     return _tracer.start_span(
         name,
         context=extract(parent) if parent else None,
@@ -298,9 +468,11 @@ def current_traceparent() -> str | None:
     """The W3C ``traceparent`` of the current span, or ``None`` (tracing off, or no span)."""
     if not ENABLED:
         return None
-    from opentelemetry.trace import get_current_span
-
-    ctx = get_current_span().get_span_context()
+    state = _STATE.get()
+    if state.__class__ is _Unsampled:
+        assert isinstance(state, _Unsampled)
+        return state.traceparent
+    ctx = _current_span().get_span_context()
     if not ctx.is_valid:
         return None
     return f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{int(ctx.trace_flags):02x}"
@@ -317,9 +489,11 @@ def log_ids() -> tuple[str, str] | None:
     """``(trace_id, span_id)`` in hex for the current span, for log lines."""
     if not ENABLED:
         return None
-    from opentelemetry.trace import get_current_span
-
-    ctx = get_current_span().get_span_context()
+    state = _STATE.get()
+    if state.__class__ is _Unsampled:
+        assert isinstance(state, _Unsampled)
+        return f"{state.trace_id:032x}", f"{state.span_id:016x}"
+    ctx = _current_span().get_span_context()
     if not ctx.is_valid:
         return None
     return f"{ctx.trace_id:032x}", f"{ctx.span_id:016x}"
