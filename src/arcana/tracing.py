@@ -35,7 +35,7 @@ import contextvars
 import os
 import re
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -55,6 +55,9 @@ _FAST = False
 """Unsampled work bypasses the SDK (the sampler drops children of unsampled parents)."""
 
 AttrValue = str | bool | int | float
+Attributes = Mapping[str, AttrValue | None]
+LazyAttributes = Attributes | Callable[[], Attributes] | None
+"""Span attributes, or a function that builds them: called only if the span is recorded."""
 NULL_SPAN: contextlib.nullcontext[None] = contextlib.nullcontext()
 """What ``span`` returns when tracing is off; hot paths use it directly behind an
 ``ENABLED`` test so not even the span's arguments are built."""
@@ -244,13 +247,20 @@ class _Unsampled:
     Entered as a context manager (yields ``None``, like a span that is off). Keeps the trace's
     ids so the work it causes carries the trace on (flags ``00``) and log lines name it."""
 
-    __slots__ = ("_span_id", "_token", "_traceparent", "trace_id")
+    __slots__ = ("_span_id", "_token", "_trace_id", "_traceparent")
 
-    def __init__(self, trace_id: int, traceparent: str | None = None) -> None:
-        self.trace_id = trace_id
+    def __init__(self, traceparent: str | None = None, trace_id: int | None = None) -> None:
         self._traceparent = traceparent
+        self._trace_id = trace_id
         self._span_id: int | None = None
         self._token: contextvars.Token[object] | None = None
+
+    @property
+    def trace_id(self) -> int:
+        if self._trace_id is None:
+            assert self._traceparent is not None
+            self._trace_id = int(self._traceparent[3:35], 16)
+        return self._trace_id
 
     @property
     def span_id(self) -> int:
@@ -282,17 +292,10 @@ _SDK_SPAN = object()
 _STATE: contextvars.ContextVar[object] = contextvars.ContextVar("arcana_trace", default=None)
 """``None`` (no span of ours), ``_SDK_SPAN``, or the ``_Unsampled`` trace of the current work."""
 
-_TRACEPARENT = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
+_TRACEPARENT = re.compile(r"00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")
+"""A version-00 ``traceparent``: the only form the fast path reads (others go to the SDK)."""
 _ZERO_TRACE, _ZERO_SPAN = "0" * 32, "0" * 16
-
-
-def _unsampled_parent(traceparent: str) -> _Unsampled | None:
-    """The unsampled trace ``traceparent`` names, or ``None`` (sampled, or left to the SDK's
-    parser: other versions, malformed values)."""
-    m = _TRACEPARENT.fullmatch(traceparent)
-    if m is None or int(m[3], 16) & 1 or m[1] == _ZERO_TRACE or m[2] == _ZERO_SPAN:
-        return None
-    return _Unsampled(int(m[1], 16), traceparent)
+_EVEN_HEX = frozenset("02468ace")
 
 
 # -- spans -------------------------------------------------------------------------------------
@@ -310,7 +313,9 @@ def _allowed(key: str) -> bool:
     return ok
 
 
-def _clean(attributes: Mapping[str, AttrValue | None] | None) -> dict[str, AttrValue]:
+def _clean(attributes: LazyAttributes) -> dict[str, AttrValue]:
+    if callable(attributes):
+        attributes = attributes()
     if not attributes:
         return {}
     return {k: v for k, v in attributes.items() if v is not None and _allowed(k)}
@@ -335,7 +340,7 @@ def _kind(name: str) -> Any:
 
 def span(
     name: str,
-    attributes: Mapping[str, AttrValue | None] | None = None,
+    attributes: LazyAttributes = None,
     *,
     kind: str = "internal",
     parent: str | None = None,
@@ -343,21 +348,28 @@ def span(
 ) -> contextlib.AbstractContextManager[Span | None]:
     """A span as the current one for the ``with`` block, or a shared null context when tracing
     is off. ``parent`` is a stored ``traceparent`` to continue; ``links`` are traceparents of
-    the traces a batch joins. Exceptions are recorded and the status set to error."""
+    the traces a batch joins. Exceptions are recorded and the status set to error.
+    ``attributes`` may be a function, so unsampled work does not even build them."""
     if not ENABLED:
         return NULL_SPAN
     if _FAST:
         if parent:
-            unsampled = _unsampled_parent(parent)
-            if unsampled is not None:
-                return unsampled
+            # Inline rather than a call: this is the path of 99 % of jobs at 1 % sampling.
+            if (
+                len(parent) == 55
+                and parent[54] in _EVEN_HEX  # flags without the sampled bit
+                and _TRACEPARENT.fullmatch(parent) is not None
+                and parent[3:35] != _ZERO_TRACE
+                and parent[36:52] != _ZERO_SPAN
+            ):
+                return _Unsampled(parent)
         else:
             state = _STATE.get()
             if state is None:  # a root span: ask the sampler before building anything
                 trace_id = _ids.generate_trace_id()
                 decision = _sampler.should_sample(_root_context(), trace_id, name, _kind(kind))
                 if not decision.decision.is_recording():
-                    return _Unsampled(trace_id)
+                    return _Unsampled(trace_id=trace_id)
                 _ids.preset(trace_id)
             elif state.__class__ is _Unsampled:
                 return NULL_SPAN  # the current trace is not sampled: neither is this child
@@ -379,7 +391,7 @@ def _root_context() -> Any:
 @contextlib.contextmanager
 def _span(
     name: str,
-    attributes: Mapping[str, AttrValue | None] | None,
+    attributes: LazyAttributes,
     kind: str,
     parent: str | None,
     links: Sequence[str | None],

@@ -178,7 +178,7 @@ class Worker:
         """The attempt as a span in the trace of whatever enqueued the job."""
         with tracing.span(
             f"job.run {job.job_type}",
-            {
+            lambda: {  # built only if the job's trace is sampled
                 "arcana.job.type": job.job_type,
                 "arcana.job.id": job.id,
                 "arcana.job.attempt": job.attempt,
