@@ -31,8 +31,8 @@ def make_client(settings: Settings) -> ClientFactory:
         *, client_ip: str = "127.0.0.1", **overrides: Any
     ) -> AsyncIterator[tuple[httpx.AsyncClient, Container]]:
         if not settings.is_sqlite:
-            await truncate_all(settings.database_url)
-        container = Container.from_settings(settings.model_copy(update=overrides))
+            await truncate_all(settings.database.url.get_secret_value())
+        container = Container.from_settings(settings.replace(**overrides))
         await container.start(migrate_embedded=False)
         transport = httpx.ASGITransport(
             app=create_app(container), raise_app_exceptions=False, client=(client_ip, 4242)

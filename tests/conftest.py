@@ -166,7 +166,7 @@ def backend_settings(backend: str, tmp_path: Path, request: pytest.FixtureReques
 @pytest.fixture
 async def container(settings: Settings) -> AsyncIterator[Container]:
     if not settings.is_sqlite:
-        await truncate_all(settings.database_url)
+        await truncate_all(settings.database.url.get_secret_value())
     c = Container.from_settings(settings)
     await c.start(migrate_embedded=False)
     try:

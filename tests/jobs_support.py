@@ -54,7 +54,7 @@ def queue_settings(
 
 async def open_container(settings: Settings) -> AsyncIterator[Container]:
     if not settings.is_sqlite:
-        await truncate_jobs(settings.database_url)
+        await truncate_jobs(settings.database.url.get_secret_value())
     c = Container.from_settings(settings)
     await c.start(migrate_embedded=False)
     try:

@@ -43,7 +43,7 @@ from arcana.adapters.redis_client import connect_redis, prepare_redis
 from arcana.adapters.sealing import AesGcmSealer
 from arcana.adapters.unit_of_work import SqlUnitOfWork
 from arcana.adapters.user_sync import NullUserSync, WebhookUserSync
-from arcana.config import Settings
+from arcana.config import Settings, reveal
 from arcana.domain.audit import AuditEvent, AuditSink
 from arcana.domain.events import DomainEvent
 from arcana.domain.jobs import JobQueue
@@ -83,8 +83,8 @@ class Container:
         self.settings = settings
         self.db = Database(settings)
         self.redis: Redis | None = None
-        if settings.redis_url:
-            self.redis = connect_redis(settings.redis_url)
+        if settings.redis.url:
+            self.redis = connect_redis(settings.redis.url.get_secret_value())
         if tracing.ENABLED:  # SQL and Redis spans; nothing is attached when tracing is off
             from arcana.adapters.tracing_hooks import instrument_engine, instrument_redis
 
@@ -92,7 +92,7 @@ class Container:
             if self.redis is not None:
                 instrument_redis(self.redis)
         self.cache: Cache = (
-            RedisCache(self.redis, settings.redis_prefix)
+            RedisCache(self.redis, settings.redis.prefix)
             if self.redis is not None
             else MemoryCache()
         )
@@ -101,7 +101,10 @@ class Container:
         self._tasks: list[asyncio.Task[None]] = []
         self.jwt_key = settings.jwt_key()
         self.tokens = JwtAccessTokens(
-            self.jwt_key, settings.jwt_issuer, settings.jwt_audience, settings.access_token_ttl
+            self.jwt_key,
+            settings.auth.jwt_issuer,
+            settings.auth.jwt_audience,
+            settings.auth.access_token_ttl,
         )
         # Audit first: every service below reports to the plugin host.
         self.audit_sink = build_audit(settings, self.db)
@@ -111,7 +114,7 @@ class Container:
             self.audit_sink.registry,
             self.audit_sink.audit_log,
             self.audit,
-            RedisPluginReloadBroadcast(self.redis, settings.redis_prefix)
+            RedisPluginReloadBroadcast(self.redis, settings.redis.prefix)
             if self.redis is not None
             else NullPluginReloadBroadcast(),
         )
@@ -120,7 +123,7 @@ class Container:
             self.uow,
             ProductCache(
                 self.cache,
-                settings.cache_ttl,
+                settings.cache.ttl,
                 on_hit=CACHE_REQUESTS.labels("product", "hit").inc,
                 on_miss=CACHE_REQUESTS.labels("product", "miss").inc,
             ),
@@ -129,9 +132,11 @@ class Container:
         )
         self.queue: JobQueue = self._build_queue()
         self.jobs = JobService(self.queue)
-        self.mailer: Mailer = build_mailer(settings.smtp_url, settings.mail_from, settings.var_dir)
+        self.mailer: Mailer = build_mailer(
+            reveal(settings.mail.smtp_url), settings.mail.sender, settings.var_dir
+        )
         self.notifications = NotificationService(
-            self.mailer, self.users, self.sealer, settings.reset_token_ttl
+            self.mailer, self.users, self.sealer, settings.auth.reset_token_ttl
         )
         self.events = EventBus(
             settings,
@@ -147,40 +152,42 @@ class Container:
             self.redis,
             self.events.stream,
             self.ready,
-            settings.metrics_sample_seconds,
+            settings.observability.metrics_sample_seconds,
         )
 
     def _build_auth(self, settings: Settings) -> None:
         self.passwords = HashingSlots(
             Argon2PasswordHasher(
-                settings.argon2_memory_kib, settings.argon2_time_cost, settings.argon2_parallelism
+                settings.passwords.argon2_memory_kib,
+                settings.passwords.argon2_time_cost,
+                settings.passwords.argon2_parallelism,
             ),
-            settings.password_hash_slots or os.cpu_count() or 1,
-            settings.password_hash_wait_seconds,
+            settings.passwords.hash_slots or os.cpu_count() or 1,
+            settings.passwords.hash_wait_seconds,
         )
         self.sealer = AesGcmSealer(self.jwt_key)
         self.attempt_quota: AttemptQuota = (
-            RedisAttemptQuota(self.redis, settings.redis_prefix)
+            RedisAttemptQuota(self.redis, settings.redis.prefix)
             if self.redis is not None
             else MemoryAttemptQuota()
         )
         self.generations = TokenGenerationCache(
-            self.read_uow, self.cache, settings.access_token_ttl
+            self.read_uow, self.cache, settings.auth.access_token_ttl
         )
         self.identity = IdentityService(self.tokens, self.generations)
         self.login_limiter: LoginLimiter = (
             RedisLoginLimiter(
                 self.redis,
-                settings.redis_prefix,
-                settings.login_max_failures_per_account,
-                settings.login_max_failures_per_ip,
-                settings.login_window_seconds,
+                settings.redis.prefix,
+                settings.limits.login_max_failures_per_account,
+                settings.limits.login_max_failures_per_ip,
+                settings.limits.login_window_seconds,
             )
             if self.redis is not None
             else MemoryLoginLimiter(
-                settings.login_max_failures_per_account,
-                settings.login_max_failures_per_ip,
-                settings.login_window_seconds,
+                settings.limits.login_max_failures_per_account,
+                settings.limits.login_max_failures_per_ip,
+                settings.limits.login_window_seconds,
             )
         )
         self.users = UserService(self.uow, self.passwords, self.generations, read_uow=self.read_uow)
@@ -193,20 +200,22 @@ class Container:
             self.login_limiter,
             self._late_audit,
             AuthPolicy(
-                settings.refresh_token_ttl,
-                settings.refresh_idle_ttl,
-                settings.reset_token_ttl,
-                settings.refresh_reuse_grace_seconds,
-                access_token_ttl=settings.access_token_ttl,
-                register_limit_per_ip=settings.register_limit_per_ip,
-                reset_limit_per_email=settings.reset_limit_per_email,
-                reset_limit_per_ip=settings.reset_limit_per_ip,
+                settings.auth.refresh_token_ttl,
+                settings.auth.refresh_idle_ttl,
+                settings.auth.reset_token_ttl,
+                settings.auth.refresh_reuse_grace_seconds,
+                access_token_ttl=settings.auth.access_token_ttl,
+                register_limit_per_ip=settings.limits.register_per_ip,
+                reset_limit_per_email=settings.limits.reset_per_email,
+                reset_limit_per_ip=settings.limits.reset_per_ip,
             ),
             self.attempt_quota,
             self.sealer,
         )
         sync: UserSync = (
-            WebhookUserSync(settings.user_sync_url) if settings.user_sync_url else NullUserSync()
+            WebhookUserSync(settings.user_sync.url.get_secret_value())
+            if settings.user_sync.url
+            else NullUserSync()
         )
         self.user_sync = UserSyncService(self.uow, sync)
 
@@ -219,7 +228,7 @@ class Container:
     async def cleanup_tokens(self) -> int:
         """Dead tokens and sessions, and outbox rows published longer ago than
         ``ARCANA_OUTBOX_RETENTION_SECONDS``."""
-        cutoff = utcnow() - timedelta(seconds=self.settings.outbox_retention_seconds)
+        cutoff = utcnow() - timedelta(seconds=self.settings.events.outbox_retention_seconds)
         purged = await SqlOutbox(self.db).purge_published(cutoff)
         return await self.auth.cleanup_tokens() + purged
 
@@ -228,13 +237,13 @@ class Container:
         if s.effective_queue_backend == "redis":
             if self.redis is None:
                 raise ValueError("ARCANA_QUEUE_BACKEND=redis needs ARCANA_REDIS_URL")
-            if s.queue_partitions > 1:
+            if s.jobs.partitions > 1:
                 return PartitionedRedisJobQueue(
-                    self.redis, s.redis_prefix, s.queue_partitions, finished_ttl=s.job_finished_ttl
+                    self.redis, s.redis.prefix, s.jobs.partitions, finished_ttl=s.jobs.finished_ttl
                 )
-            return RedisJobQueue(self.redis, s.redis_prefix, finished_ttl=s.job_finished_ttl)
+            return RedisJobQueue(self.redis, s.redis.prefix, finished_ttl=s.jobs.finished_ttl)
         return SqlJobQueue(
-            self.db, finished_ttl=s.job_finished_ttl, poll_interval=s.job_poll_interval
+            self.db, finished_ttl=s.jobs.finished_ttl, poll_interval=s.jobs.poll_interval
         )
 
     @classmethod

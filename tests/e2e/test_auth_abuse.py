@@ -12,7 +12,7 @@ import pytest
 
 from arcana.api.app import create_app
 from arcana.bootstrap import Container
-from arcana.config import Settings
+from arcana.config import PasswordSettings, Settings
 from tests.app_support import ClientFactory
 from tests.auth_support import PASSWORD, bearer, login, register_and_login
 from tests.conftest import truncate_all
@@ -121,11 +121,11 @@ async def test_timing_unknown_email_vs_wrong_password(make_client: ClientFactory
     answers many times faster; medians within a factor of two catch that while a loaded
     2-core machine's noise does not trip it. That both paths run exactly one Argon2
     verification is checked without a clock in tests/unit/test_auth_service.py."""
-    defaults = Settings.model_fields
+    defaults = PasswordSettings()
     async with make_client(
-        argon2_memory_kib=defaults["argon2_memory_kib"].default,
-        argon2_time_cost=defaults["argon2_time_cost"].default,
-        argon2_parallelism=defaults["argon2_parallelism"].default,
+        argon2_memory_kib=defaults.argon2_memory_kib,
+        argon2_time_cost=defaults.argon2_time_cost,
+        argon2_parallelism=defaults.argon2_parallelism,
         login_max_failures_per_account=10_000,
         login_max_failures_per_ip=10_000,
     ) as (client, _):
@@ -155,7 +155,7 @@ async def test_timing_unknown_email_vs_wrong_password(make_client: ClientFactory
 async def test_logout_all_on_one_instance_is_seen_by_another_at_once(
     settings: Settings,
 ) -> None:
-    await truncate_all(settings.database_url)
+    await truncate_all(settings.database.url.get_secret_value())
     a, b = Container.from_settings(settings), Container.from_settings(settings)
     try:
         apps = [create_app(c) for c in (a, b)]

@@ -147,7 +147,7 @@ async def test_login_returns_token_pair_and_audits(
     container.audit = sink
     u = await register_and_login(client, email="Mixed.Case@example.com")
     assert u["token_type"] == "Bearer"
-    assert u["expires_in"] == container.settings.access_token_ttl
+    assert u["expires_in"] == container.settings.auth.access_token_ttl
     assert u["access_token"]
     assert u["refresh_token"]
     # the email logs in whatever its case
@@ -215,7 +215,7 @@ async def test_login_rehashes_when_parameters_changed(
     await login(client, u["email"])
     user = await container.users.get_user(u["id"])
     assert user is not None
-    assert f"m={container.settings.argon2_memory_kib}," in user.password_hash
+    assert f"m={container.settings.passwords.argon2_memory_kib}," in user.password_hash
 
 
 # -- me and bearer tokens -------------------------------------------------------------------
@@ -249,8 +249,8 @@ def _forged(container: Container, user_id: str, kind: str) -> str:
         "gen": 0,
         "iat": now,
         "exp": now + 600,
-        "iss": s.jwt_issuer,
-        "aud": s.jwt_audience,
+        "iss": s.auth.jwt_issuer,
+        "aud": s.auth.jwt_audience,
         "jti": uuid.uuid4().hex,
     }
     key = container.jwt_key
@@ -339,10 +339,8 @@ async def test_concurrent_refresh_of_one_token_has_one_winner(settings: Settings
     # With the production default of a reuse grace window, the duplicates of a concurrent
     # refresh lose without ending the session, however late they reach the database.
     if not settings.is_sqlite:
-        await truncate_all(settings.database_url)
-    container = Container.from_settings(
-        settings.model_copy(update={"refresh_reuse_grace_seconds": 30})
-    )
+        await truncate_all(settings.database.url.get_secret_value())
+    container = Container.from_settings(settings.replace(refresh_reuse_grace_seconds=30))
     await container.start(migrate_embedded=False)
     transport = httpx.ASGITransport(app=create_app(container), raise_app_exceptions=False)
     try:
@@ -368,10 +366,8 @@ async def test_a_rotated_token_presented_after_the_grace_window_is_reuse(
     The window is generous next to one request, so a loaded machine stays inside it."""
     grace = 2.0
     if not settings.is_sqlite:
-        await truncate_all(settings.database_url)
-    container = Container.from_settings(
-        settings.model_copy(update={"refresh_reuse_grace_seconds": grace})
-    )
+        await truncate_all(settings.database.url.get_secret_value())
+    container = Container.from_settings(settings.replace(refresh_reuse_grace_seconds=grace))
     await container.start(migrate_embedded=False)
     transport = httpx.ASGITransport(app=create_app(container), raise_app_exceptions=False)
     try:
@@ -405,7 +401,7 @@ async def test_refresh_idle_timeout_and_absolute_lifetime(
 
     idle = await register_and_login(client)
     absolute = await login(client, idle["email"])
-    past = datetime.now(UTC) - timedelta(seconds=container.settings.refresh_idle_ttl + 5)
+    past = datetime.now(UTC) - timedelta(seconds=container.settings.auth.refresh_idle_ttl + 5)
     async with container.db.sessionmaker() as s:
         sessions = (
             (await s.execute(select(auth_sessions.c.id).order_by(auth_sessions.c.created_at)))

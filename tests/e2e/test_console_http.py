@@ -39,7 +39,7 @@ async def test_a_browser_login_sets_an_httponly_strict_cookie_scoped_to_auth(
     assert "httponly" in cookie
     assert "samesite=strict" in cookie
     assert "path=/api/v1/auth" in cookie
-    assert f"max-age={container.settings.refresh_token_ttl}" in cookie
+    assert f"max-age={container.settings.auth.refresh_token_ttl}" in cookie
     assert "secure" not in cookie  # plain HTTP here; see the HTTPS test
 
 

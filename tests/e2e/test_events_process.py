@@ -25,12 +25,12 @@ pytestmark = [
 
 
 def serve(settings: Settings, cwd: Path, port: int) -> ArcanaProcess:
-    assert settings.redis_url is not None
+    assert settings.redis.url is not None
     env = {
         "ARCANA_ENV": "test",
-        "ARCANA_DATABASE_URL": settings.database_url,
-        "ARCANA_REDIS_URL": settings.redis_url,
-        "ARCANA_REDIS_PREFIX": settings.redis_prefix,
+        "ARCANA_DATABASE_URL": settings.database.url.get_secret_value(),
+        "ARCANA_REDIS_URL": settings.redis.url.get_secret_value(),
+        "ARCANA_REDIS_PREFIX": settings.redis.prefix,
         "ARCANA_JWT_SECRET": "test-secret-" + "x" * 40,
         "ARCANA_HTTP_PORT": str(port),
         "ARCANA_GRPC_PORT": "0",

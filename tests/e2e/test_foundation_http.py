@@ -91,7 +91,7 @@ async def test_malformed_json_is_422_problem(container: Container) -> None:
 
 async def test_oversized_body_is_413_problem(container: Container) -> None:
     async with _app_with_test_routes(container) as c:
-        big = b'{"a": 1, "pad": "' + b"x" * (container.settings.max_body_bytes + 10) + b'"}'
+        big = b'{"a": 1, "pad": "' + b"x" * (container.settings.http.max_body_bytes + 10) + b'"}'
         resp = await c.post("/test/echo", content=big, headers={"content-type": "application/json"})
         _assert_problem(resp, 413, "PAYLOAD_TOO_LARGE")
 

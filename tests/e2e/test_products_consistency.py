@@ -85,7 +85,7 @@ async def test_slow_reader_cannot_resurrect_old_row(
     p = await create_product(client, container, name="Old name")
     gated = GatedCache(container.cache)
     service = ProductService(
-        container.uow, ProductCache(gated, container.settings.cache_ttl), container.audit
+        container.uow, ProductCache(gated, container.settings.cache.ttl), container.audit
     )
     gated.armed = True
     reader = asyncio.create_task(service.get_json(p["id"]))

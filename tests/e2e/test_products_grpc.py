@@ -320,7 +320,7 @@ async def test_health_not_serving_without_database(backend: str, tmp_path: Path)
 
 
 async def test_limits(container: Container, stub: pb_grpc.ProductServiceStub) -> None:
-    huge = "x" * (container.settings.grpc_max_message_bytes + 10)
+    huge = "x" * (container.settings.grpc.max_message_bytes + 10)
     code = await rpc_code(
         stub.CreateProduct(
             pb.CreateProductRequest(name=huge, price=1), metadata=admin_md(container)

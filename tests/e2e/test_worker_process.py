@@ -25,7 +25,7 @@ pytestmark = pytest.mark.slow
 
 def worker_env(settings: Settings) -> dict[str, str]:
     env = {
-        "ARCANA_DATABASE_URL": settings.database_url,
+        "ARCANA_DATABASE_URL": settings.database.url.get_secret_value(),
         "ARCANA_VAR_DIR": str(settings.var_dir),
         "ARCANA_JWT_SECRET": "test-secret-" + "x" * 40,
         "ARCANA_LOG_JSON": "false",
@@ -35,9 +35,9 @@ def worker_env(settings: Settings) -> dict[str, str]:
         "ARCANA_SCHEDULER_ENABLED": "false",
         "ARCANA_SHUTDOWN_TIMEOUT": "10",
     }
-    if settings.redis_url:
-        env["ARCANA_REDIS_URL"] = settings.redis_url
-        env["ARCANA_REDIS_PREFIX"] = settings.redis_prefix
+    if settings.redis.url:
+        env["ARCANA_REDIS_URL"] = settings.redis.url.get_secret_value()
+        env["ARCANA_REDIS_PREFIX"] = settings.redis.prefix
     return env
 
 

@@ -28,13 +28,11 @@ GROUP = "arcana"
 @pytest.fixture
 async def bus_container(container: Container, settings: Settings) -> AsyncIterator[Container]:
     """Quick redelivery: entries idle for 150 ms are claimed, dead after 3 deliveries."""
-    fast = settings.model_copy(
-        update={
-            "events_claim_idle_ms": 150,
-            "events_max_deliveries": 3,
-            "events_handler_retries": 1,
-            "events_consumer_block_ms": 100,
-        }
+    fast = settings.replace(
+        events_claim_idle_ms=150,
+        events_max_deliveries=3,
+        events_handler_retries=1,
+        events_consumer_block_ms=100,
     )
     c = Container.from_settings(fast)
     try:

@@ -101,7 +101,7 @@ async def test_stream_entry_and_pubsub_message_carry_the_same_json(container: Co
 
         msg = await wait_for(message)
         assert msg["channel"] == b"events:product.low_stock"
-        [(_eid, fields)] = await redis.xrange(f"{container.settings.redis_prefix}:events")
+        [(_eid, fields)] = await redis.xrange(f"{container.settings.redis.prefix}:events")
         assert list(fields) == [b"event"]
         assert json.loads(fields[b"event"]) == json.loads(msg["data"]) == event.envelope()
         assert event.envelope()["data"] == {"productId": event.aggregate_id, "stock": 3}
@@ -250,9 +250,7 @@ async def test_redis_outage_keeps_rows_until_it_is_back(
     settings: Settings, container: Container, tmp_path: Any
 ) -> None:
     port = free_port()
-    down = Container.from_settings(
-        settings.model_copy(update={"redis_url": f"redis://127.0.0.1:{port}/0"})
-    )
+    down = Container.from_settings(settings.replace(redis_url=f"redis://127.0.0.1:{port}/0"))
     server = None
     try:
         start_relay(down)

@@ -36,7 +36,7 @@ def queue(qc: Container) -> JobQueue:
 
 async def test_backend_is_the_one_asked_for(qc: Container) -> None:
     name = type(qc.queue).__name__
-    expected = "RedisJobQueue" if qc.settings.redis_url else "SqlJobQueue"
+    expected = "RedisJobQueue" if qc.settings.redis.url else "SqlJobQueue"
     assert name == expected
 
 
@@ -247,7 +247,7 @@ async def test_list_by_status_with_paging(queue: JobQueue) -> None:
 
 
 async def test_finished_jobs_are_kept_for_the_ttl_then_dropped(qsettings: Settings) -> None:
-    settings = qsettings.model_copy(update={"job_finished_ttl": 1})
+    settings = qsettings.replace(job_finished_ttl=1)
     if True:
         async for c in open_container(settings):
             job = await c.queue.enqueue(JobRequest("system.noop"))

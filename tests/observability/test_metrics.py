@@ -90,7 +90,7 @@ async def test_sampler_reports_queue_outbox_stream_and_readiness(
 async def test_worker_serves_metrics_on_its_own_port(settings: Settings, tmp_path: Path) -> None:
     port = free_port()
     env = {
-        "ARCANA_DATABASE_URL": settings.database_url,
+        "ARCANA_DATABASE_URL": settings.database.url.get_secret_value(),
         "ARCANA_VAR_DIR": str(tmp_path / "var"),
         "ARCANA_JWT_SECRET": "test-secret-" + "x" * 40,
         "ARCANA_ENV": "test",

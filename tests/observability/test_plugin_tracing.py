@@ -26,7 +26,7 @@ def settings(settings: Settings, tmp_path: Path) -> Settings:
     d = tmp_path / "plugins"
     d.mkdir()
     shutil.copy(ROOT / "plugins" / "audit.wasm", d / "audit.wasm")
-    return settings.model_copy(update={"plugins_dir": d})
+    return settings.replace(plugins_dir=d)
 
 
 @pytest.mark.parametrize("backend", ["embedded"], indirect=True)

@@ -58,7 +58,7 @@ def qsettings(pgbouncer: PgBouncer, pg_url: str, tmp_path: Path) -> Settings:
 
 
 async def test_an_enqueue_through_pgbouncer_wakes_a_listening_worker(qsettings: Settings) -> None:
-    slow = qsettings.model_copy(update={"job_poll_interval": 30.0})
+    slow = qsettings.replace(job_poll_interval=30.0)
     async for producer in open_container(slow):
         consumer = Container.from_settings(slow)
         try:

@@ -41,7 +41,7 @@ def settings(
     d.mkdir()
     for name in plugin_files:
         shutil.copy(ROOT / "plugins" / name, d / Path(name).name)
-    return settings.model_copy(update={"plugins_dir": d, **plugin_settings})
+    return settings.replace(plugins_dir=d, **plugin_settings)
 
 
 def admin_headers(container: Container) -> dict[str, str]:

@@ -28,4 +28,4 @@ __all__ = [
 @pytest.fixture
 def settings(tmp_path: Path, request: pytest.FixtureRequest) -> Settings:
     plain = backend_settings("cluster", tmp_path, request)
-    return plain.model_copy(update={"queue_partitions": 3, "events_partitions": 3})
+    return plain.replace(queue_partitions=3, events_partitions=3)

@@ -25,7 +25,7 @@ async def test_a_cluster_url_gives_a_cluster_client(container: Container) -> Non
 async def test_plugin_reload_goes_over_sharded_pubsub(
     container: Container, redis_cluster: LocalCluster
 ) -> None:
-    prefix = container.settings.redis_prefix
+    prefix = container.settings.redis.prefix
     other = connect_redis(redis_cluster.url)
     reloads: list[int] = []
 

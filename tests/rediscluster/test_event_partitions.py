@@ -33,10 +33,8 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture
 async def pc(settings: Settings) -> AsyncIterator[Container]:
-    await truncate_all(settings.database_url)
-    c = Container.from_settings(
-        settings.model_copy(update={"events_partitions": 3, "events_consumer_block_ms": 100})
-    )
+    await truncate_all(settings.database.url.get_secret_value())
+    c = Container.from_settings(settings.replace(events_partitions=3, events_consumer_block_ms=100))
     try:
         yield c
     finally:

@@ -79,7 +79,7 @@ async def test_killing_the_queue_master_loses_no_job_and_the_api_recovers(
 
     jobs = await fc.queue.enqueue_many([JobRequest("test.record") for _ in range(JOBS)])
     wanted = {j.id for j in jobs}
-    slot = key_slot(f"{{{fc.settings.redis_prefix}}}:q:seq".encode())
+    slot = key_slot(f"{{{fc.settings.redis.prefix}}}:q:seq".encode())
     master = private_cluster.master_of_slot(slot)
     private_cluster.wait_replicated(master)
 

@@ -362,6 +362,8 @@ async def test_sigterm_finishes_in_flight_work_and_refuses_new(stack: Stack) -> 
     await wait_drained(stack)
     tally = Tally()
     stop = asyncio.Event()
+    # Read before the load starts: a change confirmed early must fall inside the measured delta.
+    before = await stock_of(stack, products[0])
     load = asyncio.create_task(
         workload(
             stack,
@@ -373,7 +375,6 @@ async def test_sigterm_finishes_in_flight_work_and_refuses_new(stack: Stack) -> 
             concurrency=6,
         )
     )
-    before = await stock_of(stack, products[0])
     try:
         await wait_for(lambda: len(tally.registered) >= 5, timeout=60)
         assert stack.serve is not None

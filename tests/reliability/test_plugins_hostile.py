@@ -70,11 +70,9 @@ async def plugin_container(settings: Settings, tmp_path: Path) -> AsyncIterator[
         (plugins / f"{name}.wat").write_text(wat)
     for name, wat in LINKED.items():
         (plugins / f"{name}.wat").write_text(wat)
-    s = settings.model_copy(
-        update={"plugins_dir": plugins, "plugin_memory_mb": 2, "plugin_max_failures": 1000}
-    )
+    s = settings.replace(plugins_dir=plugins, plugin_memory_mb=2, plugin_max_failures=1000)
     if not s.is_sqlite:
-        await truncate_all(s.database_url)
+        await truncate_all(s.database.url.get_secret_value())
     c = Container.from_settings(s)
     await c.start(migrate_embedded=False)
     start_audit_plugins(c)
@@ -113,7 +111,7 @@ async def test_socket_imports_are_refused_at_load_and_other_wasi_links(
         # The same check answers `arcana plugins check` (one clear line).
         with pytest.raises(ValidationFailed, match=f"{function}; network access"):
             await plugin_container.plugins.check(
-                plugin_container.settings.plugins_dir / f"{name}.wat"
+                plugin_container.settings.plugins.dir / f"{name}.wat"
             )
     for name in LINKED:
         assert by_name[name]["state"] == "active", by_name[name]

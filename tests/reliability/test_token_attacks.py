@@ -65,8 +65,8 @@ def _claims(container: Container, user_id: str, **overrides: Any) -> dict[str, A
         "gen": 0,
         "iat": now,
         "exp": now + 600,
-        "iss": s.jwt_issuer,
-        "aud": s.jwt_audience,
+        "iss": s.auth.jwt_issuer,
+        "aud": s.auth.jwt_audience,
         "jti": os.urandom(8).hex(),
     }
     claims.update(overrides)

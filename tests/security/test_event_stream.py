@@ -25,7 +25,7 @@ STREAM = "/api/v1/events/stream"
 @pytest.fixture
 async def live(settings: Settings) -> AsyncIterator[tuple[str, Container]]:
     if not settings.is_sqlite:
-        await truncate_all(settings.database_url)
+        await truncate_all(settings.database.url.get_secret_value())
     container = Container.from_settings(settings)
     await container.start(migrate_embedded=False)
     port = free_port()
@@ -61,7 +61,9 @@ async def _stream_ends_after(
         tokens = await login(client, u["email"])
         if token_ttl is not None:
             s = container.settings
-            short = JwtAccessTokens(container.jwt_key, s.jwt_issuer, s.jwt_audience, token_ttl)
+            short = JwtAccessTokens(
+                container.jwt_key, s.auth.jwt_issuer, s.auth.jwt_audience, token_ttl
+            )
             tokens["access_token"] = short.issue(user.id, user.roles, user.generation).token
         async with client.stream("GET", STREAM, headers=bearer(tokens["access_token"])) as resp:
             assert resp.status_code == 200

@@ -143,7 +143,7 @@ async def test_missing_product_lookups_write_no_redis_key(
     client: httpx.AsyncClient, container: Container
 ) -> None:
     redis = Redis.from_url(REDIS_URL)
-    prefix = container.settings.redis_prefix
+    prefix = container.settings.redis.prefix
     try:
 
         async def keys() -> int:

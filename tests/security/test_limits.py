@@ -175,8 +175,8 @@ async def test_register_and_reset_limits_are_shared_between_processes(
     settings: Settings,
 ) -> None:
     """Two instances on one Redis prefix share the per-address budgets."""
-    await truncate_all(settings.database_url)
-    limited = settings.model_copy(update={"register_limit_per_ip": 3, "reset_limit_per_ip": 2})
+    await truncate_all(settings.database.url.get_secret_value())
+    limited = settings.replace(register_limit_per_ip=3, reset_limit_per_ip=2)
     a, b = Container.from_settings(limited), Container.from_settings(limited)
     try:
         clients = [

@@ -93,7 +93,7 @@ async def test_published_outbox_rows_are_deleted_after_retention(
         await conn.execute(
             update(outbox).values(
                 published_at=datetime.now(UTC)
-                - timedelta(seconds=container.settings.outbox_retention_seconds + 1)
+                - timedelta(seconds=container.settings.events.outbox_retention_seconds + 1)
             )
         )
     await container.cleanup_tokens()

@@ -33,7 +33,7 @@ async def _refresh(client: httpx.AsyncClient, token: str) -> httpx.Response:
 
 # -- refresh reuse ---------------------------------------------------------------------------
 def test_refresh_reuse_is_strict_by_default() -> None:
-    assert Settings(_env_file=None).refresh_reuse_grace_seconds == 0  # type: ignore[call-arg]
+    assert Settings(_env_file=None).auth.refresh_reuse_grace_seconds == 0  # type: ignore[call-arg]
     assert AuthPolicy(1, 1, 1).reuse_grace_seconds == 0
 
 

@@ -68,7 +68,7 @@ def build(grace: float = GRACE, max_failures: int = 1000, absolute: int = ABSOLU
     uow = InMemoryUnitOfWorkFactory()
     hasher = PlainPasswordHasher()
     tokens = InMemoryAccessTokens(clock)
-    generations = TokenGenerationCache(uow, InMemoryCache(clock), ttl=900)
+    generations = TokenGenerationCache(uow, InMemoryCache(clock), ttl=ACCESS_TTL, clock=clock)
     users = UserService(uow, hasher, generations, clock=clock)
     limiter = CountingLoginLimiter(max_failures)
     audit = RecordingAuditSink()
@@ -275,6 +275,29 @@ async def test_ending_a_session_kills_its_refresh_token(auth: Auth) -> None:
     with pytest.raises(NotFound):  # already ended
         await auth.service.end_session(auth.principal(second), first_id)
     await auth.service.refresh(second.refresh_token, CLIENT)
+
+
+async def test_an_ended_session_is_listed_as_revoked_for_one_access_token_lifetime(
+    auth: Auth,
+) -> None:
+    """Its access tokens die at once; the entry goes once none of them can still be valid.
+    The window is read from the services' clock (a miss reloads it from the store)."""
+    user = await auth.register()
+    first, second = await auth.login(), await auth.login()
+    first_id = auth.principal(first).session_id or ""
+    await auth.service.end_session(auth.principal(second), first_id)
+
+    async def revoked() -> frozenset[str]:
+        await auth.generations.refresh(user.id)
+        state = await auth.generations.state(user.id)
+        assert state is not None
+        return state.revoked_sessions
+
+    assert first_id in await revoked()
+    auth.clock.advance(ACCESS_TTL - 1)
+    assert first_id in await revoked()
+    auth.clock.advance(2)
+    assert first_id not in await revoked()
 
 
 async def test_a_session_of_someone_else_is_not_found(auth: Auth) -> None:

@@ -184,7 +184,9 @@ async def test_registration_queues_one_welcome_mail() -> None:
     clock = FakeClock()
     uow = InMemoryUnitOfWorkFactory()
     hasher = PlainPasswordHasher()
-    users = UserService(uow, hasher, TokenGenerationCache(uow, InMemoryCache(clock), 60), clock)
+    users = UserService(
+        uow, hasher, TokenGenerationCache(uow, InMemoryCache(clock), 60, clock), clock
+    )
     user = await users.create_user("ada@example.com", "Ada", "Correct-Horse-9")
     jobs = InMemoryJobQueue()
     await _deliver(uow.store, jobs, times=3)

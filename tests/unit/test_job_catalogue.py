@@ -12,6 +12,7 @@ from arcana.domain.jobs import (
     PASSWORD_RESET_EMAIL,
     Priority,
 )
+from arcana.services.jobs import periodic_schedule
 from arcana.services.notifications import NotificationService
 from arcana.services.users import TokenGenerationCache, UserService
 from arcana.worker.scheduler import default_schedule
@@ -35,9 +36,14 @@ def test_requests_take_the_type_name_and_default_priority() -> None:
 
 
 def test_every_periodic_type_is_scheduled_with_its_setting() -> None:
-    settings = Settings(schedule_pending_users_seconds=7, schedule_cleanup_tokens_seconds=11)
+    settings = Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        schedule_pending_users_seconds=7,
+        schedule_cleanup_tokens_seconds=11,
+    )
     schedule = {p.job_type: p.every_seconds for p in default_schedule(settings)}
     assert schedule == {"sync.pending_users": 7, "sync.cleanup_tokens": 11}
+    assert periodic_schedule(settings.jobs) == schedule  # what the admin console shows
     assert set(schedule) == {name for name, t in JOB_TYPES.items() if t.periodic}
 
 
@@ -46,7 +52,10 @@ def users() -> UserService:
     uow = InMemoryUnitOfWorkFactory()
     clock = FakeClock()
     return UserService(
-        uow, PlainPasswordHasher(), TokenGenerationCache(uow, InMemoryCache(clock), 60), clock
+        uow,
+        PlainPasswordHasher(),
+        TokenGenerationCache(uow, InMemoryCache(clock), 60, clock),
+        clock,
     )
 
 

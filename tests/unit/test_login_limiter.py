@@ -1,18 +1,35 @@
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from arcana.adapters.login_limiter import MemoryAttemptQuota, MemoryLoginLimiter
+from tests.fakes import FakeClock
+
+
+def seconds(clock: FakeClock) -> Callable[[], float]:
+    """The limiters' monotonic clock, read from a clock the test moves by hand."""
+    return lambda: clock.now().timestamp()
 
 
 async def test_memory_limiter_reserves_before_the_check_and_gives_back_on_success() -> None:
-    limiter = MemoryLoginLimiter(max_per_account=2, max_per_address=3, window_seconds=60)
+    clock = FakeClock()
+    limiter = MemoryLoginLimiter(
+        max_per_account=2, max_per_address=3, window_seconds=60, monotonic=seconds(clock)
+    )
     assert await limiter.reserve("a@x", "1.1.1.1") == 0
+    clock.advance(10)
     assert await limiter.reserve("a@x", "1.1.1.1") == 0
-    # Two attempts reserved: the third waits for the window, whatever their outcome.
-    assert 59 <= await limiter.reserve("a@x", "1.1.1.1") <= 60
+    # Two attempts reserved: the third waits for the window, whatever their outcome. The
+    # window began with the first attempt, 10 s ago.
+    assert await limiter.reserve("a@x", "1.1.1.1") == 50
     assert await limiter.reserve("b@x", "1.1.1.1") == 0
-    assert await limiter.reserve("c@x", "1.1.1.1") > 0  # the address is spent (3)
+    assert await limiter.reserve("c@x", "1.1.1.1") == 50  # the address is spent (3)
     await limiter.release("b@x", "1.1.1.1")  # a success gives its attempt back
     assert await limiter.reserve("c@x", "1.1.1.1") == 0
+    clock.advance(49.5)
+    assert await limiter.reserve("a@x", "2.2.2.2") == 1  # rounded up, never 0 while locked
+    clock.advance(0.5)
+    assert await limiter.reserve("a@x", "2.2.2.2") == 0  # the window ended: a fresh one
 
 
 async def test_memory_limiter_keeps_locked_accounts_under_a_flood_of_new_keys() -> None:
@@ -27,10 +44,14 @@ async def test_memory_limiter_keeps_locked_accounts_under_a_flood_of_new_keys() 
 
 
 async def test_memory_quota_counts_per_key_and_window() -> None:
-    quota = MemoryAttemptQuota()
-    assert [await quota.hit("b", "k", 2, 60) for _ in range(3)][:2] == [0, 0]
-    assert await quota.hit("b", "k", 2, 60) > 0
+    clock = FakeClock()
+    quota = MemoryAttemptQuota(monotonic=seconds(clock))
+    assert [await quota.hit("b", "k", 2, 60) for _ in range(2)] == [0, 0]
+    clock.advance(15)
+    assert await quota.hit("b", "k", 2, 60) == 45
     assert await quota.hit("b", "other", 2, 60) == 0
+    clock.advance(45)
+    assert await quota.hit("b", "k", 2, 60) == 0  # a new window
 
 
 async def test_memory_limiter_refunds_an_attempt_that_checked_nothing() -> None:

@@ -110,9 +110,10 @@ class Database:
     """Owns the engine and the session factory. Created by the container, never at import."""
 
     def __init__(self, settings: Settings) -> None:
-        self.url = settings.database_url
+        self.url = settings.database.url.get_secret_value()
         self.is_sqlite = settings.is_sqlite
-        self.direct_url = settings.database_direct_url or settings.database_url
+        direct = settings.database.direct_url
+        self.direct_url = direct.get_secret_value() if direct else self.url
         """For what needs a session of its own (LISTEN): never through a transaction pooler."""
         self.pooled = not self.is_sqlite and self.direct_url != self.url
         """``database_url`` goes through PgBouncer in transaction mode (a direct URL is set)."""
@@ -125,8 +126,8 @@ class Database:
         else:
             server_settings = {"application_name": "arcana"}
             connect_args: dict[str, Any] = {
-                "timeout": settings.db_connect_timeout,
-                "command_timeout": max(settings.db_statement_timeout_ms / 1000, 1),
+                "timeout": settings.database.connect_timeout,
+                "command_timeout": max(settings.database.statement_timeout_ms / 1000, 1),
                 "server_settings": server_settings,
             }
             if self.pooled:
@@ -134,11 +135,11 @@ class Database:
             else:
                 # A startup parameter; PgBouncer refuses unknown ones (see README: behind it,
                 # set statement_timeout on the role instead).
-                server_settings["statement_timeout"] = str(settings.db_statement_timeout_ms)
+                server_settings["statement_timeout"] = str(settings.database.statement_timeout_ms)
             kwargs.update(
-                pool_size=settings.db_pool_size,
-                max_overflow=settings.db_max_overflow,
-                pool_timeout=settings.db_pool_timeout,
+                pool_size=settings.database.pool_size,
+                max_overflow=settings.database.max_overflow,
+                pool_timeout=settings.database.pool_timeout,
                 # No pre-ping: it is one more round trip on every checkout (a quarter of a
                 # GET /auth/me). A connection that died with the server fails its first
                 # statement instead; SQLAlchemy then invalidates the whole pool, that request

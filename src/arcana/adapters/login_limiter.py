@@ -24,6 +24,7 @@ import hashlib
 import logging
 import math
 import time
+from collections.abc import Callable
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -182,10 +183,13 @@ class MemoryLoginLimiter:
         max_per_address: int,
         window_seconds: int,
         max_entries: int = 100_000,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._limits = {"a": max_per_account, "i": max_per_address}
         self._window = window_seconds
         self._max_entries = max_entries
+        self._monotonic = monotonic
+        """Seconds on a clock that never goes back; a test passes one it moves by hand."""
         self._counts: dict[str, tuple[int, float]] = {}
 
     def _get(self, key: str, now: float) -> tuple[int, float]:
@@ -211,7 +215,7 @@ class MemoryLoginLimiter:
         self._counts = live
 
     async def reserve(self, account: str, address: str) -> int:
-        now = time.monotonic()
+        now = self._monotonic()
         keys = ("a:" + account, "i:" + address)
         wait = 0.0
         for key in keys:
@@ -227,7 +231,7 @@ class MemoryLoginLimiter:
         return 0
 
     async def release(self, account: str, address: str) -> None:
-        now = time.monotonic()
+        now = self._monotonic()
         self._counts.pop("a:" + account, None)
         key = "i:" + address
         count, end = self._get(key, now)
@@ -237,7 +241,7 @@ class MemoryLoginLimiter:
             self._counts.pop(key, None)
 
     async def refund(self, account: str, address: str) -> None:
-        now = time.monotonic()
+        now = self._monotonic()
         for key in ("a:" + account, "i:" + address):
             count, end = self._get(key, now)
             if count > 1:
@@ -270,12 +274,15 @@ class MemoryAttemptQuota:
     """In-process quotas; expired windows are dropped when the dict passes its soft cap, and
     an exhausted window is never dropped early (see ``MemoryLoginLimiter``)."""
 
-    def __init__(self, max_entries: int = 100_000) -> None:
+    def __init__(
+        self, max_entries: int = 100_000, monotonic: Callable[[], float] = time.monotonic
+    ) -> None:
         self._max_entries = max_entries
+        self._monotonic = monotonic
         self._counts: dict[str, tuple[int, float, int]] = {}
 
     async def hit(self, bucket: str, key: str, limit: int, window_seconds: int) -> int:
-        now = time.monotonic()
+        now = self._monotonic()
         name = f"{bucket}:{key}"
         item = self._counts.get(name)
         if item is None or item[1] <= now:

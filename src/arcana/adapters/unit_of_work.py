@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from arcana import tracing
 from arcana.adapters.database import Database, is_connectivity_error, is_unstorable_text
-from arcana.adapters.products import SqlProductRepository
+from arcana.adapters.product_repositories import SqlProductRepository
 from arcana.adapters.tables import outbox
 from arcana.adapters.user_repositories import (
     SqlResetTokenRepository,

@@ -12,11 +12,10 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel
 
 from arcana.api.deps import AdminPrincipal, ContainerDep
-from arcana.config import Settings
 from arcana.domain.events import DomainEvent
-from arcana.domain.jobs import CLEANUP_TOKENS, SYNC_PENDING_USERS
 from arcana.domain.products import ProductQuery, ProductStatus
 from arcana.domain.timestamps import iso_z
+from arcana.services.jobs import periodic_schedule
 
 router = APIRouter(prefix="/api/v1/admin", tags=["admin: overview"])
 
@@ -79,14 +78,6 @@ class Schedule(BaseModel):
     data: list[PeriodicRead]
 
 
-def periodic_jobs(settings: Settings) -> dict[str, int]:
-    """The periodic jobs and their periods, as the scheduler reads them from the settings."""
-    return {
-        SYNC_PENDING_USERS.name: settings.schedule_pending_users_seconds,
-        CLEANUP_TOKENS.name: settings.schedule_cleanup_tokens_seconds,
-    }
-
-
 @router.get("/overview", response_model=Overview, summary="Counts for the console's overview")
 async def overview(_admin: AdminPrincipal, container: ContainerDep, request: Request) -> Overview:
     async def products_with(status: ProductStatus) -> int:
@@ -125,6 +116,6 @@ async def schedule(_admin: AdminPrincipal, container: ContainerDep) -> Schedule:
                 every_seconds=every,
                 next_run_at=iso_z(datetime.fromtimestamp((int(now // every) + 1) * every, UTC)),
             )
-            for job_type, every in periodic_jobs(container.settings).items()
+            for job_type, every in periodic_schedule(container.settings.jobs).items()
         ]
     )

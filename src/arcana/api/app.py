@@ -75,7 +75,7 @@ def create_app(container: Container | None = None, settings: Settings | None = N
     install_error_handlers(app)
     install_openapi(app)
     app.add_middleware(products.CachedProductFastPath, prefix=API_PREFIX)  # inside the next
-    app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.http.max_body_bytes)
     app.include_router(ops.router)
     app.include_router(auth.router)
     app.include_router(products.router, prefix=API_PREFIX)

@@ -60,7 +60,7 @@ def _set_refresh_cookie(
     response.set_cookie(
         REFRESH_COOKIE,
         token,
-        max_age=container.settings.refresh_token_ttl,
+        max_age=container.settings.auth.refresh_token_ttl,
         path=AUTH_PREFIX,
         secure=request.url.scheme == "https",
         httponly=True,

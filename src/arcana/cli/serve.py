@@ -17,6 +17,7 @@ import typer
 
 from arcana import tracing
 from arcana.cli.console import fail, load_settings
+from arcana.config import reveal
 
 if TYPE_CHECKING:
     import uvicorn
@@ -73,8 +74,8 @@ async def serve(settings: Settings, *, with_worker: bool, reuse_port: bool = Fal
     app = create_app(container)
     config = uvicorn.Config(
         app,
-        host=settings.http_host,
-        port=settings.http_port,
+        host=settings.http.host,
+        port=settings.http.port,
         loop="none",
         http="httptools",
         lifespan="on",
@@ -83,7 +84,7 @@ async def serve(settings: Settings, *, with_worker: bool, reuse_port: bool = Fal
         timeout_graceful_shutdown=int(settings.shutdown_timeout),
         server_header=False,
         proxy_headers=True,
-        forwarded_allow_ips=settings.forwarded_allow_ips,
+        forwarded_allow_ips=settings.http.forwarded_allow_ips,
     )
     server = _server(config)
     loop = asyncio.get_running_loop()
@@ -108,12 +109,12 @@ async def serve(settings: Settings, *, with_worker: bool, reuse_port: bool = Fal
         log.info(
             "arcana serving",
             extra={
-                "http": f"{settings.http_host}:{settings.http_port}",
+                "http": f"{settings.http.host}:{settings.http.port}",
                 "embedded": settings.embedded,
             },
         )
         if reuse_port:
-            await server.serve(sockets=[_reuse_port_socket(settings.http_host, settings.http_port)])
+            await server.serve(sockets=[_reuse_port_socket(settings.http.host, settings.http.port)])
         else:
             await server.serve()
     finally:
@@ -192,25 +193,29 @@ def register(app: typer.Typer) -> None:
             if v is not None
         }
         if updates:
-            settings = settings.model_copy(update=updates)
+            settings = settings.replace(**updates)
         if workers > 1:
             if settings.embedded:
                 raise fail(
                     "--workers needs ARCANA_REDIS_URL: in embedded mode the cache and the "
                     "event dispatch live in one process"
                 )
-            if settings.http_port == 0:
+            if settings.http.port == 0:
                 raise fail("--workers needs a fixed HTTP port (not 0)")
-            child_args = ["--reuse-port", "--host", settings.http_host]
-            child_args += ["--port", str(settings.http_port)]
-            child_args += ["--grpc-port", str(settings.grpc_port)]
+            child_args = ["--reuse-port", "--host", settings.http.host]
+            child_args += ["--port", str(settings.http.port)]
+            child_args += ["--grpc-port", str(settings.grpc.port)]
             if with_worker:
                 child_args.append("--with-worker")
             raise typer.Exit(supervise(workers, child_args))
         from arcana.log import configure_logging
 
-        configure_logging(settings.log_level, json=settings.log_json, env=settings.env)
-        tracing.configure_tracing(settings.otel_endpoint, service_name="arcana")
+        configure_logging(
+            settings.observability.log_level, json=settings.observability.log_json, env=settings.env
+        )
+        tracing.configure_tracing(
+            reveal(settings.observability.otel_endpoint), service_name="arcana"
+        )
         try:
             import uvloop
 

@@ -11,6 +11,7 @@ import typer
 
 from arcana import tracing
 from arcana.cli.console import fail, load_settings
+from arcana.config import reveal
 
 if TYPE_CHECKING:
     from arcana.config import Settings
@@ -29,10 +30,10 @@ def serve_metrics(host: str, port: int) -> int:
 async def run_worker(settings: Settings, metrics_port: int | None = None) -> None:
     if metrics_port is not None:
         try:
-            port = serve_metrics(settings.http_host, metrics_port)
+            port = serve_metrics(settings.http.host, metrics_port)
         except OSError as exc:
             raise fail(f"cannot serve metrics on port {metrics_port}: {exc}") from None
-        log.info("metrics on http://%s:%d/metrics", settings.http_host, port)
+        log.info("metrics on http://%s:%d/metrics", settings.http.host, port)
     from arcana.bootstrap import Container
     from arcana.worker import runtime
 
@@ -51,7 +52,7 @@ async def run_worker(settings: Settings, metrics_port: int | None = None) -> Non
         log.info(
             "arcana worker running",
             extra={
-                "concurrency": settings.worker_concurrency,
+                "concurrency": settings.jobs.worker_concurrency,
                 "queue": settings.effective_queue_backend,
             },
         )
@@ -82,11 +83,15 @@ def register(app: typer.Typer) -> None:
         """Run job workers, the periodic scheduler and event consumers until SIGTERM."""
         settings = load_settings()
         if concurrency is not None:
-            settings = settings.model_copy(update={"worker_concurrency": concurrency})
+            settings = settings.replace(worker_concurrency=concurrency)
         from arcana.log import configure_logging
 
-        configure_logging(settings.log_level, json=settings.log_json, env=settings.env)
-        tracing.configure_tracing(settings.otel_endpoint, service_name="arcana-worker")
+        configure_logging(
+            settings.observability.log_level, json=settings.observability.log_json, env=settings.env
+        )
+        tracing.configure_tracing(
+            reveal(settings.observability.otel_endpoint), service_name="arcana-worker"
+        )
         try:
             import uvloop
 

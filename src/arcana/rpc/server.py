@@ -42,8 +42,8 @@ class GrpcServer:
         self.container = container
         settings = container.settings
         options = [
-            ("grpc.max_receive_message_length", settings.grpc_max_message_bytes),
-            ("grpc.max_send_message_length", settings.grpc_max_message_bytes),
+            ("grpc.max_receive_message_length", settings.grpc.max_message_bytes),
+            ("grpc.max_send_message_length", settings.grpc.max_message_bytes),
             # Shared only by the processes of ``arcana serve --workers N``.
             ("grpc.so_reuseport", 1 if reuse_port else 0),
         ]
@@ -109,8 +109,8 @@ class GrpcServer:
 
 async def start_grpc(container: Container, *, reuse_port: bool = False) -> GrpcServer | None:
     settings = container.settings
-    if settings.grpc_port == 0:
+    if settings.grpc.port == 0:
         return None
-    server = GrpcServer(container, settings.grpc_host, settings.grpc_port, reuse_port=reuse_port)
+    server = GrpcServer(container, settings.grpc.host, settings.grpc.port, reuse_port=reuse_port)
     await server.start()
     return server

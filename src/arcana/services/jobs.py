@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from arcana.config import JobSettings
 from arcana.domain.jobs import (
+    CLEANUP_TOKENS,
     JOB_TYPES,
+    SYNC_PENDING_USERS,
     Job,
     JobQueue,
     JobRequest,
@@ -15,6 +18,18 @@ from arcana.domain.jobs import (
     is_known_type,
 )
 from arcana.errors import NotFound, ValidationFailed
+
+
+def periodic_schedule(settings: JobSettings) -> dict[str, int]:
+    """Every periodic type of the catalogue → its period in seconds, from the settings: what
+    the scheduler enqueues and what the admin console shows."""
+    periods = {
+        SYNC_PENDING_USERS: settings.schedule_pending_users_seconds,
+        CLEANUP_TOKENS: settings.schedule_cleanup_tokens_seconds,
+    }
+    unscheduled = [t.name for t in JOB_TYPES.values() if t.periodic and t not in periods]
+    assert not unscheduled, f"periodic job types without a period: {unscheduled}"
+    return {t.name: every for t, every in periods.items()}
 
 
 class JobService:

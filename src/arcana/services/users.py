@@ -60,10 +60,13 @@ class TokenGenerationCache:
     does not answer at all is a miss for every reader, which then reads the database.
     """
 
-    def __init__(self, uow: AuthUowFactory, cache: Cache, ttl: int) -> None:
+    def __init__(
+        self, uow: AuthUowFactory, cache: Cache, ttl: int, clock: Clock | None = None
+    ) -> None:
         self._uow = uow
         self._cache = cache
         self._ttl = ttl
+        self._clock = clock or SystemClock()
 
     @staticmethod
     def _key(user_id: str) -> str:
@@ -87,7 +90,7 @@ class TokenGenerationCache:
         return TokenState(int(data["g"]), frozenset(str(s) for s in data.get("r", ())))
 
     async def _load(self, user_id: str) -> TokenState | None:
-        since = utcnow() - timedelta(seconds=self._ttl)
+        since = self._clock.now() - timedelta(seconds=self._ttl)
         async with self._uow() as uow:
             generation = await uow.users.generation(user_id)
             if generation is None:

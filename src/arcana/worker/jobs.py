@@ -97,13 +97,13 @@ def build_worker(container: Container, registry: HandlerRegistry | None = None) 
     return Worker(
         container.queue,
         registry or build_registry(container),
-        concurrency=s.worker_concurrency,
-        batch_size=s.job_batch_size,
-        lease_seconds=s.job_lease_seconds,
-        reap_interval=s.job_reap_interval,
-        timeout=s.job_timeout,
-        backoff_base=s.job_backoff_base,
-        backoff_cap=s.job_backoff_cap,
+        concurrency=s.jobs.worker_concurrency,
+        batch_size=s.jobs.batch_size,
+        lease_seconds=s.jobs.lease_seconds,
+        reap_interval=s.jobs.reap_interval,
+        timeout=s.jobs.timeout,
+        backoff_base=s.jobs.backoff_base,
+        backoff_cap=s.jobs.backoff_cap,
         shutdown_timeout=max(s.shutdown_timeout * 0.8, 0.0),
     )
 
@@ -112,7 +112,7 @@ def start_jobs(container: Container) -> None:
     """Spawn a worker and (unless disabled) the scheduler in this process."""
     worker = build_worker(container)
     container.spawn("jobs.worker", worker.run)
-    if container.settings.scheduler_enabled:
+    if container.settings.jobs.scheduler_enabled:
         schedule = default_schedule(container.settings)
 
         async def scheduler(stop: asyncio.Event) -> None:

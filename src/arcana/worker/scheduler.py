@@ -17,15 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from arcana.config import Settings
-from arcana.domain.jobs import (
-    CLEANUP_TOKENS,
-    DEFAULT_PRIORITIES,
-    JOB_TYPES,
-    SYNC_PENDING_USERS,
-    JobQueue,
-    JobRequest,
-    Priority,
-)
+from arcana.domain.jobs import DEFAULT_PRIORITIES, JobQueue, JobRequest, Priority
+from arcana.services.jobs import periodic_schedule
 
 log = logging.getLogger("arcana.scheduler")
 
@@ -41,13 +34,7 @@ class Periodic:
 
 def default_schedule(settings: Settings) -> list[Periodic]:
     """The periodic types of the catalogue, each with the period its setting gives."""
-    periods = {
-        SYNC_PENDING_USERS: settings.schedule_pending_users_seconds,
-        CLEANUP_TOKENS: settings.schedule_cleanup_tokens_seconds,
-    }
-    unscheduled = [t.name for t in JOB_TYPES.values() if t.periodic and t not in periods]
-    assert not unscheduled, f"periodic job types without a period: {unscheduled}"
-    return [Periodic(t.name, every) for t, every in periods.items()]
+    return [Periodic(name, every) for name, every in periodic_schedule(settings.jobs).items()]
 
 
 def period_job_id(job_type: str, period_start: int) -> str:

@@ -58,7 +58,7 @@ class EventBus:
         self._redis = redis
         self._jobs = jobs
         self.handlers = handlers
-        self.streams = event_streams(settings.redis_prefix, settings.events_partitions)
+        self.streams = event_streams(settings.redis.prefix, settings.events.partitions)
         """One stream per event partition; with one partition the historical key."""
         self.stream = self.streams[0]
         self.dead_stream = f"{self.stream}:dead"
@@ -67,11 +67,11 @@ class EventBus:
         publisher: Publisher
         self.feed: EventFeed
         if redis is not None:
-            publisher = RedisEventPublisher(redis, self.streams, settings.events_stream_maxlen)
+            publisher = RedisEventPublisher(redis, self.streams, settings.events.stream_maxlen)
             self.feed = RedisEventFeed(redis, self.streams, self.closed)
         else:
             local = LocalEventFeed(self.closed)
-            publisher = LocalDispatcher(handlers, local, settings.events_handler_retries)
+            publisher = LocalDispatcher(handlers, local, settings.events.handler_retries)
             self.feed = local
         self.relay = self.new_relay(publisher)
         self.relay_started = False
@@ -89,9 +89,9 @@ class EventBus:
             self._db,
             publisher,
             self._jobs,
-            batch_size=s.events_relay_batch,
-            poll_interval=s.events_relay_poll_seconds,
-            max_attempts=s.events_max_deliveries,
+            batch_size=s.events.relay_batch,
+            poll_interval=s.events.relay_poll_seconds,
+            max_attempts=s.events.max_deliveries,
         )
 
     def consumer(self, name: str | None = None) -> RedisEventConsumer | PartitionedConsumer:
@@ -116,10 +116,10 @@ class EventBus:
             stream,
             self.handlers,
             name=name,
-            claim_idle_ms=s.events_claim_idle_ms,
-            max_deliveries=s.events_max_deliveries,
-            block_ms=s.events_consumer_block_ms,
-            handler_retries=s.events_handler_retries,
+            claim_idle_ms=s.events.claim_idle_ms,
+            max_deliveries=s.events.max_deliveries,
+            block_ms=s.events.consumer_block_ms,
+            handler_retries=s.events.handler_retries,
         )
 
     def close_streams(self) -> None:

@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import heapq
-import uuid
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from datetime import datetime
@@ -31,6 +30,7 @@ from typing import Any, TypeVar
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from arcana.adapters.jobqueue.new_jobs import new_job_id
 from arcana.adapters.jobqueue.redis import (
     _ALL_ORDER,
     _NEWEST_FIRST,
@@ -75,14 +75,14 @@ class PartitionedRedisJobQueue(JobQueue):
 
     # -- producers ------------------------------------------------------------------------
     async def enqueue(self, request: JobRequest, *, job_id: str | None = None) -> Job:
-        job_id = job_id or str(uuid.uuid4())
+        job_id = job_id or new_job_id()
         part = self.parts[self.partition_for(request, job_id)]
         return await part.enqueue(request, job_id=job_id)
 
     async def enqueue_many(self, requests: Sequence[JobRequest]) -> list[Job]:
         groups: dict[int, list[tuple[int, JobRequest, str]]] = defaultdict(list)
         for pos, request in enumerate(requests):
-            job_id = str(uuid.uuid4())
+            job_id = new_job_id()
             groups[self.partition_for(request, job_id)].append((pos, request, job_id))
         out: list[Job | None] = [None] * len(requests)
 

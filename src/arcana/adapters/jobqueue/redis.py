@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import uuid
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -20,6 +19,7 @@ from redis.exceptions import RedisError
 
 from arcana import tracing
 from arcana.adapters.jobqueue import redis_scripts as lua
+from arcana.adapters.jobqueue.new_jobs import new_job, new_job_id
 from arcana.domain.jobs import Job, JobQueue, JobRequest, JobStatus, Priority, QueueStats
 from arcana.errors import InvalidState, NotFound, ServiceUnavailable
 
@@ -88,12 +88,12 @@ class RedisJobQueue(JobQueue):
 
     # -- producers ------------------------------------------------------------------------
     async def enqueue(self, request: JobRequest, *, job_id: str | None = None) -> Job:
-        return (await self._enqueue_all([(request, job_id or str(uuid.uuid4()))]))[0]
+        return (await self._enqueue_all([(request, job_id or new_job_id())]))[0]
 
     async def enqueue_many(self, requests: Sequence[JobRequest]) -> list[Job]:
         if not requests:
             return []
-        return await self._enqueue_all([(r, str(uuid.uuid4())) for r in requests])
+        return await self._enqueue_all([(r, new_job_id()) for r in requests])
 
     async def _enqueue_all(self, items: list[tuple[JobRequest, str]]) -> list[Job]:
         args: list[Any] = [self.base]
@@ -121,22 +121,7 @@ class RedisJobQueue(JobQueue):
                 scheduled_at = _ms(at_ms)
                 assert created_at is not None
                 assert scheduled_at is not None
-                jobs.append(
-                    Job(
-                        id=job_id,
-                        job_type=request.job_type,
-                        payload=request.payload,
-                        priority=request.priority,
-                        max_retries=request.max_retries,
-                        retry_count=0,
-                        status=JobStatus.SCHEDULED
-                        if request.delay_seconds > 0
-                        else JobStatus.QUEUED,
-                        created_at=created_at,
-                        scheduled_at=scheduled_at,
-                        unique_key=request.unique_key,
-                    )
-                )
+                jobs.append(new_job(request, job_id, created_at, scheduled_at=scheduled_at))
             else:
                 existing = await self.get(job_id)
                 if existing is None:  # finished and pruned in between: enqueue afresh

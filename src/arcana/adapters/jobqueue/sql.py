@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -24,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from arcana import tracing
 from arcana.adapters.database import Database, is_connectivity_error
+from arcana.adapters.jobqueue.new_jobs import new_job, new_job_id
 from arcana.adapters.tables import jobs
 from arcana.domain.jobs import Job, JobQueue, JobRequest, JobStatus, Priority, QueueStats
 from arcana.domain.timestamps import utcnow
@@ -100,7 +100,7 @@ class SqlJobQueue(JobQueue):
     # -- producers ------------------------------------------------------------------------
     async def enqueue(self, request: JobRequest, *, job_id: str | None = None) -> Job:
         async with self._tx() as conn:
-            job = await self._enqueue_one(conn, request, job_id or str(uuid.uuid4()))
+            job = await self._enqueue_one(conn, request, job_id or new_job_id())
             if not job.existing:
                 await self._notify(conn)
         self._woke()
@@ -110,28 +110,14 @@ class SqlJobQueue(JobQueue):
         out: list[Job] = []
         async with self._tx() as conn:
             for request in requests:
-                out.append(await self._enqueue_one(conn, request, str(uuid.uuid4())))
+                out.append(await self._enqueue_one(conn, request, new_job_id()))
             await self._notify(conn)
         self._woke()
         return out
 
     async def _enqueue_one(self, conn: AsyncConnection, request: JobRequest, job_id: str) -> Job:
         for _ in range(3):
-            now = utcnow()
-            delay = max(request.delay_seconds, 0.0)
-            job = Job(
-                id=job_id,
-                job_type=request.job_type,
-                payload=request.payload,
-                priority=request.priority,
-                max_retries=request.max_retries,
-                retry_count=0,
-                status=JobStatus.SCHEDULED if delay > 0 else JobStatus.QUEUED,
-                created_at=now,
-                scheduled_at=now + timedelta(seconds=delay),
-                unique_key=request.unique_key,
-                trace_context=tracing.current_traceparent(),
-            )
+            job = new_job(request, job_id, utcnow(), trace_context=tracing.current_traceparent())
             stmt = (
                 self._insert()
                 .values(

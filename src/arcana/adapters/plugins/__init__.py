@@ -10,15 +10,15 @@ from arcana.config import Settings
 
 
 def build_audit(settings: Settings, db: Database) -> PluginAuditSink:
-    """The plugin host for ``settings.plugins_dir`` under the configured limits, and the sink
+    """The plugin host for ``settings.plugins.dir`` under the configured limits, and the sink
     that feeds it. Nothing is loaded or started until the sink's ``run`` task starts."""
     host = PluginHost(
-        settings.plugins_dir,
+        settings.plugins.dir,
         PluginLimits(
-            fuel=settings.plugin_fuel,
-            timeout_ms=settings.plugin_timeout_ms,
-            memory_bytes=settings.plugin_memory_mb * 1024 * 1024,
-            max_failures=settings.plugin_max_failures,
+            fuel=settings.plugins.fuel,
+            timeout_ms=settings.plugins.timeout_ms,
+            memory_bytes=settings.plugins.memory_mb * 1024 * 1024,
+            max_failures=settings.plugins.max_failures,
         ),
         cache_dir=settings.var_dir / "plugin-cache",
         # Compiled artifacts are native code: on disk they are authenticated with a key
@@ -28,8 +28,8 @@ def build_audit(settings: Settings, db: Database) -> PluginAuditSink:
     return PluginAuditSink(
         HostRegistry(host),
         SqlAuditLog(db),
-        queue_size=settings.audit_queue_size,
-        workers=settings.plugin_workers,
+        queue_size=settings.plugins.audit_queue_size,
+        workers=settings.plugins.workers,
     )
 
 
