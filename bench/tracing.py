@@ -65,11 +65,13 @@ from arcana.worker.runner import Worker
 MODES = ("off", "100%", "1%")
 
 
-def set_mode(mode: str) -> tuple[Any, Any]:
+def set_mode(mode: str, *, timer: bool = True) -> tuple[Any, Any]:
     """Install tracing for ``mode``; returns (provider, exporter), both ``None`` when off.
 
     The SDK is imported only for the "on" modes: a process with tracing off never loads it,
-    as in production without an endpoint."""
+    as in production without an endpoint. ``timer=False`` leaves out the batch processor's
+    export every 5 s (it then exports when a batch is full, and on ``force_flush``): a cost
+    per second, not per operation, whose count would follow how long the run takes."""
     tracing.reset_for_tests()
     if mode == "off":
         return None, None
@@ -96,7 +98,10 @@ def set_mode(mode: str) -> tuple[Any, Any]:
     sampler = ParentBased(ALWAYS_ON if ratio == 1.0 else TraceIdRatioBased(ratio))
     exporter = DropExporter()
     provider = TracerProvider(sampler=sampler)
-    provider.add_span_processor(BatchSpanProcessor(exporter, max_queue_size=65536))
+    delay = 5000 if timer else 3_600_000
+    provider.add_span_processor(
+        BatchSpanProcessor(exporter, max_queue_size=65536, schedule_delay_millis=delay)
+    )
     tracing.set_tracer_for_tests(provider)
     return provider, exporter
 
@@ -295,7 +300,7 @@ def counted_hooks(n: int, counted: Counted) -> None:
 
 def callgrind_child(mode: str, workload: str, n: int, helper: str) -> None:
     random.seed(0)  # trace ids, hence 1 % sampling decisions, are the same in every run
-    provider, exporter = set_mode(mode)
+    provider, exporter = set_mode(mode, timer=False)
     counted = Counted(helper)
     if workload == "hooks":
         counted_hooks(n, counted)
