@@ -30,8 +30,8 @@ import uuid
 import httpx
 from playwright.sync_api import Page, sync_playwright
 
-from arcana.bootstrap import Container
 from arcana.config import Settings
+from arcana.lifecycle import Lifecycle
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = ["overview", "products", "users", "jobs", "events", "audit", "plugins"]
@@ -50,14 +50,15 @@ CHROMIUM_ARGS = [
 async def _seed(settings: Settings, email: str, products: int) -> None:
     from arcana.domain.products import NewProduct, ProductStatus
 
-    container = Container.from_settings(settings)
-    await container.start()
+    process = Lifecycle.build(settings)
+    container = process.app
+    await process.start()
     try:
         await container.users.create_user(email, "Bench", PASSWORD, frozenset({"admin"}))
         items = [NewProduct.build(name=f"Item {i}", price=i % 100 + 0.5) for i in range(products)]
         await container.products.create_many(items, ProductStatus.ACTIVE)
     finally:
-        await container.close()
+        await process.stop()
 
 
 def _shown(page: Page) -> None:

@@ -35,10 +35,10 @@ from typing import Any
 import asyncpg
 from redis.asyncio import Redis
 
-from arcana.bootstrap import Container
+from arcana.bootstrap import App, migrate
 from arcana.config import Settings
 from arcana.domain.events import DomainEvent
-from arcana.worker.events import start_relay
+from arcana.lifecycle import Lifecycle
 
 PG = os.environ.get("ARCANA_BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS = os.environ.get("ARCANA_BENCH_REDIS_URL", "redis://127.0.0.1:6379/9")
@@ -59,7 +59,8 @@ def _consumer_process(cfg: dict[str, Any], total: int, ready: Any, out: Any) -> 
     """The worker process: one consumer-group member whose handler records latencies."""
 
     async def run() -> None:
-        container = Container.from_settings(settings(**cfg))
+        process = Lifecycle.build(settings(**cfg))
+        container = process.app
         lat: list[tuple[int, float]] = []
         done = asyncio.Event()
 
@@ -71,19 +72,17 @@ def _consumer_process(cfg: dict[str, Any], total: int, ready: Any, out: Any) -> 
         container.events.handlers.register("bench.tick", handler)
         consumer = container.events.consumer("bench")
         await consumer.ensure_group()
-        container.spawn("bench-consumer", consumer.run)
+        process.runtime.spawn("bench-consumer", consumer.run)
         ready.set()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(done.wait(), 120)
-        await container.close()
+        await process.stop()
         out.put(lat)
 
     asyncio.run(run())
 
 
-async def produce(
-    container: Container, rate: int, total: int, committed: dict[int, float]
-) -> float:
+async def produce(container: App, rate: int, total: int, committed: dict[int, float]) -> float:
     """Commit ``total`` events at ``rate``/s from 16 concurrent writers (like API requests)."""
     loop = asyncio.get_running_loop()
     t0 = loop.time()
@@ -121,21 +120,23 @@ async def latency_redis(cfg: dict[str, Any], rate: int, seconds: float) -> dict[
     proc = ctx.Process(target=_consumer_process, args=(cfg, total, ready, out))
     proc.start()
     await asyncio.to_thread(ready.wait, 120)
-    container = Container.from_settings(settings(**cfg))
+    process = Lifecycle.build(settings(**cfg))
+    container = process.app
     try:
-        start_relay(container)
+        process.start_relay()
         committed: dict[int, float] = {}
         achieved = await produce(container, rate, total, committed)
         handled: list[tuple[int, float]] = await asyncio.to_thread(out.get, True, 150)
         lat = [t - committed[n] for n, t in handled]
     finally:
-        await container.close()
+        await process.stop()
         await asyncio.to_thread(proc.join, 30)
     return summary(lat, total, achieved)
 
 
-async def latency_embedded(container: Container, rate: int, seconds: float) -> dict[str, float]:
+async def latency_embedded(process: Lifecycle, rate: int, seconds: float) -> dict[str, float]:
     """One process: commits, relay and in-process handlers."""
+    container = process.app
     total = int(rate * seconds)
     handled: list[tuple[int, float]] = []
 
@@ -143,7 +144,7 @@ async def latency_embedded(container: Container, rate: int, seconds: float) -> d
         handled.append((envelope["data"]["n"], time.time()))
 
     container.events.handlers.register("bench.tick", handler)
-    start_relay(container)
+    process.start_relay()
     committed: dict[int, float] = {}
     achieved = await produce(container, rate, total, committed)
     loop = asyncio.get_running_loop()
@@ -153,7 +154,7 @@ async def latency_embedded(container: Container, rate: int, seconds: float) -> d
     return summary([t - committed[n] for n, t in handled], total, achieved)
 
 
-async def consumer_throughput(container: Container, n: int) -> float:
+async def consumer_throughput(container: App, n: int) -> float:
     redis = container.redis
     assert redis is not None
     count = 0
@@ -178,7 +179,7 @@ async def consumer_throughput(container: Container, n: int) -> float:
     return n / (time.perf_counter() - t0)
 
 
-async def relay_throughput(container: Container, n: int) -> float:
+async def relay_throughput(container: App, n: int) -> float:
     for start in range(0, n, 500):
         async with container.uow() as uow:
             uow.record(*(DomainEvent("bench.relay", {"n": i}) for i in range(start, start + 500)))
@@ -207,18 +208,19 @@ async def main() -> None:
     rows: list[tuple[str, str]] = []
     try:
         cfg = {"database_url": pg_url, "redis_url": REDIS, "redis_prefix": prefix, "var_dir": tmp}
-        migrator = Container.from_settings(settings(**cfg))
-        await migrator.migrate()
-        await migrator.close()
+        migrator_process = Lifecycle.build(settings(**cfg))
+        migrator = migrator_process.app
+        await migrate(migrator)
+        await migrator_process.stop()
         r = await latency_redis(cfg, args.rate, args.seconds)
-        embedded = Container.from_settings(
+        embedded_process = Lifecycle.build(
             settings(database_url=f"sqlite+aiosqlite:///{tmp}/bench.db", var_dir=tmp)
         )
-        await embedded.start()
+        await embedded_process.start()
         try:
-            e = await latency_embedded(embedded, args.rate, args.seconds)
+            e = await latency_embedded(embedded_process, args.rate, args.seconds)
         finally:
-            await embedded.close()
+            await embedded_process.stop()
         rows.append(
             ("commit→handler p50, redis (PG outbox → stream → group)", f"{r['p50']:.1f} ms")
         )
@@ -231,14 +233,15 @@ async def main() -> None:
         )
         rows.append(("handled (redis / embedded)", f"{r['events']:.0f} / {e['events']:.0f}"))
 
-        load = Container.from_settings(
+        load_process = Lifecycle.build(
             settings(database_url=pg_url, redis_url=REDIS, redis_prefix=prefix + "-l", var_dir=tmp)
         )
+        load = load_process.app
         try:
             c = await consumer_throughput(load, args.load)
             rl = await relay_throughput(load, args.load)
         finally:
-            await load.close()
+            await load_process.stop()
         rows.append(("one consumer, max sustained", f"{c:,.0f} events/s"))
         rows.append(("one relay (PG → Redis), max sustained", f"{rl:,.0f} events/s"))
         rows.append(("consumer headroom over 500/s", f"{c / args.rate:.1f}x"))

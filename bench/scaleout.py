@@ -29,8 +29,8 @@ import uuid
 import asyncpg
 import httpx
 
-from arcana.bootstrap import Container
 from arcana.config import Settings
+from arcana.lifecycle import Lifecycle
 from arcana.domain.jobs import JobRequest
 from tests.cluster.harness import Cluster
 
@@ -85,7 +85,8 @@ def http_round(
 
 
 async def job_round(settings: Settings, c: Cluster, workers: int, jobs: int) -> float:
-    container = Container.from_settings(settings)
+    process = Lifecycle.build(settings)
+    container = process.app
     try:
         for i in range(workers):
             c.start_worker(i)
@@ -105,7 +106,7 @@ async def job_round(settings: Settings, c: Cluster, workers: int, jobs: int) -> 
         for w in c.workers:
             w.stop()
         c.workers.clear()
-        await container.close()
+        await process.stop()
 
 
 def main() -> None:

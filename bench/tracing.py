@@ -55,10 +55,10 @@ import httpx
 
 from arcana import tracing
 from arcana.api.app import create_app
-from arcana.bootstrap import Container
 from arcana.config import Settings
 from arcana.domain.jobs import JobRequest
 from arcana.domain.products import NewProduct
+from arcana.lifecycle import Lifecycle
 from arcana.worker.jobs import build_registry
 from arcana.worker.runner import Worker
 
@@ -106,7 +106,7 @@ def set_mode(mode: str, *, timer: bool = True) -> tuple[Any, Any]:
     return provider, exporter
 
 
-async def container_in(folder: Path) -> Container:
+async def process_in(folder: Path) -> Lifecycle:
     settings = Settings(
         _env_file=None,  # type: ignore[call-arg]
         env="test",
@@ -116,13 +116,14 @@ async def container_in(folder: Path) -> Container:
         log_json=True,
         log_level="WARNING",
     )
-    c = Container.from_settings(settings)
-    await c.start()
-    return c
+    process = Lifecycle.build(settings)
+    await process.start()
+    return process
 
 
 async def product_reads(folder: Path, duration: float) -> float:
-    c = await container_in(folder)
+    process = await process_in(folder)
+    c = process.app
     try:
         p = await c.products.create(
             "bench", NewProduct(name="Bench", price=Decimal("9.99"), stock=100)
@@ -140,11 +141,12 @@ async def product_reads(folder: Path, duration: float) -> float:
                 n += 50
             return n / (time.perf_counter() - t0)
     finally:
-        await c.close()
+        await process.stop()
 
 
 async def job_throughput(folder: Path, duration: float) -> float:
-    c = await container_in(folder)
+    process = await process_in(folder)
+    c = process.app
     try:
         worker = Worker(c.queue, build_registry(c), concurrency=16, batch_size=32)
         stop = asyncio.Event()
@@ -163,7 +165,7 @@ async def job_throughput(folder: Path, duration: float) -> float:
         await runner
         return done / elapsed
     finally:
-        await c.close()
+        await process.stop()
 
 
 async def timed(args: argparse.Namespace) -> None:
@@ -225,7 +227,8 @@ class Counted:
 
 
 async def counted_reads(folder: Path, n: int, counted: Counted, provider: Any) -> None:
-    c = await container_in(folder)
+    process = await process_in(folder)
+    c = process.app
     try:
         p = await c.products.create(
             "bench", NewProduct(name="Bench", price=Decimal("9.99"), stock=100)
@@ -241,11 +244,12 @@ async def counted_reads(folder: Path, n: int, counted: Counted, provider: Any) -
                 if provider is not None:
                     provider.force_flush()  # the export of these requests' spans is counted
     finally:
-        await c.close()
+        await process.stop()
 
 
 async def counted_jobs(folder: Path, n: int, counted: Counted, provider: Any) -> None:
-    c = await container_in(folder)
+    process = await process_in(folder)
+    c = process.app
     try:
         worker = Worker(c.queue, build_registry(c), concurrency=32, batch_size=32)
 
@@ -275,7 +279,7 @@ async def counted_jobs(folder: Path, n: int, counted: Counted, provider: Any) ->
                 provider.force_flush()
         assert done == n, (done, n)
     finally:
-        await c.close()
+        await process.stop()
 
 
 def counted_hooks(n: int, counted: Counted) -> None:

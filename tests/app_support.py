@@ -13,35 +13,36 @@ import httpx
 import pytest
 
 from arcana.api.app import create_app
-from arcana.bootstrap import Container
+from arcana.bootstrap import App
 from arcana.config import Settings
+from arcana.lifecycle import Lifecycle
 from tests.conftest import truncate_all
 from tests.reliability.stack import PrivateRedis
 
-ClientFactory = Callable[..., AbstractAsyncContextManager[tuple[httpx.AsyncClient, Container]]]
+ClientFactory = Callable[..., AbstractAsyncContextManager[tuple[httpx.AsyncClient, App]]]
 
 
 @pytest.fixture
 def make_client(settings: Settings) -> ClientFactory:
     """``make_client(client_ip=..., **overrides)``: the app on the test's backend with the
-    settings ``overrides``, seen from ``client_ip``; yields the client and its container."""
+    settings ``overrides``, seen from ``client_ip``; yields the client and the app's services."""
 
     @asynccontextmanager
     async def factory(
         *, client_ip: str = "127.0.0.1", **overrides: Any
-    ) -> AsyncIterator[tuple[httpx.AsyncClient, Container]]:
+    ) -> AsyncIterator[tuple[httpx.AsyncClient, App]]:
         if not settings.is_sqlite:
             await truncate_all(settings.database.url.get_secret_value())
-        container = Container.from_settings(settings.replace(**overrides))
-        await container.start(migrate_embedded=False)
+        process = Lifecycle.build(settings.replace(**overrides))
+        await process.start(migrate_embedded=False)
         transport = httpx.ASGITransport(
-            app=create_app(container), raise_app_exceptions=False, client=(client_ip, 4242)
+            app=create_app(process.app), raise_app_exceptions=False, client=(client_ip, 4242)
         )
         try:
             async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
-                yield c, container
+                yield c, process.app
         finally:
-            await container.close()
+            await process.stop()
 
     return factory
 

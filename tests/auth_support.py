@@ -7,7 +7,7 @@ from typing import Any
 
 import httpx
 
-from arcana.bootstrap import Container
+from arcana.bootstrap import App
 from arcana.domain.audit import AuditEvent
 from arcana.domain.users import User
 
@@ -15,7 +15,7 @@ PASSWORD = "Correct-Horse-9"
 
 
 async def create_user(
-    container: Container,
+    container: App,
     *,
     email: str | None = None,
     name: str = "Test User",
@@ -27,10 +27,10 @@ async def create_user(
     return await container.users.create_user(email, name, password, roles)
 
 
-async def user_token(container: Container, *, admin: bool = False) -> tuple[User, str]:
+async def user_token(container: App, *, admin: bool = False) -> tuple[User, str]:
     """A stored user and an access token that passes the generation check."""
     user = await create_user(container, admin=admin)
-    token = container.tokens.issue(user.id, user.roles, user.generation).token
+    token = container.auth_area.tokens.issue(user.id, user.roles, user.generation).token
     return user, token
 
 
@@ -63,7 +63,7 @@ async def login(
     return body
 
 
-async def run_reset_requests(container: Container) -> None:
+async def run_reset_requests(container: App) -> None:
     """What a worker does with the forgot-password requests queued so far (the test app runs
     no relay or worker): each pending ``auth.password_reset_request`` outbox row is marked
     delivered and handled once, in order."""

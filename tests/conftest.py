@@ -1,6 +1,6 @@
 """Shared fixtures.
 
-Backends: tests that take ``settings``/``container``/``client`` run twice, against
+Backends: tests that take ``settings``/``process``/``container``/``client`` run twice, against
 ``embedded`` (SQLite file + in-process cache) and ``postgres`` (a database created for this
 run + Redis under a key prefix of this run). Pin one with
 ``@pytest.mark.parametrize("backend", ["postgres"], indirect=True)``.
@@ -28,8 +28,9 @@ from arcana.adapters.database import Database
 from arcana.adapters.migrator import migrate
 from arcana.adapters.tables import metadata
 from arcana.api.app import create_app
-from arcana.bootstrap import Container
+from arcana.bootstrap import App, Overrides
 from arcana.config import Settings
+from arcana.lifecycle import Lifecycle
 from tests.rediscluster.cluster import LocalCluster
 
 PG_ADMIN_DSN = os.environ.get("ARCANA_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -164,19 +165,33 @@ def backend_settings(backend: str, tmp_path: Path, request: pytest.FixtureReques
 
 
 @pytest.fixture
-async def container(settings: Settings) -> AsyncIterator[Container]:
-    if not settings.is_sqlite:
-        await truncate_all(settings.database.url.get_secret_value())
-    c = Container.from_settings(settings)
-    await c.start(migrate_embedded=False)
-    try:
-        yield c
-    finally:
-        await c.close()
+def doubles(request: pytest.FixtureRequest) -> Overrides:
+    """Doubles for ``build_app``, from the test's ``@pytest.mark.overrides(name=factory)``
+    (each factory is called once per test, e.g. ``audit=RecordingAuditSink``)."""
+    marker = request.node.get_closest_marker("overrides")
+    if marker is None:
+        return Overrides()
+    return Overrides(**{name: factory() for name, factory in marker.kwargs.items()})
 
 
 @pytest.fixture
-async def client(container: Container) -> AsyncIterator[httpx.AsyncClient]:
+async def process(settings: Settings, doubles: Overrides) -> AsyncIterator[Lifecycle]:
+    """A started process over this test's backend; its loops start only when a test asks
+    (``process.start_api_loops()``, ``start_worker_loops()``, ``start_relay()``)."""
+    if not settings.is_sqlite:
+        await truncate_all(settings.database.url.get_secret_value())
+    async with Lifecycle.running(settings, doubles, migrate_embedded=False) as p:
+        yield p
+
+
+@pytest.fixture
+def container(process: Lifecycle) -> App:
+    """The services of ``process`` and the adapters behind them."""
+    return process.app
+
+
+@pytest.fixture
+async def client(container: App) -> AsyncIterator[httpx.AsyncClient]:
     app = create_app(container)
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
@@ -207,7 +222,7 @@ def project_root() -> Path:
     return Path(__file__).resolve().parent.parent
 
 
-async def insert_principals(container: Container) -> None:
+async def insert_principals(container: App) -> None:
     """Stored users behind the fixed ids that ``tests/products_support.py`` mints tokens
     for (``admin-1``, ``user-1``): access tokens of users that do not exist are rejected."""
     from datetime import UTC, datetime
@@ -236,5 +251,5 @@ async def insert_principals(container: Container) -> None:
 
 
 @pytest.fixture
-async def seeded_principals(container: Container) -> None:
+async def seeded_principals(container: App) -> None:
     await insert_principals(container)

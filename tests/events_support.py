@@ -8,7 +8,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from arcana.bootstrap import Container
+from arcana.bootstrap import App
 from arcana.domain.events import DomainEvent
 from arcana.domain.jobs import JobRequest
 
@@ -33,7 +33,7 @@ class InMemoryJobs:
         return [j for j in self.jobs.values() if j.job_type == job_type]
 
 
-async def commit_events(container: Container, *events: DomainEvent) -> None:
+async def commit_events(container: App, *events: DomainEvent) -> None:
     async with container.uow() as uow:
         uow.record(*events)
         await uow.commit()
@@ -49,6 +49,6 @@ async def stream_envelopes(redis: Redis, stream: str) -> list[dict[str, Any]]:
     return [json.loads(fields[b"event"]) for _eid, fields in entries]
 
 
-def redis_for(container: Container) -> Redis:
+def redis_for(container: App) -> Redis:
     assert container.redis is not None
     return container.redis

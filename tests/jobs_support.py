@@ -10,8 +10,9 @@ from typing import Any
 
 import pytest
 
-from arcana.bootstrap import Container
+from arcana.bootstrap import App
 from arcana.config import Settings
+from arcana.lifecycle import Lifecycle
 from tests.conftest import REDIS_URL, base_settings
 
 QUEUE_BACKENDS = ["redis", "sqlite", "postgres"]
@@ -52,12 +53,13 @@ def queue_settings(
     )
 
 
-async def open_container(settings: Settings) -> AsyncIterator[Container]:
+async def open_container(settings: Settings) -> AsyncIterator[App]:
     if not settings.is_sqlite:
         await truncate_jobs(settings.database.url.get_secret_value())
-    c = Container.from_settings(settings)
-    await c.start(migrate_embedded=False)
+    c_process = Lifecycle.build(settings)
+    c = c_process.app
+    await c_process.start(migrate_embedded=False)
     try:
         yield c
     finally:
-        await c.close()
+        await c_process.stop()

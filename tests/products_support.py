@@ -6,23 +6,25 @@ from typing import Any
 
 import httpx
 
-from arcana.bootstrap import Container
+from arcana.bootstrap import App
 
 BASE = "/api/v1/products"
 
 
-def admin_headers(container: Container, user_id: str = "admin-1") -> dict[str, str]:
-    token = container.tokens.issue(user_id, frozenset({"user", "admin"}), generation=0).token
+def admin_headers(container: App, user_id: str = "admin-1") -> dict[str, str]:
+    token = container.auth_area.tokens.issue(
+        user_id, frozenset({"user", "admin"}), generation=0
+    ).token
     return {"Authorization": f"Bearer {token}"}
 
 
-def user_headers(container: Container, user_id: str = "user-1") -> dict[str, str]:
-    token = container.tokens.issue(user_id, frozenset({"user"}), generation=0).token
+def user_headers(container: App, user_id: str = "user-1") -> dict[str, str]:
+    token = container.auth_area.tokens.issue(user_id, frozenset({"user"}), generation=0).token
     return {"Authorization": f"Bearer {token}"}
 
 
 async def create_product(
-    client: httpx.AsyncClient, container: Container, **fields: Any
+    client: httpx.AsyncClient, container: App, **fields: Any
 ) -> dict[str, Any]:
     body = {"name": "Widget", "price": 19.99, "stock": 5, "category": "tools", **fields}
     r = await client.post(BASE, json=body, headers=admin_headers(container))
@@ -31,7 +33,7 @@ async def create_product(
     return data
 
 
-async def seed_products(container: Container, n: int, batch: int = 1000) -> None:
+async def seed_products(container: App, n: int, batch: int = 1000) -> None:
     """Bulk rows through the service (the same path as ``arcana demo-data``)."""
     from decimal import Decimal
 

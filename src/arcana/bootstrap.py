@@ -1,18 +1,23 @@
-"""Composition root: builds every adapter and service from ``Settings`` and closes them.
+"""Composition root: the only module that builds adapters and hands them to services.
 
-Nothing here runs at import time. Entry points (api, rpc, worker, cli) get a ``Container``
-and reach services through it; they never import adapters themselves.
+One wiring function per area takes the settings (through ``Infrastructure``), what it needs
+from the areas built before it, and explicit overrides, and returns a small frozen record of
+what the area exposes. ``build_app`` calls them in dependency order, so nothing is bound
+late:
+
+    infrastructure → plugins (the audit sink) → auth → catalog → jobs (the queue) → events
+
+Tests and benchmarks call a wiring function, or ``build_app`` with ``Overrides``, to put a
+double in place at construction. Nothing here runs at import time, connects, or starts a
+loop: ``arcana.lifecycle`` does that, in one documented order.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import os
-from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
 
 from redis.asyncio import Redis
 
@@ -38,24 +43,26 @@ from arcana.adapters.plugin_broadcast import (
     NullPluginReloadBroadcast,
     RedisPluginReloadBroadcast,
 )
-from arcana.adapters.plugins import build_audit
+from arcana.adapters.plugins import PluginAuditSink, build_audit
 from arcana.adapters.redis_client import connect_redis, prepare_redis
 from arcana.adapters.sealing import AesGcmSealer
 from arcana.adapters.unit_of_work import SqlUnitOfWork
 from arcana.adapters.user_sync import NullUserSync, WebhookUserSync
 from arcana.config import Settings, reveal
-from arcana.domain.audit import AuditEvent, AuditSink
-from arcana.domain.events import DomainEvent
+from arcana.domain.audit import AuditSink
+from arcana.domain.delivery import CommitListeners, JobEnqueuer
 from arcana.domain.jobs import JobQueue
 from arcana.domain.mail import Mailer
 from arcana.domain.ports import Cache
-from arcana.domain.timestamps import utcnow
 from arcana.domain.users import AttemptQuota, LoginLimiter, UserSync
 from arcana.metrics import CACHE_REQUESTS
+from arcana.services.app import Services
 from arcana.services.auth import AuthPolicy, AuthService
-from arcana.services.events import DeferredJobs, build_event_handlers
+from arcana.services.events import build_event_handlers
+from arcana.services.health import HealthService, Probe
 from arcana.services.identity import IdentityService
 from arcana.services.jobs import JobService
+from arcana.services.maintenance import MaintenanceService
 from arcana.services.notifications import NotificationService
 from arcana.services.plugins import PluginService
 from arcana.services.products import ProductCache, ProductService
@@ -63,275 +70,361 @@ from arcana.services.users import TokenGenerationCache, UserService, UserSyncSer
 
 log = logging.getLogger(__name__)
 
-BackgroundTask = Callable[[asyncio.Event], Awaitable[None]]
-"""A long-running loop that returns soon after the stop event is set."""
+
+@dataclass(frozen=True, eq=False)
+class Overrides:
+    """Doubles put in place of real adapters when the app is built (tests, benchmarks)."""
+
+    audit: AuditSink | None = None
+    """Where services report audit events. The plugin host is still built (its service lists
+    and reloads plugins); it just does not receive the events."""
+    queue: JobQueue | None = None
+    mailer: Mailer | None = None
+    cache: Cache | None = None
+    user_sync: UserSync | None = None
 
 
-class _LateAudit:
-    """Forwards to ``container.audit`` at call time: services hold this, so the sink can be
-    swapped after construction (tests record events; reload keeps the same object)."""
+# -- infrastructure ------------------------------------------------------------------------
+@dataclass(frozen=True, eq=False)
+class Infrastructure:
+    """What every area shares: the settings, the database, Redis (absent in embedded mode),
+    the cache and the listeners told about each commit."""
 
-    def __init__(self, container: Container) -> None:
-        self._container = container
+    settings: Settings
+    db: Database
+    redis: Redis | None
+    cache: Cache
+    commits: CommitListeners = field(default_factory=CommitListeners)
 
-    def emit(self, event: AuditEvent) -> None:
-        self._container.audit.emit(event)
-
-
-class Container:
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.db = Database(settings)
-        self.redis: Redis | None = None
-        if settings.redis.url:
-            self.redis = connect_redis(settings.redis.url.get_secret_value())
-        if tracing.ENABLED:  # SQL and Redis spans; nothing is attached when tracing is off
-            from arcana.adapters.tracing_hooks import instrument_engine, instrument_redis
-
-            instrument_engine(self.db.engine, "sqlite" if settings.is_sqlite else "postgresql")
-            if self.redis is not None:
-                instrument_redis(self.redis)
-        self.cache: Cache = (
-            RedisCache(self.redis, settings.redis.prefix)
-            if self.redis is not None
-            else MemoryCache()
-        )
-        self._commit_listeners: list[Callable[[list[DomainEvent]], None]] = []
-        self._stop = asyncio.Event()
-        self._tasks: list[asyncio.Task[None]] = []
-        self.jwt_key = settings.jwt_key()
-        self.tokens = JwtAccessTokens(
-            self.jwt_key,
-            settings.auth.jwt_issuer,
-            settings.auth.jwt_audience,
-            settings.auth.access_token_ttl,
-        )
-        # Audit first: every service below reports to the plugin host.
-        self.audit_sink = build_audit(settings, self.db)
-        self.audit: AuditSink = self.audit_sink
-        self._late_audit = _LateAudit(self)
-        self.plugins = PluginService(
-            self.audit_sink.registry,
-            self.audit_sink.audit_log,
-            self.audit,
-            RedisPluginReloadBroadcast(self.redis, settings.redis.prefix)
-            if self.redis is not None
-            else NullPluginReloadBroadcast(),
-        )
-        self._build_auth(settings)
-        self.products = ProductService(
-            self.uow,
-            ProductCache(
-                self.cache,
-                settings.cache.ttl,
-                on_hit=CACHE_REQUESTS.labels("product", "hit").inc,
-                on_miss=CACHE_REQUESTS.labels("product", "miss").inc,
-            ),
-            self._late_audit,
-            read_uow=self.read_uow,
-        )
-        self.queue: JobQueue = self._build_queue()
-        self.jobs = JobService(self.queue)
-        self.mailer: Mailer = build_mailer(
-            reveal(settings.mail.smtp_url), settings.mail.sender, settings.var_dir
-        )
-        self.notifications = NotificationService(
-            self.mailer, self.users, self.sealer, settings.auth.reset_token_ttl
-        )
-        self.events = EventBus(
-            settings,
-            self.db,
-            self.redis,
-            build_event_handlers(DeferredJobs(lambda: self.queue)),
-            lambda: self.queue,
-        )
-
-        self.metrics_sampler = MetricsSampler(
-            self.db,
-            lambda: self.queue,
-            self.redis,
-            self.events.stream,
-            self.ready,
-            settings.observability.metrics_sample_seconds,
-        )
-
-    def _build_auth(self, settings: Settings) -> None:
-        self.passwords = HashingSlots(
-            Argon2PasswordHasher(
-                settings.passwords.argon2_memory_kib,
-                settings.passwords.argon2_time_cost,
-                settings.passwords.argon2_parallelism,
-            ),
-            settings.passwords.hash_slots or os.cpu_count() or 1,
-            settings.passwords.hash_wait_seconds,
-        )
-        self.sealer = AesGcmSealer(self.jwt_key)
-        self.attempt_quota: AttemptQuota = (
-            RedisAttemptQuota(self.redis, settings.redis.prefix)
-            if self.redis is not None
-            else MemoryAttemptQuota()
-        )
-        self.generations = TokenGenerationCache(
-            self.read_uow, self.cache, settings.auth.access_token_ttl
-        )
-        self.identity = IdentityService(self.tokens, self.generations)
-        self.login_limiter: LoginLimiter = (
-            RedisLoginLimiter(
-                self.redis,
-                settings.redis.prefix,
-                settings.limits.login_max_failures_per_account,
-                settings.limits.login_max_failures_per_ip,
-                settings.limits.login_window_seconds,
-            )
-            if self.redis is not None
-            else MemoryLoginLimiter(
-                settings.limits.login_max_failures_per_account,
-                settings.limits.login_max_failures_per_ip,
-                settings.limits.login_window_seconds,
-            )
-        )
-        self.users = UserService(self.uow, self.passwords, self.generations, read_uow=self.read_uow)
-        self.auth = AuthService(
-            self.uow,
-            self.users,
-            self.passwords,
-            self.tokens,
-            self.generations,
-            self.login_limiter,
-            self._late_audit,
-            AuthPolicy(
-                settings.auth.refresh_token_ttl,
-                settings.auth.refresh_idle_ttl,
-                settings.auth.reset_token_ttl,
-                settings.auth.refresh_reuse_grace_seconds,
-                access_token_ttl=settings.auth.access_token_ttl,
-                register_limit_per_ip=settings.limits.register_per_ip,
-                reset_limit_per_email=settings.limits.reset_per_email,
-                reset_limit_per_ip=settings.limits.reset_per_ip,
-            ),
-            self.attempt_quota,
-            self.sealer,
-        )
-        sync: UserSync = (
-            WebhookUserSync(settings.user_sync.url.get_secret_value())
-            if settings.user_sync.url
-            else NullUserSync()
-        )
-        self.user_sync = UserSyncService(self.uow, sync)
-
-    # Periodic job hooks, called by the ``sync.*`` job handlers; each returns rows handled.
-    # They stay here while the outbox purge has no port of its own (wiring, issue 15 item 1).
-    async def sync_pending_users(self) -> int:
-        report = await self.user_sync.sync_pending_users()
-        return report.synced + report.failed
-
-    async def cleanup_tokens(self) -> int:
-        """Dead tokens and sessions, and outbox rows published longer ago than
-        ``ARCANA_OUTBOX_RETENTION_SECONDS``."""
-        cutoff = utcnow() - timedelta(seconds=self.settings.events.outbox_retention_seconds)
-        purged = await SqlOutbox(self.db).purge_published(cutoff)
-        return await self.auth.cleanup_tokens() + purged
-
-    def _build_queue(self) -> JobQueue:
-        s = self.settings
-        if s.effective_queue_backend == "redis":
-            if self.redis is None:
-                raise ValueError("ARCANA_QUEUE_BACKEND=redis needs ARCANA_REDIS_URL")
-            if s.jobs.partitions > 1:
-                return PartitionedRedisJobQueue(
-                    self.redis, s.redis.prefix, s.jobs.partitions, finished_ttl=s.jobs.finished_ttl
-                )
-            return RedisJobQueue(self.redis, s.redis.prefix, finished_ttl=s.jobs.finished_ttl)
-        return SqlJobQueue(
-            self.db, finished_ttl=s.jobs.finished_ttl, poll_interval=s.jobs.poll_interval
-        )
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> Container:
-        return cls(settings)
-
-    # -- unit of work ---------------------------------------------------------------------
     def uow(self) -> SqlUnitOfWork:
-        return SqlUnitOfWork(self.db, after_commit=self._on_commit)
+        return SqlUnitOfWork(self.db, after_commit=self.commits)
 
     def read_uow(self) -> SqlUnitOfWork:
         """A unit of work for reads only (no transaction round trips on PostgreSQL)."""
         return SqlUnitOfWork(self.db, read_only=True)
 
-    def on_commit(self, listener: Callable[[list[DomainEvent]], None]) -> None:
-        """Called (synchronously, after commit) with the events a transaction recorded;
-        used to wake the outbox relay at once instead of waiting for its next poll."""
-        self._commit_listeners.append(listener)
 
-    def _on_commit(self, events: list[DomainEvent]) -> None:
-        for listener in self._commit_listeners:
-            try:
-                listener(events)
-            except Exception:
-                log.exception("commit listener failed")
+def wire_infrastructure(settings: Settings, *, cache: Cache | None = None) -> Infrastructure:
+    db = Database(settings)
+    redis = connect_redis(settings.redis.url.get_secret_value()) if settings.redis.url else None
+    if tracing.ENABLED:  # SQL and Redis spans; nothing is attached when tracing is off
+        from arcana.adapters.tracing_hooks import instrument_engine, instrument_redis
 
-    # -- life cycle -----------------------------------------------------------------------
-    async def start(self, *, migrate_embedded: bool = True) -> None:
-        """Embedded SQLite migrates itself so one command runs the service."""
-        if migrate_embedded and self.settings.is_sqlite:
-            await self.migrate()
-        if self.redis is not None:
-            await prepare_redis(self.redis)
+        instrument_engine(db.engine, "sqlite" if settings.is_sqlite else "postgresql")
+        if redis is not None:
+            instrument_redis(redis)
+    if cache is None:
+        cache = RedisCache(redis, settings.redis.prefix) if redis is not None else MemoryCache()
+    return Infrastructure(settings, db, redis, cache)
 
-    async def migrate(self) -> None:
-        # Alembic is imported only by the commands that migrate (start-up time of the others).
-        # Being imported late, after logging is set up, it would announce each of its plugins
-        # at INFO: that is not news for a service log.
-        logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
-        from arcana.adapters.migrator import migrate
 
-        await migrate(self.db)
+# -- plugins (the audit sink every service reports to) -------------------------------------
+@dataclass(frozen=True, eq=False)
+class PluginsArea:
+    sink: PluginAuditSink
+    """The plugin host's sink; reloading plugins changes what it runs, never the object."""
+    audit: AuditSink
+    """What services are given: the sink, or the override."""
+    plugins: PluginService
 
-    def spawn(self, name: str, task: BackgroundTask) -> None:
-        """Run a background loop until ``close()``; a crash is logged and the loop restarted."""
 
-        async def supervised() -> None:
-            delay = 0.1
-            while not self._stop.is_set():
-                try:
-                    await task(self._stop)
-                    return
-                except asyncio.CancelledError:
-                    raise
-                except Exception:
-                    log.exception("background task %s crashed; restarting in %.1fs", name, delay)
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._stop.wait(), delay)
-                    delay = min(delay * 2, 5.0)
+def wire_plugins(infra: Infrastructure, *, audit: AuditSink | None = None) -> PluginsArea:
+    settings = infra.settings
+    sink = build_audit(settings, infra.db)
+    reporting: AuditSink = audit if audit is not None else sink
+    broadcast = (
+        RedisPluginReloadBroadcast(infra.redis, settings.redis.prefix)
+        if infra.redis is not None
+        else NullPluginReloadBroadcast()
+    )
+    plugins = PluginService(sink.registry, sink.audit_log, reporting, broadcast)
+    return PluginsArea(sink, reporting, plugins)
 
-        self._tasks.append(asyncio.create_task(supervised(), name=name))
 
-    async def stop_background(self, timeout: float | None = None) -> None:
-        self._stop.set()
-        if not self._tasks:
-            return
-        wait = self.settings.shutdown_timeout if timeout is None else timeout
-        _done, pending = await asyncio.wait(self._tasks, timeout=wait)
-        for t in pending:
-            t.cancel()
-        if pending:
-            await asyncio.gather(*pending, return_exceptions=True)
-        self._tasks.clear()
+# -- auth ----------------------------------------------------------------------------------
+@dataclass(frozen=True, eq=False)
+class AuthArea:
+    jwt_key: str
+    tokens: JwtAccessTokens
+    passwords: HashingSlots
+    sealer: AesGcmSealer
+    attempt_quota: AttemptQuota
+    login_limiter: LoginLimiter
+    generations: TokenGenerationCache
+    identity: IdentityService
+    users: UserService
+    auth: AuthService
+    user_sync: UserSyncService
 
-    async def ready(self) -> dict[str, Any]:
-        checks: dict[str, Any] = {"database": await self.db.ping()}
-        if self.redis is not None:
-            try:
-                checks["redis"] = bool(await self.redis.ping())
-            except Exception:
-                checks["redis"] = False
-        return checks
 
-    async def close(self) -> None:
-        await self.stop_background()
-        self.passwords.close()
-        await self.products.cache.aclose()
-        await self.queue.close()
-        await self.db.dispose()
-        if self.redis is not None:
-            await self.redis.aclose()
+def wire_auth(
+    infra: Infrastructure, audit: AuditSink, *, user_sync: UserSync | None = None
+) -> AuthArea:
+    s = infra.settings
+    jwt_key = s.jwt_key()
+    tokens = JwtAccessTokens(
+        jwt_key, s.auth.jwt_issuer, s.auth.jwt_audience, s.auth.access_token_ttl
+    )
+    pw = s.passwords
+    passwords = HashingSlots(
+        Argon2PasswordHasher(pw.argon2_memory_kib, pw.argon2_time_cost, pw.argon2_parallelism),
+        pw.hash_slots or os.cpu_count() or 1,
+        pw.hash_wait_seconds,
+    )
+    sealer = AesGcmSealer(jwt_key)
+    redis = infra.redis
+    attempt_quota: AttemptQuota = (
+        RedisAttemptQuota(redis, s.redis.prefix) if redis is not None else MemoryAttemptQuota()
+    )
+    lim = s.limits
+    limits = (
+        lim.login_max_failures_per_account,
+        lim.login_max_failures_per_ip,
+        lim.login_window_seconds,
+    )
+    login_limiter: LoginLimiter = (
+        RedisLoginLimiter(redis, s.redis.prefix, *limits)
+        if redis is not None
+        else MemoryLoginLimiter(*limits)
+    )
+    generations = TokenGenerationCache(infra.read_uow, infra.cache, s.auth.access_token_ttl)
+    users = UserService(infra.uow, passwords, generations, read_uow=infra.read_uow)
+    auth = AuthService(
+        infra.uow,
+        users,
+        passwords,
+        tokens,
+        generations,
+        login_limiter,
+        audit,
+        AuthPolicy(
+            s.auth.refresh_token_ttl,
+            s.auth.refresh_idle_ttl,
+            s.auth.reset_token_ttl,
+            s.auth.refresh_reuse_grace_seconds,
+            access_token_ttl=s.auth.access_token_ttl,
+            register_limit_per_ip=lim.register_per_ip,
+            reset_limit_per_email=lim.reset_per_email,
+            reset_limit_per_ip=lim.reset_per_ip,
+        ),
+        attempt_quota,
+        sealer,
+    )
+    if user_sync is None:
+        url = reveal(s.user_sync.url)
+        user_sync = WebhookUserSync(url) if url else NullUserSync()
+    return AuthArea(
+        jwt_key=jwt_key,
+        tokens=tokens,
+        passwords=passwords,
+        sealer=sealer,
+        attempt_quota=attempt_quota,
+        login_limiter=login_limiter,
+        generations=generations,
+        identity=IdentityService(tokens, generations),
+        users=users,
+        auth=auth,
+        user_sync=UserSyncService(infra.uow, user_sync),
+    )
+
+
+# -- catalog -------------------------------------------------------------------------------
+@dataclass(frozen=True, eq=False)
+class CatalogArea:
+    products: ProductService
+
+
+def wire_catalog(infra: Infrastructure, audit: AuditSink) -> CatalogArea:
+    cache = ProductCache(
+        infra.cache,
+        infra.settings.cache.ttl,
+        on_hit=CACHE_REQUESTS.labels("product", "hit").inc,
+        on_miss=CACHE_REQUESTS.labels("product", "miss").inc,
+    )
+    return CatalogArea(ProductService(infra.uow, cache, audit, read_uow=infra.read_uow))
+
+
+# -- jobs ----------------------------------------------------------------------------------
+@dataclass(frozen=True, eq=False)
+class JobsArea:
+    queue: JobQueue
+    jobs: JobService
+    mailer: Mailer
+    notifications: NotificationService
+    maintenance: MaintenanceService
+    """The use cases the job handlers run live in ``notifications``, ``maintenance`` and
+    ``AuthService.issue_reset``; ``worker/jobs.py`` maps each job type to one of them."""
+
+
+def build_queue(infra: Infrastructure) -> JobQueue:
+    s = infra.settings
+    if s.effective_queue_backend == "redis":
+        if infra.redis is None:
+            raise ValueError("ARCANA_QUEUE_BACKEND=redis needs ARCANA_REDIS_URL")
+        if s.jobs.partitions > 1:
+            return PartitionedRedisJobQueue(
+                infra.redis, s.redis.prefix, s.jobs.partitions, finished_ttl=s.jobs.finished_ttl
+            )
+        return RedisJobQueue(infra.redis, s.redis.prefix, finished_ttl=s.jobs.finished_ttl)
+    return SqlJobQueue(
+        infra.db, finished_ttl=s.jobs.finished_ttl, poll_interval=s.jobs.poll_interval
+    )
+
+
+def wire_jobs(
+    infra: Infrastructure,
+    auth: AuthArea,
+    *,
+    queue: JobQueue | None = None,
+    mailer: Mailer | None = None,
+) -> JobsArea:
+    s = infra.settings
+    if queue is None:
+        queue = build_queue(infra)
+    if mailer is None:
+        mailer = build_mailer(reveal(s.mail.smtp_url), s.mail.sender, s.var_dir)
+    return JobsArea(
+        queue=queue,
+        jobs=JobService(queue),
+        mailer=mailer,
+        notifications=NotificationService(mailer, auth.users, auth.sealer, s.auth.reset_token_ttl),
+        maintenance=MaintenanceService(
+            auth.auth,
+            auth.user_sync,
+            SqlOutbox(infra.db),
+            timedelta(seconds=s.events.outbox_retention_seconds),
+        ),
+    )
+
+
+# -- events --------------------------------------------------------------------------------
+def wire_events(infra: Infrastructure, jobs: JobEnqueuer) -> EventBus:
+    """Delivery of committed events: the relay, the Redis consumers (or the in-process
+    dispatcher), the live feed. The reactions enqueue on ``jobs``, built before."""
+    return EventBus(infra.settings, infra.db, infra.redis, build_event_handlers(jobs), jobs)
+
+
+# -- operations ----------------------------------------------------------------------------
+def _redis_probe(redis: Redis) -> Probe:
+    async def ping() -> bool:
+        try:
+            return bool(await redis.ping())
+        except Exception:
+            return False
+
+    return ping
+
+
+def wire_health(infra: Infrastructure) -> HealthService:
+    probes: dict[str, Probe] = {"database": infra.db.ping}
+    if infra.redis is not None:
+        probes["redis"] = _redis_probe(infra.redis)
+    return HealthService(probes)
+
+
+# -- the whole process ---------------------------------------------------------------------
+@dataclass(frozen=True, eq=False)
+class App(Services):
+    """The services of one process (what entry points see, as ``Services``) and the adapters
+    behind them, which only the lifecycle and tests reach."""
+
+    infra: Infrastructure
+    auth_area: AuthArea
+    plugins_area: PluginsArea
+    jobs_area: JobsArea
+    events: EventBus
+    metrics_sampler: MetricsSampler
+
+    # Short names for what tests and benchmarks reach most often.
+    @property
+    def db(self) -> Database:
+        return self.infra.db
+
+    @property
+    def redis(self) -> Redis | None:
+        return self.infra.redis
+
+    @property
+    def cache(self) -> Cache:
+        return self.infra.cache
+
+    @property
+    def audit(self) -> AuditSink:
+        return self.plugins_area.audit
+
+    def uow(self) -> SqlUnitOfWork:
+        return self.infra.uow()
+
+    def read_uow(self) -> SqlUnitOfWork:
+        return self.infra.read_uow()
+
+
+def build_app(settings: Settings, overrides: Overrides | None = None) -> App:
+    """Every area, in dependency order. Nothing connects yet."""
+    o = overrides or Overrides()
+    infra = wire_infrastructure(settings, cache=o.cache)
+    plugins = wire_plugins(infra, audit=o.audit)
+    auth = wire_auth(infra, plugins.audit, user_sync=o.user_sync)
+    catalog = wire_catalog(infra, plugins.audit)
+    jobs = wire_jobs(infra, auth, queue=o.queue, mailer=o.mailer)
+    events = wire_events(infra, jobs.queue)
+    health = wire_health(infra)
+    sampler = MetricsSampler(
+        infra.db,
+        jobs.queue,
+        infra.redis,
+        events.stream,
+        health.ready,
+        settings.observability.metrics_sample_seconds,
+    )
+    return App(
+        settings=settings,
+        identity=auth.identity,
+        users=auth.users,
+        auth=auth.auth,
+        user_sync=auth.user_sync,
+        products=catalog.products,
+        plugins=plugins.plugins,
+        queue=jobs.queue,
+        jobs=jobs.jobs,
+        notifications=jobs.notifications,
+        maintenance=jobs.maintenance,
+        feed=events.feed,
+        commits=infra.commits,
+        health=health,
+        infra=infra,
+        auth_area=auth,
+        plugins_area=plugins,
+        jobs_area=jobs,
+        events=events,
+        metrics_sampler=sampler,
+    )
+
+
+# -- opening and closing what was built (called by arcana.lifecycle) ------------------------
+async def migrate(app: App) -> None:
+    # Alembic is imported only by the commands that migrate (start-up time of the others).
+    # Being imported late, after logging is set up, it would announce each of its plugins
+    # at INFO: that is not news for a service log.
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
+    from arcana.adapters.migrator import migrate as run_migrations
+
+    await run_migrations(app.db)
+
+
+async def open_resources(app: App, *, migrate_embedded: bool = True) -> None:
+    """Embedded SQLite migrates itself so one command runs the service."""
+    if migrate_embedded and app.settings.is_sqlite:
+        await migrate(app)
+    if app.redis is not None:
+        await prepare_redis(app.redis)
+
+
+async def close_resources(app: App) -> None:
+    """After the background loops have stopped: pools, clients and engines."""
+    app.auth_area.passwords.close()
+    await app.products.cache.aclose()
+    await app.queue.close()
+    await app.db.dispose()
+    if app.redis is not None:
+        await app.redis.aclose()

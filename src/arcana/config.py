@@ -1,6 +1,7 @@
 """Settings read from ``ARCANA_*`` environment variables and a ``.env`` file, grouped by area.
 
-``get_settings()`` is cached and handed to the container; tests build ``Settings(...)`` directly.
+``get_settings()`` is cached and handed to the composition root; tests build ``Settings(...)``
+directly.
 
 Every setting has one *flat name*: its environment variable without ``ARCANA_``, lowercased
 (``ARCANA_DB_POOL_SIZE`` → ``db_pool_size``). The environment, the ``.env`` file and keyword

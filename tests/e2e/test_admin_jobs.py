@@ -5,24 +5,22 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from arcana.bootstrap import Container
+from arcana.bootstrap import App
 from arcana.domain.jobs import JobStatus
 
 # Tokens below are minted for the stored users of this fixture.
 pytestmark = pytest.mark.usefixtures("seeded_principals")
 
 
-def bearer(container: Container, *roles: str) -> dict[str, str]:
-    token = container.tokens.issue("admin-1", frozenset(roles), generation=0).token
+def bearer(container: App, *roles: str) -> dict[str, str]:
+    token = container.auth_area.tokens.issue("admin-1", frozenset(roles), generation=0).token
     return {"Authorization": f"Bearer {token}"}
 
 
 URL = "/api/v1/admin/jobs"
 
 
-async def test_auth_then_role_then_validation(
-    client: httpx.AsyncClient, container: Container
-) -> None:
+async def test_auth_then_role_then_validation(client: httpx.AsyncClient, container: App) -> None:
     r = await client.get(URL)
     assert r.status_code == 401
     assert r.headers["www-authenticate"].startswith("Bearer")
@@ -37,7 +35,7 @@ async def test_auth_then_role_then_validation(
     assert r.json()["code"] == "VALIDATION_FAILED"
 
 
-async def test_enqueue_get_list(client: httpx.AsyncClient, container: Container) -> None:
+async def test_enqueue_get_list(client: httpx.AsyncClient, container: App) -> None:
     admin = bearer(container, "admin")
     r = await client.post(
         URL,
@@ -90,9 +88,7 @@ async def test_enqueue_get_list(client: httpx.AsyncClient, container: Container)
     assert (await client.get(f"{URL}/missing-id", headers=admin)).status_code == 404
 
 
-async def test_unknown_type_and_bad_body_are_422(
-    client: httpx.AsyncClient, container: Container
-) -> None:
+async def test_unknown_type_and_bad_body_are_422(client: httpx.AsyncClient, container: App) -> None:
     admin = bearer(container, "admin")
     for body in (
         {"job_type": "no.such"},
@@ -106,7 +102,7 @@ async def test_unknown_type_and_bad_body_are_422(
 
 
 async def test_unique_key_held_answers_200_with_the_existing_job(
-    client: httpx.AsyncClient, container: Container
+    client: httpx.AsyncClient, container: App
 ) -> None:
     admin = bearer(container, "admin")
     body = {"job_type": "system.noop", "unique_key": "nightly", "delay_seconds": 600}
@@ -117,7 +113,7 @@ async def test_unique_key_held_answers_200_with_the_existing_job(
     assert second.json()["id"] == first.json()["id"]
 
 
-async def test_retry_only_dead_jobs(client: httpx.AsyncClient, container: Container) -> None:
+async def test_retry_only_dead_jobs(client: httpx.AsyncClient, container: App) -> None:
     admin = bearer(container, "admin")
     r = await client.post(
         URL,
@@ -139,6 +135,6 @@ async def test_retry_only_dead_jobs(client: httpx.AsyncClient, container: Contai
 
 
 @pytest.mark.parametrize("backend", ["embedded"], indirect=True)
-async def test_queue_backend_follows_the_settings(container: Container) -> None:
+async def test_queue_backend_follows_the_settings(container: App) -> None:
     assert container.settings.effective_queue_backend == "database"
     assert type(container.queue).__name__ == "SqlJobQueue"

@@ -11,8 +11,9 @@ import httpx
 import pytest
 
 from arcana.api.app import create_app
-from arcana.bootstrap import Container
+from arcana.bootstrap import App
 from arcana.config import PasswordSettings, Settings
+from arcana.lifecycle import Lifecycle
 from tests.app_support import ClientFactory
 from tests.auth_support import PASSWORD, bearer, login, register_and_login
 from tests.conftest import truncate_all
@@ -156,7 +157,9 @@ async def test_logout_all_on_one_instance_is_seen_by_another_at_once(
     settings: Settings,
 ) -> None:
     await truncate_all(settings.database.url.get_secret_value())
-    a, b = Container.from_settings(settings), Container.from_settings(settings)
+    a_process, b_process = Lifecycle.build(settings), Lifecycle.build(settings)
+    a = a_process.app
+    b = b_process.app
     try:
         apps = [create_app(c) for c in (a, b)]
         clients = [
@@ -176,11 +179,11 @@ async def test_logout_all_on_one_instance_is_seen_by_another_at_once(
         for c in clients:
             await c.aclose()
     finally:
-        await a.close()
-        await b.close()
+        await a_process.stop()
+        await b_process.stop()
 
 
-async def test_cached_generation_check_costs_no_database_query(container: Container) -> None:
+async def test_cached_generation_check_costs_no_database_query(container: App) -> None:
     from sqlalchemy import event
 
     from tests.auth_support import user_token

@@ -15,8 +15,9 @@ from sqlalchemy import delete, select
 
 from arcana.adapters.tables import auth_sessions, outbox, users
 from arcana.api.app import create_app
-from arcana.bootstrap import Container
+from arcana.bootstrap import App
 from arcana.config import Settings
+from arcana.lifecycle import Lifecycle
 from tests.auth_support import (
     PASSWORD,
     RecordingAuditSink,
@@ -44,7 +45,7 @@ def _unauthorized(resp: httpx.Response) -> None:
     assert resp.headers["www-authenticate"].startswith("Bearer")
 
 
-async def _outbox(container: Container) -> list[dict[str, Any]]:
+async def _outbox(container: App) -> list[dict[str, Any]]:
     async with container.db.sessionmaker() as s:
         rows = (await s.execute(select(outbox).order_by(outbox.c.seq))).mappings().all()
     return [dict(r) for r in rows]
@@ -52,7 +53,7 @@ async def _outbox(container: Container) -> list[dict[str, Any]]:
 
 # -- register ------------------------------------------------------------------------------
 async def test_register_returns_user_and_records_event(
-    client: httpx.AsyncClient, container: Container
+    client: httpx.AsyncClient, container: App
 ) -> None:
     resp = await client.post(
         f"{AUTH}/register",
@@ -140,11 +141,12 @@ async def test_register_bad_input_is_422(
 
 
 # -- login ---------------------------------------------------------------------------------
+@pytest.mark.overrides(audit=RecordingAuditSink)
 async def test_login_returns_token_pair_and_audits(
-    client: httpx.AsyncClient, container: Container
+    client: httpx.AsyncClient, container: App
 ) -> None:
-    sink = RecordingAuditSink()
-    container.audit = sink
+    sink = container.audit
+    assert isinstance(sink, RecordingAuditSink)
     u = await register_and_login(client, email="Mixed.Case@example.com")
     assert u["token_type"] == "Bearer"
     assert u["expires_in"] == container.settings.auth.access_token_ttl
@@ -160,11 +162,12 @@ async def test_login_returns_token_pair_and_audits(
     assert "user_agent" in logins[0].metadata
 
 
+@pytest.mark.overrides(audit=RecordingAuditSink)
 async def test_unknown_email_and_wrong_password_look_the_same(
-    client: httpx.AsyncClient, container: Container
+    client: httpx.AsyncClient, container: App
 ) -> None:
-    sink = RecordingAuditSink()
-    container.audit = sink
+    sink = container.audit
+    assert isinstance(sink, RecordingAuditSink)
     u = await register_and_login(client)
     wrong = await client.post(
         f"{AUTH}/login", json={"email": u["email"], "password": "Wrong-password-1"}
@@ -201,7 +204,7 @@ async def test_login_bad_input_is_422(client: httpx.AsyncClient) -> None:
 
 
 async def test_login_rehashes_when_parameters_changed(
-    client: httpx.AsyncClient, container: Container
+    client: httpx.AsyncClient, container: App
 ) -> None:
     from arcana.adapters.passwords import Argon2PasswordHasher
 
@@ -219,9 +222,10 @@ async def test_login_rehashes_when_parameters_changed(
 
 
 # -- me and bearer tokens -------------------------------------------------------------------
-async def test_me(client: httpx.AsyncClient, container: Container) -> None:
-    sink = RecordingAuditSink()
-    container.audit = sink
+@pytest.mark.overrides(audit=RecordingAuditSink)
+async def test_me(client: httpx.AsyncClient, container: App) -> None:
+    sink = container.audit
+    assert isinstance(sink, RecordingAuditSink)
     u = await register_and_login(client)
     resp = await client.get(f"{AUTH}/me", headers=bearer(u["access_token"]))
     assert resp.status_code == 200, resp.text
@@ -240,7 +244,7 @@ async def test_me_without_or_with_malformed_bearer_is_401(client: httpx.AsyncCli
     _unauthorized(await client.get(f"{AUTH}/me", headers={"Authorization": "Basic Zm9vOmJhcg=="}))
 
 
-def _forged(container: Container, user_id: str, kind: str) -> str:
+def _forged(container: App, user_id: str, kind: str) -> str:
     s = container.settings
     now = int(time.time())
     claims: dict[str, Any] = {
@@ -253,7 +257,7 @@ def _forged(container: Container, user_id: str, kind: str) -> str:
         "aud": s.auth.jwt_audience,
         "jti": uuid.uuid4().hex,
     }
-    key = container.jwt_key
+    key = container.auth_area.jwt_key
     headers = {"typ": "at+jwt"}
     if kind == "alg_none":
         return jwt.encode(claims, None, algorithm="none", headers=headers)  # type: ignore[arg-type]
@@ -277,7 +281,7 @@ def _forged(container: Container, user_id: str, kind: str) -> str:
     ["alg_none", "wrong_key", "expired", "wrong_audience", "wrong_issuer", "wrong_typ", "hs512"],
 )
 async def test_forged_access_tokens_are_401(
-    client: httpx.AsyncClient, container: Container, kind: str
+    client: httpx.AsyncClient, container: App, kind: str
 ) -> None:
     u = await register_and_login(client)
     # the control: a well-formed token for the same user works
@@ -287,22 +291,22 @@ async def test_forged_access_tokens_are_401(
     _unauthorized(await client.get(f"{AUTH}/me", headers=bearer(_forged(container, u["id"], kind))))
 
 
-async def test_deleted_users_tokens_fail(client: httpx.AsyncClient, container: Container) -> None:
+async def test_deleted_users_tokens_fail(client: httpx.AsyncClient, container: App) -> None:
     u = await register_and_login(client)
     assert (await client.get(f"{AUTH}/me", headers=bearer(u["access_token"]))).status_code == 200
     async with container.db.sessionmaker() as s:
         await s.execute(delete(users).where(users.c.id == u["id"]))
         await s.commit()
-    await container.generations.store(u["id"], None)  # what a user deletion does after commit
+    await container.auth_area.generations.store(
+        u["id"], None
+    )  # what a user deletion does after commit
     _unauthorized(await client.get(f"{AUTH}/me", headers=bearer(u["access_token"])))
     resp = await client.post(f"{AUTH}/refresh", json={"refresh_token": u["refresh_token"]})
     _problem(resp, 401, "TOKEN_EXPIRED")
 
 
-async def test_token_for_unknown_user_fails(
-    client: httpx.AsyncClient, container: Container
-) -> None:
-    token = container.tokens.issue(str(uuid.uuid4()), frozenset({"user"}), 0).token
+async def test_token_for_unknown_user_fails(client: httpx.AsyncClient, container: App) -> None:
+    token = container.auth_area.tokens.issue(str(uuid.uuid4()), frozenset({"user"}), 0).token
     _unauthorized(await client.get(f"{AUTH}/me", headers=bearer(token)))
 
 
@@ -340,8 +344,9 @@ async def test_concurrent_refresh_of_one_token_has_one_winner(settings: Settings
     # refresh lose without ending the session, however late they reach the database.
     if not settings.is_sqlite:
         await truncate_all(settings.database.url.get_secret_value())
-    container = Container.from_settings(settings.replace(refresh_reuse_grace_seconds=30))
-    await container.start(migrate_embedded=False)
+    process = Lifecycle.build(settings.replace(refresh_reuse_grace_seconds=30))
+    container = process.app
+    await process.start(migrate_embedded=False)
     transport = httpx.ASGITransport(app=create_app(container), raise_app_exceptions=False)
     try:
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
@@ -355,7 +360,7 @@ async def test_concurrent_refresh_of_one_token_has_one_winner(settings: Settings
             # the race is not reuse: the winner's new token still works
             assert (await _refresh(client, winner["refresh_token"])).status_code == 200
     finally:
-        await container.close()
+        await process.stop()
 
 
 async def test_a_rotated_token_presented_after_the_grace_window_is_reuse(
@@ -367,8 +372,9 @@ async def test_a_rotated_token_presented_after_the_grace_window_is_reuse(
     grace = 2.0
     if not settings.is_sqlite:
         await truncate_all(settings.database.url.get_secret_value())
-    container = Container.from_settings(settings.replace(refresh_reuse_grace_seconds=grace))
-    await container.start(migrate_embedded=False)
+    process = Lifecycle.build(settings.replace(refresh_reuse_grace_seconds=grace))
+    container = process.app
+    await process.start(migrate_embedded=False)
     transport = httpx.ASGITransport(app=create_app(container), raise_app_exceptions=False)
     try:
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
@@ -389,11 +395,11 @@ async def test_a_rotated_token_presented_after_the_grace_window_is_reuse(
             _problem(await _refresh(client, u["refresh_token"]), 401, "TOKEN_EXPIRED")
             _problem(await _refresh(client, live), 401, "TOKEN_EXPIRED")
     finally:
-        await container.close()
+        await process.stop()
 
 
 async def test_refresh_idle_timeout_and_absolute_lifetime(
-    client: httpx.AsyncClient, container: Container
+    client: httpx.AsyncClient, container: App
 ) -> None:
     from datetime import UTC, datetime, timedelta
 
@@ -453,7 +459,7 @@ async def test_logout_all_kills_older_tokens_and_not_newer(
 
 
 # -- change password ------------------------------------------------------------------------
-async def test_change_password(client: httpx.AsyncClient, container: Container) -> None:
+async def test_change_password(client: httpx.AsyncClient, container: App) -> None:
     u = await register_and_login(client)
     h = bearer(u["access_token"])
     new = "Another-Secret-42"
@@ -493,7 +499,7 @@ async def test_change_password(client: httpx.AsyncClient, container: Container) 
 
 
 # -- forgot / reset password ----------------------------------------------------------------
-async def _reset_jobs(container: Container) -> list[dict[str, Any]]:
+async def _reset_jobs(container: App) -> list[dict[str, Any]]:
     """The reset jobs in the outbox, their sealed token opened (forgot-password does its work
     after answering, so wait for it first)."""
     await run_reset_requests(container)
@@ -504,13 +510,13 @@ async def _reset_jobs(container: Container) -> list[dict[str, Any]]:
     ]
     for job in jobs:
         assert job["payload"]["reset_token"].startswith("sealed:v1:")
-        job["payload"]["reset_token"] = container.sealer.unseal(job["payload"]["reset_token"])
+        job["payload"]["reset_token"] = container.auth_area.sealer.unseal(
+            job["payload"]["reset_token"]
+        )
     return jobs
 
 
-async def test_forgot_password_is_202_for_anyone(
-    client: httpx.AsyncClient, container: Container
-) -> None:
+async def test_forgot_password_is_202_for_anyone(client: httpx.AsyncClient, container: App) -> None:
     resp = await client.post(f"{AUTH}/forgot-password", json={"email": "ghost@example.com"})
     assert resp.status_code == 202
     assert await _reset_jobs(container) == []
@@ -525,7 +531,7 @@ async def test_forgot_password_is_202_for_anyone(
 
 
 async def test_reset_password_is_single_use_and_revokes_sessions(
-    client: httpx.AsyncClient, container: Container
+    client: httpx.AsyncClient, container: App
 ) -> None:
     u = await register_and_login(client)
     await client.post(f"{AUTH}/forgot-password", json={"email": u["email"]})
@@ -554,7 +560,7 @@ async def test_reset_password_is_single_use_and_revokes_sessions(
     assert any(r["event_type"] == "auth.password_changed" for r in await _outbox(container))
 
 
-async def test_reset_token_expires(client: httpx.AsyncClient, container: Container) -> None:
+async def test_reset_token_expires(client: httpx.AsyncClient, container: App) -> None:
     from datetime import UTC, datetime, timedelta
 
     from arcana.adapters.tables import password_reset_tokens
@@ -623,7 +629,7 @@ async def test_refresh_keeps_session_and_current_flag(client: httpx.AsyncClient)
 
 # -- maintenance ----------------------------------------------------------------------------
 async def test_cleanup_tokens_deletes_dead_rows_only(
-    client: httpx.AsyncClient, container: Container
+    client: httpx.AsyncClient, container: App
 ) -> None:
     keep = await register_and_login(client)
     gone = await login(client, keep["email"])

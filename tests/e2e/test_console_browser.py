@@ -30,7 +30,7 @@ from playwright.async_api import (
     expect,
 )
 
-from arcana.bootstrap import Container
+from arcana.lifecycle import Lifecycle
 from tests.auth_support import create_user
 from tests.conftest import REDIS_URL, RUN_ID, base_settings
 from tests.process import ArcanaProcess, free_port
@@ -107,14 +107,15 @@ async def server(server_setup: ServerSetup) -> AsyncIterator[Server]:
     admin, member = f"admin-{tag}@example.com", f"member-{tag}@example.com"
     # The admin is stored in-process before the server starts (the CLI does the same, at the
     # cost of one more interpreter start-up).
-    container = Container.from_settings(
+    process = Lifecycle.build(
         base_settings(database_url=setup.env["ARCANA_DATABASE_URL"], var_dir=setup.cwd / "var")
     )
-    await container.start()
+    container = process.app
+    await process.start()
     try:
         await create_user(container, email=admin, name="Admin", password=PASSWORD, admin=True)
     finally:
-        await container.close()
+        await process.stop()
     port = free_port()
     proc = ArcanaProcess([*setup.args, "--port", str(port)], env=setup.env, cwd=setup.cwd)
     proc.start()

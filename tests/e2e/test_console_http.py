@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from arcana.api.app import create_app
-from arcana.bootstrap import Container
+from arcana.bootstrap import App
 from tests.auth_support import PASSWORD, bearer, create_user, login, register_and_login, user_token
 
 AUTH = "/api/v1/auth"
@@ -27,7 +27,7 @@ def _cookie_header(response: httpx.Response) -> str:
 
 # -- browser sessions ------------------------------------------------------------------------
 async def test_a_browser_login_sets_an_httponly_strict_cookie_scoped_to_auth(
-    client: httpx.AsyncClient, container: Container
+    client: httpx.AsyncClient, container: App
 ) -> None:
     user = await register_and_login(client)
     r = await client.post(
@@ -43,7 +43,7 @@ async def test_a_browser_login_sets_an_httponly_strict_cookie_scoped_to_auth(
     assert "secure" not in cookie  # plain HTTP here; see the HTTPS test
 
 
-async def test_the_cookie_is_secure_over_https(container: Container) -> None:
+async def test_the_cookie_is_secure_over_https(container: App) -> None:
     transport = httpx.ASGITransport(app=create_app(container))
     async with httpx.AsyncClient(transport=transport, base_url="https://test") as https:
         user = await register_and_login(https)
@@ -122,9 +122,7 @@ async def test_a_browser_logout_ends_the_session_and_clears_the_cookie(
 
 
 # -- admin users -----------------------------------------------------------------------------
-async def test_admin_user_routes_need_an_admin(
-    client: httpx.AsyncClient, container: Container
-) -> None:
+async def test_admin_user_routes_need_an_admin(client: httpx.AsyncClient, container: App) -> None:
     assert (await client.get(USERS)).status_code == 401
     _, token = await user_token(container)
     r = await client.get(USERS, headers=bearer(token))
@@ -133,7 +131,7 @@ async def test_admin_user_routes_need_an_admin(
 
 
 async def test_admins_search_users_and_change_roles(
-    client: httpx.AsyncClient, container: Container
+    client: httpx.AsyncClient, container: App
 ) -> None:
     admin, token = await user_token(container, admin=True)
     headers = bearer(token)
@@ -170,7 +168,7 @@ async def test_admins_search_users_and_change_roles(
 
 
 async def test_admins_list_and_end_a_users_sessions_and_delete_the_user(
-    client: httpx.AsyncClient, container: Container
+    client: httpx.AsyncClient, container: App
 ) -> None:
     _, token = await user_token(container, admin=True)
     headers = bearer(token)
@@ -207,9 +205,7 @@ async def test_admins_list_and_end_a_users_sessions_and_delete_the_user(
 
 
 # -- overview, schedule, search ------------------------------------------------------------
-async def test_overview_counts_and_the_schedule(
-    client: httpx.AsyncClient, container: Container
-) -> None:
+async def test_overview_counts_and_the_schedule(client: httpx.AsyncClient, container: App) -> None:
     _, token = await user_token(container, admin=True)
     headers = bearer(token)
     r = await client.post(
@@ -237,7 +233,7 @@ async def test_overview_counts_and_the_schedule(
         assert 0 < (next_run - now).total_seconds() <= p["every_seconds"]
 
 
-async def test_products_search_by_name(client: httpx.AsyncClient, container: Container) -> None:
+async def test_products_search_by_name(client: httpx.AsyncClient, container: App) -> None:
     _, token = await user_token(container, admin=True)
     headers = bearer(token)
     tag = uuid.uuid4().hex[:6]

@@ -13,7 +13,7 @@ from sqlalchemy import text
 
 from arcana.adapters.migrator import migrate
 from arcana.api.app import create_app
-from arcana.bootstrap import Container
+from arcana.lifecycle import Lifecycle
 from tests.conftest import base_settings, wait_for
 from tests.pgcluster import PrivateCluster
 
@@ -36,7 +36,8 @@ async def test_database_down_gives_503_and_recovers(
     settings = base_settings(
         database_url=cluster.url(), db_pool_timeout=1.0, db_connect_timeout=1.0
     )
-    container = Container.from_settings(settings)
+    process = Lifecycle.build(settings)
+    container = process.app
     await migrate(container.db)
     app = create_app(container)
 
@@ -66,4 +67,4 @@ async def test_database_down_gives_503_and_recovers(
             await wait_for(recovered, timeout=20, interval=0.2)
             assert (await c.get("/readyz")).status_code == 200
     finally:
-        await container.close()
+        await process.stop()

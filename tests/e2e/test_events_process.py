@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from arcana.bootstrap import Container
+from arcana.bootstrap import App
 from arcana.config import Settings
 from tests.conftest import wait_for
 from tests.events_support import commit_events, product_event, redis_for, stream_envelopes
@@ -40,12 +40,12 @@ def serve(settings: Settings, cwd: Path, port: int) -> ArcanaProcess:
     return ArcanaProcess(["serve"], env=env, cwd=cwd)
 
 
-async def ids_in_stream(container: Container) -> list[str]:
+async def ids_in_stream(container: App) -> list[str]:
     return [e["id"] for e in await stream_envelopes(redis_for(container), container.events.stream)]
 
 
 async def test_events_survive_a_killed_process_and_streams_end_on_sigterm(
-    container: Container, settings: Settings, tmp_path: Path
+    container: App, settings: Settings, tmp_path: Path
 ) -> None:
     port = free_port()
     proc = serve(settings, tmp_path, port).start()
@@ -73,10 +73,10 @@ async def test_events_survive_a_killed_process_and_streams_end_on_sigterm(
         proc.stop()
 
 
-async def sigterm_ends_open_event_streams(
-    container: Container, proc: ArcanaProcess, port: int
-) -> None:
-    token = container.tokens.issue("admin-1", frozenset({"user", "admin"}), generation=0).token
+async def sigterm_ends_open_event_streams(container: App, proc: ArcanaProcess, port: int) -> None:
+    token = container.auth_area.tokens.issue(
+        "admin-1", frozenset({"user", "admin"}), generation=0
+    ).token
     async with (
         httpx.AsyncClient(timeout=20) as http,
         http.stream(
@@ -98,9 +98,9 @@ async def sigterm_ends_open_event_streams(
         assert all(not line.startswith("data:") for line in rest)
 
 
-async def _none_pending(container: Container) -> bool:
+async def _none_pending(container: App) -> bool:
     return await container.events.relay.pending() == 0
 
 
-async def _has(container: Container, event_id: str) -> bool:
+async def _has(container: App, event_id: str) -> bool:
     return event_id in await ids_in_stream(container)

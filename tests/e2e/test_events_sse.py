@@ -13,9 +13,9 @@ import pytest
 import uvicorn
 
 from arcana.api.app import create_app
-from arcana.bootstrap import Container
+from arcana.bootstrap import App
+from arcana.lifecycle import Lifecycle
 from arcana.metrics import EVENTS_STREAM_CLIENTS
-from arcana.worker import runtime
 from tests.conftest import wait_for
 from tests.events_support import commit_events, product_event
 from tests.process import free_port
@@ -25,7 +25,7 @@ pytestmark = pytest.mark.usefixtures("seeded_principals")
 
 
 @pytest.fixture
-async def server(container: Container) -> AsyncIterator[str]:
+async def server(process: Lifecycle, container: App) -> AsyncIterator[str]:
     port = free_port()
     config = uvicorn.Config(
         create_app(container), host="127.0.0.1", port=port, lifespan="off", log_config=None
@@ -35,7 +35,7 @@ async def server(container: Container) -> AsyncIterator[str]:
     while not srv.started:
         assert not task.done(), "server failed to start"
         await asyncio.sleep(0.01)
-    await runtime.start_serve_extras(container)
+    process.start_api_loops()
     try:
         yield f"http://127.0.0.1:{port}"
     finally:
@@ -44,8 +44,10 @@ async def server(container: Container) -> AsyncIterator[str]:
         await asyncio.wait_for(task, 15)
 
 
-def admin_headers(container: Container, **extra: str) -> dict[str, str]:
-    token = container.tokens.issue("admin-1", frozenset({"user", "admin"}), generation=0).token
+def admin_headers(container: App, **extra: str) -> dict[str, str]:
+    token = container.auth_area.tokens.issue(
+        "admin-1", frozenset({"user", "admin"}), generation=0
+    ).token
     return {"Authorization": f"Bearer {token}", **extra}
 
 
@@ -77,9 +79,7 @@ class Frames:
                 return frame
 
 
-async def test_committed_event_arrives_as_a_server_sent_event(
-    server: str, container: Container
-) -> None:
+async def test_committed_event_arrives_as_a_server_sent_event(server: str, container: App) -> None:
     async with (
         httpx.AsyncClient(base_url=server, timeout=10) as http,
         http.stream("GET", "/api/v1/events/stream", headers=admin_headers(container)) as resp,
@@ -117,26 +117,24 @@ async def test_committed_event_arrives_as_a_server_sent_event(
     await wait_for(lambda: EVENTS_STREAM_CLIENTS._value.get() == 0)
 
 
-async def test_shutdown_ends_open_streams(server: str, container: Container) -> None:
+async def test_shutdown_ends_open_streams(server: str, process: Lifecycle, container: App) -> None:
     async with (
         httpx.AsyncClient(base_url=server, timeout=10) as http,
         http.stream("GET", "/api/v1/events/stream", headers=admin_headers(container)) as resp,
     ):
         frames = Frames(resp)
         await frames.next()
-        runtime.begin_shutdown(container)
+        process.drain()
         with pytest.raises(EOFError):
             await asyncio.wait_for(frames.next(), 10)
 
 
-async def test_stream_needs_an_admin_and_a_valid_last_event_id(
-    server: str, container: Container
-) -> None:
+async def test_stream_needs_an_admin_and_a_valid_last_event_id(server: str, container: App) -> None:
     async with httpx.AsyncClient(base_url=server, timeout=10) as http:
         r = await http.get("/api/v1/events/stream")
         assert r.status_code == 401
         assert r.headers["www-authenticate"].startswith("Bearer")
-        user = container.tokens.issue("user-1", frozenset({"user"}), generation=0).token
+        user = container.auth_area.tokens.issue("user-1", frozenset({"user"}), generation=0).token
         r = await http.get("/api/v1/events/stream", headers={"Authorization": f"Bearer {user}"})
         assert r.status_code == 403
         assert r.json()["code"] == "FORBIDDEN"

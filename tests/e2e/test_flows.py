@@ -13,8 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from arcana.bootstrap import Container
-from arcana.worker import runtime
+from arcana.bootstrap import App
+from arcana.lifecycle import Lifecycle
 from tests.auth_support import PASSWORD, bearer, login, register_and_login, user_token
 from tests.conftest import wait_for
 
@@ -22,14 +22,14 @@ AUTH = "/api/v1/auth"
 
 
 @pytest.fixture
-async def running(container: Container) -> Container:
-    """The container with what `arcana serve` (embedded) or `arcana worker` runs beside it."""
-    await runtime.start_serve_extras(container)
-    await runtime.start_background(container)
-    return container
+async def running(process: Lifecycle) -> App:
+    """The app with what `arcana serve` (embedded) or `arcana worker` runs beside it."""
+    process.start_api_loops()
+    process.start_worker_loops()
+    return process.app
 
 
-def mails(container: Container) -> list[Message]:
+def mails(container: App) -> list[Message]:
     folder: Path = container.settings.var_dir / "mail"
     if not folder.exists():
         return []
@@ -48,7 +48,7 @@ def text_of(msg: Message) -> str:
     return ""
 
 
-def mails_to(container: Container, address: str, subject_start: str) -> list[Message]:
+def mails_to(container: App, address: str, subject_start: str) -> list[Message]:
     return [
         m
         for m in mails(container)
@@ -57,7 +57,7 @@ def mails_to(container: Container, address: str, subject_start: str) -> list[Mes
 
 
 async def test_registration_sends_exactly_one_welcome_mail(
-    client: httpx.AsyncClient, running: Container
+    client: httpx.AsyncClient, running: App
 ) -> None:
     u = await register_and_login(client)
     await wait_for(lambda: mails_to(running, u["email"], "Welcome to Arcana"), timeout=20)
@@ -66,7 +66,7 @@ async def test_registration_sends_exactly_one_welcome_mail(
 
 
 async def test_forgot_password_mail_carries_a_token_that_resets_the_password(
-    client: httpx.AsyncClient, running: Container
+    client: httpx.AsyncClient, running: App
 ) -> None:
     u = await register_and_login(client)
     r = await client.post(f"{AUTH}/forgot-password", json={"email": u["email"]})
@@ -91,7 +91,7 @@ async def test_forgot_password_mail_carries_a_token_that_resets_the_password(
 
 
 async def test_change_password_sends_a_security_notice(
-    client: httpx.AsyncClient, running: Container
+    client: httpx.AsyncClient, running: App
 ) -> None:
     u = await register_and_login(client)
     r = await client.post(
@@ -105,7 +105,7 @@ async def test_change_password_sends_a_security_notice(
     )
 
 
-async def test_low_stock_alerts_every_admin(client: httpx.AsyncClient, running: Container) -> None:
+async def test_low_stock_alerts_every_admin(client: httpx.AsyncClient, running: App) -> None:
     admin, token = await user_token(running, admin=True)
     r = await client.post(
         "/api/v1/products",
@@ -136,7 +136,7 @@ async def test_low_stock_alerts_every_admin(client: httpx.AsyncClient, running: 
     )
 
 
-async def test_users_with_a_role_are_found_by_whole_role_name(container: Container) -> None:
+async def test_users_with_a_role_are_found_by_whole_role_name(container: App) -> None:
     admin, _ = await user_token(container, admin=True)
     plain, _ = await user_token(container)
     found = {u.id for u in await container.users.list_with_role("admin")}

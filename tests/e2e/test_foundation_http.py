@@ -6,7 +6,7 @@ import httpx
 from fastapi import Body
 
 from arcana.api.app import create_app
-from arcana.bootstrap import Container
+from arcana.bootstrap import App
 
 
 def _assert_problem(resp: httpx.Response, status: int, code: str) -> dict[str, object]:
@@ -25,9 +25,7 @@ async def test_healthz(client: httpx.AsyncClient) -> None:
     assert resp.json() == {"status": "ok"}
 
 
-async def test_readyz_checks_database_and_redis(
-    client: httpx.AsyncClient, container: Container
-) -> None:
+async def test_readyz_checks_database_and_redis(client: httpx.AsyncClient, container: App) -> None:
     resp = await client.get("/readyz")
     assert resp.status_code == 200
     checks = resp.json()["checks"]
@@ -63,7 +61,7 @@ async def test_openapi_and_docs(client: httpx.AsyncClient) -> None:
     assert (await client.get("/docs")).status_code == 200
 
 
-def _app_with_test_routes(container: Container) -> httpx.AsyncClient:
+def _app_with_test_routes(container: App) -> httpx.AsyncClient:
     app = create_app(container)
 
     @app.post("/test/echo")
@@ -78,7 +76,7 @@ def _app_with_test_routes(container: Container) -> httpx.AsyncClient:
     return httpx.AsyncClient(transport=transport, base_url="http://test")
 
 
-async def test_malformed_json_is_422_problem(container: Container) -> None:
+async def test_malformed_json_is_422_problem(container: App) -> None:
     async with _app_with_test_routes(container) as c:
         resp = await c.post(
             "/test/echo", content=b"{not json", headers={"content-type": "application/json"}
@@ -89,14 +87,14 @@ async def test_malformed_json_is_422_problem(container: Container) -> None:
         assert body["errors"]
 
 
-async def test_oversized_body_is_413_problem(container: Container) -> None:
+async def test_oversized_body_is_413_problem(container: App) -> None:
     async with _app_with_test_routes(container) as c:
         big = b'{"a": 1, "pad": "' + b"x" * (container.settings.http.max_body_bytes + 10) + b'"}'
         resp = await c.post("/test/echo", content=big, headers={"content-type": "application/json"})
         _assert_problem(resp, 413, "PAYLOAD_TOO_LARGE")
 
 
-async def test_unexpected_error_is_500_without_internals(container: Container) -> None:
+async def test_unexpected_error_is_500_without_internals(container: App) -> None:
     async with _app_with_test_routes(container) as c:
         resp = await c.get("/test/boom", headers={"X-Request-ID": "req-500"})
         body = _assert_problem(resp, 500, "INTERNAL")
@@ -106,7 +104,7 @@ async def test_unexpected_error_is_500_without_internals(container: Container) -
         assert body["detail"] == "An unexpected error occurred"
 
 
-async def test_oversized_chunked_body_is_413_problem(container: Container) -> None:
+async def test_oversized_chunked_body_is_413_problem(container: App) -> None:
     async def chunks():  # type: ignore[no-untyped-def]
         yield b'{"a": 1, "pad": "'
         for _ in range(20):

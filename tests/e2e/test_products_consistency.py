@@ -13,9 +13,10 @@ import httpx
 import pytest
 
 from arcana.api.app import create_app
-from arcana.bootstrap import Container
+from arcana.bootstrap import App
 from arcana.domain.ports import Cache
 from arcana.domain.products import ProductChanges
+from arcana.lifecycle import Lifecycle
 from arcana.services.products import ProductCache, ProductService
 from tests.conftest import base_settings, insert_principals, truncate_all, wait_for
 from tests.process import free_port
@@ -28,7 +29,7 @@ pytestmark = [
 
 
 async def test_concurrent_decrements_never_oversell(
-    client: httpx.AsyncClient, container: Container
+    client: httpx.AsyncClient, container: App
 ) -> None:
     p = await create_product(client, container, stock=25)
     headers = admin_headers(container)
@@ -80,7 +81,7 @@ class GatedCache:
 
 
 async def test_slow_reader_cannot_resurrect_old_row(
-    client: httpx.AsyncClient, container: Container
+    client: httpx.AsyncClient, container: App
 ) -> None:
     p = await create_product(client, container, name="Old name")
     gated = GatedCache(container.cache)
@@ -100,9 +101,7 @@ async def test_slow_reader_cannot_resurrect_old_row(
     assert (await client.get(f"{BASE}/{p['id']}")).json()["name"] == "New name"
 
 
-async def test_reads_after_each_write_are_fresh(
-    client: httpx.AsyncClient, container: Container
-) -> None:
+async def test_reads_after_each_write_are_fresh(client: httpx.AsyncClient, container: App) -> None:
     admin = admin_headers(container)
     p = await create_product(client, container, stock=50)
     url = f"{BASE}/{p['id']}"
@@ -115,7 +114,7 @@ async def test_reads_after_each_write_are_fresh(
 
 
 async def test_list_pages_are_fresh_after_each_write(
-    client: httpx.AsyncClient, container: Container
+    client: httpx.AsyncClient, container: App
 ) -> None:
     """List pages are cached whole (and answered before routing on a hit): every kind of
     write, a stock change included, shows in the next read of a page that was cached."""
@@ -187,13 +186,14 @@ def private_redis(tmp: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
 @contextlib.asynccontextmanager
 async def app_on_private_redis(
     pg_url: str, tmp_path: Path
-) -> AsyncIterator[tuple[Container, httpx.AsyncClient, str, subprocess.Popen[bytes]]]:
+) -> AsyncIterator[tuple[App, httpx.AsyncClient, str, subprocess.Popen[bytes]]]:
     """The app on PostgreSQL and a private Redis the test may stop, pause or restart."""
     await truncate_all(pg_url)
     with private_redis(tmp_path) as (url, proc):
         settings = base_settings(database_url=pg_url, redis_url=url, var_dir=tmp_path / "var")
-        container = Container.from_settings(settings)
-        await container.start(migrate_embedded=False)
+        process = Lifecycle.build(settings)
+        container = process.app
+        await process.start(migrate_embedded=False)
         await insert_principals(container)
         try:
             assert container.redis is not None
@@ -210,7 +210,7 @@ async def app_on_private_redis(
             async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
                 yield container, client, url, proc
         finally:
-            await container.close()
+            await process.stop()
 
 
 @pytest.mark.parametrize("backend", ["postgres"], indirect=True)

@@ -16,7 +16,8 @@ from google.protobuf import empty_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from arcana.bootstrap import Container
+from arcana.bootstrap import App
+from arcana.lifecycle import Lifecycle
 from arcana.rpc.gen.arcana.product.v1 import product_pb2 as pb
 from arcana.rpc.gen.arcana.product.v1 import product_pb2_grpc as pb_grpc
 from arcana.rpc.server import GrpcServer
@@ -31,7 +32,7 @@ pytestmark = [
 
 
 @pytest.fixture
-async def server(container: Container) -> AsyncIterator[GrpcServer]:
+async def server(container: App) -> AsyncIterator[GrpcServer]:
     srv = GrpcServer(container, "127.0.0.1", 0)
     await srv.start()
     try:
@@ -51,11 +52,11 @@ def stub(channel: grpc.aio.Channel) -> pb_grpc.ProductServiceStub:
     return pb_grpc.ProductServiceStub(channel)
 
 
-def admin_md(container: Container) -> tuple[tuple[str, str], ...]:
+def admin_md(container: App) -> tuple[tuple[str, str], ...]:
     return (("authorization", admin_headers(container)["Authorization"]),)
 
 
-def user_md(container: Container) -> tuple[tuple[str, str], ...]:
+def user_md(container: App) -> tuple[tuple[str, str], ...]:
     return (("authorization", user_headers(container)["Authorization"]),)
 
 
@@ -81,7 +82,7 @@ async def rpc_code(call: Any) -> grpc.StatusCode:
 
 
 async def test_parity_create_get_list_update(
-    client: httpx.AsyncClient, container: Container, stub: pb_grpc.ProductServiceStub
+    client: httpx.AsyncClient, container: App, stub: pb_grpc.ProductServiceStub
 ) -> None:
     admin = admin_headers(container)
     md = admin_md(container)
@@ -145,7 +146,7 @@ async def test_parity_create_get_list_update(
 
 
 async def test_parity_errors(
-    client: httpx.AsyncClient, container: Container, stub: pb_grpc.ProductServiceStub
+    client: httpx.AsyncClient, container: App, stub: pb_grpc.ProductServiceStub
 ) -> None:
     admin = admin_headers(container)
     md = admin_md(container)
@@ -233,7 +234,7 @@ async def test_parity_errors(
     assert (await client.get(f"{BASE}/{p['id']}")).status_code == 404
 
 
-async def test_auth_on_every_write(container: Container, stub: pb_grpc.ProductServiceStub) -> None:
+async def test_auth_on_every_write(container: App, stub: pb_grpc.ProductServiceStub) -> None:
     pid = str(uuid.uuid4())
     writes = [
         (stub.CreateProduct, pb.CreateProductRequest(name="bad", price=-1)),
@@ -263,7 +264,7 @@ async def test_auth_on_every_write(container: Container, stub: pb_grpc.ProductSe
 
 
 async def test_request_id_and_metrics(
-    client: httpx.AsyncClient, container: Container, stub: pb_grpc.ProductServiceStub
+    client: httpx.AsyncClient, container: App, stub: pb_grpc.ProductServiceStub
 ) -> None:
     call = stub.GetProduct(
         pb.GetProductRequest(id=str(uuid.uuid4())), metadata=(("x-request-id", "abc-123"),)
@@ -297,9 +298,10 @@ async def test_health_and_reflection(channel: grpc.aio.Channel) -> None:
 @pytest.mark.parametrize("backend", ["embedded"], indirect=True)
 async def test_health_not_serving_without_database(backend: str, tmp_path: Path) -> None:
     url = f"postgresql+asyncpg://postgres@127.0.0.1:{free_port()}/nothing"
-    container = Container.from_settings(
+    process = Lifecycle.build(
         base_settings(database_url=url, db_connect_timeout=1, var_dir=tmp_path)
     )
+    container = process.app
     srv = GrpcServer(container, "127.0.0.1", 0)
     await srv.start()
     try:
@@ -316,10 +318,10 @@ async def test_health_not_serving_without_database(backend: str, tmp_path: Path)
             assert code == grpc.StatusCode.UNAVAILABLE
     finally:
         await srv.stop(1.0)
-        await container.close()
+        await process.stop()
 
 
-async def test_limits(container: Container, stub: pb_grpc.ProductServiceStub) -> None:
+async def test_limits(container: App, stub: pb_grpc.ProductServiceStub) -> None:
     huge = "x" * (container.settings.grpc.max_message_bytes + 10)
     code = await rpc_code(
         stub.CreateProduct(
@@ -332,7 +334,7 @@ async def test_limits(container: Container, stub: pb_grpc.ProductServiceStub) ->
 
 
 async def test_mixed_transport_stock_race(
-    client: httpx.AsyncClient, container: Container, stub: pb_grpc.ProductServiceStub
+    client: httpx.AsyncClient, container: App, stub: pb_grpc.ProductServiceStub
 ) -> None:
     admin = admin_headers(container)
     md = admin_md(container)
@@ -393,11 +395,10 @@ class _StuckCache:
 
 
 @pytest.mark.parametrize("backend", ["embedded"], indirect=True)
-async def test_deadline_stops_server_work(backend: str, container: Container) -> None:
-    from arcana.services.products import ProductCache, ProductService
-
-    stuck = _StuckCache()
-    container.products = ProductService(container.uow, ProductCache(stuck, 60), container.audit)
+@pytest.mark.overrides(cache=_StuckCache)
+async def test_deadline_stops_server_work(backend: str, container: App) -> None:
+    stuck = container.cache
+    assert isinstance(stuck, _StuckCache)
     srv = GrpcServer(container, "127.0.0.1", 0)
     await srv.start()
     try:

@@ -11,7 +11,7 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from arcana.bootstrap import Container
+from arcana.bootstrap import App
 from tests.products_support import BASE, admin_headers, create_product, user_headers
 
 pytestmark = [
@@ -31,7 +31,7 @@ def assert_problem(r: httpx.Response, status: int, code: str) -> None:
     assert {"type", "title", "detail"} <= body.keys()
 
 
-async def test_create_get_shape(client: httpx.AsyncClient, container: Container) -> None:
+async def test_create_get_shape(client: httpx.AsyncClient, container: App) -> None:
     p = await create_product(client, container, description="A thing")
     assert set(p) == {
         "id",
@@ -56,7 +56,7 @@ async def test_create_get_shape(client: httpx.AsyncClient, container: Container)
     assert (await client.get(f"{BASE}/{p['id']}")).json() == p
 
 
-async def test_create_defaults(client: httpx.AsyncClient, container: Container) -> None:
+async def test_create_defaults(client: httpx.AsyncClient, container: App) -> None:
     r = await client.post(BASE, json={"name": "Bare", "price": 0}, headers=admin_headers(container))
     assert r.status_code == 201
     body = r.json()
@@ -66,7 +66,7 @@ async def test_create_defaults(client: httpx.AsyncClient, container: Container) 
     assert body["price"] == 0
 
 
-async def test_price_is_exact(client: httpx.AsyncClient, container: Container) -> None:
+async def test_price_is_exact(client: httpx.AsyncClient, container: App) -> None:
     p = await create_product(client, container, price=9999999999.99)
     assert p["price"] == 9999999999.99
     async with container.uow() as uow:
@@ -98,14 +98,12 @@ async def test_price_is_exact(client: httpx.AsyncClient, container: Container) -
         [],
     ],
 )
-async def test_create_invalid(
-    client: httpx.AsyncClient, container: Container, body: object
-) -> None:
+async def test_create_invalid(client: httpx.AsyncClient, container: App, body: object) -> None:
     r = await client.post(BASE, json=body, headers=admin_headers(container))
     assert_problem(r, 422, "VALIDATION_FAILED")
 
 
-async def test_malformed_json(client: httpx.AsyncClient, container: Container) -> None:
+async def test_malformed_json(client: httpx.AsyncClient, container: App) -> None:
     r = await client.post(
         BASE,
         content=b"{not json",
@@ -114,12 +112,12 @@ async def test_malformed_json(client: httpx.AsyncClient, container: Container) -
     assert_problem(r, 422, "VALIDATION_FAILED")
 
 
-async def test_name_of_200_chars_is_fine(client: httpx.AsyncClient, container: Container) -> None:
+async def test_name_of_200_chars_is_fine(client: httpx.AsyncClient, container: App) -> None:
     p = await create_product(client, container, name="n" * 200)
     assert len(p["name"]) == 200
 
 
-async def test_auth_before_validation(client: httpx.AsyncClient, container: Container) -> None:
+async def test_auth_before_validation(client: httpx.AsyncClient, container: App) -> None:
     pid = str(uuid.uuid4())
     for method, url in [
         ("POST", BASE),
@@ -140,7 +138,7 @@ async def test_auth_before_validation(client: httpx.AsyncClient, container: Cont
         assert_problem(r, 401, "UNAUTHORIZED")
 
 
-async def test_malformed_and_missing_ids(client: httpx.AsyncClient, container: Container) -> None:
+async def test_malformed_and_missing_ids(client: httpx.AsyncClient, container: App) -> None:
     admin = admin_headers(container)
     missing = str(uuid.uuid4())
     assert_problem(await client.get(f"{BASE}/not-a-uuid"), 422, "VALIDATION_FAILED")
@@ -169,7 +167,7 @@ async def test_malformed_and_missing_ids(client: httpx.AsyncClient, container: C
     assert_problem(await client.delete(f"{BASE}/{missing}", headers=admin), 404, "NOT_FOUND")
 
 
-async def test_patch_partial_and_status(client: httpx.AsyncClient, container: Container) -> None:
+async def test_patch_partial_and_status(client: httpx.AsyncClient, container: App) -> None:
     admin = admin_headers(container)
     p = await create_product(client, container, description="d")
     r = await client.patch(f"{BASE}/{p['id']}", json={"status": "active"}, headers=admin)
@@ -205,7 +203,7 @@ async def test_patch_partial_and_status(client: httpx.AsyncClient, container: Co
         assert_problem(r, 422, "VALIDATION_FAILED")
 
 
-async def test_stock_endpoint(client: httpx.AsyncClient, container: Container) -> None:
+async def test_stock_endpoint(client: httpx.AsyncClient, container: App) -> None:
     admin = admin_headers(container)
     p = await create_product(client, container, stock=5)
     url = f"{BASE}/{p['id']}/stock"
@@ -221,7 +219,7 @@ async def test_stock_endpoint(client: httpx.AsyncClient, container: Container) -
         assert_problem(await client.post(url, json=bad, headers=admin), 422, "VALIDATION_FAILED")
 
 
-async def test_stock_events_in_outbox(client: httpx.AsyncClient, container: Container) -> None:
+async def test_stock_events_in_outbox(client: httpx.AsyncClient, container: App) -> None:
     from arcana.adapters.tables import outbox
 
     admin = admin_headers(container)
@@ -259,7 +257,7 @@ async def test_stock_events_in_outbox(client: httpx.AsyncClient, container: Cont
     assert rows[0][1]["source"] == "arcana"
 
 
-async def test_delete(client: httpx.AsyncClient, container: Container) -> None:
+async def test_delete(client: httpx.AsyncClient, container: App) -> None:
     admin = admin_headers(container)
     p = await create_product(client, container)
     assert (await client.get(f"{BASE}/{p['id']}")).status_code == 200  # cached
@@ -270,7 +268,7 @@ async def test_delete(client: httpx.AsyncClient, container: Container) -> None:
     assert_problem(await client.delete(f"{BASE}/{p['id']}", headers=admin), 404, "NOT_FOUND")
 
 
-async def test_list_filters_and_order(client: httpx.AsyncClient, container: Container) -> None:
+async def test_list_filters_and_order(client: httpx.AsyncClient, container: App) -> None:
     admin = admin_headers(container)
     ids = []
     for i in range(5):
@@ -299,12 +297,12 @@ async def test_list_filters_and_order(client: httpx.AsyncClient, container: Cont
     [{"size": 0}, {"size": 101}, {"page": -1}, {"status": "bogus"}, {"page": "x"}],
 )
 async def test_list_invalid_query(
-    client: httpx.AsyncClient, container: Container, params: dict[str, object]
+    client: httpx.AsyncClient, container: App, params: dict[str, object]
 ) -> None:
     assert_problem(await client.get(BASE, params=params), 422, "VALIDATION_FAILED")
 
 
-async def test_export_csv(client: httpx.AsyncClient, container: Container) -> None:
+async def test_export_csv(client: httpx.AsyncClient, container: App) -> None:
     admin = admin_headers(container)
     p1 = await create_product(client, container, name='Comma, "quoted"', description=None)
     p2 = await create_product(client, container, name="Second", price=3)
@@ -328,7 +326,7 @@ async def test_export_csv(client: httpx.AsyncClient, container: Container) -> No
     assert rows[1][3] == "3.00"
 
 
-async def test_export_many_batches(client: httpx.AsyncClient, container: Container) -> None:
+async def test_export_many_batches(client: httpx.AsyncClient, container: App) -> None:
     from tests.products_support import seed_products
 
     await seed_products(container, 2500)
@@ -339,7 +337,7 @@ async def test_export_many_batches(client: httpx.AsyncClient, container: Contain
     assert len(set(ids)) == 2500
 
 
-async def test_cache_metrics(client: httpx.AsyncClient, container: Container) -> None:
+async def test_cache_metrics(client: httpx.AsyncClient, container: App) -> None:
     p = await create_product(client, container)
     await client.get(f"{BASE}/{p['id']}")
     await client.get(f"{BASE}/{p['id']}")
@@ -354,7 +352,7 @@ async def test_openapi_lists_product_routes(client: httpx.AsyncClient) -> None:
     assert "requestBody" in spec["paths"]["/api/v1/products"]["post"]
 
 
-async def test_list_totals_follow_writes(client: httpx.AsyncClient, container: Container) -> None:
+async def test_list_totals_follow_writes(client: httpx.AsyncClient, container: App) -> None:
     """Totals are cached; every write that changes a count moves them on at once."""
     admin = admin_headers(container)
 

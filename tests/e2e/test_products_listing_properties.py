@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from arcana.bootstrap import Container
+from arcana.bootstrap import App
 from arcana.domain.products import NewProduct, ProductChanges, ProductQuery, ProductStatus
 from tests.products_support import BASE
 
@@ -20,10 +20,10 @@ pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 CATEGORIES = ["a", "b", "c", None]
 STATUSES = [s.value for s in ProductStatus]
-_seeded: weakref.WeakKeyDictionary[Container, list[dict[str, Any]]] = weakref.WeakKeyDictionary()
+_seeded: weakref.WeakKeyDictionary[App, list[dict[str, Any]]] = weakref.WeakKeyDictionary()
 
 
-async def _catalog(container: Container) -> list[dict[str, Any]]:
+async def _catalog(container: App) -> list[dict[str, Any]]:
     """Seed once per container: batches share one created_at, so ties are broken by id."""
     if container in _seeded:
         return _seeded[container]
@@ -76,7 +76,7 @@ def _case(draw_bits: list[bool], text: str) -> str:
 )
 async def test_pages_cover_each_match_once(
     client: httpx.AsyncClient,
-    container: Container,
+    container: App,
     size: int,
     category: str | None,
     status: str | None,

@@ -14,9 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from arcana.bootstrap import Container
+from arcana.bootstrap import App
 from arcana.config import Settings
 from arcana.domain.jobs import JobRequest
+from arcana.lifecycle import Lifecycle
 from tests.conftest import REDIS_URL, base_settings, wait_for
 from tests.process import ArcanaProcess, arcana_bin
 
@@ -55,17 +56,18 @@ def wsettings(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
 
 
 @pytest.fixture
-async def wc(wsettings: Settings) -> AsyncIterator[Container]:
-    c = Container.from_settings(wsettings)
-    await c.start()  # migrates the SQLite file the workers share
+async def wc(wsettings: Settings) -> AsyncIterator[App]:
+    c_process = Lifecycle.build(wsettings)
+    c = c_process.app
+    await c_process.start()  # migrates the SQLite file the workers share
     try:
         yield c
     finally:
-        await c.close()
+        await c_process.stop()
 
 
 async def test_kill_9_mid_batch_then_new_worker_completes_every_job(
-    wc: Container, wsettings: Settings, tmp_path: Path
+    wc: App, wsettings: Settings, tmp_path: Path
 ) -> None:
     total = 400
     await wc.queue.enqueue_many(
@@ -109,7 +111,7 @@ async def test_kill_9_mid_batch_then_new_worker_completes_every_job(
 
 
 async def test_sigterm_finishes_in_flight_jobs_and_exits_0(
-    wc: Container, wsettings: Settings, tmp_path: Path
+    wc: App, wsettings: Settings, tmp_path: Path
 ) -> None:
     await wc.queue.enqueue_many(
         [JobRequest("system.echo", {"sleep_seconds": 1.0}) for _ in range(10)]

@@ -10,13 +10,12 @@ from typing import Any
 
 import pytest
 
-from arcana.bootstrap import Container
+from arcana.bootstrap import App, Overrides
 from arcana.config import Settings
 from arcana.domain.events import DomainEvent
 from arcana.domain.jobs import JobRequest
+from arcana.lifecycle import Lifecycle
 from arcana.services.events import WELCOME_EMAIL_JOB, job_id_for
-from arcana.worker import runtime
-from arcana.worker.events import start_relay
 from tests.conftest import wait_for
 from tests.events_support import InMemoryJobs, commit_events, redis_for
 
@@ -26,19 +25,27 @@ GROUP = "arcana"
 
 
 @pytest.fixture
-async def bus_container(container: Container, settings: Settings) -> AsyncIterator[Container]:
-    """Quick redelivery: entries idle for 150 ms are claimed, dead after 3 deliveries."""
+async def bus_process(
+    container: App, settings: Settings, doubles: Overrides
+) -> AsyncIterator[Lifecycle]:
+    """Quick redelivery: entries idle for 150 ms are claimed, dead after 3 deliveries. Built
+    after ``container``, which cleared the database, and with the test's doubles."""
     fast = settings.replace(
         events_claim_idle_ms=150,
         events_max_deliveries=3,
         events_handler_retries=1,
         events_consumer_block_ms=100,
     )
-    c = Container.from_settings(fast)
+    process = Lifecycle.build(fast, doubles)
     try:
-        yield c
+        yield process
     finally:
-        await c.close()
+        await process.stop()
+
+
+@pytest.fixture
+def bus_container(bus_process: Lifecycle) -> App:
+    return bus_process.app
 
 
 def registered(email: str = "ann@example.com") -> DomainEvent:
@@ -47,17 +54,17 @@ def registered(email: str = "ann@example.com") -> DomainEvent:
     )
 
 
-async def pending_count(c: Container) -> int:
+async def pending_count(c: App) -> int:
     info = await redis_for(c).xpending(c.events.stream, GROUP)
     return int(info["pending"])
 
 
 async def test_registered_user_gets_one_welcome_job_through_relay_and_consumer(
-    bus_container: Container,
+    bus_process: Lifecycle, bus_container: App
 ) -> None:
     # The whole process as `arcana worker` runs it: relay, consumer, real queue and workers.
-    await runtime.start_serve_extras(bus_container)
-    await runtime.start_background(bus_container)
+    bus_process.start_api_loops()
+    bus_process.start_worker_loops()
     event = registered()
     await commit_events(bus_container, event)
     job_id = job_id_for(event.id, WELCOME_EMAIL_JOB)
@@ -67,7 +74,7 @@ async def test_registered_user_gets_one_welcome_job_through_relay_and_consumer(
     await wait_for(lambda: _drained(bus_container))
 
 
-async def _drained(c: Container) -> bool:
+async def _drained(c: App) -> bool:
     return await pending_count(c) == 0
 
 
@@ -86,11 +93,12 @@ class HangingJobs(InMemoryJobs):
         return key
 
 
+@pytest.mark.overrides(queue=HangingJobs)
 async def test_consumer_dying_mid_handling_is_taken_over_and_effect_happens_once(
-    bus_container: Container,
+    bus_container: App,
 ) -> None:
-    jobs = HangingJobs()
-    bus_container.queue = jobs  # type: ignore[attr-defined]
+    jobs = bus_container.queue
+    assert isinstance(jobs, HangingJobs)
     event = registered()
     await commit_events(bus_container, event)
     assert await bus_container.events.relay.drain()
@@ -118,7 +126,7 @@ async def test_consumer_dying_mid_handling_is_taken_over_and_effect_happens_once
 
 
 async def test_duplicate_entries_of_one_event_run_the_handlers_once(
-    bus_container: Container,
+    bus_container: App,
 ) -> None:
     calls: list[str] = []
 
@@ -139,7 +147,7 @@ async def test_duplicate_entries_of_one_event_run_the_handlers_once(
 
 
 async def test_entries_added_before_the_group_existed_are_delivered(
-    bus_container: Container,
+    bus_container: App,
 ) -> None:
     calls: list[str] = []
 
@@ -156,7 +164,7 @@ async def test_entries_added_before_the_group_existed_are_delivered(
     assert calls == [event.id]
 
 
-async def test_poison_event_is_retried_then_dead_lettered(bus_container: Container) -> None:
+async def test_poison_event_is_retried_then_dead_lettered(bus_container: App) -> None:
     attempts: list[str] = []
 
     async def poison(envelope: dict[str, Any]) -> None:
@@ -184,7 +192,7 @@ async def test_poison_event_is_retried_then_dead_lettered(bus_container: Contain
     assert await pending_count(bus_container) == 0
 
 
-async def test_malformed_entry_goes_straight_to_the_dead_stream(bus_container: Container) -> None:
+async def test_malformed_entry_goes_straight_to_the_dead_stream(bus_container: App) -> None:
     redis = redis_for(bus_container)
     consumer = bus_container.events.consumer()
     await consumer.ensure_group()
@@ -196,7 +204,7 @@ async def test_malformed_entry_goes_straight_to_the_dead_stream(bus_container: C
 
 
 async def test_one_consumer_handles_each_aggregates_events_in_commit_order(
-    bus_container: Container,
+    bus_process: Lifecycle, bus_container: App
 ) -> None:
     seen: dict[str, list[int]] = {}
 
@@ -205,7 +213,7 @@ async def test_one_consumer_handles_each_aggregates_events_in_commit_order(
         seen.setdefault(data["productId"], []).append(data["n"])
 
     bus_container.events.handlers.register("product.updated", handler)
-    start_relay(bus_container)
+    bus_process.start_relay()
 
     async def writer(pid: str) -> None:
         for n in range(10):

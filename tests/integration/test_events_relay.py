@@ -16,11 +16,11 @@ import pytest
 from sqlalchemy import select
 
 from arcana.adapters.tables import outbox
-from arcana.bootstrap import Container
+from arcana.bootstrap import App
 from arcana.config import Settings
 from arcana.domain.events import DomainEvent
 from arcana.domain.jobs import JobRequest, Priority
-from arcana.worker.events import start_relay
+from arcana.lifecycle import Lifecycle
 from tests.conftest import wait_for
 from tests.events_support import (
     InMemoryJobs,
@@ -37,7 +37,7 @@ RFC3339 = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)$
 class Recorder:
     """Collects envelopes delivered to the handlers (embedded) or to the stream (Redis)."""
 
-    def __init__(self, container: Container) -> None:
+    def __init__(self, container: App) -> None:
         self.container = container
         self.handled: list[dict[str, Any]] = []
         if container.events.embedded:
@@ -56,15 +56,16 @@ class Recorder:
         return [e["id"] for e in await self.delivered()]
 
 
-async def unpublished(container: Container) -> int:
+async def unpublished(container: App) -> int:
     return await container.events.relay.pending()
 
 
 async def test_committed_event_is_delivered_with_the_contract_envelope(
-    container: Container,
+    process: Lifecycle,
+    container: App,
 ) -> None:
     rec = Recorder(container)
-    start_relay(container)
+    process.start_relay()
     event = product_event("product.created")
     await commit_events(container, event)
     [envelope] = await wait_for(rec.delivered)
@@ -76,18 +77,20 @@ async def test_committed_event_is_delivered_with_the_contract_envelope(
     await wait_for(lambda: _zero(container))
 
 
-async def _zero(container: Container) -> bool:
+async def _zero(container: App) -> bool:
     return await unpublished(container) == 0
 
 
 @pytest.mark.parametrize("backend", ["postgres"], indirect=True)
-async def test_stream_entry_and_pubsub_message_carry_the_same_json(container: Container) -> None:
+async def test_stream_entry_and_pubsub_message_carry_the_same_json(
+    process: Lifecycle, container: App
+) -> None:
     redis = redis_for(container)
     event = product_event("product.low_stock", stock=3)
     pubsub = redis.pubsub()
     await pubsub.subscribe("events:product.low_stock")
     try:
-        start_relay(container)
+        process.start_relay()
         await commit_events(container, event)
 
         async def message() -> dict[str, Any] | None:
@@ -109,9 +112,11 @@ async def test_stream_entry_and_pubsub_message_carry_the_same_json(container: Co
         await pubsub.aclose()
 
 
-async def test_rolled_back_unit_of_work_publishes_nothing(container: Container) -> None:
+async def test_rolled_back_unit_of_work_publishes_nothing(
+    process: Lifecycle, container: App
+) -> None:
     rec = Recorder(container)
-    start_relay(container)
+    process.start_relay()
     lost = product_event()
     async with container.uow() as uow:
         uow.record(lost)
@@ -130,14 +135,15 @@ async def test_rolled_back_unit_of_work_publishes_nothing(container: Container) 
 
 
 async def test_events_committed_while_no_relay_runs_are_delivered_when_one_starts(
-    container: Container,
+    process: Lifecycle,
+    container: App,
 ) -> None:
     rec = Recorder(container)
     events = [product_event() for _ in range(5)]
     for e in events:
         await commit_events(container, e)
     assert await unpublished(container) == 5
-    start_relay(container)  # the "restarted" process
+    process.start_relay()  # the "restarted" process
     await wait_for(lambda: _count(rec, 5))
     assert await rec.ids() == [e.id for e in events]
     await wait_for(lambda: _zero(container))
@@ -147,9 +153,9 @@ async def _count(rec: Recorder, n: int) -> bool:
     return len(await rec.delivered()) >= n
 
 
-async def test_order_per_aggregate_is_preserved(container: Container) -> None:
+async def test_order_per_aggregate_is_preserved(process: Lifecycle, container: App) -> None:
     rec = Recorder(container)
-    start_relay(container)
+    process.start_relay()
     products = [f"p{i}" for i in range(4)]
     recorded: dict[str, list[str]] = defaultdict(list)
 
@@ -168,10 +174,11 @@ async def test_order_per_aggregate_is_preserved(container: Container) -> None:
 
 
 async def test_concurrent_relays_never_deliver_a_row_twice(
-    container: Container, settings: Settings
+    container: App, settings: Settings
 ) -> None:
     rec = Recorder(container)
-    other = Container.from_settings(settings)  # a second process: own engine and pool
+    other_process = Lifecycle.build(settings)  # a second process: own engine and pool
+    other = other_process.app
     try:
         if other.events.embedded:  # the recorder sees what either process's relay handled
             other.events.handlers.register("product.created", rec._record)
@@ -191,15 +198,17 @@ async def test_concurrent_relays_never_deliver_a_row_twice(
         assert ids == [e.id for e in events]  # and in commit order
         assert sum(r.published for r in relays) == 120
     finally:
-        await other.close()
+        await other_process.stop()
 
 
+@pytest.mark.overrides(queue=InMemoryJobs)
 async def test_job_requests_in_the_outbox_reach_the_queue_once_with_the_row_id(
-    container: Container,
+    process: Lifecycle,
+    container: App,
 ) -> None:
-    jobs = InMemoryJobs()
-    container.queue = jobs  # type: ignore[attr-defined]
-    start_relay(container)
+    jobs = container.queue
+    assert isinstance(jobs, InMemoryJobs)
+    process.start_relay()
     async with container.uow() as uow:
         uow.enqueue(JobRequest("system.noop", {}, priority=Priority.HIGH))
         await uow.commit()
@@ -223,8 +232,9 @@ async def test_embedded_handler_failures_are_retried_then_given_up(
         events_max_deliveries=2,
         events_handler_retries=1,
     )
-    container = Container.from_settings(settings)
-    await container.start()
+    process = Lifecycle.build(settings)
+    container = process.app
+    await process.start()
     try:
         calls: list[str] = []
 
@@ -234,26 +244,27 @@ async def test_embedded_handler_failures_are_retried_then_given_up(
                 raise ValueError("cannot handle")
 
         container.events.handlers.register("product.created", flaky)
-        start_relay(container)
+        process.start_relay()
         bad, good = product_event(poison=True), product_event()
         await commit_events(container, bad, good)
         await wait_for(lambda: good.id in calls)
         assert calls == [bad.id, bad.id, good.id]
         await wait_for(lambda: _zero(container))
     finally:
-        await container.close()
+        await process.stop()
 
 
 @pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs redis-server binary")
 @pytest.mark.parametrize("backend", ["postgres"], indirect=True)
 async def test_redis_outage_keeps_rows_until_it_is_back(
-    settings: Settings, container: Container, tmp_path: Any
+    settings: Settings, container: App, tmp_path: Any
 ) -> None:
     port = free_port()
-    down = Container.from_settings(settings.replace(redis_url=f"redis://127.0.0.1:{port}/0"))
+    down_process = Lifecycle.build(settings.replace(redis_url=f"redis://127.0.0.1:{port}/0"))
+    down = down_process.app
     server = None
     try:
-        start_relay(down)
+        down_process.start_relay()
         events = [product_event() for _ in range(3)]
         await commit_events(down, *events)
         await wait_for(lambda: down.events.relay.failures > 0, timeout=10)
@@ -276,7 +287,7 @@ async def test_redis_outage_keeps_rows_until_it_is_back(
         got = await stream_envelopes(redis_for(down), down.events.stream)
         assert [e["id"] for e in got] == [e.id for e in events]
     finally:
-        await down.close()
+        await down_process.stop()
         if server is not None:
             server.terminate()
             server.wait(10)

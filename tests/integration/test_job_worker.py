@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from aiosmtpd.controller import Controller
 
-from arcana.bootstrap import Container
+from arcana.bootstrap import App
 from arcana.config import Settings
 from arcana.domain.jobs import Job, JobRequest, JobStatus, Priority
 from arcana.worker.jobs import build_registry, build_worker
@@ -39,7 +39,7 @@ def qsettings(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
 
 
 @pytest.fixture
-async def qc(qsettings: Settings) -> AsyncIterator[Container]:
+async def qc(qsettings: Settings) -> AsyncIterator[App]:
     async for c in open_container(qsettings):
         yield c
 
@@ -57,12 +57,12 @@ class Running:
         await asyncio.wait_for(self.task, 30)
 
 
-async def status_of(c: Container, job_id: str) -> JobStatus | None:
+async def status_of(c: App, job_id: str) -> JobStatus | None:
     job = await c.queue.get(job_id)
     return job.status if job else None
 
 
-async def finished(c: Container, job: Job, status: JobStatus) -> Job:
+async def finished(c: App, job: Job, status: JobStatus) -> Job:
     async def check() -> Job | None:
         j = await c.queue.get(job.id)
         return j if j is not None and j.status is status else None
@@ -71,7 +71,7 @@ async def finished(c: Container, job: Job, status: JobStatus) -> Job:
     return result
 
 
-async def test_echo_canary_retries_then_succeeds(qc: Container) -> None:
+async def test_echo_canary_retries_then_succeeds(qc: App) -> None:
     w = Running(build_worker(qc))
     try:
         job = await qc.queue.enqueue(JobRequest("system.echo", {"message": "hi", "fail_times": 2}))
@@ -83,7 +83,7 @@ async def test_echo_canary_retries_then_succeeds(qc: Container) -> None:
         await w.close()
 
 
-async def test_echo_canary_dead_letter_then_retry_from_dead(qc: Container) -> None:
+async def test_echo_canary_dead_letter_then_retry_from_dead(qc: App) -> None:
     w = Running(build_worker(qc))
     try:
         job = await qc.queue.enqueue(
@@ -100,7 +100,7 @@ async def test_echo_canary_dead_letter_then_retry_from_dead(qc: Container) -> No
         await w.close()
 
 
-async def test_priorities_run_first_on_a_busy_worker(qc: Container) -> None:
+async def test_priorities_run_first_on_a_busy_worker(qc: App) -> None:
     seen: list[str] = []
     registry = HandlerRegistry()
 
@@ -146,7 +146,7 @@ class CountingQueue:
         return n
 
 
-async def test_heartbeat_keeps_a_job_longer_than_its_lease(qc: Container) -> None:
+async def test_heartbeat_keeps_a_job_longer_than_its_lease(qc: App) -> None:
     """The job runs until its first lease is long over and the other worker's reaper has
     looked at it twice since: without heartbeats that reaper hands it out again (two runs).
     Progress is counted, not slept; the 3 s lease (a heartbeat every ~1 s) leaves a busy
@@ -186,7 +186,7 @@ async def test_heartbeat_keeps_a_job_longer_than_its_lease(qc: Container) -> Non
     assert beats[0] >= 2  # the lease was kept by heartbeats, not by a slow reaper
 
 
-async def test_handler_timeout_counts_as_a_failure(qc: Container) -> None:
+async def test_handler_timeout_counts_as_a_failure(qc: App) -> None:
     registry = HandlerRegistry()
 
     @registry.handler("system.noop")
@@ -203,7 +203,7 @@ async def test_handler_timeout_counts_as_a_failure(qc: Container) -> None:
         await w.close()
 
 
-async def test_graceful_shutdown_finishes_in_flight_and_returns_the_rest(qc: Container) -> None:
+async def test_graceful_shutdown_finishes_in_flight_and_returns_the_rest(qc: App) -> None:
     release = asyncio.Event()
     registry = HandlerRegistry()
 
@@ -299,7 +299,7 @@ async def test_emails_reach_a_real_smtp_server(
                 JobRequest(
                     "email.password_reset",
                     # sealed at rest, as the auth service enqueues it
-                    {"email": "bob@example.com", "reset_token": c.sealer.seal("tok-123")},
+                    {"email": "bob@example.com", "reset_token": c.auth_area.sealer.seal("tok-123")},
                     priority=Priority.HIGH,
                 )
             )
@@ -333,7 +333,7 @@ async def test_mail_without_smtp_goes_to_eml_files(
         job = await c.queue.enqueue(
             JobRequest(
                 "email.password_reset",
-                {"email": "d@example.com", "reset_token": c.sealer.seal("t9")},
+                {"email": "d@example.com", "reset_token": c.auth_area.sealer.seal("t9")},
             )
         )
         await handler(JobContext(job, "test"))

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from arcana.bootstrap import Container
+from arcana.bootstrap import App
 from arcana.config import Settings
 from arcana.domain.jobs import JobQueue, JobRequest, JobStatus, Priority, backoff_delay
 from arcana.errors import InvalidState, NotFound
@@ -24,17 +24,17 @@ def qsettings(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
 
 
 @pytest.fixture
-async def qc(qsettings: Settings) -> AsyncIterator[Container]:
+async def qc(qsettings: Settings) -> AsyncIterator[App]:
     async for c in open_container(qsettings):
         yield c
 
 
 @pytest.fixture
-def queue(qc: Container) -> JobQueue:
+def queue(qc: App) -> JobQueue:
     return qc.queue
 
 
-async def test_backend_is_the_one_asked_for(qc: Container) -> None:
+async def test_backend_is_the_one_asked_for(qc: App) -> None:
     name = type(qc.queue).__name__
     expected = "RedisJobQueue" if qc.settings.redis.url else "SqlJobQueue"
     assert name == expected

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from arcana.adapters.user_sync import WebhookUserSync
-from arcana.bootstrap import Container
+from arcana.bootstrap import App
 from arcana.domain.users import SyncStatus
 from arcana.services.users import UserSyncService
 from tests.auth_support import create_user
@@ -51,7 +51,7 @@ def webhook() -> Iterator[tuple[str, _Hook]]:
 
 
 async def test_pending_users_are_pushed_and_marked(
-    container: Container, webhook: tuple[str, _Hook]
+    container: App, webhook: tuple[str, _Hook]
 ) -> None:
     url, hook = webhook
     good = await create_user(container, email="good@example.com")
@@ -73,7 +73,7 @@ async def test_pending_users_are_pushed_and_marked(
     assert await service.sync_pending_users() == type(report)(0, 0, [])
 
 
-async def test_without_a_sync_url_users_are_marked_synced(container: Container) -> None:
+async def test_without_a_sync_url_users_are_marked_synced(container: App) -> None:
     user = await create_user(container)
     report = await container.user_sync.sync_pending_users()
     assert report.synced == 1

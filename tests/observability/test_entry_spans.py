@@ -9,7 +9,7 @@ import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from arcana.api.app import create_app
-from arcana.bootstrap import Container
+from arcana.bootstrap import App
 from arcana.rpc.gen.arcana.product.v1 import product_pb2 as pb
 from arcana.rpc.gen.arcana.product.v1 import product_pb2_grpc as pb_grpc
 from arcana.rpc.server import GrpcServer
@@ -23,7 +23,7 @@ TRACEPARENT = f"00-{TRACE_ID}-{PARENT_ID}-01"
 
 @pytest.mark.parametrize("backend", ["embedded"], indirect=True)
 async def test_http_span_continues_the_incoming_trace(
-    spans: InMemorySpanExporter, container: Container
+    spans: InMemorySpanExporter, container: App
 ) -> None:
     app = create_app(container)
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
@@ -46,7 +46,7 @@ async def test_http_span_continues_the_incoming_trace(
 
 @pytest.mark.parametrize("backend", ["embedded"], indirect=True)
 async def test_grpc_span_continues_the_incoming_trace(
-    spans: InMemorySpanExporter, container: Container
+    spans: InMemorySpanExporter, container: App
 ) -> None:
     srv = GrpcServer(container, "127.0.0.1", 0)
     await srv.start()

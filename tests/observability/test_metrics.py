@@ -9,10 +9,10 @@ import httpx
 import pytest
 from prometheus_client import REGISTRY
 
-from arcana.bootstrap import Container
+from arcana.bootstrap import App
 from arcana.config import Settings
 from arcana.domain.jobs import JobRequest, Priority
-from arcana.worker import runtime
+from arcana.lifecycle import Lifecycle
 from tests.conftest import wait_for
 from tests.process import ArcanaProcess, free_port
 
@@ -22,7 +22,7 @@ def value(name: str, **labels: str) -> float | None:
 
 
 async def test_sampler_reports_queue_outbox_stream_and_readiness(
-    client: httpx.AsyncClient, container: Container
+    client: httpx.AsyncClient, process: Lifecycle, container: App
 ) -> None:
     r = await client.post(
         "/api/v1/auth/register",
@@ -62,7 +62,7 @@ async def test_sampler_reports_queue_outbox_stream_and_readiness(
     handled = value(
         "arcana_event_handler_duration_seconds_count", event_type="auth.user_registered"
     )
-    await runtime.start_background(container)
+    process.start_worker_loops()
     await wait_for(
         lambda: (
             (value("arcana_job_queue_wait_seconds_count", job_type="system.noop") or 0)

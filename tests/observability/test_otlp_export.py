@@ -20,8 +20,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 
 from arcana import tracing
 from arcana.api.app import create_app
-from arcana.bootstrap import Container
-from arcana.worker import runtime
+from arcana.bootstrap import App
+from arcana.lifecycle import Lifecycle
 from tests.auth_support import PASSWORD, register_and_login
 from tests.conftest import wait_for
 
@@ -91,10 +91,10 @@ def otlp(receiver: tuple[str, Received]) -> Iterator[Received]:
 
 
 async def test_registration_trace_reaches_an_otlp_receiver(
-    otlp: Received, container: Container
+    otlp: Received, process: Lifecycle, container: App
 ) -> None:
-    await runtime.start_serve_extras(container)
-    await runtime.start_background(container)
+    process.start_api_loops()
+    process.start_worker_loops()
     app = create_app(container)
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:

@@ -11,10 +11,10 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from prometheus_client import REGISTRY
 
 from arcana import tracing
-from arcana.bootstrap import Container
+from arcana.bootstrap import App
 from arcana.config import Settings
 from arcana.domain.audit import AuditEvent
-from arcana.worker.runtime import start_serve_extras
+from arcana.lifecycle import Lifecycle
 from tests.conftest import wait_for
 from tests.observability.tracing_support import named
 
@@ -31,12 +31,12 @@ def settings(settings: Settings, tmp_path: Path) -> Settings:
 
 @pytest.mark.parametrize("backend", ["embedded"], indirect=True)
 async def test_plugin_calls_are_spans_in_the_emitting_trace(
-    spans: InMemorySpanExporter, container: Container
+    spans: InMemorySpanExporter, process: Lifecycle, container: App
 ) -> None:
     before = REGISTRY.get_sample_value(
         "arcana_plugin_call_duration_seconds_count", {"plugin": "audit"}
     )
-    await start_serve_extras(container)
+    process.start_api_loops()
     with tracing.span("request") as request:
         assert request is not None
         container.audit.emit(AuditEvent("user.login", "user-1", "auth", "login"))

@@ -10,8 +10,8 @@ import httpx
 import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from arcana.bootstrap import Container
-from arcana.worker import runtime
+from arcana.bootstrap import App
+from arcana.lifecycle import Lifecycle
 from tests.auth_support import PASSWORD, register_and_login
 from tests.conftest import wait_for
 from tests.observability.tracing_support import everything_recorded, named, trace_of
@@ -20,14 +20,14 @@ AUTH = "/api/v1/auth"
 
 
 @pytest.fixture
-async def running(spans: InMemorySpanExporter, container: Container) -> Container:
-    await runtime.start_serve_extras(container)
-    await runtime.start_background(container)
-    return container
+async def running(spans: InMemorySpanExporter, process: Lifecycle) -> App:
+    process.start_api_loops()
+    process.start_worker_loops()
+    return process.app
 
 
 @pytest.fixture
-async def traced_client(running: Container) -> httpx.AsyncClient:
+async def traced_client(running: App) -> httpx.AsyncClient:
     from arcana.api.app import create_app
 
     app = create_app(running)
@@ -36,7 +36,7 @@ async def traced_client(running: Container) -> httpx.AsyncClient:
 
 
 async def test_registration_is_one_trace_from_request_to_mail(
-    spans: InMemorySpanExporter, traced_client: httpx.AsyncClient, running: Container
+    spans: InMemorySpanExporter, traced_client: httpx.AsyncClient, running: App
 ) -> None:
     async with traced_client as client:
         await register_and_login(client)
@@ -92,7 +92,7 @@ async def test_registration_is_one_trace_from_request_to_mail(
 
 
 async def test_no_password_or_token_reaches_a_span(
-    spans: InMemorySpanExporter, traced_client: httpx.AsyncClient, running: Container
+    spans: InMemorySpanExporter, traced_client: httpx.AsyncClient, running: App
 ) -> None:
     secrets: list[str] = [PASSWORD]
     async with traced_client as client:

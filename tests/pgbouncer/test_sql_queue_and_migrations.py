@@ -12,9 +12,9 @@ import pytest
 
 from arcana.adapters.database import Database
 from arcana.adapters.migrator import migrate
-from arcana.bootstrap import Container
 from arcana.config import Settings
 from arcana.domain.jobs import JobQueue, JobRequest
+from arcana.lifecycle import Lifecycle
 from tests.conftest import PG_ADMIN_DSN, base_settings
 from tests.integration.test_jobqueue import (
     qc,
@@ -60,7 +60,8 @@ def qsettings(pgbouncer: PgBouncer, pg_url: str, tmp_path: Path) -> Settings:
 async def test_an_enqueue_through_pgbouncer_wakes_a_listening_worker(qsettings: Settings) -> None:
     slow = qsettings.replace(job_poll_interval=30.0)
     async for producer in open_container(slow):
-        consumer = Container.from_settings(slow)
+        consumer_process = Lifecycle.build(slow)
+        consumer = consumer_process.app
         try:
             q: JobQueue = consumer.queue
             await q.wait_for_work(0.01)  # starts its LISTEN on the direct URL
@@ -70,7 +71,7 @@ async def test_an_enqueue_through_pgbouncer_wakes_a_listening_worker(qsettings: 
             await producer.queue.enqueue(JobRequest("system.noop"))
             await asyncio.wait_for(waiter, 5.0)  # the NOTIFY, not the 30 s poll
         finally:
-            await consumer.close()
+            await consumer_process.stop()
 
 
 async def test_migrations_run_through_pgbouncer(pgbouncer: PgBouncer) -> None:

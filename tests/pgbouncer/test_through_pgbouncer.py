@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from arcana.bootstrap import Container
+from arcana.bootstrap import App
 from tests.e2e.test_auth_http import (
     test_change_password,
     test_login_returns_token_pair_and_audits,
@@ -49,7 +49,7 @@ __all__ = [
 ]
 
 
-async def test_the_engine_goes_through_pgbouncer(container: Container) -> None:
+async def test_the_engine_goes_through_pgbouncer(container: App) -> None:
     assert container.db.pooled
     assert container.db.url != container.db.direct_url
     assert await container.db.ping()

@@ -10,10 +10,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from arcana.bootstrap import Container
+from arcana.bootstrap import App
 from arcana.config import Settings
 from arcana.domain.audit import AuditEvent
-from arcana.worker.runtime import start_serve_extras
+from arcana.lifecycle import Lifecycle
 from tests.conftest import wait_for
 from tests.process import arcana_bin
 
@@ -44,17 +44,19 @@ def settings(
     return settings.replace(plugins_dir=d, **plugin_settings)
 
 
-def admin_headers(container: Container) -> dict[str, str]:
-    token = container.tokens.issue("admin-1", frozenset({"user", "admin"}), generation=0).token
+def admin_headers(container: App) -> dict[str, str]:
+    token = container.auth_area.tokens.issue(
+        "admin-1", frozenset({"user", "admin"}), generation=0
+    ).token
     return {"Authorization": f"Bearer {token}"}
 
 
-def user_headers(container: Container) -> dict[str, str]:
-    token = container.tokens.issue("user-1", frozenset({"user"}), generation=0).token
+def user_headers(container: App) -> dict[str, str]:
+    token = container.auth_area.tokens.issue("user-1", frozenset({"user"}), generation=0).token
     return {"Authorization": f"Bearer {token}"}
 
 
-async def test_admin_routes_need_an_admin(client: httpx.AsyncClient, container: Container) -> None:
+async def test_admin_routes_need_an_admin(client: httpx.AsyncClient, container: App) -> None:
     for method, url in [
         ("GET", "/api/v1/admin/plugins"),
         ("POST", "/api/v1/admin/plugins/reload"),
@@ -70,9 +72,9 @@ async def test_admin_routes_need_an_admin(client: httpx.AsyncClient, container: 
 
 
 async def test_reload_is_audited_and_flagged_end_to_end(
-    client: httpx.AsyncClient, container: Container
+    client: httpx.AsyncClient, process: Lifecycle, container: App
 ) -> None:
-    await start_serve_extras(container)
+    process.start_api_loops()
     headers = admin_headers(container)
     r = await client.get("/api/v1/admin/plugins", headers=headers)
     assert r.status_code == 200
@@ -125,12 +127,12 @@ async def test_reload_is_audited_and_flagged_end_to_end(
 @pytest.mark.parametrize("plugin_files", [["testdata/looper.wat"]])
 @pytest.mark.parametrize("plugin_settings", [{"plugin_fuel": 10**15, "plugin_timeout_ms": 1500}])
 async def test_a_slow_plugin_never_slows_a_request(
-    client: httpx.AsyncClient, container: Container
+    client: httpx.AsyncClient, process: Lifecycle, container: App
 ) -> None:
     # A plugin that spins until its deadline: requests answer while it is still running.
-    host = container.audit_sink.registry.host
-    await start_serve_extras(container)
-    sink = container.audit_sink
+    host = container.plugins_area.sink.registry.host
+    process.start_api_loops()
+    sink = container.plugins_area.sink
     container.audit.emit(AuditEvent("user.login", "user-1", "auth", "login"))
     await wait_for(lambda: sink._queue.empty())
     r = await client.get("/api/v1/admin/plugins", headers=admin_headers(container))
@@ -180,11 +182,11 @@ def test_cli_check_and_list(tmp_path: Path) -> None:
 @pytest.mark.parametrize("plugin_files", [["testdata/leaky.wat", "testdata/chatty.wat"]])
 @pytest.mark.parametrize("plugin_settings", [{"plugin_memory_mb": 1, "plugin_workers": 1}])
 async def test_recycling_and_dropped_output_are_in_the_plugin_list(
-    client: httpx.AsyncClient, container: Container
+    client: httpx.AsyncClient, process: Lifecycle, container: App
 ) -> None:
     """A plugin without dealloc at a 1 MiB cap is renewed while events keep flowing; what a
     plugin writes past the per-call bound is counted. Both show in the admin list."""
-    await start_serve_extras(container)
+    process.start_api_loops()
     headers = admin_headers(container)
     event = AuditEvent("user.data_access", "user-1", "products", "read", {"pad": "x" * 2000})
     for _ in range(600):  # ~1.3 MB of never-freed buffers: more than one 1 MiB instance holds

@@ -11,19 +11,19 @@ from redis.asyncio.cluster import RedisCluster
 
 from arcana.adapters.plugin_broadcast import RedisPluginReloadBroadcast
 from arcana.adapters.redis_client import connect_redis
-from arcana.bootstrap import Container
+from arcana.bootstrap import App
 from tests.conftest import wait_for
 from tests.events_support import commit_events, product_event
 from tests.rediscluster.cluster import LocalCluster
 
 
-async def test_a_cluster_url_gives_a_cluster_client(container: Container) -> None:
+async def test_a_cluster_url_gives_a_cluster_client(container: App) -> None:
     assert isinstance(container.redis, RedisCluster)
-    assert await container.ready() == {"database": True, "redis": True}
+    assert await container.health.ready() == {"database": True, "redis": True}
 
 
 async def test_plugin_reload_goes_over_sharded_pubsub(
-    container: Container, redis_cluster: LocalCluster
+    container: App, redis_cluster: LocalCluster
 ) -> None:
     prefix = container.settings.redis.prefix
     other = connect_redis(redis_cluster.url)
@@ -59,7 +59,7 @@ async def test_plugin_reload_goes_over_sharded_pubsub(
 
 
 async def test_live_event_channel_reaches_a_listener_on_another_node(
-    container: Container, redis_cluster: LocalCluster
+    container: App, redis_cluster: LocalCluster
 ) -> None:
     # The relay's client publishes through whichever node it picks; listen on every node.
     listeners = [Redis(host="127.0.0.1", port=n.port) for n in redis_cluster.nodes]

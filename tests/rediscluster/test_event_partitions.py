@@ -15,10 +15,11 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from arcana.adapters.events.bus import PartitionedConsumer
 from arcana.adapters.events.outbox import OutboxRow
 from arcana.adapters.events.redis_stream import RedisEventPublisher
-from arcana.bootstrap import Container
+from arcana.bootstrap import App
 from arcana.config import Settings
 from arcana.domain.delivery import FeedItem
 from arcana.domain.events import DomainEvent
+from arcana.lifecycle import Lifecycle
 from tests.conftest import truncate_all, wait_for
 from tests.events_support import commit_events, product_event, redis_for, stream_envelopes
 from tests.observability.tracing_support import spans
@@ -32,16 +33,17 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-async def pc(settings: Settings) -> AsyncIterator[Container]:
+async def pc(settings: Settings) -> AsyncIterator[App]:
     await truncate_all(settings.database.url.get_secret_value())
-    c = Container.from_settings(settings.replace(events_partitions=3, events_consumer_block_ms=100))
+    c_process = Lifecycle.build(settings.replace(events_partitions=3, events_consumer_block_ms=100))
+    c = c_process.app
     try:
         yield c
     finally:
-        await c.close()
+        await c_process.stop()
 
 
-async def test_events_spread_by_aggregate_and_each_is_handled_once(pc: Container) -> None:
+async def test_events_spread_by_aggregate_and_each_is_handled_once(pc: App) -> None:
     seen: list[tuple[str, int]] = []
 
     async def record(envelope: dict[str, object]) -> None:
@@ -85,7 +87,7 @@ async def test_events_spread_by_aggregate_and_each_is_handled_once(pc: Container
         assert (await redis.xpending(s, "arcana"))["pending"] == 0
 
 
-async def test_the_feed_tails_every_partition_and_resumes(pc: Container) -> None:
+async def test_the_feed_tails_every_partition_and_resumes(pc: App) -> None:
     sub = await pc.events.feed.subscribe(None)
     got: list[FeedItem] = []
 
@@ -126,9 +128,7 @@ async def test_the_feed_tails_every_partition_and_resumes(pc: Container) -> None
     assert "late" in {i.envelope["data"]["productId"] for i in rest}
 
 
-async def test_traced_publishing_keeps_the_partitions(
-    pc: Container, spans: InMemorySpanExporter
-) -> None:
+async def test_traced_publishing_keeps_the_partitions(pc: App, spans: InMemorySpanExporter) -> None:
     """With tracing on, the relay publishes through its traced path: each entry still goes to
     its aggregate's stream (and carries its trace context beside ``event``)."""
     products = [f"t{i}" for i in range(9)]

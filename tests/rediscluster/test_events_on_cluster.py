@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from tests.integration.test_events_consumers import (
     bus_container,
+    bus_process,
     test_consumer_dying_mid_handling_is_taken_over_and_effect_happens_once,
     test_duplicate_entries_of_one_event_run_the_handlers_once,
     test_entries_added_before_the_group_existed_are_delivered,
@@ -16,6 +17,7 @@ from tests.integration.test_events_consumers import (
 
 __all__ = [
     "bus_container",
+    "bus_process",
     "test_consumer_dying_mid_handling_is_taken_over_and_effect_happens_once",
     "test_duplicate_entries_of_one_event_run_the_handlers_once",
     "test_entries_added_before_the_group_existed_are_delivered",

@@ -16,8 +16,9 @@ import pytest
 from redis.crc import key_slot
 
 from arcana.api.app import create_app
-from arcana.bootstrap import Container
+from arcana.bootstrap import App
 from arcana.domain.jobs import JobRequest
+from arcana.lifecycle import Lifecycle
 from arcana.worker.jobs import build_worker
 from arcana.worker.registry import HandlerRegistry, JobContext
 from tests.conftest import base_settings, insert_principals, truncate_all, wait_for
@@ -39,9 +40,7 @@ def private_cluster(tmp_path: Path) -> Iterator[LocalCluster]:
 
 
 @pytest.fixture
-async def fc(
-    private_cluster: LocalCluster, tmp_path: Path, pg_url: str
-) -> AsyncIterator[Container]:
+async def fc(private_cluster: LocalCluster, tmp_path: Path, pg_url: str) -> AsyncIterator[App]:
     url = pg_url
     await truncate_all(url)
     settings = base_settings(
@@ -57,17 +56,18 @@ async def fc(
         scheduler_enabled=False,
         shutdown_timeout=5.0,
     )
-    c = Container.from_settings(settings)
-    await c.start(migrate_embedded=False)
+    c_process = Lifecycle.build(settings)
+    c = c_process.app
+    await c_process.start(migrate_embedded=False)
     await insert_principals(c)
     try:
         yield c
     finally:
-        await c.close()
+        await c_process.stop()
 
 
 async def test_killing_the_queue_master_loses_no_job_and_the_api_recovers(
-    fc: Container, private_cluster: LocalCluster, record_property: Any
+    fc: App, private_cluster: LocalCluster, record_property: Any
 ) -> None:
     ran: set[str] = set()
     registry = HandlerRegistry()
@@ -106,7 +106,9 @@ async def test_killing_the_queue_master_loses_no_job_and_the_api_recovers(
         # the reaper queues them again on the promoted replica.
         await wait_for(lambda: wanted <= ran, timeout=40, interval=0.1)
 
-        token = fc.tokens.issue("admin-1", frozenset({"user", "admin"}), generation=0).token
+        token = fc.auth_area.tokens.issue(
+            "admin-1", frozenset({"user", "admin"}), generation=0
+        ).token
         transport = httpx.ASGITransport(app=create_app(fc), raise_app_exceptions=False)
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
             assert (await client.get("/readyz")).status_code == 200

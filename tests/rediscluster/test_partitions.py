@@ -79,7 +79,7 @@ async def test_partitions_sit_on_different_masters(redis_cluster: LocalCluster) 
             Database(base_settings()),
             redis,
             EventHandlers(),
-            lambda: None,
+            None,
         )
         slots = [key_slot(s.encode()) for s in events.streams]
         assert len({redis_cluster.master_of_slot(s).port for s in slots}) == 3

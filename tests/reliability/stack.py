@@ -1,6 +1,6 @@
 """A whole deployment on this machine for fault tests: a private PostgreSQL cluster, a private
 Redis, ``arcana serve`` and ``arcana worker`` processes sharing one var dir (mail files), and an
-in-process ``Container`` on the same database and Redis for assertions."""
+in-process ``App`` on the same database and Redis for assertions."""
 
 from __future__ import annotations
 
@@ -20,8 +20,9 @@ import httpx
 from redis.exceptions import RedisError
 
 from arcana.adapters.migrator import migrate
-from arcana.bootstrap import Container
+from arcana.bootstrap import App
 from arcana.errors import ServiceUnavailable
+from arcana.lifecycle import Lifecycle
 from tests.auth_support import PASSWORD
 from tests.conftest import base_settings
 from tests.pgcluster import PrivateCluster
@@ -136,7 +137,8 @@ class Stack:
         self.env: dict[str, str] = {}
         self.serve: ArcanaProcess | None = None
         self.worker: ArcanaProcess | None = None
-        self.container: Container | None = None
+        self.process: Lifecycle | None = None
+        self.container: App | None = None
         self.admin_token = ""
         self.restarts = 0
 
@@ -158,12 +160,13 @@ class Stack:
             db_pool_timeout=1.0,
             db_connect_timeout=1.0,
         )
-        self.container = Container.from_settings(settings)
+        self.process = Lifecycle.build(settings)
+        self.container = self.process.app
         await migrate(self.container.db)
         admin = await self.container.users.create_user(
             "admin@example.com", "Admin", PASSWORD, frozenset({"user", "admin"})
         )
-        self.admin_token = self.container.tokens.issue(admin.id, admin.roles, 0).token
+        self.admin_token = self.container.auth_area.tokens.issue(admin.id, admin.roles, 0).token
         self.env = arcana_env(
             self.root,
             ARCANA_DATABASE_URL=self.db_url,
@@ -190,8 +193,8 @@ class Stack:
         for proc in (self.serve, self.worker):
             if proc is not None:
                 proc.stop(timeout=10)
-        if self.container is not None:
-            await self.container.close()
+        if self.process is not None:
+            await self.process.stop()
         self.redis.stop()
         self.pg.destroy()
 

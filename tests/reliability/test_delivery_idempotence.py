@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from arcana.adapters.mail import FileSender, TemplateMailer
-from arcana.bootstrap import Container
+from arcana.bootstrap import App
 from arcana.domain.jobs import Job, JobStatus, Priority
 from arcana.services.events import ADMIN_STOCK_NOTICE_JOB, SECURITY_NOTICE_JOB, WELCOME_EMAIL_JOB
 from arcana.worker.jobs import build_registry
@@ -60,14 +60,14 @@ def _job(job_type: str, payload: dict[str, object]) -> Job:
     )
 
 
-async def _run(container: Container, job: Job) -> None:
+async def _run(container: App, job: Job) -> None:
     handler = build_registry(container).resolve(job.job_type)
     assert handler is not None, f"no handler for {job.job_type}"
     await handler(JobContext(job=job, worker_id="test"))
 
 
 @pytest.mark.parametrize("backend", ["embedded"], indirect=True)
-async def test_rerun_welcome_job_mails_once(container: Container) -> None:
+async def test_rerun_welcome_job_mails_once(container: App) -> None:
     job = _job(WELCOME_EMAIL_JOB, {"user_id": "u1", "email": "ada@example.com", "name": "Ada"})
     await _run(container, job)
     await _run(container, job)  # the lease expired after the mail went out: run again
@@ -75,7 +75,7 @@ async def test_rerun_welcome_job_mails_once(container: Container) -> None:
 
 
 @pytest.mark.parametrize("backend", ["embedded"], indirect=True)
-async def test_security_notice_from_password_changed_event(container: Container) -> None:
+async def test_security_notice_from_password_changed_event(container: App) -> None:
     """``auth.password_changed`` carries only the user id; the notice still reaches the user."""
     user = await create_user(container, email="notice@example.com")
     await _run(container, _job(SECURITY_NOTICE_JOB, {"user_id": user.id}))
@@ -86,7 +86,7 @@ async def test_security_notice_from_password_changed_event(container: Container)
 
 
 @pytest.mark.parametrize("backend", ["embedded"], indirect=True)
-async def test_stock_alert_jobs_have_a_handler(container: Container) -> None:
+async def test_stock_alert_jobs_have_a_handler(container: App) -> None:
     """The job the stock reaction enqueues mails every admin, and only admins, once."""
     admin = await create_user(container, email="stock-admin@example.com", admin=True)
     await create_user(container, email="plain-user@example.com")

@@ -10,7 +10,7 @@ from typing import Any
 import grpc
 import pytest
 
-from arcana.bootstrap import Container
+from arcana.bootstrap import App
 from arcana.rpc.gen.arcana.product.v1 import product_pb2 as pb
 from arcana.rpc.gen.arcana.product.v1 import product_pb2_grpc as pb_grpc
 from arcana.rpc.server import GrpcServer
@@ -32,7 +32,7 @@ MALFORMED = [
 
 
 @pytest.fixture
-async def channel(container: Container) -> AsyncIterator[grpc.aio.Channel]:
+async def channel(container: App) -> AsyncIterator[grpc.aio.Channel]:
     srv = GrpcServer(container, "127.0.0.1", 0)
     await srv.start()
     try:
@@ -55,7 +55,7 @@ async def _still_serving(channel: grpc.aio.Channel) -> None:
 
 @pytest.mark.parametrize("method", ["GetProduct", "CreateProduct", "UpdateStock", "ListProducts"])
 async def test_malformed_protobuf_bytes(
-    channel: grpc.aio.Channel, container: Container, method: str
+    channel: grpc.aio.Channel, container: App, method: str
 ) -> None:
     _, token = await user_token(container, admin=True)
     raw = channel.unary_unary(
@@ -110,7 +110,7 @@ async def test_missing_and_invalid_metadata(
     await _still_serving(channel)
 
 
-async def test_one_millisecond_deadline(channel: grpc.aio.Channel, container: Container) -> None:
+async def test_one_millisecond_deadline(channel: grpc.aio.Channel, container: App) -> None:
     """Reads and writes with a 1 ms deadline end DEADLINE_EXCEEDED (or finish in time); a
     write either happened entirely or not at all, and the server keeps serving."""
     _, token = await user_token(container, admin=True)

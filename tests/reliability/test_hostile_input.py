@@ -15,7 +15,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from arcana.bootstrap import Container
+from arcana.bootstrap import App
 from tests.auth_support import PASSWORD, bearer, user_token
 from tests.reliability.support import EmbeddedServer, is_problem
 
@@ -174,7 +174,7 @@ async def test_ten_thousand_character_strings(client: httpx.AsyncClient, field: 
     _problem(resp, 422)
 
 
-async def test_long_product_fields(client: httpx.AsyncClient, container: Container) -> None:
+async def test_long_product_fields(client: httpx.AsyncClient, container: App) -> None:
     _, token = await user_token(container, admin=True)
     for field in ("name", "category", "description"):
         body: dict[str, object] = {"name": "Lamp", "price": 10}
@@ -209,7 +209,7 @@ async def test_nul_bytes_in_strings(
         assert is_problem(resp)
 
 
-async def test_nul_bytes_in_product_fields(client: httpx.AsyncClient, container: Container) -> None:
+async def test_nul_bytes_in_product_fields(client: httpx.AsyncClient, container: App) -> None:
     _, token = await user_token(container, admin=True)
     for field in ("name", "description", "category"):
         body: dict[str, object] = {"name": "Lamp", "price": 10, field: "bad\x00value"}
@@ -249,7 +249,7 @@ async def test_huge_page_numbers(client: httpx.AsyncClient, params: dict[str, st
         assert is_problem(resp)
 
 
-async def test_huge_admin_list_pages(client: httpx.AsyncClient, container: Container) -> None:
+async def test_huge_admin_list_pages(client: httpx.AsyncClient, container: App) -> None:
     _, token = await user_token(container, admin=True)
     for path in ("/api/v1/admin/jobs", "/api/v1/admin/audit"):
         for params in ({"page": "99999999999999999999"}, {"page": "10000000", "size": "100"}):
@@ -259,9 +259,7 @@ async def test_huge_admin_list_pages(client: httpx.AsyncClient, container: Conta
                 assert is_problem(resp)
 
 
-async def test_huge_and_odd_numbers_in_bodies(
-    client: httpx.AsyncClient, container: Container
-) -> None:
+async def test_huge_and_odd_numbers_in_bodies(client: httpx.AsyncClient, container: App) -> None:
     _, token = await user_token(container, admin=True)
     for price in (10**400, 1e308, -0.0, 1e-300, 12.345):
         resp = await client.post(

@@ -13,10 +13,10 @@ import httpx
 import pytest
 
 from arcana.api.app import create_app
-from arcana.bootstrap import Container
+from arcana.bootstrap import App
 from arcana.config import Settings
 from arcana.errors import ValidationFailed
-from arcana.worker.audit import start_audit_plugins
+from arcana.lifecycle import Lifecycle
 from tests.auth_support import bearer, user_token
 from tests.conftest import truncate_all, wait_for
 
@@ -60,7 +60,7 @@ UNGRANTED = {
 
 
 @pytest.fixture
-async def plugin_container(settings: Settings, tmp_path: Path) -> AsyncIterator[Container]:
+async def plugin_container(settings: Settings, tmp_path: Path) -> AsyncIterator[App]:
     plugins = tmp_path / "plugins"
     plugins.mkdir()
     for name in ("bump", "looper", "trapper", "hog", "sleeper"):
@@ -73,17 +73,18 @@ async def plugin_container(settings: Settings, tmp_path: Path) -> AsyncIterator[
     s = settings.replace(plugins_dir=plugins, plugin_memory_mb=2, plugin_max_failures=1000)
     if not s.is_sqlite:
         await truncate_all(s.database.url.get_secret_value())
-    c = Container.from_settings(s)
-    await c.start(migrate_embedded=False)
-    start_audit_plugins(c)
+    c_process = Lifecycle.build(s)
+    c = c_process.app
+    await c_process.start(migrate_embedded=False)
+    c_process.start_audit_plugins()
     try:
         yield c
     finally:
-        await c.close()
+        await c_process.stop()
 
 
 @pytest.fixture
-async def plugin_client(plugin_container: Container) -> AsyncIterator[httpx.AsyncClient]:
+async def plugin_client(plugin_container: App) -> AsyncIterator[httpx.AsyncClient]:
     transport = httpx.ASGITransport(app=create_app(plugin_container), raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
         yield c
@@ -100,7 +101,7 @@ async def _loaded_plugins(client: httpx.AsyncClient, token: str) -> dict[str, di
 
 
 async def test_socket_imports_are_refused_at_load_and_other_wasi_links(
-    plugin_container: Container, plugin_client: httpx.AsyncClient
+    plugin_container: App, plugin_client: httpx.AsyncClient
 ) -> None:
     _, token = await user_token(plugin_container, admin=True)
     by_name = await _loaded_plugins(plugin_client, token)
@@ -119,7 +120,7 @@ async def test_socket_imports_are_refused_at_load_and_other_wasi_links(
 
 
 async def test_hostile_plugins_are_stopped_and_reported_while_requests_go_on(
-    plugin_container: Container, plugin_client: httpx.AsyncClient
+    plugin_container: App, plugin_client: httpx.AsyncClient
 ) -> None:
     _, token = await user_token(plugin_container, admin=True)
     await _loaded_plugins(plugin_client, token)

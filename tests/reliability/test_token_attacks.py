@@ -19,7 +19,7 @@ import pytest
 from sqlalchemy import select
 
 from arcana.adapters.tables import outbox
-from arcana.bootstrap import Container
+from arcana.bootstrap import App
 from tests.auth_support import bearer, register_and_login, run_reset_requests
 
 pytestmark = pytest.mark.reliability
@@ -56,7 +56,7 @@ def _raw_token(header: dict[str, Any], claims: dict[str, Any], signature: bytes 
     )
 
 
-def _claims(container: Container, user_id: str, **overrides: Any) -> dict[str, Any]:
+def _claims(container: App, user_id: str, **overrides: Any) -> dict[str, Any]:
     now = int(time.time())
     s = container.settings
     claims: dict[str, Any] = {
@@ -109,7 +109,7 @@ async def test_genuine_token_is_accepted(client: httpx.AsyncClient, victim: dict
 
 @pytest.mark.parametrize("alg", ["none", "None", "NONE", "nOnE"])
 async def test_alg_none(
-    client: httpx.AsyncClient, container: Container, victim: dict[str, Any], alg: str
+    client: httpx.AsyncClient, container: App, victim: dict[str, Any], alg: str
 ) -> None:
     claims = _claims(container, victim["id"])
     await _assert_rejected(client, _raw_token({"alg": alg, "typ": "at+jwt"}, claims))
@@ -120,7 +120,7 @@ async def test_alg_none(
 
 
 async def test_rs256_token_is_refused(
-    client: httpx.AsyncClient, container: Container, victim: dict[str, Any]
+    client: httpx.AsyncClient, container: App, victim: dict[str, Any]
 ) -> None:
     """Only HS256 is accepted: a token claiming RS256/ES256/PS256 is refused before any key is
     looked at (the server holds no public key an attacker could pair with)."""
@@ -137,18 +137,18 @@ async def test_rs256_token_is_refused(
     ids=["public-key-as-hmac", "empty", "issuer", "audience", "secret", "null"],
 )
 async def test_hmac_with_guessable_keys(
-    client: httpx.AsyncClient, container: Container, victim: dict[str, Any], key: str
+    client: httpx.AsyncClient, container: App, victim: dict[str, Any], key: str
 ) -> None:
     await _assert_rejected(client, _hs(key, _claims(container, victim["id"])))
 
 
 async def test_other_hmac_algorithms_with_the_right_key(
-    client: httpx.AsyncClient, container: Container, victim: dict[str, Any]
+    client: httpx.AsyncClient, container: App, victim: dict[str, Any]
 ) -> None:
     """The algorithm is pinned: even the real key under HS384/HS512 is refused."""
     claims = _claims(container, victim["id"], roles=["user"])
     for alg in ("HS384", "HS512"):
-        await _assert_rejected(client, _hs(container.jwt_key, claims, alg=alg))
+        await _assert_rejected(client, _hs(container.auth_area.jwt_key, claims, alg=alg))
 
 
 @pytest.mark.parametrize(
@@ -168,7 +168,7 @@ async def test_other_hmac_algorithms_with_the_right_key(
 )
 async def test_wrong_claims_signed_with_the_real_key(
     client: httpx.AsyncClient,
-    container: Container,
+    container: App,
     victim: dict[str, Any],
     overrides: dict[str, Any],
 ) -> None:
@@ -178,7 +178,7 @@ async def test_wrong_claims_signed_with_the_real_key(
             claims.pop(k, None)
         else:
             claims[k] = v
-    await _assert_rejected(client, _hs(container.jwt_key, claims))
+    await _assert_rejected(client, _hs(container.auth_area.jwt_key, claims))
 
 
 async def test_tampered_payload(client: httpx.AsyncClient, victim: dict[str, Any]) -> None:
@@ -203,7 +203,7 @@ async def test_tampered_payload(client: httpx.AsyncClient, victim: dict[str, Any
 
 
 async def test_token_of_a_deleted_user(
-    client: httpx.AsyncClient, container: Container, victim: dict[str, Any]
+    client: httpx.AsyncClient, container: App, victim: dict[str, Any]
 ) -> None:
     """The token was used (its generation is cached) before the user is deleted: it still dies
     at once, and so do the user's refresh tokens."""
@@ -217,7 +217,7 @@ async def test_token_of_a_deleted_user(
     assert resp.json()["code"] == "TOKEN_EXPIRED"
 
 
-async def _reset_token(container: Container, email: str) -> str:
+async def _reset_token(container: App, email: str) -> str:
     await run_reset_requests(container)
     async with container.db.engine.connect() as conn:
         rows = (
@@ -231,12 +231,12 @@ async def _reset_token(container: Container, email: str) -> str:
         if r.data.get("payload", {}).get("email") == email
     ]
     assert tokens, rows
-    token: str = container.sealer.unseal(tokens[-1])
+    token: str = container.auth_area.sealer.unseal(tokens[-1])
     return token
 
 
 async def test_a_newer_reset_token_voids_the_older(
-    client: httpx.AsyncClient, container: Container, victim: dict[str, Any]
+    client: httpx.AsyncClient, container: App, victim: dict[str, Any]
 ) -> None:
     await client.post("/api/v1/auth/forgot-password", json={"email": victim["email"]})
     older = await _reset_token(container, victim["email"])

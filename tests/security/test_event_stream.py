@@ -12,8 +12,9 @@ import uvicorn
 
 from arcana.adapters.jwt_tokens import JwtAccessTokens
 from arcana.api.app import create_app
-from arcana.bootstrap import Container
+from arcana.bootstrap import App
 from arcana.config import Settings
+from arcana.lifecycle import Lifecycle
 from tests.auth_support import bearer, login, register_and_login
 from tests.conftest import truncate_all
 from tests.process import free_port
@@ -23,11 +24,12 @@ STREAM = "/api/v1/events/stream"
 
 
 @pytest.fixture
-async def live(settings: Settings) -> AsyncIterator[tuple[str, Container]]:
+async def live(settings: Settings) -> AsyncIterator[tuple[str, App]]:
     if not settings.is_sqlite:
         await truncate_all(settings.database.url.get_secret_value())
-    container = Container.from_settings(settings)
-    await container.start(migrate_embedded=False)
+    process = Lifecycle.build(settings)
+    container = process.app
+    await process.start(migrate_embedded=False)
     port = free_port()
     srv = uvicorn.Server(
         uvicorn.Config(
@@ -44,12 +46,12 @@ async def live(settings: Settings) -> AsyncIterator[tuple[str, Container]]:
         container.events.close_streams()
         srv.should_exit = True
         await asyncio.wait_for(task, 15)
-        await container.close()
+        await process.stop()
 
 
 async def _stream_ends_after(
     base: str,
-    container: Container,
+    container: App,
     action: Callable[[httpx.AsyncClient, dict[str, str]], Awaitable[None]],
     token_ttl: int | None = None,
 ) -> None:
@@ -62,7 +64,7 @@ async def _stream_ends_after(
         if token_ttl is not None:
             s = container.settings
             short = JwtAccessTokens(
-                container.jwt_key, s.auth.jwt_issuer, s.auth.jwt_audience, token_ttl
+                container.auth_area.jwt_key, s.auth.jwt_issuer, s.auth.jwt_audience, token_ttl
             )
             tokens["access_token"] = short.issue(user.id, user.roles, user.generation).token
         async with client.stream("GET", STREAM, headers=bearer(tokens["access_token"])) as resp:
@@ -78,14 +80,14 @@ async def _stream_ends_after(
             await asyncio.wait_for(drain(), 5.5)  # the stream ended by itself
 
 
-async def test_stream_ends_when_its_token_expires(live: tuple[str, Container]) -> None:
+async def test_stream_ends_when_its_token_expires(live: tuple[str, App]) -> None:
     async def nothing(client: httpx.AsyncClient, u: dict[str, str]) -> None:
         return None
 
     await _stream_ends_after(*live, nothing, token_ttl=2)
 
 
-async def test_stream_ends_on_logout_all(live: tuple[str, Container]) -> None:
+async def test_stream_ends_on_logout_all(live: tuple[str, App]) -> None:
     async def logout_all(client: httpx.AsyncClient, u: dict[str, str]) -> None:
         other = await login(client, u["email"])
         resp = await client.post(f"{AUTH}/logout-all", headers=bearer(other["access_token"]))
@@ -94,7 +96,7 @@ async def test_stream_ends_on_logout_all(live: tuple[str, Container]) -> None:
     await _stream_ends_after(*live, logout_all)
 
 
-async def test_stream_ends_when_the_admin_role_is_revoked(live: tuple[str, Container]) -> None:
+async def test_stream_ends_when_the_admin_role_is_revoked(live: tuple[str, App]) -> None:
     base, container = live
 
     async def revoke(client: httpx.AsyncClient, u: dict[str, str]) -> None:
@@ -103,7 +105,7 @@ async def test_stream_ends_when_the_admin_role_is_revoked(live: tuple[str, Conta
     await _stream_ends_after(base, container, revoke)
 
 
-async def test_stream_ends_when_the_user_is_deleted(live: tuple[str, Container]) -> None:
+async def test_stream_ends_when_the_user_is_deleted(live: tuple[str, App]) -> None:
     base, container = live
 
     async def delete(client: httpx.AsyncClient, u: dict[str, str]) -> None:
@@ -112,7 +114,7 @@ async def test_stream_ends_when_the_user_is_deleted(live: tuple[str, Container])
     await _stream_ends_after(base, container, delete)
 
 
-async def test_stream_ends_when_its_session_ends(live: tuple[str, Container]) -> None:
+async def test_stream_ends_when_its_session_ends(live: tuple[str, App]) -> None:
     async def logout(client: httpx.AsyncClient, u: dict[str, str]) -> None:
         resp = await client.post(f"{AUTH}/logout", json={"refresh_token": u["refresh_token"]})
         assert resp.status_code == 204

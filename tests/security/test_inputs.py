@@ -17,7 +17,7 @@ import pytest
 import yaml
 from redis.asyncio import Redis
 
-from arcana.bootstrap import Container
+from arcana.bootstrap import App
 from tests.auth_support import PASSWORD, register_and_login, run_reset_requests
 from tests.conftest import REDIS_URL, insert_principals
 from tests.process import arcana_bin
@@ -97,7 +97,7 @@ def test_cli_users_create_follows_the_same_email_rules(tmp_path: Path) -> None:
 
 
 async def test_forgot_password_takes_the_same_time_for_known_and_unknown(
-    client: httpx.AsyncClient, container: Container
+    client: httpx.AsyncClient, container: App
 ) -> None:
     """The request only queues a job (one write for any email); the look-up, the token and
     the mail happen in that job. Before, a known email cost three more writes and the
@@ -124,7 +124,7 @@ async def test_forgot_password_takes_the_same_time_for_known_and_unknown(
 
 
 async def test_csv_export_neutralises_formula_cells(
-    client: httpx.AsyncClient, container: Container
+    client: httpx.AsyncClient, container: App
 ) -> None:
     await insert_principals(container)
     names = ["=HYPERLINK(1)", "+1+1", "-2", "@SUM(A1)", "\tTab", "\rCR", "Plain"]
@@ -140,7 +140,7 @@ async def test_csv_export_neutralises_formula_cells(
 
 @pytest.mark.parametrize("backend", ["postgres"], indirect=True)
 async def test_missing_product_lookups_write_no_redis_key(
-    client: httpx.AsyncClient, container: Container
+    client: httpx.AsyncClient, container: App
 ) -> None:
     redis = Redis.from_url(REDIS_URL)
     prefix = container.settings.redis.prefix

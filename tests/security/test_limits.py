@@ -10,8 +10,8 @@ import pytest
 
 from arcana.adapters.login_limiter import MemoryLoginLimiter
 from arcana.api.app import create_app
-from arcana.bootstrap import Container
 from arcana.config import Settings
+from arcana.lifecycle import Lifecycle
 from tests.auth_support import PASSWORD, register_and_login, run_reset_requests
 from tests.conftest import truncate_all
 from tests.security.conftest import AUTH, ClientFactory, hashes
@@ -177,7 +177,9 @@ async def test_register_and_reset_limits_are_shared_between_processes(
     """Two instances on one Redis prefix share the per-address budgets."""
     await truncate_all(settings.database.url.get_secret_value())
     limited = settings.replace(register_limit_per_ip=3, reset_limit_per_ip=2)
-    a, b = Container.from_settings(limited), Container.from_settings(limited)
+    a_process, b_process = Lifecycle.build(limited), Lifecycle.build(limited)
+    a = a_process.app
+    b = b_process.app
     try:
         clients = [
             httpx.AsyncClient(
@@ -202,5 +204,5 @@ async def test_register_and_reset_limits_are_shared_between_processes(
         for c in clients:
             await c.aclose()
     finally:
-        await a.close()
-        await b.close()
+        await a_process.stop()
+        await b_process.stop()

@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import select, update
 
 from arcana.adapters.tables import outbox
-from arcana.bootstrap import Container
+from arcana.bootstrap import App
 from arcana.config import Settings
 from arcana.domain.jobs import Job, JobStatus, Priority
 from tests.auth_support import register_and_login, run_reset_requests
@@ -21,7 +21,7 @@ from tests.products_support import admin_headers
 from tests.security.conftest import AUTH
 
 
-async def _reset_rows(container: Container) -> list[dict[str, object]]:
+async def _reset_rows(container: App) -> list[dict[str, object]]:
     async with container.db.engine.connect() as conn:
         rows = await conn.execute(
             select(outbox.c.data).where(outbox.c.event_type == "email.password_reset")
@@ -30,7 +30,7 @@ async def _reset_rows(container: Container) -> list[dict[str, object]]:
 
 
 async def test_reset_token_is_sealed_in_outbox_queue_and_admin_view(
-    client: httpx.AsyncClient, container: Container
+    client: httpx.AsyncClient, container: App
 ) -> None:
     await insert_principals(container)
     u = await register_and_login(client)
@@ -41,7 +41,7 @@ async def test_reset_token_is_sealed_in_outbox_queue_and_admin_view(
     [row] = await _reset_rows(container)
     sealed = row["payload"]["reset_token"]  # type: ignore[index]
     assert sealed.startswith("sealed:v1:")
-    raw = container.sealer.unseal(sealed)
+    raw = container.auth_area.sealer.unseal(sealed)
     assert raw not in str(row)
     # The token is what resets the password: the sealed copy opens to the real one.
     resp = await client.post(
@@ -59,7 +59,7 @@ async def test_reset_token_is_sealed_in_outbox_queue_and_admin_view(
     assert stored is not None
     assert stored.payload["reset_token"].startswith("sealed:v1:")
     with pytest.raises(ValueError, match="does not open"):
-        container.sealer.unseal(sealed[:-4] + "AAAA")
+        container.auth_area.sealer.unseal(sealed[:-4] + "AAAA")
 
 
 def test_cli_job_views_show_secret_fields_as_stars() -> None:
@@ -80,14 +80,14 @@ def test_cli_job_views_show_secret_fields_as_stars() -> None:
 
 
 async def test_published_outbox_rows_are_deleted_after_retention(
-    client: httpx.AsyncClient, container: Container
+    client: httpx.AsyncClient, container: App
 ) -> None:
     u = await register_and_login(client)
     await client.post(f"{AUTH}/forgot-password", json={"email": u["email"]})
     await run_reset_requests(container)
     await container.events.relay.drain()
     assert await _reset_rows(container)
-    await container.cleanup_tokens()
+    await container.maintenance.cleanup()
     assert await _reset_rows(container)  # published just now: kept for the retention period
     async with container.db.engine.begin() as conn:
         await conn.execute(
@@ -96,7 +96,7 @@ async def test_published_outbox_rows_are_deleted_after_retention(
                 - timedelta(seconds=container.settings.events.outbox_retention_seconds + 1)
             )
         )
-    await container.cleanup_tokens()
+    await container.maintenance.cleanup()
     assert await _reset_rows(container) == []
 
 

@@ -11,7 +11,7 @@ import httpx
 import pytest
 from redis.asyncio import Redis
 
-from arcana.bootstrap import Container
+from arcana.bootstrap import App
 from arcana.config import Settings
 from arcana.errors import InvalidCredentials
 from arcana.rpc.gen.arcana.product.v1 import product_pb2 as pb
@@ -64,7 +64,7 @@ async def test_grace_covers_only_the_immediate_predecessor(make_client: ClientFa
 
 # -- session end kills access tokens --------------------------------------------------------
 @pytest.fixture
-async def grpc_stub(container: Container) -> AsyncIterator[pb_grpc.ProductServiceStub]:
+async def grpc_stub(container: App) -> AsyncIterator[pb_grpc.ProductServiceStub]:
     srv = GrpcServer(container, "127.0.0.1", 0)
     await srv.start()
     try:
@@ -74,7 +74,7 @@ async def grpc_stub(container: Container) -> AsyncIterator[pb_grpc.ProductServic
         await srv.stop(1.0)
 
 
-async def _admin_session(client: httpx.AsyncClient, container: Container) -> dict[str, Any]:
+async def _admin_session(client: httpx.AsyncClient, container: App) -> dict[str, Any]:
     u = await register_and_login(client)
     await container.users.grant_role(u["email"], "admin")
     return {**u, **(await login(client, u["email"]))}
@@ -92,7 +92,7 @@ async def _grpc_code(stub: pb_grpc.ProductServiceStub, token: str) -> grpc.Statu
 
 
 async def test_logout_kills_the_sessions_access_tokens_on_rest_and_grpc(
-    client: httpx.AsyncClient, container: Container, grpc_stub: pb_grpc.ProductServiceStub
+    client: httpx.AsyncClient, container: App, grpc_stub: pb_grpc.ProductServiceStub
 ) -> None:
     a = await _admin_session(client, container)
     other = await login(client, a["email"])
@@ -116,7 +116,7 @@ async def test_ending_a_session_kills_its_access_tokens(client: httpx.AsyncClien
 
 
 async def test_session_revocation_survives_a_cache_eviction(
-    client: httpx.AsyncClient, container: Container
+    client: httpx.AsyncClient, container: App
 ) -> None:
     u = await register_and_login(client)
     await client.post(f"{AUTH}/logout", json={"refresh_token": u["refresh_token"]})
@@ -152,21 +152,21 @@ class GatedHasher:
 
 
 async def test_login_racing_a_password_change_inserts_no_live_session(
-    client: httpx.AsyncClient, container: Container
+    client: httpx.AsyncClient, container: App
 ) -> None:
     u = await register_and_login(client)
-    gated = GatedHasher(container.passwords)
+    gated = GatedHasher(container.auth_area.passwords)
     racing = AuthService(
         container.uow,
         container.users,
         gated,
-        container.tokens,
-        container.generations,
-        container.login_limiter,
+        container.auth_area.tokens,
+        container.auth_area.generations,
+        container.auth_area.login_limiter,
         container.audit,
         AuthPolicy(3600, 3600, 1800),
-        container.attempt_quota,
-        container.sealer,
+        container.auth_area.attempt_quota,
+        container.auth_area.sealer,
     )
     task = asyncio.create_task(racing.login(u["email"], PASSWORD, ClientInfo("10.0.0.9")))
     await asyncio.wait_for(gated.entered.wait(), 10)

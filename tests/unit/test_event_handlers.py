@@ -13,7 +13,6 @@ from arcana.services.events import (
     ADMIN_STOCK_NOTICE_JOB,
     SECURITY_NOTICE_JOB,
     WELCOME_EMAIL_JOB,
-    DeferredJobs,
     build_event_handlers,
     job_id_for,
 )
@@ -87,7 +86,12 @@ def test_job_ids_are_stable_per_event_and_type() -> None:
     assert job_id_for("e1", WELCOME_EMAIL_JOB) != job_id_for("e1", SECURITY_NOTICE_JOB)
 
 
-async def test_deferred_jobs_without_a_queue_is_unavailable() -> None:
-    handlers = build_event_handlers(DeferredJobs(lambda: None))
+class _UnavailableJobs:
+    async def enqueue(self, request: object, *, job_id: str | None = None) -> object:
+        raise ServiceUnavailable("the job queue is down")
+
+
+async def test_a_queue_that_is_down_fails_the_event_so_it_is_redelivered() -> None:
+    handlers = build_event_handlers(_UnavailableJobs())
     with pytest.raises(ServiceUnavailable):
         await handlers.dispatch(DomainEvent("auth.password_changed", {"userId": "u"}).envelope())

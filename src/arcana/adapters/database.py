@@ -107,7 +107,7 @@ does not wait for the lock its own caller holds."""
 
 
 class Database:
-    """Owns the engine and the session factory. Created by the container, never at import."""
+    """Owns the engine and the session factory. Created by the composition root, never at import."""
 
     def __init__(self, settings: Settings) -> None:
         self.url = settings.database.url.get_secret_value()

@@ -50,7 +50,7 @@ class MetricsSampler:
     def __init__(
         self,
         db: Database,
-        queue: Callable[[], JobQueue],
+        queue: JobQueue,
         redis: Redis | None,
         stream: str,
         ready: Callable[[], Awaitable[dict[str, Any]]],
@@ -62,7 +62,6 @@ class MetricsSampler:
         self._stream = stream
         self._ready = ready
         self.interval = interval
-        self.started = False
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -80,7 +79,7 @@ class MetricsSampler:
         self._pool()
 
     async def _jobs(self) -> None:
-        queue = self._queue()
+        queue = self._queue
         stats = await queue.stats()
         for priority, depth in stats.depth.items():
             JOBS_QUEUE_JOBS.labels("queued", priority).set(depth)

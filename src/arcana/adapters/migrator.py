@@ -21,7 +21,7 @@ def alembic_config(url: str) -> Config:
 
 
 async def migrate(db: Database, revision: str = "heads") -> None:
-    """Upgrade to ``revision`` on the container's own engine (one connection, one transaction)."""
+    """Upgrade to ``revision`` on the app.s own engine (one connection, one transaction)."""
 
     def _upgrade(connection: Connection) -> None:
         cfg = alembic_config(db.url)

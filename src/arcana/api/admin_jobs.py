@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query, Response, status
 from pydantic import BaseModel, ConfigDict, Field
 
-from arcana.api.deps import AdminPrincipal, ContainerDep
+from arcana.api.deps import AdminPrincipal, ServicesDep
 from arcana.domain.jobs import JobStatus, Priority
 
 router = APIRouter(prefix="/api/v1/admin/jobs", tags=["admin: jobs"])
@@ -53,12 +53,12 @@ class JobCreate(BaseModel):
 @router.get("", response_model=JobPage)
 async def list_jobs(
     _admin: AdminPrincipal,
-    container: ContainerDep,
+    services: ServicesDep,
     status_: Annotated[StatusName | None, Query(alias="status")] = None,
     page: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
     size: Annotated[int, Query(ge=1, le=100)] = 20,
 ) -> dict[str, Any]:
-    items, total = await container.jobs.list_jobs(
+    items, total = await services.jobs.list_jobs(
         JobStatus(status_) if status_ else None, page, size
     )
     return {"data": [j.to_dict() for j in items], "page": page, "size": size, "total": total}
@@ -71,9 +71,9 @@ async def list_jobs(
     responses={200: {"model": JobRead, "description": "unique_key held: the existing job"}},
 )
 async def enqueue_job(
-    _admin: AdminPrincipal, container: ContainerDep, body: JobCreate, response: Response
+    _admin: AdminPrincipal, services: ServicesDep, body: JobCreate, response: Response
 ) -> dict[str, Any]:
-    job = await container.jobs.enqueue(
+    job = await services.jobs.enqueue(
         body.job_type,
         body.payload,
         priority=Priority[body.priority] if body.priority else None,
@@ -87,10 +87,10 @@ async def enqueue_job(
 
 
 @router.get("/{job_id}", response_model=JobRead)
-async def get_job(_admin: AdminPrincipal, container: ContainerDep, job_id: str) -> dict[str, Any]:
-    return (await container.jobs.get(job_id)).to_dict()
+async def get_job(_admin: AdminPrincipal, services: ServicesDep, job_id: str) -> dict[str, Any]:
+    return (await services.jobs.get(job_id)).to_dict()
 
 
 @router.post("/{job_id}/retry", response_model=JobRead, status_code=status.HTTP_202_ACCEPTED)
-async def retry_job(_admin: AdminPrincipal, container: ContainerDep, job_id: str) -> dict[str, Any]:
-    return (await container.jobs.retry(job_id)).to_dict()
+async def retry_job(_admin: AdminPrincipal, services: ServicesDep, job_id: str) -> dict[str, Any]:
+    return (await services.jobs.retry(job_id)).to_dict()

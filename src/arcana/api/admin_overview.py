@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from fastapi import APIRouter, Request
 from pydantic import BaseModel
 
-from arcana.api.deps import AdminPrincipal, ContainerDep
+from arcana.api.deps import AdminPrincipal, ServicesDep
 from arcana.domain.events import DomainEvent
 from arcana.domain.products import ProductQuery, ProductStatus
 from arcana.domain.timestamps import iso_z
@@ -24,7 +24,7 @@ WINDOW_SECONDS = 60.0
 
 class EventRate:
     """Domain events committed by this process over the last minute (a sliding window of
-    per-second buckets), fed by the container's commit hook."""
+    per-second buckets), fed by the commit listeners of the services."""
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
@@ -79,16 +79,16 @@ class Schedule(BaseModel):
 
 
 @router.get("/overview", response_model=Overview, summary="Counts for the console's overview")
-async def overview(_admin: AdminPrincipal, container: ContainerDep, request: Request) -> Overview:
+async def overview(_admin: AdminPrincipal, services: ServicesDep, request: Request) -> Overview:
     async def products_with(status: ProductStatus) -> int:
-        page = await container.products.list_products(ProductQuery(size=1, status=status))
+        page = await services.products.list_products(ProductQuery(size=1, status=status))
         return page.total
 
     statuses = list(ProductStatus)
     users, stats, plugins, *product_totals = await asyncio.gather(
-        container.users.search_users(None, 0, 1),
-        container.jobs.stats(),
-        container.plugins.list_plugins(),
+        services.users.search_users(None, 0, 1),
+        services.jobs.stats(),
+        services.plugins.list_plugins(),
         *(products_with(s) for s in statuses),
     )
     plugin_states = {"active": 0, "disabled": 0, "failed": 0}
@@ -107,7 +107,7 @@ async def overview(_admin: AdminPrincipal, container: ContainerDep, request: Req
 
 
 @router.get("/schedule", response_model=Schedule, summary="Periodic jobs with their next run")
-async def schedule(_admin: AdminPrincipal, container: ContainerDep) -> Schedule:
+async def schedule(_admin: AdminPrincipal, services: ServicesDep) -> Schedule:
     now = time.time()
     return Schedule(
         data=[
@@ -116,6 +116,6 @@ async def schedule(_admin: AdminPrincipal, container: ContainerDep) -> Schedule:
                 every_seconds=every,
                 next_run_at=iso_z(datetime.fromtimestamp((int(now // every) + 1) * every, UTC)),
             )
-            for job_type, every in periodic_schedule(container.settings.jobs).items()
+            for job_type, every in periodic_schedule(services.settings.jobs).items()
         ]
     )

@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Query
 from pydantic import BaseModel
 
-from arcana.api.deps import AdminPrincipal, ContainerDep
+from arcana.api.deps import AdminPrincipal, ServicesDep
 from arcana.domain.timestamps import iso_z
 
 router = APIRouter(prefix="/api/v1/admin", tags=["plugins"])
@@ -60,26 +60,26 @@ class AuditPage(BaseModel):
 
 
 @router.get("/plugins", summary="Loaded plugins with their counters")
-async def list_plugins(_admin: AdminPrincipal, container: ContainerDep) -> PluginList:
-    statuses = await container.plugins.list_plugins()
+async def list_plugins(_admin: AdminPrincipal, services: ServicesDep) -> PluginList:
+    statuses = await services.plugins.list_plugins()
     return PluginList(plugins=[PluginRead(**s) for s in statuses])
 
 
 @router.post("/plugins/reload", summary="Reload the plugin directory (an audited change)")
-async def reload_plugins(admin: AdminPrincipal, container: ContainerDep) -> PluginList:
-    statuses = await container.plugins.reload(admin)
+async def reload_plugins(admin: AdminPrincipal, services: ServicesDep) -> PluginList:
+    statuses = await services.plugins.reload(admin)
     return PluginList(plugins=[PluginRead(**s) for s in statuses])
 
 
 @router.get("/audit", summary="The audit log (events flagged by a plugin), newest first")
 async def list_audit(
     _admin: AdminPrincipal,
-    container: ContainerDep,
+    services: ServicesDep,
     flagged: bool | None = None,
     page: int = Query(0, ge=0, le=10_000_000),
     size: int = Query(10, ge=1, le=100),
 ) -> AuditPage:
-    entries, total = await container.plugins.audit_entries(flagged=flagged, page=page, size=size)
+    entries, total = await services.plugins.audit_entries(flagged=flagged, page=page, size=size)
     return AuditPage(
         data=[
             AuditEntryRead(

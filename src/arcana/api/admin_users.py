@@ -12,13 +12,13 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query, Response, status
 from pydantic import BaseModel
 
-from arcana.api.deps import AdminPrincipal, ContainerDep
+from arcana.api.deps import AdminPrincipal, ServicesDep
 from arcana.api.schemas_auth import SessionList
-from arcana.bootstrap import Container
 from arcana.domain.identity import Principal, Role
 from arcana.domain.timestamps import utcnow
 from arcana.domain.users import User
 from arcana.errors import Conflict, NotFound
+from arcana.services.app import Services
 
 router = APIRouter(
     prefix="/api/v1/admin/users",
@@ -50,8 +50,8 @@ def _read(user: User) -> UserRead:
     return UserRead(**user.to_public_dict())
 
 
-async def _load(container: Container, user_id: uuid.UUID) -> User:
-    user = await container.users.get_user(str(user_id))
+async def _load(services: Services, user_id: uuid.UUID) -> User:
+    user = await services.users.get_user(str(user_id))
     if user is None:
         raise NotFound("No such user")
     return user
@@ -72,26 +72,26 @@ def _acting_as(user: User) -> Principal:
 @router.get("", response_model=UserPage, summary="Users, newest first; q searches name and email")
 async def list_users(
     _admin: AdminPrincipal,
-    container: ContainerDep,
+    services: ServicesDep,
     q: Annotated[str | None, Query(max_length=254)] = None,
     page: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
     size: Annotated[int, Query(ge=1, le=100)] = 20,
 ) -> UserPage:
-    users, total = await container.users.search_users(q, page, size)
+    users, total = await services.users.search_users(q, page, size)
     return UserPage(data=[_read(u) for u in users], page=page, size=size, total=total)
 
 
 @router.get("/{user_id}", response_model=UserRead, summary="One user")
-async def get_user(_admin: AdminPrincipal, container: ContainerDep, user_id: uuid.UUID) -> UserRead:
-    return _read(await _load(container, user_id))
+async def get_user(_admin: AdminPrincipal, services: ServicesDep, user_id: uuid.UUID) -> UserRead:
+    return _read(await _load(services, user_id))
 
 
 @router.put("/{user_id}/roles/{role}", response_model=UserRead, summary="Grant a role")
 async def grant_role(
-    _admin: AdminPrincipal, container: ContainerDep, user_id: uuid.UUID, role: RoleName
+    _admin: AdminPrincipal, services: ServicesDep, user_id: uuid.UUID, role: RoleName
 ) -> UserRead:
-    user = await _load(container, user_id)
-    return _read(await container.users.grant_role(user.email, role))
+    user = await _load(services, user_id)
+    return _read(await services.users.grant_role(user.email, role))
 
 
 @router.delete(
@@ -101,12 +101,12 @@ async def grant_role(
     responses=_SELF,
 )
 async def revoke_role(
-    admin: AdminPrincipal, container: ContainerDep, user_id: uuid.UUID, role: RoleName
+    admin: AdminPrincipal, services: ServicesDep, user_id: uuid.UUID, role: RoleName
 ) -> UserRead:
-    user = await _load(container, user_id)
+    user = await _load(services, user_id)
     if user.id == admin.user_id and role == Role.ADMIN.value:
         raise Conflict("An admin cannot revoke their own admin role")
-    return _read(await container.users.revoke_role(user.email, role))
+    return _read(await services.users.revoke_role(user.email, role))
 
 
 @router.delete(
@@ -115,22 +115,20 @@ async def revoke_role(
     summary="Delete a user with their sessions (an admin cannot delete themselves)",
     responses=_SELF,
 )
-async def delete_user(
-    admin: AdminPrincipal, container: ContainerDep, user_id: uuid.UUID
-) -> Response:
-    user = await _load(container, user_id)
+async def delete_user(admin: AdminPrincipal, services: ServicesDep, user_id: uuid.UUID) -> Response:
+    user = await _load(services, user_id)
     if user.id == admin.user_id:
         raise Conflict("An admin cannot delete their own account")
-    await container.users.delete_user(user.email)
+    await services.users.delete_user(user.email)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @router.get("/{user_id}/sessions", response_model=SessionList, summary="A user's live sessions")
 async def list_sessions(
-    _admin: AdminPrincipal, container: ContainerDep, user_id: uuid.UUID
+    _admin: AdminPrincipal, services: ServicesDep, user_id: uuid.UUID
 ) -> SessionList:
-    user = await _load(container, user_id)
-    views = await container.auth.list_sessions(_acting_as(user))
+    user = await _load(services, user_id)
+    views = await services.auth.list_sessions(_acting_as(user))
     return SessionList.of(views, mark_current=False)
 
 
@@ -140,8 +138,8 @@ async def list_sessions(
     summary="End one of a user's sessions (its refresh family and access tokens, at once)",
 )
 async def end_session(
-    _admin: AdminPrincipal, container: ContainerDep, user_id: uuid.UUID, session_id: uuid.UUID
+    _admin: AdminPrincipal, services: ServicesDep, user_id: uuid.UUID, session_id: uuid.UUID
 ) -> Response:
-    user = await _load(container, user_id)
-    await container.auth.end_session(_acting_as(user), str(session_id))
+    user = await _load(services, user_id)
+    await services.auth.end_session(_acting_as(user), str(session_id))
     return Response(status_code=status.HTTP_204_NO_CONTENT)

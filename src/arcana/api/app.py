@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-
 from fastapi import FastAPI
 
 from arcana import __version__
@@ -22,40 +19,25 @@ from arcana.api import (
 from arcana.api.errors import install_error_handlers
 from arcana.api.middleware import RequestContextMiddleware
 from arcana.api.openapi import install_openapi
-from arcana.bootstrap import Container
 from arcana.config import Settings, get_settings
 from arcana.metrics import BUILD_INFO
+from arcana.services.app import Services
 
 API_PREFIX = "/api/v1"
 
 
-def create_app(container: Container | None = None, settings: Settings | None = None) -> FastAPI:
-    """Build the app. Given a container, the caller owns its life cycle; otherwise the app
-    builds one from ``settings`` on start-up and closes it on shutdown."""
-    settings = container.settings if container is not None else (settings or get_settings())
+def create_app(services: Services | None = None, settings: Settings | None = None) -> FastAPI:
+    """Build the app over ``services``; the caller owns their lifecycle (``arcana.lifecycle``).
+    Without services (the OpenAPI document, built from ``settings`` alone) only the routes
+    that need none answer."""
+    settings = services.settings if services is not None else (settings or get_settings())
 
     event_rate = admin_overview.EventRate()
-
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        if container is not None:
-            app.state.container = container
-            yield
-            return
-        owned = Container.from_settings(settings)
-        owned.on_commit(event_rate.record)
-        await owned.start()
-        app.state.container = owned
-        try:
-            yield
-        finally:
-            await owned.close()
 
     app = FastAPI(
         title="Arcana",
         version=__version__,
         description="Auth, product catalog, jobs, events and WebAssembly audit plugins.",
-        lifespan=lifespan,
         # FastAPI's built-in OpenTelemetry is off: RequestContextMiddleware makes the one HTTP
         # span (route template, request id, incoming traceparent) through arcana.tracing, and
         # FastAPI's own log records would carry exception messages. Off, it also costs nothing
@@ -69,9 +51,9 @@ def create_app(container: Container | None = None, settings: Settings | None = N
         },
     )
     app.state.event_rate = event_rate
-    if container is not None:
-        app.state.container = container
-        container.on_commit(event_rate.record)
+    if services is not None:
+        app.state.services = services
+        services.commits.add(event_rate.record)
     install_error_handlers(app)
     install_openapi(app)
     app.add_middleware(products.CachedProductFastPath, prefix=API_PREFIX)  # inside the next

@@ -13,7 +13,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response, status
 
-from arcana.api.deps import ContainerDep, CurrentPrincipal
+from arcana.api.deps import CurrentPrincipal, ServicesDep
 from arcana.api.schemas_auth import (
     ChangePasswordRequest,
     ForgotPasswordRequest,
@@ -26,8 +26,8 @@ from arcana.api.schemas_auth import (
     TokenResponse,
     UserCreated,
 )
-from arcana.bootstrap import Container
 from arcana.errors import Forbidden, TokenExpired, ValidationFailed
+from arcana.services.app import Services
 from arcana.services.auth import ClientInfo, TokenPair
 
 AUTH_PREFIX = "/api/v1/auth"
@@ -55,12 +55,12 @@ def _is_browser(request: Request) -> bool:
 
 
 def _set_refresh_cookie(
-    request: Request, response: Response, container: Container, token: str
+    request: Request, response: Response, services: Services, token: str
 ) -> None:
     response.set_cookie(
         REFRESH_COOKIE,
         token,
-        max_age=container.settings.auth.refresh_token_ttl,
+        max_age=services.settings.auth.refresh_token_ttl,
         path=AUTH_PREFIX,
         secure=request.url.scheme == "https",
         httponly=True,
@@ -105,8 +105,8 @@ def _tokens(pair: TokenPair) -> TokenResponse:
 
 
 @router.post("/register", status_code=status.HTTP_201_CREATED, response_model=UserCreated)
-async def register(body: RegisterRequest, request: Request, container: ContainerDep) -> UserCreated:
-    user = await container.auth.register(body.name, body.email, body.password, _client(request))
+async def register(body: RegisterRequest, request: Request, services: ServicesDep) -> UserCreated:
+    user = await services.auth.register(body.name, body.email, body.password, _client(request))
     return UserCreated(id=user.id, name=user.name, email=user.email)
 
 
@@ -116,11 +116,11 @@ async def register(body: RegisterRequest, request: Request, container: Container
     description=f"With `{CLIENT_HEADER}: browser` the refresh token is also set as a cookie.",
 )
 async def login(
-    body: LoginRequest, request: Request, response: Response, container: ContainerDep
+    body: LoginRequest, request: Request, response: Response, services: ServicesDep
 ) -> TokenResponse:
-    pair = await container.auth.login(body.email, body.password, _client(request))
+    pair = await services.auth.login(body.email, body.password, _client(request))
     if _is_browser(request):
-        _set_refresh_cookie(request, response, container, pair.refresh_token)
+        _set_refresh_cookie(request, response, services, pair.refresh_token)
     return _tokens(pair)
 
 
@@ -138,15 +138,15 @@ _COOKIE_REFUSED: dict[int | str, dict[str, Any]] = {
 async def refresh(
     request: Request,
     response: Response,
-    container: ContainerDep,
+    services: ServicesDep,
     body: RefreshRequest | None = None,
 ) -> TokenResponse:
     token = _refresh_token(request, body)
     if token is None:
         raise TokenExpired("No refresh token")
-    pair = await container.auth.refresh(token, _client(request))
+    pair = await services.auth.refresh(token, _client(request))
     if _is_browser(request):
-        _set_refresh_cookie(request, response, container, pair.refresh_token)
+        _set_refresh_cookie(request, response, services, pair.refresh_token)
     return _tokens(pair)
 
 
@@ -159,11 +159,11 @@ async def refresh(
     responses=_COOKIE_REFUSED,
 )
 async def logout(
-    request: Request, container: ContainerDep, body: RefreshRequest | None = None
+    request: Request, services: ServicesDep, body: RefreshRequest | None = None
 ) -> Response:
     token = _refresh_token(request, body)
     if token is not None:
-        await container.auth.logout(token)
+        await services.auth.logout(token)
     response = Response(status_code=status.HTTP_204_NO_CONTENT)
     if _is_browser(request):
         _clear_refresh_cookie(request, response)
@@ -171,8 +171,8 @@ async def logout(
 
 
 @router.post("/logout-all", status_code=status.HTTP_204_NO_CONTENT)
-async def logout_all(principal: CurrentPrincipal, container: ContainerDep) -> Response:
-    await container.auth.logout_all(principal)
+async def logout_all(principal: CurrentPrincipal, services: ServicesDep) -> Response:
+    await services.auth.logout_all(principal)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
@@ -181,17 +181,17 @@ async def change_password(
     principal: CurrentPrincipal,
     body: ChangePasswordRequest,
     request: Request,
-    container: ContainerDep,
+    services: ServicesDep,
 ) -> Response:
-    await container.auth.change_password(
+    await services.auth.change_password(
         principal, body.current_password, body.new_password, _client(request)
     )
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @router.get("/me", response_model=MeResponse)
-async def me(principal: CurrentPrincipal, container: ContainerDep) -> MeResponse:
-    user = await container.auth.me(principal)
+async def me(principal: CurrentPrincipal, services: ServicesDep) -> MeResponse:
+    user = await services.auth.me(principal)
     return MeResponse(
         id=user.id,
         name=user.name,
@@ -203,27 +203,27 @@ async def me(principal: CurrentPrincipal, container: ContainerDep) -> MeResponse
 
 @router.post("/forgot-password", status_code=status.HTTP_202_ACCEPTED)
 async def forgot_password(
-    body: ForgotPasswordRequest, request: Request, container: ContainerDep
+    body: ForgotPasswordRequest, request: Request, services: ServicesDep
 ) -> Response:
-    await container.auth.forgot_password(body.email, _client(request))
+    await services.auth.forgot_password(body.email, _client(request))
     return Response(status_code=status.HTTP_202_ACCEPTED)
 
 
 @router.post("/reset-password", status_code=status.HTTP_204_NO_CONTENT)
-async def reset_password(body: ResetPasswordRequest, container: ContainerDep) -> Response:
-    await container.auth.reset_password(body.token, body.new_password)
+async def reset_password(body: ResetPasswordRequest, services: ServicesDep) -> Response:
+    await services.auth.reset_password(body.token, body.new_password)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @router.get("/sessions", response_model=SessionList)
-async def sessions(principal: CurrentPrincipal, container: ContainerDep) -> SessionList:
-    views = await container.auth.list_sessions(principal)
+async def sessions(principal: CurrentPrincipal, services: ServicesDep) -> SessionList:
+    views = await services.auth.list_sessions(principal)
     return SessionList.of(views)
 
 
 @router.delete("/sessions/{session_id}", status_code=status.HTTP_204_NO_CONTENT)
 async def end_session(
-    session_id: uuid.UUID, principal: CurrentPrincipal, container: ContainerDep
+    session_id: uuid.UUID, principal: CurrentPrincipal, services: ServicesDep
 ) -> Response:
-    await container.auth.end_session(principal, str(session_id))
+    await services.auth.end_session(principal, str(session_id))
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -8,27 +8,27 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from arcana.bootstrap import Container
 from arcana.domain.identity import Principal, Role
+from arcana.services.app import Services
 from arcana.services.identity import IdentityService
 
 _bearer = HTTPBearer(auto_error=False, description="Access token from /api/v1/auth/login")
 
 
-def get_container(request: Request) -> Container:
-    container: Container = request.app.state.container
-    return container
+def get_services(request: Request) -> Services:
+    services: Services = request.app.state.services
+    return services
 
 
-ContainerDep = Annotated[Container, Depends(get_container)]
+ServicesDep = Annotated[Services, Depends(get_services)]
 
 
 async def get_principal(
-    container: ContainerDep,
+    services: ServicesDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
     token = credentials.credentials if credentials is not None else None
-    return await container.identity.authenticate(token)
+    return await services.identity.authenticate(token)
 
 
 CurrentPrincipal = Annotated[Principal, Depends(get_principal)]

@@ -11,7 +11,7 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Request
 from starlette.responses import StreamingResponse
 
-from arcana.api.deps import AdminPrincipal, ContainerDep
+from arcana.api.deps import AdminPrincipal, ServicesDep
 from arcana.domain.delivery import EventSubscription, FeedItem
 from arcana.domain.identity import Principal, Role
 from arcana.errors import Forbidden, Unauthorized, ValidationFailed
@@ -86,7 +86,7 @@ async def _frames(
 )
 async def stream_events(
     request: Request,
-    container: ContainerDep,
+    services: ServicesDep,
     admin: AdminPrincipal,
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
 ) -> StreamingResponse:
@@ -94,9 +94,9 @@ async def stream_events(
         last_event_id = last_event_id.strip() or None
     if last_event_id is not None and not _EVENT_ID.match(last_event_id):
         raise ValidationFailed("Last-Event-ID must be an event stream id such as 1700000000000-0")
-    sub = await container.events.feed.subscribe(last_event_id)
+    sub = await services.feed.subscribe(last_event_id)
     return StreamingResponse(
-        _frames(request, sub, container.identity, admin),
+        _frames(request, sub, services.identity, admin),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from fastapi import APIRouter
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.responses import Response
 
-from arcana.api.deps import ContainerDep
+from arcana.api.deps import ServicesDep
 from arcana.api.problems import problem_response
 
 router = APIRouter(tags=["operations"])
@@ -22,8 +24,8 @@ async def healthz() -> dict[str, str]:
     summary="Database (and Redis, if configured) reachable",
     responses={503: {"description": "A dependency is down"}},
 )
-async def readyz(container: ContainerDep) -> Response:
-    checks = await container.ready()
+async def readyz(services: ServicesDep) -> Response:
+    checks = await services.health.ready()
     if all(checks.values()):
         return Response(
             content=b'{"status":"ready","checks":' + _checks_json(checks) + b"}",
@@ -39,7 +41,7 @@ async def readyz(container: ContainerDep) -> Response:
     )
 
 
-def _checks_json(checks: dict[str, object]) -> bytes:
+def _checks_json(checks: Mapping[str, object]) -> bytes:
     import orjson
 
     return orjson.dumps(checks)

@@ -19,7 +19,7 @@ from fastapi.responses import StreamingResponse
 from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from arcana.api.deps import AdminPrincipal, ContainerDep
+from arcana.api.deps import AdminPrincipal, ServicesDep
 from arcana.api.schemas_products import (
     ProductCreate,
     ProductList,
@@ -94,8 +94,8 @@ def _json(body: bytes, status: int = 200) -> Response:
     response_class=StreamingResponse,
     responses={200: {"content": {"text/csv": {}}}},
 )
-async def export_products(principal: AdminPrincipal, container: ContainerDep) -> Response:
-    batches = container.products.export_batches(principal.user_id)
+async def export_products(principal: AdminPrincipal, services: ServicesDep) -> Response:
+    batches = services.products.export_batches(principal.user_id)
     # The first batch is read before answering, so a database outage is still a 503.
     first = await anext(batches, None)
 
@@ -145,7 +145,7 @@ def neutralise_cell(value: str) -> str:
 
 @router.get("", response_model=ProductList, summary="List products, newest first")
 async def list_products(
-    container: ContainerDep,
+    services: ServicesDep,
     page: Annotated[int, Query(ge=0, le=10_000_000, description="0-based page")] = 0,
     size: Annotated[int, Query(ge=1, le=100)] = 10,
     category: Annotated[str | None, Query(max_length=100)] = None,
@@ -157,12 +157,12 @@ async def list_products(
     query = ProductQuery.build(
         page=page, size=size, category=category, status=status, name_contains=q
     )
-    return _json(await container.products.list_json(query))
+    return _json(await services.products.list_json(query))
 
 
 @router.get("/{product_id}", response_model=ProductRead, summary="Get a product (cached)")
 async def get_product(product_id: str, request: Request) -> Response:
-    body = await request.app.state.container.products.get_json(product_id)
+    body = await request.app.state.services.products.get_json(product_id)
     return Response(content=body, media_type=JSON)
 
 
@@ -174,7 +174,7 @@ async def get_product(product_id: str, request: Request) -> Response:
     openapi_extra=json_body(ProductCreate),
 )
 async def create_product(
-    request: Request, principal: AdminPrincipal, container: ContainerDep
+    request: Request, principal: AdminPrincipal, services: ServicesDep
 ) -> Response:
     body = await _json_object(request)
     _check_types(body)
@@ -189,7 +189,7 @@ async def create_product(
         stock=body.get("stock"),
         category=body.get("category"),
     )
-    product = await container.products.create(principal.user_id, new)
+    product = await services.products.create(principal.user_id, new)
     return _json(product_to_json(product), 201)
 
 
@@ -200,12 +200,12 @@ async def create_product(
     openapi_extra=json_body(ProductUpdate),
 )
 async def update_product(
-    product_id: str, request: Request, principal: AdminPrincipal, container: ContainerDep
+    product_id: str, request: Request, principal: AdminPrincipal, services: ServicesDep
 ) -> Response:
     body = await _json_object(request)
     _check_types(body)
     changes = ProductChanges.build({k: v for k, v in body.items() if k in _UPDATABLE})
-    product = await container.products.update(principal.user_id, product_id, changes)
+    product = await services.products.update(principal.user_id, product_id, changes)
     return _json(product_to_json(product))
 
 
@@ -216,7 +216,7 @@ async def update_product(
     openapi_extra=json_body(StockChange),
 )
 async def update_stock(
-    product_id: str, request: Request, principal: AdminPrincipal, container: ContainerDep
+    product_id: str, request: Request, principal: AdminPrincipal, services: ServicesDep
 ) -> Response:
     body = await _json_object(request)
     change = body.get("quantity_change")
@@ -224,15 +224,15 @@ async def update_stock(
         raise _invalid("quantity_change", "field required")
     if isinstance(change, bool) or not isinstance(change, int):
         raise _invalid("quantity_change", "must be an integer")
-    product = await container.products.adjust_stock(principal.user_id, product_id, change)
+    product = await services.products.adjust_stock(principal.user_id, product_id, change)
     return _json(product_to_json(product))
 
 
 @router.delete("/{product_id}", status_code=204, summary="Delete a product (admin)")
 async def delete_product(
-    product_id: str, principal: AdminPrincipal, container: ContainerDep
+    product_id: str, principal: AdminPrincipal, services: ServicesDep
 ) -> Response:
-    await container.products.delete(principal.user_id, product_id)
+    await services.products.delete(principal.user_id, product_id)
     return Response(status_code=204)
 
 
@@ -265,11 +265,11 @@ class CachedProductFastPath:
             if len(path) == self._length and path.startswith(self.prefix):
                 product_id = path[-36:]
                 if _CANONICAL_UUID.fullmatch(product_id):
-                    body = await scope["app"].state.container.products.cached_json(product_id)
+                    body = await scope["app"].state.services.products.cached_json(product_id)
             elif path == self._list_path:
                 query = _simple_list_query(scope["query_string"])
                 if query is not None:
-                    body = await scope["app"].state.container.products.cached_list_json(query)
+                    body = await scope["app"].state.services.products.cached_list_json(query)
             if body is not None:
                 scope["route"] = self._find_route(scope["app"], scope)
                 await send(

@@ -2,7 +2,7 @@
 
 Exit codes: 0 success, 1 an error (one line on stderr), 2 bad usage.
 
-Start-up: each command imports what it needs (the container, uvicorn, grpc, SQLAlchemy,
+Start-up: each command imports what it needs (the composition root, uvicorn, grpc, SQLAlchemy,
 wasmtime) when it runs, so ``arcana --help`` and argument errors load none of them;
 ``tests/unit/test_cli_imports.py`` keeps it so.
 """

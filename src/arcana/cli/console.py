@@ -1,4 +1,4 @@
-"""Shared CLI plumbing: run a coroutine with a container, report errors in one line."""
+"""Shared CLI plumbing: run a coroutine with the services, report errors in one line."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import typer
 from arcana.errors import ArcanaError
 
 if TYPE_CHECKING:
-    from arcana.bootstrap import Container
     from arcana.config import Settings
+    from arcana.services.app import Services
 
 T = TypeVar("T")
 
@@ -37,22 +37,19 @@ def load_settings() -> Settings:
         raise fail("invalid configuration: " + " ".join(s.strip() for s in first[:3])) from None
 
 
-def run_with_container(fn: Callable[[Container], Awaitable[T]], *, migrate: bool = True) -> T:
-    """Build a container, run ``fn``, close it; domain errors become exit 1 with one line."""
+def run_with_services(fn: Callable[[Services], Awaitable[T]], *, migrate: bool = True) -> T:
+    """Build and start the services (``arcana.lifecycle``), run ``fn``, stop; domain errors
+    become exit 1 with one line."""
     from arcana.log import configure_logging
 
     settings = load_settings()
     configure_logging("WARNING", json=False)
 
     async def runner() -> T:
-        from arcana.bootstrap import Container
+        from arcana.lifecycle import Lifecycle
 
-        container = Container.from_settings(settings)
-        try:
-            await container.start(migrate_embedded=migrate)
-            return await fn(container)
-        finally:
-            await container.close()
+        async with Lifecycle.running(settings, migrate_embedded=migrate) as process:
+            return await fn(process.app)
 
     try:
         return asyncio.run(runner())

@@ -9,11 +9,11 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from arcana.cli.console import run_with_container
+from arcana.cli.console import run_with_services
 from arcana.domain.products import NewProduct, ProductStatus
 
 if TYPE_CHECKING:
-    from arcana.bootstrap import Container
+    from arcana.services.app import Services
 
 CATEGORIES = ("books", "garden", "kitchen", "music", "outdoor", "toys", "tools", "games")
 ADJECTIVES = ("Arcane", "Brass", "Crystal", "Dusty", "Elder", "Gilded", "Hidden", "Iron", "Lunar")
@@ -23,14 +23,14 @@ NOUNS = ("Amulet", "Compass", "Grimoire", "Lantern", "Orb", "Scroll", "Staff", "
 DEMO_ADMIN_EMAIL = "admin@arcana.local"
 
 
-async def ensure_demo_admin(container: Container) -> str | None:
+async def ensure_demo_admin(services: Services) -> str | None:
     """Create the demo admin account (``admin@arcana.local``) unless it exists. Its password
     is random, printed once; returns it, or None when the account was already there."""
-    if await container.users.get_user_by_email(DEMO_ADMIN_EMAIL) is not None:
+    if await services.users.get_user_by_email(DEMO_ADMIN_EMAIL) is not None:
         return None
     # Letters, digits and both cases: satisfies the password rules by construction.
     password = "Demo-" + secrets.token_urlsafe(12) + "a1A"
-    await container.users.create_user(
+    await services.users.create_user(
         DEMO_ADMIN_EMAIL, "Demo Admin", password, frozenset({"user", "admin"})
     )
     typer.echo(f"demo admin: {DEMO_ADMIN_EMAIL} / {password}")
@@ -51,7 +51,7 @@ def _generate(rng: random.Random, start: int, count: int) -> list[NewProduct]:
 
 
 async def fill_catalog(
-    container: Container, products: int, batch_size: int, seed: int | None, show: bool = True
+    services: Services, products: int, batch_size: int, seed: int | None, show: bool = True
 ) -> int:
     from rich.progress import (
         BarColumn,
@@ -62,7 +62,7 @@ async def fill_catalog(
     )
 
     rng = random.Random(seed)
-    await ensure_demo_admin(container)
+    await ensure_demo_admin(services)
     done = 0
 
     with Progress(
@@ -75,7 +75,7 @@ async def fill_catalog(
         task = progress.add_task("insert", total=products)
         while done < products:
             count = min(batch_size, products - done)
-            done += await container.products.create_many(
+            done += await services.products.create_many(
                 _generate(rng, done, count), ProductStatus.ACTIVE
             )
             progress.update(task, completed=done)
@@ -92,5 +92,5 @@ def register(app: typer.Typer) -> None:
         seed: int | None = typer.Option(None, "--seed", help="Random seed (repeatable data)"),
     ) -> None:
         """Fill the catalog with generated Active products (and the demo admin, when available)."""
-        run_with_container(lambda c: fill_catalog(c, products, batch_size, seed))
+        run_with_services(lambda c: fill_catalog(c, products, batch_size, seed))
         typer.echo(f"added {products} products")

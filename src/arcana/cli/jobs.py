@@ -7,12 +7,12 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from arcana.cli.console import fail, run_with_container
+from arcana.cli.console import fail, run_with_services
 from arcana.domain.jobs import Job, JobStatus, parse_priority
 from arcana.errors import ArcanaError
 
 if TYPE_CHECKING:
-    from arcana.bootstrap import Container
+    from arcana.services.app import Services
 
 jobs_app = typer.Typer(
     help="Inspect the job queue, the dead-letter set, retry or enqueue jobs.",
@@ -32,10 +32,10 @@ def _line(job: Job) -> str:
 def stats(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """Queue depth per priority, scheduled, retrying, running, succeeded and dead counts."""
 
-    async def go(c: Container) -> dict[str, Any]:
+    async def go(c: Services) -> dict[str, Any]:
         return (await c.jobs.stats()).to_dict()
 
-    data = run_with_container(go)
+    data = run_with_services(go)
     if as_json:
         typer.echo(json.dumps(data))
         return
@@ -53,10 +53,10 @@ def dead(
 ) -> None:
     """List dead jobs (newest first) with their last error."""
 
-    async def go(c: Container) -> tuple[list[Job], int]:
+    async def go(c: Services) -> tuple[list[Job], int]:
         return await c.jobs.list_jobs(JobStatus.DEAD, page, size)
 
-    items, total = run_with_container(go)
+    items, total = run_with_services(go)
     if as_json:
         typer.echo(
             json.dumps(
@@ -73,10 +73,10 @@ def dead(
 def retry(job_id: str) -> None:
     """Queue a dead job again."""
 
-    async def go(c: Container) -> Job:
+    async def go(c: Services) -> Job:
         return await c.jobs.retry(job_id)
 
-    job = run_with_container(go)
+    job = run_with_services(go)
     typer.echo(f"queued {job.id} ({job.job_type}), retry_count={job.retry_count}")
 
 
@@ -101,7 +101,7 @@ def enqueue(
     except ArcanaError as exc:
         raise fail(exc.detail) from None
 
-    async def go(c: Container) -> Job:
+    async def go(c: Services) -> Job:
         return await c.jobs.enqueue(
             job_type,
             data,
@@ -111,7 +111,7 @@ def enqueue(
             unique_key=unique_key,
         )
 
-    job = run_with_container(go)
+    job = run_with_services(go)
     typer.echo(job.id + ("  (existing job holds the unique key)" if job.existing else ""))
 
 

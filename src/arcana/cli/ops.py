@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import asyncio
 
 import typer
 
-from arcana.cli.console import run_with_container
-
-if TYPE_CHECKING:
-    from arcana.bootstrap import Container
+from arcana.cli.console import load_settings
 
 
 def register(app: typer.Typer) -> None:
@@ -17,8 +14,19 @@ def register(app: typer.Typer) -> None:
     def migrate() -> None:
         """Apply database migrations (Alembic) to ARCANA_DATABASE_URL."""
 
-        async def go(container: Container) -> None:
-            await container.migrate()
+        from arcana.log import configure_logging
 
-        run_with_container(go, migrate=False)
+        settings = load_settings()
+        configure_logging("WARNING", json=False)
+
+        async def go() -> None:
+            from arcana.bootstrap import build_app, close_resources, migrate
+
+            app = build_app(settings)
+            try:
+                await migrate(app)
+            finally:
+                await close_resources(app)
+
+        asyncio.run(go())
         typer.echo("database is up to date")

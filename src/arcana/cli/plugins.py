@@ -7,10 +7,10 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from arcana.cli.console import fail, run_with_container
+from arcana.cli.console import fail, run_with_services
 
 if TYPE_CHECKING:
-    from arcana.bootstrap import Container
+    from arcana.services.app import Services
 
 plugins_app = typer.Typer(
     help="WebAssembly audit plugins.", no_args_is_help=True, rich_markup_mode=None
@@ -21,10 +21,10 @@ plugins_app = typer.Typer(
 def list_cmd() -> None:
     """Load the plugins of ARCANA_PLUGINS_DIR and show them."""
 
-    async def run(container: Container) -> list[dict[str, object]]:
-        return await container.plugins.list_plugins()
+    async def run(services: Services) -> list[dict[str, object]]:
+        return await services.plugins.list_plugins()
 
-    statuses = run_with_container(run, migrate=False)
+    statuses = run_with_services(run, migrate=False)
     if not statuses:
         typer.echo("no plugins")
         return
@@ -44,10 +44,10 @@ def check_cmd(file: Path = typer.Argument(..., help="A .wasm or .wat module")) -
     if not file.is_file():
         raise fail(f"{file}: no such file")
 
-    async def run(container: Container) -> dict[str, object]:
-        return await container.plugins.check(file)
+    async def run(services: Services) -> dict[str, object]:
+        return await services.plugins.check(file)
 
-    report = run_with_container(run, migrate=False)
+    report = run_with_services(run, migrate=False)
     version = "-" if report["version"] is None else report["version"]
     if not report["alloc"]:
         buffers = "legacy, host-grown buffer"

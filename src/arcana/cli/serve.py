@@ -56,22 +56,24 @@ def _reuse_port_socket(host: str, port: int) -> socket.socket:
 
 
 async def serve(settings: Settings, *, with_worker: bool, reuse_port: bool = False) -> None:
+    """The lifecycle of ``arcana.lifecycle`` around uvicorn and gRPC: build, start (the API
+    loops, and the worker loops in embedded mode or with ``--with-worker``), serve until a
+    signal, drain, stop."""
     # Imported here, not at module level: ``arcana --help`` and the other commands must not
-    # pay for uvicorn, FastAPI, grpc and the whole container.
+    # pay for uvicorn, FastAPI, grpc and the composition root.
     import uvicorn
 
     from arcana.api.app import create_app
-    from arcana.bootstrap import Container
+    from arcana.lifecycle import Lifecycle
     from arcana.rpc.server import start_grpc
-    from arcana.worker import runtime
 
-    container = Container.from_settings(settings)
+    process = Lifecycle.build(settings)
     try:
-        await container.start()
+        await process.start()
     except Exception as exc:
-        await container.close()
+        await process.stop()
         raise fail(f"start-up failed: {exc}") from None
-    app = create_app(container)
+    app = create_app(process.app)
     config = uvicorn.Config(
         app,
         host=settings.http.host,
@@ -90,7 +92,7 @@ async def serve(settings: Settings, *, with_worker: bool, reuse_port: bool = Fal
     loop = asyncio.get_running_loop()
 
     def on_signal(sig: int) -> None:
-        runtime.begin_shutdown(container)
+        process.drain()
         server.handle_exit(sig, None)
 
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -98,14 +100,14 @@ async def serve(settings: Settings, *, with_worker: bool, reuse_port: bool = Fal
     run_background = settings.embedded or with_worker
     grpc_server: GrpcServer | None = None
     try:
-        grpc_server = await start_grpc(container, reuse_port=reuse_port)
+        grpc_server = await start_grpc(process.app, reuse_port=reuse_port)
     except Exception as exc:
-        await container.close()
+        await process.stop()
         raise fail(f"gRPC start-up failed: {exc}") from None
     try:
-        await runtime.start_serve_extras(container)
+        process.start_api_loops()
         if run_background:
-            await runtime.start_background(container)
+            process.start_worker_loops()
         log.info(
             "arcana serving",
             extra={
@@ -120,13 +122,12 @@ async def serve(settings: Settings, *, with_worker: bool, reuse_port: bool = Fal
     finally:
         if grpc_server is not None:
             await grpc_server.stop(settings.shutdown_timeout)
-        await runtime.stop_serve_extras(container)
-        await container.close()
+        await process.stop()
 
 
 def supervise(workers: int, child_args: list[str]) -> int:
     """``arcana serve --workers N``: N copies of ``arcana serve`` sharing the HTTP and gRPC
-    ports (SO_REUSEPORT). Each runs its own container, outbox relay and audit plugins, as
+    ports (SO_REUSEPORT). Each runs its own services, outbox relay and audit plugins, as
     separately started API processes do. SIGTERM/SIGINT go to every child; when one exits on
     its own, the others are stopped too and the exit code is passed on (a process manager
     restarts the whole set)."""

@@ -9,21 +9,21 @@ from typing import TYPE_CHECKING, TypeVar
 import typer
 
 from arcana.cli.console import fail
-from arcana.cli.console import run_with_container as _run_with_container
+from arcana.cli.console import run_with_services as _run_with_services
 from arcana.domain.identity import Role
 from arcana.domain.users import User
 
 if TYPE_CHECKING:
-    from arcana.bootstrap import Container
+    from arcana.services.app import Services
 
 T = TypeVar("T")
 
 
-def run_with_container(fn: Callable[[Container], Awaitable[T]]) -> T:
+def run_with_services(fn: Callable[[Services], Awaitable[T]]) -> T:
     """Like the shared runner, but an unexpected error (e.g. a PostgreSQL database that was
     never migrated) is still one line on stderr and exit 1, not a traceback."""
     try:
-        return _run_with_container(fn)
+        return _run_with_services(fn)
     except (typer.Exit, SystemExit, KeyboardInterrupt):
         raise
     except Exception as exc:
@@ -60,10 +60,10 @@ def create(
     password = _read_password(password_stdin)
     roles = frozenset({Role.USER.value, Role.ADMIN.value} if admin else {Role.USER.value})
 
-    async def go(container: Container) -> User:
-        return await container.users.create_user(email, name, password, roles)
+    async def go(services: Services) -> User:
+        return await services.users.create_user(email, name, password, roles)
 
-    user = run_with_container(go)
+    user = run_with_services(go)
     typer.echo(f"created user {user.id} <{user.email}> roles={','.join(sorted(user.roles))}")
 
 
@@ -71,12 +71,12 @@ def _role_command(email: str, role: str, *, grant: bool) -> None:
     if role not in {r.value for r in Role}:
         raise fail(f"unknown role '{role}' (known: {', '.join(r.value for r in Role)})")
 
-    async def go(container: Container) -> User:
+    async def go(services: Services) -> User:
         if grant:
-            return await container.users.grant_role(email, role)
-        return await container.users.revoke_role(email, role)
+            return await services.users.grant_role(email, role)
+        return await services.users.revoke_role(email, role)
 
-    user = run_with_container(go)
+    user = run_with_services(go)
     typer.echo(f"{user.email}: roles={','.join(sorted(user.roles)) or '-'}")
 
 
@@ -96,10 +96,10 @@ def revoke_role(email: str, role: str) -> None:
 def delete_user(email: str) -> None:
     """Delete the user with EMAIL, their sessions and tokens; their access tokens stop working."""
 
-    async def go(container: Container) -> User:
-        return await container.users.delete_user(email)
+    async def go(services: Services) -> User:
+        return await services.users.delete_user(email)
 
-    user = run_with_container(go)
+    user = run_with_services(go)
     typer.echo(f"deleted user {user.id} <{user.email}>")
 
 
@@ -107,10 +107,10 @@ def delete_user(email: str) -> None:
 def list_users() -> None:
     """Show every user."""
 
-    async def go(container: Container) -> list[User]:
-        return await container.users.list_users(limit=100_000)
+    async def go(services: Services) -> list[User]:
+        return await services.users.list_users(limit=100_000)
 
-    users = run_with_container(go)
+    users = run_with_services(go)
     from rich.console import Console
     from rich.table import Table
 

@@ -34,21 +34,20 @@ async def run_worker(settings: Settings, metrics_port: int | None = None) -> Non
         except OSError as exc:
             raise fail(f"cannot serve metrics on port {metrics_port}: {exc}") from None
         log.info("metrics on http://%s:%d/metrics", settings.http.host, port)
-    from arcana.bootstrap import Container
-    from arcana.worker import runtime
+    from arcana.lifecycle import Lifecycle
 
-    container = Container.from_settings(settings)
+    process = Lifecycle.build(settings)
     try:
-        await container.start()
+        await process.start()
     except Exception as exc:
-        await container.close()
+        await process.stop()
         raise fail(f"start-up failed: {exc}") from None
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     try:
-        await runtime.start_background(container)
+        process.start_worker_loops()
         log.info(
             "arcana worker running",
             extra={
@@ -59,7 +58,7 @@ async def run_worker(settings: Settings, metrics_port: int | None = None) -> Non
         await stop.wait()
         log.info("arcana worker stopping")
     finally:
-        await container.close()
+        await process.stop()
 
 
 def register(app: typer.Typer) -> None:

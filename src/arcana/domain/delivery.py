@@ -7,11 +7,16 @@ The envelope handed to a handler is the contract §5 JSON object
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Protocol
 
+from arcana.domain.events import DomainEvent
 from arcana.domain.jobs import JobRequest
+
+log = logging.getLogger(__name__)
 
 Envelope = dict[str, Any]
 EventHandler = Callable[[Envelope], Awaitable[None]]
@@ -81,3 +86,33 @@ class EventFeed(Protocol):
         """Start listening. With ``last_id`` the events after it are replayed first (best
         effort); without it only events published from now on are seen."""
         ...
+
+
+class OutboxHistory(Protocol):
+    """Outbox rows that were already relayed: only history, kept for a retention period."""
+
+    async def purge_published(self, before: datetime) -> int:
+        """Delete the rows published before ``before``; returns how many."""
+        ...
+
+
+CommitListener = Callable[[list[DomainEvent]], None]
+
+
+class CommitListeners:
+    """Called synchronously after each commit of this process with the events it recorded:
+    wakes the outbox relay at once instead of at its next poll, counts events for the console.
+    A listener that raises is logged and the others still run."""
+
+    def __init__(self) -> None:
+        self._listeners: list[CommitListener] = []
+
+    def add(self, listener: CommitListener) -> None:
+        self._listeners.append(listener)
+
+    def __call__(self, events: list[DomainEvent]) -> None:
+        for listener in self._listeners:
+            try:
+                listener(events)
+            except Exception:
+                log.exception("commit listener failed")

@@ -252,7 +252,7 @@ def error_interceptor() -> grpc.aio.ServerInterceptor:
 def auth_interceptor(
     identity: IdentityService, admin_methods: frozenset[str]
 ) -> grpc.aio.ServerInterceptor:
-    """Same token rules as REST (``container.identity``): writes need an admin bearer in the
+    """Same token rules as REST (``services.identity``): writes need an admin bearer in the
     ``authorization`` metadata; reads are public."""
 
     def wrap(inner: Handler, method: str) -> Handler:

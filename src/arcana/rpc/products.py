@@ -7,13 +7,13 @@ from typing import Any
 import grpc
 from google.protobuf import empty_pb2
 
-from arcana.bootstrap import Container
 from arcana.domain.products import NewProduct, Product, ProductChanges, ProductQuery
 from arcana.domain.timestamps import iso_z
 from arcana.errors import Unauthorized, ValidationFailed
 from arcana.rpc.gen.arcana.product.v1 import product_pb2 as pb
 from arcana.rpc.gen.arcana.product.v1 import product_pb2_grpc as pb_grpc
 from arcana.rpc.interceptors import current_principal
+from arcana.services.app import Services
 from arcana.services.products import product_from_json
 
 ADMIN_METHODS = frozenset({"CreateProduct", "UpdateProduct", "UpdateStock", "DeleteProduct"})
@@ -49,8 +49,8 @@ def _actor() -> str:
 class ProductServicer(pb_grpc.ProductServiceServicer):
     MESSAGES_MAX = 10_000
 
-    def __init__(self, container: Container) -> None:
-        self._products = container.products
+    def __init__(self, services: Services) -> None:
+        self._products = services.products
         # Messages built from a product's JSON, keyed by those exact bytes: a cache hit then
         # skips JSON parsing and message building. The key *is* the content, so an entry can
         # never be stale; the oldest half is dropped when full.

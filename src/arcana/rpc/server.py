@@ -1,7 +1,7 @@
 """The ``grpc.aio`` server: product service, health, reflection, interceptors.
 
 Started by ``arcana serve`` beside HTTP on ``ARCANA_GRPC_PORT`` (0 disables), sharing the
-container's services, database pool and cache.
+process.s services (``Services``).
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from arcana.bootstrap import Container
 from arcana.rpc.gen.arcana.product.v1 import product_pb2 as pb
 from arcana.rpc.gen.arcana.product.v1 import product_pb2_grpc as pb_grpc
 from arcana.rpc.interceptors import (
@@ -26,6 +25,7 @@ from arcana.rpc.interceptors import (
     metrics_interceptor,
 )
 from arcana.rpc.products import ADMIN_METHODS, ProductServicer
+from arcana.services.app import Services
 
 log = logging.getLogger("arcana.rpc")
 
@@ -37,10 +37,10 @@ class GrpcServer:
     """Owns the ``grpc.aio.Server`` and the health loop; ``port`` is the bound port."""
 
     def __init__(
-        self, container: Container, host: str, port: int, *, reuse_port: bool = False
+        self, services: Services, host: str, port: int, *, reuse_port: bool = False
     ) -> None:
-        self.container = container
-        settings = container.settings
+        self.services = services
+        settings = services.settings
         options = [
             ("grpc.max_receive_message_length", settings.grpc.max_message_bytes),
             ("grpc.max_send_message_length", settings.grpc.max_message_bytes),
@@ -54,13 +54,13 @@ class GrpcServer:
                     logging_interceptor(),
                     deadline_interceptor(),
                     error_interceptor(),
-                    auth_interceptor(container.identity, ADMIN_METHODS),
+                    auth_interceptor(services.identity, ADMIN_METHODS),
                 )
             ],
             options=options,
         )
         pb_grpc.add_ProductServiceServicer_to_server(  # type: ignore[no-untyped-call]
-            ProductServicer(container), self.server
+            ProductServicer(services), self.server
         )
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
@@ -74,7 +74,7 @@ class GrpcServer:
         self._stop = asyncio.Event()
 
     async def _set_health(self) -> None:
-        ok = await self.container.db.ping()
+        ok = await self.services.health.check("database")
         status = (
             health_pb2.HealthCheckResponse.SERVING
             if ok
@@ -107,10 +107,10 @@ class GrpcServer:
         await self.server.stop(grace)
 
 
-async def start_grpc(container: Container, *, reuse_port: bool = False) -> GrpcServer | None:
-    settings = container.settings
+async def start_grpc(services: Services, *, reuse_port: bool = False) -> GrpcServer | None:
+    settings = services.settings
     if settings.grpc.port == 0:
         return None
-    server = GrpcServer(container, settings.grpc.host, settings.grpc.port, reuse_port=reuse_port)
+    server = GrpcServer(services, settings.grpc.host, settings.grpc.port, reuse_port=reuse_port)
     await server.start()
     return server

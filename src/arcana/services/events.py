@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable
 
 from arcana.domain.delivery import Envelope, EventHandlers, JobEnqueuer
 from arcana.domain.jobs import ADMIN_STOCK_NOTICE, SECURITY_NOTICE, WELCOME_EMAIL, JobRequest
-from arcana.errors import ServiceUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -28,19 +26,6 @@ _JOB_NAMESPACE = uuid.UUID("6f3c1a52-8d0e-4d4b-9a51-0b7f7f2a9e10")
 def job_id_for(event_id: str, job_type: str) -> str:
     """The one job an event may cause of a given type; stable across redeliveries."""
     return str(uuid.uuid5(_JOB_NAMESPACE, f"{event_id}/{job_type}"))
-
-
-class DeferredJobs:
-    """A ``JobEnqueuer`` looked up at call time, so handlers can be built before the queue."""
-
-    def __init__(self, provider: Callable[[], JobEnqueuer | None]) -> None:
-        self._provider = provider
-
-    async def enqueue(self, request: JobRequest, *, job_id: str | None = None) -> object:
-        queue = self._provider()
-        if queue is None:
-            raise ServiceUnavailable("no job queue is configured")
-        return await queue.enqueue(request, job_id=job_id)
 
 
 class EventReactions:

@@ -1,5 +1,5 @@
-"""The built-in job types mapped to service calls, and how a process starts its workers and
-scheduler."""
+"""The built-in job types mapped to service calls, and the job worker and scheduler loops a
+process runs (``arcana.lifecycle`` starts them)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from arcana.bootstrap import Container
 from arcana.domain.jobs import (
     ADMIN_STOCK_NOTICE,
     CLEANUP_TOKENS,
@@ -22,11 +21,15 @@ from arcana.domain.jobs import (
     WELCOME_EMAIL,
     JobType,
 )
+from arcana.services.app import Services
 from arcana.worker.registry import HandlerFn, HandlerRegistry, JobContext
 from arcana.worker.runner import Worker
 from arcana.worker.scheduler import default_schedule, run_scheduler
 
 log = logging.getLogger("arcana.jobs")
+
+BackgroundLoop = Callable[[asyncio.Event], Awaitable[None]]
+"""A loop that returns soon after the stop event is set."""
 
 
 class EchoFailed(RuntimeError):
@@ -44,24 +47,25 @@ async def echo(ctx: JobContext) -> None:
     log.info("echo: %s", ctx.payload.get("message", ""))
 
 
-def handler_table(container: Container) -> dict[JobType[Any], HandlerFn]:
+def handler_table(services: Services) -> dict[JobType[Any], HandlerFn]:
     """Each built-in job type and the one service call that runs it. The payload was built
     from the type's shape (``domain/jobs.py``) when the job was enqueued."""
-    notices = container.notifications
+    notices = services.notifications
+    maintenance = services.maintenance
 
     async def noop(ctx: JobContext) -> None:
         return None
 
     async def reset_request(ctx: JobContext) -> None:
         # Queued by forgot-password: the look-up and the token happen here, off the request.
-        await container.auth.issue_reset(str(ctx.payload["email"]))
+        await services.auth.issue_reset(str(ctx.payload["email"]))
 
     async def pending_users(ctx: JobContext) -> None:
-        n = await container.sync_pending_users()
+        n = await maintenance.sync_pending_users()
         log.info("sync.pending_users handled %d user(s)", n)
 
     async def cleanup_tokens(ctx: JobContext) -> None:
-        n = await container.cleanup_tokens()
+        n = await maintenance.cleanup()
         log.info("sync.cleanup_tokens removed %d row(s)", n)
 
     def call(use_case: Callable[[Any, str], Awaitable[object]]) -> HandlerFn:
@@ -83,20 +87,20 @@ def handler_table(container: Container) -> dict[JobType[Any], HandlerFn]:
     }
 
 
-def build_registry(container: Container) -> HandlerRegistry:
+def build_registry(services: Services) -> HandlerRegistry:
     registry = HandlerRegistry()
-    for job_type, handler in handler_table(container).items():
+    for job_type, handler in handler_table(services).items():
         registry.register(job_type.name, handler)
     missing = [name for name in JOB_TYPES if registry.resolve(name) is None]
     assert not missing, f"built-in job types without a handler: {missing}"
     return registry
 
 
-def build_worker(container: Container, registry: HandlerRegistry | None = None) -> Worker:
-    s = container.settings
+def build_worker(services: Services, registry: HandlerRegistry | None = None) -> Worker:
+    s = services.settings
     return Worker(
-        container.queue,
-        registry or build_registry(container),
+        services.queue,
+        registry or build_registry(services),
         concurrency=s.jobs.worker_concurrency,
         batch_size=s.jobs.batch_size,
         lease_seconds=s.jobs.lease_seconds,
@@ -108,14 +112,15 @@ def build_worker(container: Container, registry: HandlerRegistry | None = None) 
     )
 
 
-def start_jobs(container: Container) -> None:
-    """Spawn a worker and (unless disabled) the scheduler in this process."""
-    worker = build_worker(container)
-    container.spawn("jobs.worker", worker.run)
-    if container.settings.jobs.scheduler_enabled:
-        schedule = default_schedule(container.settings)
+def job_loops(services: Services) -> dict[str, BackgroundLoop]:
+    """The loops that run jobs in this process, by name: a worker and, unless disabled, the
+    scheduler of periodic jobs."""
+    loops: dict[str, BackgroundLoop] = {"jobs.worker": build_worker(services).run}
+    if services.settings.jobs.scheduler_enabled:
+        schedule = default_schedule(services.settings)
 
         async def scheduler(stop: asyncio.Event) -> None:
-            await run_scheduler(container.queue, schedule, stop)
+            await run_scheduler(services.queue, schedule, stop)
 
-        container.spawn("jobs.scheduler", scheduler)
+        loops["jobs.scheduler"] = scheduler
+    return loops

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 
 from redis.asyncio import Redis
 
@@ -51,7 +50,7 @@ class EventBus:
         db: Database,
         redis: Redis | None,
         handlers: EventHandlers,
-        jobs: Callable[[], JobEnqueuer | None],
+        jobs: JobEnqueuer | None,
     ) -> None:
         self._settings = settings
         self._db = db
@@ -74,7 +73,6 @@ class EventBus:
             publisher = LocalDispatcher(handlers, local, settings.events.handler_retries)
             self.feed = local
         self.relay = self.new_relay(publisher)
-        self.relay_started = False
 
     @property
     def embedded(self) -> bool:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import UTC
 from typing import Any, Protocol
 
@@ -77,7 +77,7 @@ class OutboxRelay:
         self,
         db: Database,
         publisher: Publisher,
-        jobs: Callable[[], JobEnqueuer | None],
+        jobs: JobEnqueuer | None,
         *,
         batch_size: int = 200,
         poll_interval: float = 2.0,
@@ -116,7 +116,7 @@ class OutboxRelay:
                 return True
 
     async def _drain_batch(self) -> tuple[int | None, bool, BaseException | None]:
-        jobs = self._jobs()
+        jobs = self._jobs
         error: BaseException | None = None
         async with self._outbox.claim(self._batch_size, with_jobs=jobs is not None) as batch:
             if batch is None:

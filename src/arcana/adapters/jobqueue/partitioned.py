@@ -277,4 +277,4 @@ class PartitionedRedisJobQueue(JobQueue):
             await asyncio.gather(*waiters, return_exceptions=True)
 
     async def close(self) -> None:
-        """The Redis client belongs to the container."""
+        """The Redis client belongs to the composition root, which closes it."""

@@ -330,4 +330,4 @@ class RedisJobQueue(JobQueue):
         await self._redis.blpop([self.base + "wake"], timeout=timeout)
 
     async def close(self) -> None:
-        """The Redis client belongs to the container."""
+        """The Redis client belongs to the composition root, which closes it."""

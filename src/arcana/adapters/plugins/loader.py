@@ -86,8 +86,8 @@ PAGE = 65536
 MAC_BYTES = 32
 
 # Serialized artifacts compiled in this process, by digest: every engine here is built with the
-# same settings, so a second container (tests, the CLI) deserializes in milliseconds instead
-# of compiling for a second or more.
+# same settings, so a second app in this process (tests, the CLI) deserializes in milliseconds
+# instead of compiling for a second or more.
 _COMPILED: dict[str, bytes] = {}
 
 
