@@ -19,6 +19,7 @@ from arcana.rpc.gen.arcana.product.v1 import product_pb2_grpc as pb_grpc
 from arcana.services.auth import AuthPolicy, AuthService, ClientInfo
 from tests.auth_support import PASSWORD, bearer, login, register_and_login
 from tests.products_support import grpc_stub_for
+from tests.reliability.stack import PrivateRedis
 from tests.security.conftest import AUTH, ClientFactory
 
 
@@ -181,12 +182,12 @@ async def test_login_racing_a_password_change_inserts_no_live_session(
 # -- revocation when Redis refuses writes ----------------------------------------------------
 @pytest.mark.parametrize("backend", ["postgres"], indirect=True)
 async def test_revocation_stays_exact_when_redis_refuses_writes(
-    make_client: ClientFactory, private_redis: str
+    make_client: ClientFactory, private_redis: PrivateRedis
 ) -> None:
-    async with make_client(redis_url=private_redis) as (client, _):
+    async with make_client(redis_url=private_redis.url) as (client, _):
         u = await register_and_login(client)
         assert await _me(client, u["access_token"]) == 200  # token state now cached
-        admin = Redis.from_url(private_redis)
+        admin = Redis.from_url(private_redis.url)
         try:
             # Out of memory with no eviction: every SET is refused, reads and DEL still work.
             await admin.config_set("maxmemory-policy", "noeviction")
