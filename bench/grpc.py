@@ -1,4 +1,3 @@
-# ruff: noqa: E402  (sys.path is cleaned before the imports, see below)
 """Unary ``GetProduct`` over gRPC against the cached REST ``GET /products/{id}``, same run.
 
     make bench-grpc            # or: .venv/bin/python bench/grpc.py --rounds 3 --duration 5
@@ -14,38 +13,24 @@ information. The older table (a Python asyncio client for both transports) follo
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
+import loadgen as lg  # first: it takes this folder off sys.path (see bench/loadgen.py)
 
-# Keep this directory off sys.path: a script here must never shadow an installed module.
-_HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
-
+# isort: split
 import argparse
 import asyncio
-import importlib.util
 import json
-import os
 import re
 import shutil
 import socket
 import struct
 import subprocess
+import sys
 import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
-
-
-def _load_loadgen():  # type: ignore[no-untyped-def]
-    spec = importlib.util.spec_from_file_location("bench_loadgen", _HERE / "loadgen.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["bench_loadgen"] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 async def _grpc_load(
@@ -77,13 +62,7 @@ async def _grpc_load(
         t0 = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         elapsed = time.perf_counter() - t0
-    latencies.sort()
-    return {
-        "rps": len(latencies) / elapsed,
-        "p50_ms": latencies[len(latencies) // 2] * 1000,
-        "p99_ms": latencies[int(len(latencies) * 0.99)] * 1000,
-        "errors": errors,
-    }
+    return {**lg.latency_summary(latencies, elapsed), "errors": errors}
 
 
 def have_h2load() -> bool:
@@ -152,7 +131,6 @@ GET_PRODUCT = "/arcana.product.v1.ProductService/GetProduct"
 
 
 def main() -> None:
-    lg = _load_loadgen()
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--duration", type=float, default=5.0)
     ap.add_argument("--rounds", type=int, default=3)
@@ -160,28 +138,12 @@ def main() -> None:
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="arcana-bench-grpc-"))
     http_port, grpc_port = lg.free_port(), lg.free_port()
-    env = {
-        **os.environ,
-        "ARCANA_DATABASE_URL": f"sqlite+aiosqlite:///{work}/bench.db",
-        "ARCANA_JWT_SECRET": "bench-secret-" + "x" * 40,
-        "ARCANA_HTTP_PORT": str(http_port),
-        "ARCANA_GRPC_PORT": str(grpc_port),
-        "ARCANA_LOG_LEVEL": "WARNING",
-    }
-    env.pop("ARCANA_REDIS_URL", None)
-    server = None
+    env = lg.arcana_env(work, http_port, grpc_port=grpc_port)
+    procs: list[subprocess.Popen[bytes]] = []
     try:
-        subprocess.run(
-            [str(lg.BIN / "arcana"), "demo-data", "--products", "1000", "--seed", "1"],
-            env=env,
-            cwd=work,
-            check=True,
-            stdout=subprocess.DEVNULL,
-        )
-        server = subprocess.Popen([str(lg.BIN / "arcana"), "serve"], env=env, cwd=work)
-        base = f"http://127.0.0.1:{http_port}"
-        lg.wait_http(f"{base}/healthz", server)
-        pid = httpx.get(f"{base}/api/v1/products?size=1").json()["data"][0]["id"]
+        lg.demo_data(env, work, 1000)
+        base = lg.start_serve(env, work, procs)
+        pid = lg.first_product_id(base)
         url = f"{base}/api/v1/products/{pid}"
         httpx.get(url)  # warm the cache
         bare = None
@@ -191,7 +153,7 @@ def main() -> None:
             bare = subprocess.Popen(
                 [
                     sys.executable,
-                    str(_HERE / "bare.py"),
+                    str(lg.HERE / "bare.py"),
                     "grpc",
                     str(bare_port),
                     str(work / "product.json"),
@@ -283,9 +245,7 @@ def main() -> None:
                 f"{r.rps / ref:.2f} | {r.errors} |"
             )
     finally:
-        if server is not None:
-            server.terminate()
-            server.wait(20)
+        lg.stop_processes(procs, timeout=20)
         shutil.rmtree(work, ignore_errors=True)
 
 

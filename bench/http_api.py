@@ -1,4 +1,3 @@
-# ruff: noqa: E402  (sys.path is cleaned before the imports, see below)
 """HTTP benchmark of the product catalog against two ceilings, side by side in one run.
 
     make bench-http            # or: .venv/bin/python bench/http_api.py --rounds 3 --duration 5
@@ -15,44 +14,29 @@ Also measured: ``GET /auth/me`` with an admin's bearer (token check + one row).
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
+import loadgen  # first: it takes this folder off sys.path (see bench/loadgen.py)
 
-# Keep this directory off sys.path: a script here must never shadow an installed module.
-_HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
-
+# isort: split
 import argparse
-import importlib.util
 import json
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
+from pathlib import Path
 
 import httpx
-
-
-def _load_loadgen():  # type: ignore[no-untyped-def]
-    spec = importlib.util.spec_from_file_location("bench_loadgen", _HERE / "loadgen.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["bench_loadgen"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-_lg = _load_loadgen()
-BIN, Result, free_port, have_wrk = _lg.BIN, _lg.Result, _lg.free_port, _lg.have_wrk
-median_result, run_python, run_wrk, wait_http = (
-    _lg.median_result,
-    _lg.run_python,
-    _lg.run_wrk,
-    _lg.wait_http,
+from loadgen import (
+    BIN,
+    Result,
+    free_port,
+    have_wrk,
+    median_result,
+    run_python,
+    run_wrk,
+    wait_http,
 )
-
-SECRET = "bench-secret-" + "x" * 40
 
 
 def admin_token(env: dict[str, str], work: Path, base: str) -> str:
@@ -103,15 +87,7 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="arcana-bench-"))
     port = free_port()
-    env = {
-        **os.environ,
-        "ARCANA_DATABASE_URL": args.database_url or f"sqlite+aiosqlite:///{work}/bench.db",
-        "ARCANA_JWT_SECRET": SECRET,
-        "ARCANA_HTTP_PORT": str(port),
-        "ARCANA_GRPC_PORT": "0",
-        "ARCANA_LOG_LEVEL": "WARNING",
-    }
-    env.pop("ARCANA_REDIS_URL", None)
+    env = loadgen.arcana_env(work, port, database_url=args.database_url)
     if args.redis_url:
         env["ARCANA_REDIS_URL"] = args.redis_url
         env["ARCANA_REDIS_PREFIX"] = f"arcana-bench-{os.getpid()}"
@@ -123,21 +99,9 @@ def main() -> None:
         subprocess.run(
             [str(BIN / "arcana"), "migrate"], env=env, cwd=work, check=True, capture_output=True
         )
-        subprocess.run(
-            [str(BIN / "arcana"), "demo-data", "--products", str(args.rows), "--seed", "1"],
-            env=env,
-            cwd=work,
-            check=True,
-            stdout=subprocess.DEVNULL,
-        )
-        server = subprocess.Popen(
-            [str(BIN / "arcana"), "serve", "--workers", str(args.workers)], env=env, cwd=work
-        )
-        procs.append(server)
-        base = f"http://127.0.0.1:{port}"
-        wait_http(f"{base}/healthz", server)
-        first = httpx.get(f"{base}/api/v1/products?size=1").json()["data"][0]
-        pid = first["id"]
+        loadgen.demo_data(env, work, args.rows)
+        base = loadgen.start_serve(env, work, procs, "--workers", str(args.workers))
+        pid = loadgen.first_product_id(base)
         body = httpx.get(f"{base}/api/v1/products/{pid}").content
         (work / "product.json").write_bytes(body)
         token = admin_token(env, work, base)
@@ -260,13 +224,7 @@ def main() -> None:
         if args.json:
             print(json.dumps({k: vars(v) for k, v in med.items()}))
     finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(15)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        loadgen.stop_processes(procs)
         shutil.rmtree(work, ignore_errors=True)
         if args.redis_url:
             import redis

@@ -1,4 +1,3 @@
-# ruff: noqa: E402  (sys.path is cleaned before the imports)
 """Job queue benchmark: ours beside dramatiq, taskiq (taskiq-redis) and SAQ, same Redis, same run.
 
     make bench-jobs        # creates bench/.venv with the other libraries, then runs this
@@ -19,13 +18,9 @@ so no other script of ``bench/`` is on their path.
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
+import loadgen  # first: it takes this folder off sys.path (see bench/loadgen.py)
 
-# Keep this folder off sys.path: a script here must never shadow an installed module
-# (``grpc.py`` would shadow grpcio).
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
-
+# isort: split
 import argparse
 import asyncio
 import atexit
@@ -227,17 +222,6 @@ def start_workers(lib: Lib, n: int) -> list[subprocess.Popen[bytes]]:
     ]
 
 
-def stop_workers(procs: list[subprocess.Popen[bytes]]) -> None:
-    for p in procs:
-        p.terminate()
-    for p in procs:
-        try:
-            p.wait(15)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait(5)
-
-
 async def timed(fn: Callable[[], Awaitable[None]]) -> float:
     t0 = time.perf_counter()
     await fn()
@@ -262,7 +246,7 @@ async def process(lib: Lib, n_procs: int, total: int) -> tuple[float, float]:
             done = counts(lib)
         await asyncio.sleep(0.15)  # let every reporter write its final span
     finally:
-        stop_workers(procs)
+        loadgen.stop_processes(procs)
     # Rate from the first job any worker handled to the last one (times kept by the workers).
     r = sync_redis.Redis.from_url(REDIS_URL)
     spans = [
@@ -293,7 +277,7 @@ async def latency(lib: Lib) -> tuple[float, float]:
             await asyncio.sleep(0.05)
         lat = sorted(float(x) * 1000 for x in r.lrange(f"bench:{lib.tag}:lat", 0, -1))
     finally:
-        stop_workers(procs)
+        loadgen.stop_processes(procs)
     p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))]
     return statistics.median(lat), p99
 

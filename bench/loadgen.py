@@ -3,6 +3,10 @@
 
 ``wrk`` is used when installed (``apt-get install -y wrk``); otherwise a Python load generator
 (httpx, asyncio) runs in its own process so it does not share the server's event loop.
+
+A script of ``bench/`` imports this module first (``import loadgen``, found because the
+script's folder is ``sys.path[0]``); the module then takes that folder off ``sys.path``, so
+no script here (``grpc.py``...) shadows an installed module in the imports that follow.
 """
 
 from __future__ import annotations
@@ -11,8 +15,8 @@ import sys
 from pathlib import Path
 
 # Keep this directory off sys.path: a script here must never shadow an installed module.
-_HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
 
 import asyncio
 import json
@@ -33,6 +37,7 @@ import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
+SECRET = "bench-secret-" + "x" * 40
 
 
 def free_port() -> int:
@@ -53,6 +58,71 @@ def wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float = 60) -> N
             pass
         time.sleep(0.1)
     raise SystemExit(f"{url} did not come up")
+
+
+def arcana_env(
+    work: Path, http_port: int, *, grpc_port: int = 0, database_url: str | None = None
+) -> dict[str, str]:
+    """The environment of an embedded ``arcana`` (SQLite in ``work`` unless ``database_url``
+    is given, no Redis whatever the caller's environment says)."""
+    env = {
+        **os.environ,
+        "ARCANA_DATABASE_URL": database_url or f"sqlite+aiosqlite:///{work}/bench.db",
+        "ARCANA_JWT_SECRET": SECRET,
+        "ARCANA_HTTP_PORT": str(http_port),
+        "ARCANA_GRPC_PORT": str(grpc_port),
+        "ARCANA_LOG_LEVEL": "WARNING",
+    }
+    env.pop("ARCANA_REDIS_URL", None)
+    return env
+
+
+def demo_data(env: dict[str, str], work: Path, products: int) -> None:
+    subprocess.run(
+        [str(BIN / "arcana"), "demo-data", "--products", str(products), "--seed", "1"],
+        env=env,
+        cwd=work,
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+
+
+def start_serve(
+    env: dict[str, str], work: Path, procs: list[subprocess.Popen[bytes]], *args: str
+) -> str:
+    """``arcana serve ARGS``, appended to ``procs`` (for ``stop_processes``) and waited for
+    until ``/healthz`` answers. Returns its base URL."""
+    proc = subprocess.Popen([str(BIN / "arcana"), "serve", *args], env=env, cwd=work)
+    procs.append(proc)
+    base = f"http://127.0.0.1:{env['ARCANA_HTTP_PORT']}"
+    wait_http(f"{base}/healthz", proc)
+    return base
+
+
+def first_product_id(base: str) -> str:
+    return str(httpx.get(f"{base}/api/v1/products?size=1").json()["data"][0]["id"])
+
+
+def stop_processes(procs: list[subprocess.Popen[bytes]], timeout: float = 15) -> None:
+    """Terminate all, then wait for each; kill what is still running after ``timeout``."""
+    for p in procs:
+        p.terminate()
+    for p in procs:
+        try:
+            p.wait(timeout)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait(5)
+
+
+def latency_summary(latencies: list[float], elapsed: float) -> dict[str, float]:
+    """Requests per second and the p50 / p99 latencies (ms) of a run of ``elapsed`` seconds."""
+    latencies.sort()
+    return {
+        "rps": len(latencies) / elapsed,
+        "p50_ms": latencies[len(latencies) // 2] * 1000,
+        "p99_ms": latencies[int(len(latencies) * 0.99)] * 1000,
+    }
 
 
 @dataclass
@@ -151,13 +221,7 @@ async def _pygen(
     t0 = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(connections)))
     elapsed = time.perf_counter() - t0
-    latencies.sort()
-    return {
-        "rps": len(latencies) / elapsed,
-        "p50_ms": latencies[len(latencies) // 2] * 1000,
-        "p99_ms": latencies[int(len(latencies) * 0.99)] * 1000,
-        "errors": errors,
-    }
+    return {**latency_summary(latencies, elapsed), "errors": errors}
 
 
 def run_python(

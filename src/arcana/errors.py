@@ -32,14 +32,28 @@ class ArcanaError(Exception):
 
 
 class ValidationFailed(ArcanaError):
+    """Bad input. ``ValidationFailed(field="price", message="must be a number")`` names the
+    input field at fault (the detail is then ``"price: must be a number"``); each transport says
+    where that field sits in its own terms (HTTP: ``loc: ["body", "price"]``). ``errors`` is
+    for callers that already speak in request locations."""
+
     code = "VALIDATION_FAILED"
     title = "Validation failed"
 
     def __init__(
-        self, detail: str | None = None, errors: list[dict[str, Any]] | None = None
+        self,
+        detail: str | None = None,
+        errors: list[dict[str, Any]] | None = None,
+        *,
+        field: str | None = None,
+        message: str | None = None,
     ) -> None:
+        if detail is None and field is not None:
+            detail = f"{field}: {message}" if message else field
         super().__init__(detail)
         self.errors = errors or []
+        self.field = field
+        self.message = message or self.detail
 
 
 class InsufficientStock(ValidationFailed):

@@ -37,7 +37,7 @@ http {{
             proxy_pass http://arcana;
             proxy_http_version 1.1;
             proxy_set_header Connection "";
-            proxy_set_header X-Forwarded-For $remote_addr;
+            proxy_set_header X-Forwarded-For {forwarded_for};
             proxy_next_upstream error timeout http_502;
             proxy_connect_timeout 2s;
             proxy_read_timeout 30s;
@@ -106,7 +106,9 @@ class Cluster:
         else:
             self.workers.append(proc)
 
-    def start_nginx(self) -> None:
+    def start_nginx(self, forwarded_for: str = "$remote_addr") -> None:
+        """nginx in front of the API processes; ``forwarded_for`` is the value it sets as
+        ``X-Forwarded-For`` (``$proxy_add_x_forwarded_for`` appends, as ``deploy/nginx.conf``)."""
         binary = nginx_bin()
         if binary is None:
             raise RuntimeError("nginx is not installed (apt-get install nginx-light)")
@@ -117,7 +119,11 @@ class Cluster:
             f"        server 127.0.0.1:{p} max_fails=1 fail_timeout=2s;" for p in self.api_ports
         )
         conf = prefix / "nginx.conf"
-        conf.write_text(NGINX_CONF.format(prefix=prefix, servers=servers, port=self.lb_port))
+        conf.write_text(
+            NGINX_CONF.format(
+                prefix=prefix, servers=servers, port=self.lb_port, forwarded_for=forwarded_for
+            )
+        )
         with (prefix / "stdout.log").open("ab") as log:
             self.nginx = subprocess.Popen(
                 [binary, "-p", str(prefix), "-c", str(conf)], stdout=log, stderr=log

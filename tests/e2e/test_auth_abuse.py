@@ -4,11 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import statistics
-import subprocess
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -18,38 +14,12 @@ from arcana.api.app import create_app
 from arcana.bootstrap import App
 from arcana.config import PasswordSettings, Settings
 from arcana.lifecycle import Lifecycle
+from tests.app_support import ClientFactory
 from tests.auth_support import PASSWORD, bearer, login, register_and_login
 from tests.conftest import truncate_all
-from tests.process import free_port
+from tests.reliability.stack import PrivateRedis
 
 AUTH = "/api/v1/auth"
-
-ClientFactory = Callable[..., AbstractAsyncContextManager[httpx.AsyncClient]]
-
-
-@pytest.fixture
-def make_client(settings: Settings) -> ClientFactory:
-    """A client on the test's backend with some settings changed."""
-
-    @asynccontextmanager
-    async def factory(
-        *, client_ip: str = "127.0.0.1", **overrides: Any
-    ) -> AsyncIterator[httpx.AsyncClient]:
-        if not settings.is_sqlite:
-            await truncate_all(settings.database.url.get_secret_value())
-        process = Lifecycle.build(settings.replace(**overrides))
-        container = process.app
-        await process.start(migrate_embedded=False)
-        transport = httpx.ASGITransport(
-            app=create_app(container), raise_app_exceptions=False, client=(client_ip, 4242)
-        )
-        try:
-            async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
-                yield c
-        finally:
-            await process.stop()
-
-    return factory
 
 
 async def _bad_login(client: httpx.AsyncClient, email: str) -> httpx.Response:
@@ -59,7 +29,10 @@ async def _bad_login(client: httpx.AsyncClient, email: str) -> httpx.Response:
 async def test_account_lock_answers_429_even_to_the_right_password(
     make_client: ClientFactory,
 ) -> None:
-    async with make_client(login_max_failures_per_account=3, login_window_seconds=60) as client:
+    async with make_client(login_max_failures_per_account=3, login_window_seconds=60) as (
+        client,
+        _,
+    ):
         u = await register_and_login(client)
         for _ in range(3):
             assert (await _bad_login(client, u["email"])).status_code == 401
@@ -76,7 +49,10 @@ async def test_account_lock_answers_429_even_to_the_right_password(
 async def test_wrong_current_passwords_count_against_the_account(
     make_client: ClientFactory,
 ) -> None:
-    async with make_client(login_max_failures_per_account=2, login_window_seconds=60) as client:
+    async with make_client(login_max_failures_per_account=2, login_window_seconds=60) as (
+        client,
+        _,
+    ):
         u = await register_and_login(client)
         body = {"current_password": "Wrong-Password-1", "new_password": "Fresh-Passw0rd-9"}
         h = bearer(u["access_token"])
@@ -92,7 +68,10 @@ async def test_wrong_current_passwords_count_against_the_account(
 
 
 async def test_success_clears_the_account_count(make_client: ClientFactory) -> None:
-    async with make_client(login_max_failures_per_account=3, login_window_seconds=60) as client:
+    async with make_client(login_max_failures_per_account=3, login_window_seconds=60) as (
+        client,
+        _,
+    ):
         u = await register_and_login(client)
         for _ in range(2):
             assert (await _bad_login(client, u["email"])).status_code == 401
@@ -103,7 +82,7 @@ async def test_success_clears_the_account_count(make_client: ClientFactory) -> N
 
 
 async def test_unknown_emails_count_too(make_client: ClientFactory) -> None:
-    async with make_client(login_max_failures_per_account=2) as client:
+    async with make_client(login_max_failures_per_account=2) as (client, _):
         for _ in range(2):
             assert (await _bad_login(client, "ghost@example.com")).status_code == 401
         assert (await _bad_login(client, "ghost@example.com")).status_code == 429
@@ -112,7 +91,7 @@ async def test_unknown_emails_count_too(make_client: ClientFactory) -> None:
 async def test_address_limit(make_client: ClientFactory) -> None:
     async with make_client(
         login_max_failures_per_ip=4, login_window_seconds=120, client_ip="10.9.8.7"
-    ) as client:
+    ) as (client, _):
         for i in range(4):
             assert (await _bad_login(client, f"ghost{i}@example.com")).status_code == 401
         resp = await _bad_login(client, "fresh@example.com")
@@ -121,7 +100,7 @@ async def test_address_limit(make_client: ClientFactory) -> None:
 
 
 async def test_lock_frees_when_the_window_ends(make_client: ClientFactory) -> None:
-    async with make_client(login_max_failures_per_account=1, login_window_seconds=1) as client:
+    async with make_client(login_max_failures_per_account=1, login_window_seconds=1) as (client, _):
         u = await register_and_login(client)
         assert (await _bad_login(client, u["email"])).status_code == 401
         resp = await client.post(f"{AUTH}/login", json={"email": u["email"], "password": PASSWORD})
@@ -150,7 +129,7 @@ async def test_timing_unknown_email_vs_wrong_password(make_client: ClientFactory
         argon2_parallelism=defaults.argon2_parallelism,
         login_max_failures_per_account=10_000,
         login_max_failures_per_ip=10_000,
-    ) as client:
+    ) as (client, _):
         u = await register_and_login(client)
 
         async def timed(email: str) -> float:
@@ -226,52 +205,19 @@ async def test_cached_generation_check_costs_no_database_query(container: App) -
 
 
 # -- Redis down: the limiter fails open -----------------------------------------------------
-@pytest.fixture
-async def private_redis(tmp_path: Path) -> AsyncIterator[tuple[str, Callable[[], Awaitable[None]]]]:
-    port = free_port()
-    proc = subprocess.Popen(
-        ["redis-server", "--port", str(port), "--save", "", "--appendonly", "no"],
-        cwd=tmp_path,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-
-    async def stop() -> None:
-        if proc.poll() is None:
-            proc.terminate()
-            await asyncio.to_thread(proc.wait, 10)
-
-    from redis.asyncio import Redis
-
-    from tests.conftest import wait_for
-
-    probe = Redis(port=port)
-
-    async def up() -> bool:
-        try:
-            return bool(await probe.ping())
-        except Exception:
-            return False
-
-    try:
-        await wait_for(up, timeout=10)
-        await probe.aclose()
-        yield f"redis://127.0.0.1:{port}/0", stop
-    finally:
-        await stop()
-
-
 @pytest.mark.parametrize("backend", ["postgres"], indirect=True)
 async def test_login_limiter_fails_open_when_redis_is_down(
-    make_client: ClientFactory, private_redis: tuple[str, Callable[[], Awaitable[None]]]
+    make_client: ClientFactory, private_redis: PrivateRedis
 ) -> None:
-    url, stop = private_redis
-    async with make_client(redis_url=url, login_max_failures_per_account=2) as client:
+    async with make_client(redis_url=private_redis.url, login_max_failures_per_account=2) as (
+        client,
+        _,
+    ):
         u = await register_and_login(client)
         for _ in range(2):
             assert (await _bad_login(client, u["email"])).status_code == 401
         assert (await _bad_login(client, u["email"])).status_code == 429  # Redis counts
-        await stop()
+        await asyncio.to_thread(private_redis.stop)
         # Redis gone: the count is unknown, logins go on (throttled only by Argon2's cost)
         tokens = await login(client, u["email"])
         assert (

@@ -15,6 +15,7 @@ from sqlalchemy import func, select
 
 from arcana.adapters.tables import outbox
 from arcana.api.app import create_app
+from arcana.api.product_json import PRODUCT_JSON
 from arcana.bootstrap import App
 from arcana.domain.ports import Cache
 from arcana.domain.products import ProductChanges
@@ -124,13 +125,13 @@ async def test_slow_reader_cannot_resurrect_old_row(
         container.uow, ProductCache(gated, container.settings.cache.ttl), container.audit
     )
     gated.armed = True
-    reader = asyncio.create_task(service.get_json(p["id"]))
+    reader = asyncio.create_task(service.get_encoded(p["id"], PRODUCT_JSON))
     await asyncio.wait_for(gated.loaded.wait(), 10)  # the reader holds the old row
     await service.update("admin", p["id"], ProductChanges.build({"name": "New name"}))
     gated.release.set()
     stale = await reader
     assert b"Old name" in stale  # it read before the write: fine to answer, not to cache
-    fresh = await service.get_json(p["id"])
+    fresh = await service.get_encoded(p["id"], PRODUCT_JSON)
     assert b"New name" in fresh
     # and the shared service (same cache) agrees
     assert (await client.get(f"{BASE}/{p['id']}")).json()["name"] == "New name"

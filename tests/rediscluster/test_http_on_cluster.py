@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import pytest
 
+from tests.app_support import make_client
 from tests.e2e.test_admin_jobs import (
     test_enqueue_get_list,
     test_retry_only_dead_jobs,
     test_unique_key_held_answers_200_with_the_existing_job,
 )
 from tests.e2e.test_auth_abuse import (
-    make_client,
     test_account_lock_answers_429_even_to_the_right_password,
     test_address_limit,
     test_success_clears_the_account_count,

@@ -5,8 +5,6 @@ real nginx that appends to the header as ``deploy/nginx.conf`` does."""
 
 from __future__ import annotations
 
-import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,34 +15,10 @@ from tests.auth_support import PASSWORD
 from tests.cluster.harness import Cluster, nginx_bin
 from tests.process import free_port
 
-NGINX_CONF = """
-worker_processes 1;
-pid {prefix}/nginx.pid;
-error_log {prefix}/error.log warn;
-daemon off;
-events {{ worker_connections 64; }}
-http {{
-    access_log off;
-    client_body_temp_path {prefix}/body;
-    proxy_temp_path {prefix}/proxy;
-    fastcgi_temp_path {prefix}/fastcgi;
-    uwsgi_temp_path {prefix}/uwsgi;
-    scgi_temp_path {prefix}/scgi;
-    server {{
-        listen 127.0.0.1:{port};
-        location / {{
-            proxy_pass http://127.0.0.1:{api};
-            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
-        }}
-    }}
-}}
-"""
-
 
 @pytest.fixture(scope="module")
 def behind_nginx(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    binary = nginx_bin()
-    if binary is None:
+    if nginx_bin() is None:
         pytest.fail("nginx is required: apt-get install nginx-light")
     root = tmp_path_factory.mktemp("proxy")
     env = {
@@ -61,34 +35,11 @@ def behind_nginx(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     }
     (root / "plugins").mkdir()
     cluster = Cluster(root=root, env=env, api_ports=[free_port()])
-    prefix = root / "nginx"
-    prefix.mkdir()
-    port = free_port()
-    conf = prefix / "nginx.conf"
-    conf.write_text(NGINX_CONF.format(prefix=prefix, port=port, api=cluster.api_ports[0]))
-    nginx: subprocess.Popen[bytes] | None = None
     try:
         cluster.start_api(0)
-        nginx = subprocess.Popen(
-            [binary, "-p", str(prefix), "-c", str(conf)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, (prefix / "error.log").read_text()[-2000:]
-            time.sleep(0.05)
-        yield url
+        cluster.start_nginx(forwarded_for="$proxy_add_x_forwarded_for")  # as deploy/nginx.conf
+        yield cluster.lb_url
     finally:
-        if nginx is not None:
-            nginx.terminate()
-            nginx.wait(10)
         cluster.stop()
 
 

@@ -51,8 +51,9 @@ def instrument_engine(engine: AsyncEngine, system: str) -> None:
     def _after(
         conn: Any, cursor: Any, statement: str, params: Any, context: Any, executemany: bool
     ) -> None:
-        if context is not None:
-            tracing.end_span(getattr(context, _SPAN_KEY, None))
+        current = getattr(context, _SPAN_KEY, None)  # None unless _before made a span
+        if current is not None:
+            tracing.end_span(current)
             setattr(context, _SPAN_KEY, None)
 
     @event.listens_for(sync_engine, "handle_error")

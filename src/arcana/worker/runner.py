@@ -146,7 +146,21 @@ class Worker:
             JOBS_QUEUE_WAIT.labels(job.job_type).observe(wait)
         try:
             if tracing.ENABLED:
-                await self._run_traced(job, wait)
+                # The attempt as a span in the trace of whatever enqueued the job; its
+                # attributes are built only if that trace is sampled.
+                with tracing.span(
+                    f"job.run {job.job_type}",
+                    lambda: {
+                        "arcana.job.type": job.job_type,
+                        "arcana.job.id": job.id,
+                        "arcana.job.attempt": job.attempt,
+                        "arcana.job.priority": job.priority.name,
+                        "arcana.job.queue_wait_seconds": wait,
+                    },
+                    kind="consumer",
+                    parent=job.trace_context,
+                ):
+                    await self._call_handler(job)
             else:
                 await self._call_handler(job)
         except asyncio.CancelledError:
@@ -173,22 +187,6 @@ class Worker:
             raise LookupError(f"no handler registered for job type {job.job_type!r}")
         async with asyncio.timeout(self.timeout):
             await handler(JobContext(job, self.worker_id))
-
-    async def _run_traced(self, job: Job, wait: float) -> None:
-        """The attempt as a span in the trace of whatever enqueued the job."""
-        with tracing.span(
-            f"job.run {job.job_type}",
-            {
-                "arcana.job.type": job.job_type,
-                "arcana.job.id": job.id,
-                "arcana.job.attempt": job.attempt,
-                "arcana.job.priority": job.priority.name,
-                "arcana.job.queue_wait_seconds": wait,
-            },
-            kind="consumer",
-            parent=job.trace_context,
-        ):
-            await self._call_handler(job)
 
     async def _failed(self, job: Job, error: str) -> None:
         JOBS_FAILED.labels(job.job_type).inc()

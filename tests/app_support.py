@@ -1,0 +1,58 @@
+"""Fixtures for tests that change settings or break Redis: a client on the test's backend with
+some settings changed, and a private ``redis-server`` a test may stop or starve."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from arcana.api.app import create_app
+from arcana.bootstrap import App
+from arcana.config import Settings
+from arcana.lifecycle import Lifecycle
+from tests.conftest import truncate_all
+from tests.reliability.stack import PrivateRedis
+
+ClientFactory = Callable[..., AbstractAsyncContextManager[tuple[httpx.AsyncClient, App]]]
+
+
+@pytest.fixture
+def make_client(settings: Settings) -> ClientFactory:
+    """``make_client(client_ip=..., **overrides)``: the app on the test's backend with the
+    settings ``overrides``, seen from ``client_ip``; yields the client and the app's services."""
+
+    @asynccontextmanager
+    async def factory(
+        *, client_ip: str = "127.0.0.1", **overrides: Any
+    ) -> AsyncIterator[tuple[httpx.AsyncClient, App]]:
+        if not settings.is_sqlite:
+            await truncate_all(settings.database.url.get_secret_value())
+        process = Lifecycle.build(settings.replace(**overrides))
+        await process.start(migrate_embedded=False)
+        transport = httpx.ASGITransport(
+            app=create_app(process.app), raise_app_exceptions=False, client=(client_ip, 4242)
+        )
+        try:
+            async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
+                yield c, process.app
+        finally:
+            await process.stop()
+
+    return factory
+
+
+@pytest.fixture
+async def private_redis(tmp_path: Path) -> AsyncIterator[PrivateRedis]:
+    """A ``redis-server`` of this test alone (``.url``; ``.stop()`` is a real outage)."""
+    server = PrivateRedis(tmp_path / "private-redis")
+    await asyncio.to_thread(server.start)
+    try:
+        yield server
+    finally:
+        await asyncio.to_thread(server.stop)
