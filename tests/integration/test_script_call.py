@@ -11,14 +11,19 @@ from redis.asyncio import Redis
 
 from arcana.adapters.jobqueue.redis import RedisJobQueue
 from arcana.domain.jobs import JobRequest, JobStatus
-from tests.conftest import REDIS_URL
+from tests.app_support import private_redis
+from tests.reliability.stack import PrivateRedis
+
+__all__ = ["private_redis"]  # a fixture of this module
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 
 @pytest.fixture
-async def redis() -> AsyncIterator[Redis]:
-    client = Redis.from_url(REDIS_URL)
+async def redis(private_redis: PrivateRedis) -> AsyncIterator[Redis]:
+    """A server of this test's own: ``SCRIPT FLUSH`` would otherwise empty the script cache of
+    every other user of the shared Redis."""
+    client = Redis.from_url(private_redis.url)
     yield client
     await client.aclose()
 
