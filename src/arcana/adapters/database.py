@@ -98,10 +98,7 @@ def translate_error(exc: BaseException) -> BaseException | None:
         DB_UNAVAILABLE.inc()
         return ServiceUnavailable("The database is unreachable; try again shortly")
     if is_unstorable_text(exc):
-        return ValidationFailed(
-            "Text must not contain NUL characters",
-            errors=[{"loc": ["body"], "msg": "contains NUL", "type": "value_error"}],
-        )
+        return ValidationFailed("Text must not contain NUL characters")
     return None
 
 

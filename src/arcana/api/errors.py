@@ -53,18 +53,23 @@ def status_for(exc: errors.ArcanaError) -> int:
 
 
 def field_errors(exc: errors.ValidationFailed, request: Request | None) -> list[dict[str, Any]]:
-    """The ``errors`` member of a 422: as given, or built from the field the error names.
-    The field's location is where the request carries it: a path parameter, a query parameter,
-    or else the JSON body (``loc: ["body", field]``)."""
-    if exc.errors or exc.field is None:
+    """The ``errors`` member of a 422, one entry per problem the error names. A field's
+    location is where the request carries it: a path parameter, a query parameter, or else the
+    JSON body (``loc: ["body", field]``). Errors the API raised itself come located."""
+    if exc.errors:
         return exc.errors
-    where = "body"
-    if request is not None:
-        if exc.field in request.path_params:
-            where = "path"
-        elif exc.field in request.query_params:
-            where = "query"
-    return [{"loc": [where, exc.field], "msg": exc.message, "type": "value_error"}]
+
+    def where(field: str) -> str:
+        if request is not None:
+            if field in request.path_params:
+                return "path"
+            if field in request.query_params:
+                return "query"
+        return "body"
+
+    return [
+        {"loc": [where(p.field), p.field], "msg": p.message, "type": p.kind} for p in exc.problems
+    ]
 
 
 def arcana_error_response(exc: errors.ArcanaError, request: Request | None = None) -> Response:

@@ -22,7 +22,7 @@ def _check_email(value: str) -> str:
     try:
         return valid_email(value)
     except ValidationFailed as exc:
-        raise ValueError(exc.errors[0]["msg"] if exc.errors else exc.detail) from None
+        raise ValueError(exc.message) from None
 
 
 def _check_name(value: str) -> str:

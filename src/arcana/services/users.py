@@ -174,15 +174,11 @@ class UserService:
         email = valid_email(email)
         name = name.strip()
         if not name:
-            raise ValidationFailed(
-                "name: must not be empty",
-                errors=[{"loc": ["body", "name"], "msg": "must not be empty", "type": "value"}],
-            )
+            raise ValidationFailed(field="name", message="must not be empty", kind="value")
         if "\x00" in name:
             # PostgreSQL text cannot hold U+0000; SQLite could, so refuse it on both.
             raise ValidationFailed(
-                "name: must not contain NUL characters",
-                errors=[{"loc": ["body", "name"], "msg": "must not contain NUL", "type": "value"}],
+                field="name", message="must not contain NUL characters", kind="value"
             )
         check_password(password)
         async with self._uow() as uow:
