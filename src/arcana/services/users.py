@@ -21,6 +21,7 @@ from arcana.domain.users import (
     SyncStatus,
     User,
     UserSync,
+    user_name,
 )
 from arcana.errors import Conflict, NotFound, ServiceUnavailable, ValidationFailed
 from arcana.services.emails import canonical_email, valid_email
@@ -172,14 +173,7 @@ class UserService:
         recorded in the same transaction. ``Conflict`` when the email is taken. The email
         is validated here, so every way in (API, CLI) follows the same rules."""
         email = valid_email(email)
-        name = name.strip()
-        if not name:
-            raise ValidationFailed(field="name", message="must not be empty", kind="value")
-        if "\x00" in name:
-            # PostgreSQL text cannot hold U+0000; SQLite could, so refuse it on both.
-            raise ValidationFailed(
-                field="name", message="must not contain NUL characters", kind="value"
-            )
+        name = user_name(name)
         check_password(password)
         async with self._uow() as uow:
             if await uow.users.get_by_email(email) is not None:
