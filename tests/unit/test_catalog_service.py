@@ -3,6 +3,7 @@ writes, and the reactions the recorded events cause downstream."""
 
 from __future__ import annotations
 
+import asyncio
 import pickle
 from dataclasses import dataclass
 from decimal import Decimal
@@ -135,6 +136,49 @@ async def test_reads_are_served_from_the_cache_until_a_write(catalog: Catalog) -
     await catalog.service.adjust_stock(ADMIN, product.id, -8)
     assert (await catalog.get(product.id)).stock == 42  # never the stale 50
     assert repo.reads == reads + 1
+
+
+class GatedCache(InMemoryCache):
+    """Holds every ``set`` (a generation bump after a commit) until the gate opens."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        super().__init__(clock)
+        self.gate = asyncio.Event()
+        self.waiting = asyncio.Event()
+
+    async def set(self, key: str, value: bytes, ttl: int) -> None:
+        self.waiting.set()
+        await self.gate.wait()
+        await super().set(key, value, ttl)
+
+
+async def test_a_write_whose_caller_is_cancelled_after_commit_still_retires_the_cache() -> None:
+    clock = FakeClock()
+    uow = InMemoryUnitOfWorkFactory()
+    cache = GatedCache(clock)
+    service = ProductService(uow, ProductCache(cache, ttl=300), RecordingAuditSink(), clock=clock)
+    cache.gate.set()
+    product = await service.create(
+        ADMIN, NewProduct.build(name="Lamp", price=Decimal("1.00"), stock=50)
+    )
+    assert pickle.loads(await service.get_encoded(product.id, PICKLED)).stock == 50
+    cache.gate.clear()
+    cache.waiting.clear()
+    # The client hangs up once the change is committed and its cache bump is under way.
+    caller = asyncio.create_task(service.adjust_stock(ADMIN, product.id, -8))
+    await asyncio.wait_for(cache.waiting.wait(), 5)
+    caller.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await caller
+    cache.gate.set()
+
+    async def fresh_stock() -> int:
+        return int(pickle.loads(await service.get_encoded(product.id, PICKLED)).stock)
+
+    async with asyncio.timeout(5):
+        while await fresh_stock() != 42:  # the abandoned write finishes its bump
+            await asyncio.sleep(0.01)
+    assert uow.store.products[product.id].stock == 42
 
 
 async def test_each_wire_form_is_cached_and_one_write_retires_them_all(catalog: Catalog) -> None:

@@ -15,10 +15,10 @@ import functools
 import hashlib
 import logging
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, ParamSpec, TypeVar
 
 from arcana.domain.audit import AuditEvent, AuditSink
 from arcana.domain.ports import Cache, Clock, SystemClock
@@ -43,6 +43,40 @@ from arcana.errors import InsufficientStock, NotFound, ValidationFailed
 log = logging.getLogger(__name__)
 
 UowFactory = Callable[[], ProductUnitOfWork]
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+_WRITES: set[asyncio.Task[Any]] = set()
+"""Writes whose caller went away: held here until they finish (the loop keeps only weak
+references to tasks)."""
+
+
+def _abandoned_write_done(task: asyncio.Task[Any]) -> None:
+    _WRITES.discard(task)
+    if not task.cancelled() and task.exception() is not None:
+        log.error("a product write whose caller was cancelled failed", exc_info=task.exception())
+
+
+def runs_to_completion(
+    write: Callable[_P, Coroutine[Any, Any, _R]],
+) -> Callable[_P, Awaitable[_R]]:
+    """A write goes on to its commit *and* its cache invalidation even when the caller is
+    cancelled (a client hanging up mid-request): cancelled between the two, the cache would
+    serve the old product until its TTL. The caller still sees its cancellation."""
+
+    @functools.wraps(write)
+    async def whole(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        task = asyncio.ensure_future(write(*args, **kwargs))
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            if not task.done():
+                _WRITES.add(task)
+                task.add_done_callback(_abandoned_write_done)
+            raise
+
+    return whole
+
+
 CATALOG = "catalog"
 """Generation key of the whole catalog (list totals)."""
 LISTS = "lists"
@@ -339,6 +373,7 @@ class ProductService:
             after = (batch[-1].created_at, batch[-1].id)
 
     # -- writes -----------------------------------------------------------------------------
+    @runs_to_completion
     async def create(self, actor: str, new: NewProduct) -> Product:
         now = self._clock.now()
         product = Product(
@@ -361,6 +396,7 @@ class ProductService:
         self._audited(actor, product.id, "create")
         return product
 
+    @runs_to_completion
     async def create_many(self, items: Sequence[NewProduct], status: ProductStatus) -> int:
         """Bulk insert in one transaction (demo data): no events and no audit, the products
         did not come from a user action."""
@@ -386,6 +422,7 @@ class ProductService:
         await self.cache.invalidate(LISTS)
         return len(rows)
 
+    @runs_to_completion
     async def update(self, actor: str, product_id: str, changes: ProductChanges) -> Product:
         pid = parse_product_id(product_id)
         async with self._uow() as uow:
@@ -404,6 +441,7 @@ class ProductService:
         self._audited(actor, pid, "update")
         return updated
 
+    @runs_to_completion
     async def adjust_stock(self, actor: str, product_id: str, quantity_change: int) -> Product:
         pid = parse_product_id(product_id)
         QUANTITY_CHANGE.check(quantity_change)
@@ -448,6 +486,7 @@ class ProductService:
             await uow.commit()
         return StockChange(product, True)
 
+    @runs_to_completion
     async def delete(self, actor: str, product_id: str) -> None:
         pid = parse_product_id(product_id)
         async with self._uow() as uow:
