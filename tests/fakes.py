@@ -13,6 +13,7 @@ tests' business.
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import uuid
 from collections.abc import Mapping, Sequence
@@ -445,6 +446,26 @@ class InMemoryCache:
 
     def keys(self) -> list[str]:
         return [k for k in list(self._data) if self._live(k) is not None]
+
+
+class GatedCache(InMemoryCache):
+    """Holds every ``set`` (the cache update after a commit) while ``gate`` is closed, and
+    says so through ``waiting``: a test can cancel a caller between commit and cache update."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        super().__init__(clock)
+        self.gate = asyncio.Event()
+        self.gate.set()
+        self.waiting = asyncio.Event()
+
+    def close_gate(self) -> None:
+        self.gate.clear()
+        self.waiting.clear()
+
+    async def set(self, key: str, value: bytes, ttl: int) -> None:
+        self.waiting.set()
+        await self.gate.wait()
+        await super().set(key, value, ttl)
 
 
 class InMemoryJobQueue:

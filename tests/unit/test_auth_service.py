@@ -3,6 +3,7 @@ sessions, passwords. Time moves through a fake clock; nothing here sleeps."""
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -24,6 +25,7 @@ from tests.fakes import (
     CountingLoginLimiter,
     CountingQuota,
     FakeClock,
+    GatedCache,
     InMemoryAccessTokens,
     InMemoryCache,
     InMemoryStore,
@@ -63,12 +65,17 @@ class Auth:
         return self.tokens.verify(pair.access_token)
 
 
-def build(grace: float = GRACE, max_failures: int = 1000, absolute: int = ABSOLUTE) -> Auth:
+def build(
+    grace: float = GRACE,
+    max_failures: int = 1000,
+    absolute: int = ABSOLUTE,
+    cache: type[InMemoryCache] = InMemoryCache,
+) -> Auth:
     clock = FakeClock()
     uow = InMemoryUnitOfWorkFactory()
     hasher = PlainPasswordHasher()
     tokens = InMemoryAccessTokens(clock)
-    generations = TokenGenerationCache(uow, InMemoryCache(clock), ttl=ACCESS_TTL, clock=clock)
+    generations = TokenGenerationCache(uow, cache(clock), ttl=ACCESS_TTL, clock=clock)
     users = UserService(uow, hasher, generations, clock=clock)
     limiter = CountingLoginLimiter(max_failures)
     audit = RecordingAuditSink()
@@ -319,6 +326,26 @@ async def test_logout_all_ends_every_session_and_bumps_the_generation(auth: Auth
     for pair in (first, second):
         with pytest.raises(TokenExpired):
             await auth.service.refresh(pair.refresh_token, CLIENT)
+
+
+async def test_logout_all_cancelled_after_its_commit_still_revokes_cached_tokens() -> None:
+    auth = build(cache=GatedCache)
+    cache = auth.generations._cache
+    assert isinstance(cache, GatedCache)
+    user = await auth.register()
+    pair = await auth.login()
+    assert await auth.generations.current(user.id) == 0  # cached: tokens of generation 0 pass
+    cache.close_gate()
+    # The client hangs up once the revocation is committed and the cache update is under way.
+    caller = asyncio.create_task(auth.service.logout_all(auth.principal(pair)))
+    await asyncio.wait_for(cache.waiting.wait(), 5)
+    caller.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await caller
+    cache.gate.set()
+    async with asyncio.timeout(5):
+        while await auth.generations.current(user.id) != 1:  # the write finishes its update
+            await asyncio.sleep(0.01)
 
 
 async def test_cleanup_deletes_ended_sessions_and_keeps_rotated_tokens_of_live_ones(

@@ -22,6 +22,7 @@ from arcana.services.products import Encoding, ProductCache, ProductService
 from arcana.services.users import TokenGenerationCache, UserService
 from tests.fakes import (
     FakeClock,
+    GatedCache,
     InMemoryCache,
     InMemoryJobQueue,
     InMemoryStore,
@@ -138,32 +139,16 @@ async def test_reads_are_served_from_the_cache_until_a_write(catalog: Catalog) -
     assert repo.reads == reads + 1
 
 
-class GatedCache(InMemoryCache):
-    """Holds every ``set`` (a generation bump after a commit) until the gate opens."""
-
-    def __init__(self, clock: FakeClock) -> None:
-        super().__init__(clock)
-        self.gate = asyncio.Event()
-        self.waiting = asyncio.Event()
-
-    async def set(self, key: str, value: bytes, ttl: int) -> None:
-        self.waiting.set()
-        await self.gate.wait()
-        await super().set(key, value, ttl)
-
-
 async def test_a_write_whose_caller_is_cancelled_after_commit_still_retires_the_cache() -> None:
     clock = FakeClock()
     uow = InMemoryUnitOfWorkFactory()
     cache = GatedCache(clock)
     service = ProductService(uow, ProductCache(cache, ttl=300), RecordingAuditSink(), clock=clock)
-    cache.gate.set()
     product = await service.create(
         ADMIN, NewProduct.build(name="Lamp", price=Decimal("1.00"), stock=50)
     )
     assert pickle.loads(await service.get_encoded(product.id, PICKLED)).stock == 50
-    cache.gate.clear()
-    cache.waiting.clear()
+    cache.close_gate()
     # The client hangs up once the change is committed and its cache bump is under way.
     caller = asyncio.create_task(service.adjust_stock(ADMIN, product.id, -8))
     await asyncio.wait_for(cache.waiting.wait(), 5)

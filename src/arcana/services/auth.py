@@ -40,6 +40,7 @@ from arcana.errors import (
     Unauthorized,
 )
 from arcana.metrics import AUTH_LOGINS, AUTH_REFRESH_REUSE
+from arcana.services.completion import runs_to_completion
 from arcana.services.passwords import check_password
 from arcana.services.users import (
     AuthUowFactory,
@@ -236,6 +237,7 @@ class AuthService:
         )
 
     # -- refresh tokens -----------------------------------------------------------------
+    @runs_to_completion
     async def refresh(self, refresh_token: str, client: ClientInfo) -> TokenPair:
         """Rotate: the presented token is consumed (exactly one concurrent caller wins) and a
         new one of the same family is issued. A token that was already rotated away is
@@ -285,6 +287,7 @@ class AuthService:
         )
         raise TokenExpired("Refresh token revoked")
 
+    @runs_to_completion
     async def logout(self, refresh_token: str) -> None:
         """Ends the token's session; an unknown token is not an error."""
         async with self._uow() as uow:
@@ -296,6 +299,7 @@ class AuthService:
         # The session's access tokens die now, not when they expire.
         await self._generations.refresh(token.user_id)
 
+    @runs_to_completion
     async def logout_all(self, principal: Principal) -> None:
         """Every session ends and every access token issued before now dies."""
         async with self._uow() as uow:
@@ -322,6 +326,7 @@ class AuthService:
             )
         return [SessionView(s, s.id == principal.session_id) for s in sessions]
 
+    @runs_to_completion
     async def end_session(self, principal: Principal, session_id: str) -> None:
         async with self._uow() as uow:
             session = await uow.sessions.get_session(session_id)
@@ -434,6 +439,7 @@ class AuthService:
         new_hash = await self._hasher.hash(new_password)
         await self._set_password(reset.user_id, new_hash, reset_token_id=reset.id)
 
+    @runs_to_completion
     async def _set_password(
         self, user_id: str, new_hash: str, reset_token_id: str | None = None
     ) -> None:

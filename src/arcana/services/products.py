@@ -15,10 +15,10 @@ import functools
 import hashlib
 import logging
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Generic, ParamSpec, TypeVar
+from typing import Any, Generic, TypeVar
 
 from arcana.domain.audit import AuditEvent, AuditSink
 from arcana.domain.ports import Cache, Clock, SystemClock
@@ -39,42 +39,11 @@ from arcana.domain.products import (
     stock_events,
 )
 from arcana.errors import InsufficientStock, NotFound, ValidationFailed
+from arcana.services.completion import runs_to_completion
 
 log = logging.getLogger(__name__)
 
 UowFactory = Callable[[], ProductUnitOfWork]
-_P = ParamSpec("_P")
-_R = TypeVar("_R")
-_WRITES: set[asyncio.Task[Any]] = set()
-"""Writes whose caller went away: held here until they finish (the loop keeps only weak
-references to tasks)."""
-
-
-def _abandoned_write_done(task: asyncio.Task[Any]) -> None:
-    _WRITES.discard(task)
-    if not task.cancelled() and task.exception() is not None:
-        log.error("a product write whose caller was cancelled failed", exc_info=task.exception())
-
-
-def runs_to_completion(
-    write: Callable[_P, Coroutine[Any, Any, _R]],
-) -> Callable[_P, Awaitable[_R]]:
-    """A write goes on to its commit *and* its cache invalidation even when the caller is
-    cancelled (a client hanging up mid-request): cancelled between the two, the cache would
-    serve the old product until its TTL. The caller still sees its cancellation."""
-
-    @functools.wraps(write)
-    async def whole(*args: _P.args, **kwargs: _P.kwargs) -> _R:
-        task = asyncio.ensure_future(write(*args, **kwargs))
-        try:
-            return await asyncio.shield(task)
-        except asyncio.CancelledError:
-            if not task.done():
-                _WRITES.add(task)
-                task.add_done_callback(_abandoned_write_done)
-            raise
-
-    return whole
 
 
 CATALOG = "catalog"

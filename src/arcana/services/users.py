@@ -24,6 +24,7 @@ from arcana.domain.users import (
     user_name,
 )
 from arcana.errors import Conflict, NotFound, ServiceUnavailable, ValidationFailed
+from arcana.services.completion import runs_to_completion
 from arcana.services.emails import canonical_email, valid_email
 from arcana.services.passwords import check_password
 
@@ -210,6 +211,7 @@ class UserService:
         """Also ends the user's access tokens, which still carry the role."""
         return await self._change_role(email, role, grant=False)
 
+    @runs_to_completion
     async def _change_role(self, email: str, role: str, *, grant: bool) -> User:
         if role not in KNOWN_ROLES:
             known = ", ".join(sorted(KNOWN_ROLES))
@@ -232,6 +234,7 @@ class UserService:
             await self._generations.refresh(user.id)
         return user
 
+    @runs_to_completion
     async def delete_user(self, email: str) -> User:
         """Delete the user, their sessions and tokens; their access tokens die at once (the
         cached generation becomes "no such user"). ``NotFound`` for an unknown email."""
