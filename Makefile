@@ -6,7 +6,7 @@ UV := .tools/bin/uv
 VENV := .venv
 STAMP := $(VENV)/.synced-$(shell cat uv.lock pyproject.toml 2>/dev/null | cksum | cut -d' ' -f1)
 
-.PHONY: run test lint fmt proto clean bench-http bench-auth bench-jobs bench-plugins bench-grpc bench-soak bench-scaleout bench-events bench-tracing bench-cluster bench-console
+.PHONY: run test lint fmt proto clean bench-http bench-auth bench-jobs bench-plugins bench-grpc bench-soak bench-scaleout bench-events bench-tracing bench-cluster bench-console bench-servers
 
 $(UV):
 	$(PYTHON) -m venv .tools
@@ -73,3 +73,12 @@ bench/.venv/.jobs-ready: pyproject.toml | $(UV)
 
 bench-jobs: bench/.venv/.jobs-ready
 	bench/.venv/bin/python bench/jobs.py
+
+# Arcana's app under uvicorn and granian in one run; granian too lives only in bench/.venv.
+bench/.venv/.servers-ready: pyproject.toml | $(UV)
+	$(UV) venv --quiet --allow-existing bench/.venv
+	$(UV) pip install --quiet --python bench/.venv/bin/python -e . granian uvloop
+	touch $@
+
+bench-servers: bench/.venv/.servers-ready
+	bench/.venv/bin/python bench/servers.py $(ARGS)

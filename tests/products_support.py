@@ -1,12 +1,17 @@
-"""Helpers shared by the product tests: tokens and a product factory."""
+"""Helpers shared by the product tests: tokens, a product factory and a gRPC stub."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from typing import Any
 
+import grpc
 import httpx
 
 from arcana.bootstrap import App
+from arcana.rpc.gen.arcana.product.v1 import product_pb2_grpc as pb_grpc
+from arcana.rpc.server import GrpcServer
 
 BASE = "/api/v1/products"
 
@@ -45,3 +50,15 @@ async def seed_products(container: App, n: int, batch: int = 1000) -> None:
             for i in range(start, min(n, start + batch))
         ]
         await container.products.create_many(items, ProductStatus.ACTIVE)
+
+
+@contextlib.asynccontextmanager
+async def grpc_stub_for(container: App) -> AsyncIterator[pb_grpc.ProductServiceStub]:
+    """A gRPC server on a free port over ``container``, and a stub on a real channel to it."""
+    srv = GrpcServer(container, "127.0.0.1", 0)
+    await srv.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{srv.port}") as channel:
+            yield pb_grpc.ProductServiceStub(channel)
+    finally:
+        await srv.stop(1.0)

@@ -44,6 +44,7 @@ from arcana.adapters.plugin_broadcast import (
     RedisPluginReloadBroadcast,
 )
 from arcana.adapters.plugins import PluginAuditSink, build_audit
+from arcana.adapters.product_repositories import GroupCommitStockChanges, SqlStockChanges
 from arcana.adapters.redis_client import connect_redis, prepare_redis
 from arcana.adapters.sealing import AesGcmSealer
 from arcana.adapters.unit_of_work import SqlUnitOfWork
@@ -54,6 +55,7 @@ from arcana.domain.delivery import CommitListeners, JobEnqueuer
 from arcana.domain.jobs import JobQueue
 from arcana.domain.mail import Mailer
 from arcana.domain.ports import Cache
+from arcana.domain.products import StockChanges
 from arcana.domain.users import AttemptQuota, LoginLimiter, UserSync
 from arcana.metrics import CACHE_REQUESTS
 from arcana.services.app import Services
@@ -102,6 +104,15 @@ class Infrastructure:
     def read_uow(self) -> SqlUnitOfWork:
         """A unit of work for reads only (no transaction round trips on PostgreSQL)."""
         return SqlUnitOfWork(self.db, read_only=True)
+
+    def stock_changes(self) -> StockChanges | None:
+        """Group commit on a SQLite file, one statement on PostgreSQL; ``None`` (a unit of work
+        per change) on an in-memory SQLite, which a second connection would not see."""
+        if self.db.group_commit is not None:
+            return GroupCommitStockChanges(self.db.group_commit, self.commits)
+        if not self.db.is_sqlite:
+            return SqlStockChanges(self.db, self.commits)
+        return None
 
 
 def wire_infrastructure(settings: Settings, *, cache: Cache | None = None) -> Infrastructure:
@@ -241,7 +252,11 @@ def wire_catalog(infra: Infrastructure, audit: AuditSink) -> CatalogArea:
         on_hit=CACHE_REQUESTS.labels("product", "hit").inc,
         on_miss=CACHE_REQUESTS.labels("product", "miss").inc,
     )
-    return CatalogArea(ProductService(infra.uow, cache, audit, read_uow=infra.read_uow))
+    return CatalogArea(
+        ProductService(
+            infra.uow, cache, audit, read_uow=infra.read_uow, stock=infra.stock_changes()
+        )
+    )
 
 
 # -- jobs ----------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ No HTTP or gRPC codes here: ``api/errors.py`` and ``rpc/errors.py`` look the cla
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 
@@ -31,14 +32,44 @@ class ArcanaError(Exception):
         super().__init__(self.detail)
 
 
+@dataclass(frozen=True)
+class FieldProblem:
+    """One rule an input field breaks: the field's name, what is wrong, and a short kind."""
+
+    field: str
+    message: str
+    kind: str = "value_error"
+
+
 class ValidationFailed(ArcanaError):
+    """Bad input. ``ValidationFailed(field="price", message="must be a number")`` names the
+    input field at fault (the detail is then ``"price: must be a number"``); ``problems=[...]``
+    lists several. Each transport says where a field sits in its own terms (HTTP:
+    ``loc: ["body", "price"]``, built by ``api/errors.py``): no layer below the API speaks of
+    request locations. ``errors`` is for the API itself, whose errors already have one (a
+    body that is not JSON at all)."""
+
     code = "VALIDATION_FAILED"
     title = "Validation failed"
 
     def __init__(
-        self, detail: str | None = None, errors: list[dict[str, Any]] | None = None
+        self,
+        detail: str | None = None,
+        *,
+        field: str | None = None,
+        message: str | None = None,
+        kind: str = "value_error",
+        problems: list[FieldProblem] | None = None,
+        errors: list[dict[str, Any]] | None = None,
     ) -> None:
+        if detail is None and field is not None:
+            detail = f"{field}: {message}" if message else field
         super().__init__(detail)
+        self.field = field
+        self.message = message or self.detail
+        if problems is None and field is not None:
+            problems = [FieldProblem(field, self.message, kind)]
+        self.problems: list[FieldProblem] = problems or []
         self.errors = errors or []
 
 

@@ -11,8 +11,11 @@ from pathlib import Path
 
 import httpx
 import pytest
+from sqlalchemy import func, select
 
+from arcana.adapters.tables import outbox
 from arcana.api.app import create_app
+from arcana.api.product_json import PRODUCT_JSON
 from arcana.bootstrap import App
 from arcana.domain.ports import Cache
 from arcana.domain.products import ProductChanges
@@ -48,6 +51,39 @@ async def test_concurrent_decrements_never_oversell(
         stored = await uow.products.get(p["id"])
     assert stored is not None
     assert stored.stock == 0
+
+
+async def test_each_stored_stock_change_has_its_events_and_a_refused_one_none(
+    client: httpx.AsyncClient, container: App
+) -> None:
+    """At-least-once: the outbox rows of a change commit with it (group commit on SQLite, one
+    statement on PostgreSQL); a refused change leaves none behind."""
+    p = await create_product(client, container, stock=12)
+    headers = admin_headers(container)
+
+    async def change(delta: int) -> int:
+        r = await client.post(
+            f"{BASE}/{p['id']}/stock", json={"quantity_change": delta}, headers=headers
+        )
+        return r.status_code
+
+    codes = await asyncio.gather(*(change(-1) for _ in range(15)))
+    assert codes.count(200) == 12
+    assert codes.count(422) == 3
+    async with container.db.engine.connect() as conn:
+        rows = await conn.execute(
+            select(outbox.c.event_type, func.count())
+            .where(outbox.c.aggregate_id == p["id"])
+            .group_by(outbox.c.event_type)
+        )
+        events = {str(t): int(n) for t, n in rows}
+    # 12 changes stored; 10 of them left 1..10 in stock, the last one 0 (contract §8).
+    assert events == {
+        "product.created": 1,
+        "product.updated": 12,
+        "product.low_stock": 10,
+        "product.out_of_stock": 1,
+    }
 
 
 class GatedCache:
@@ -89,13 +125,13 @@ async def test_slow_reader_cannot_resurrect_old_row(
         container.uow, ProductCache(gated, container.settings.cache.ttl), container.audit
     )
     gated.armed = True
-    reader = asyncio.create_task(service.get_json(p["id"]))
+    reader = asyncio.create_task(service.get_encoded(p["id"], PRODUCT_JSON))
     await asyncio.wait_for(gated.loaded.wait(), 10)  # the reader holds the old row
     await service.update("admin", p["id"], ProductChanges.build({"name": "New name"}))
     gated.release.set()
     stale = await reader
     assert b"Old name" in stale  # it read before the write: fine to answer, not to cache
-    fresh = await service.get_json(p["id"])
+    fresh = await service.get_encoded(p["id"], PRODUCT_JSON)
     assert b"New name" in fresh
     # and the shared service (same cache) agrees
     assert (await client.get(f"{BASE}/{p['id']}")).json()["name"] == "New name"

@@ -413,3 +413,23 @@ async def test_deadline_stops_server_work(backend: str, container: App) -> None:
         await asyncio.wait_for(stuck.cancelled.wait(), 5)
     finally:
         await srv.stop(1.0)
+
+
+async def test_get_product_answers_the_cached_protobuf_never_a_stale_one(
+    client: httpx.AsyncClient, container: App, stub: pb_grpc.ProductServiceStub
+) -> None:
+    admin = admin_headers(container)
+    p = (await client.post(BASE, json={"name": "C", "price": 2, "stock": 5}, headers=admin)).json()
+    first = await stub.GetProduct(pb.GetProductRequest(id=p["id"]))
+    assert (await client.get(f"{BASE}/{p['id']}")).json() == from_message(first)
+    gen = await container.products.cache.existing_generation(p["id"])
+    assert gen is not None
+    # the protobuf bytes sit beside the JSON under the same generation
+    assert await container.cache.get(f"product:{p['id']}:{gen}:pb") == first.SerializeToString()
+    assert await container.cache.get(f"product:{p['id']}:{gen}:json") is not None
+    assert await stub.GetProduct(pb.GetProductRequest(id=p["id"])) == first
+    # a write over REST retires both forms: the next gRPC read is fresh
+    r = await client.post(f"{BASE}/{p['id']}/stock", json={"quantity_change": -2}, headers=admin)
+    assert r.status_code == 200
+    assert (await stub.GetProduct(pb.GetProductRequest(id=p["id"]))).stock == 3
+    assert await container.products.cache.existing_generation(p["id"]) != gen

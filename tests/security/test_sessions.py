@@ -16,9 +16,9 @@ from arcana.config import Settings
 from arcana.errors import InvalidCredentials
 from arcana.rpc.gen.arcana.product.v1 import product_pb2 as pb
 from arcana.rpc.gen.arcana.product.v1 import product_pb2_grpc as pb_grpc
-from arcana.rpc.server import GrpcServer
 from arcana.services.auth import AuthPolicy, AuthService, ClientInfo
 from tests.auth_support import PASSWORD, bearer, login, register_and_login
+from tests.products_support import grpc_stub_for
 from tests.reliability.stack import PrivateRedis
 from tests.security.conftest import AUTH, ClientFactory
 
@@ -65,13 +65,8 @@ async def test_grace_covers_only_the_immediate_predecessor(make_client: ClientFa
 # -- session end kills access tokens --------------------------------------------------------
 @pytest.fixture
 async def grpc_stub(container: App) -> AsyncIterator[pb_grpc.ProductServiceStub]:
-    srv = GrpcServer(container, "127.0.0.1", 0)
-    await srv.start()
-    try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{srv.port}") as ch:
-            yield pb_grpc.ProductServiceStub(ch)
-    finally:
-        await srv.stop(1.0)
+    async with grpc_stub_for(container) as stub:
+        yield stub
 
 
 async def _admin_session(client: httpx.AsyncClient, container: App) -> dict[str, Any]:

@@ -56,3 +56,34 @@ def test_round_trip() -> None:
 def test_forged_tokens_are_rejected(forge: object) -> None:
     with pytest.raises(Unauthorized):
         codec().verify(forge())  # type: ignore[operator]
+
+
+def test_a_token_verified_before_is_answered_from_memory_until_it_expires() -> None:
+    clock = [1_000.0]
+    tokens = codec(ttl_seconds=60, now=lambda: clock[0])
+    issued = tokens.issue("u1", frozenset({"user"}), generation=1)
+    exp = tokens.verify(issued.token).expires_at
+    assert exp is not None
+    clock[0] = exp.timestamp() - 1
+    assert tokens.verify(issued.token).user_id == "u1"  # a hit: no signature check needed
+    clock[0] = exp.timestamp()  # PyJWT's rule: expired once exp <= now
+    with pytest.raises(Unauthorized, match="expired"):
+        tokens.verify(issued.token)
+
+
+def test_only_the_exact_token_is_remembered() -> None:
+    tokens = codec()
+    issued = tokens.issue("u1", frozenset({"user"}), generation=1)
+    tokens.verify(issued.token)
+    head, payload, signature = issued.token.split(".")
+    tampered = f"{head}.{payload}.{signature[:-2]}{'AA' if signature[-2:] != 'AA' else 'BB'}"
+    with pytest.raises(Unauthorized):
+        tokens.verify(tampered)
+
+
+def test_the_memory_of_verified_tokens_is_bounded() -> None:
+    tokens = codec()
+    tokens.VERIFIED_MAX = 3  # type: ignore[misc]
+    for i in range(10):
+        tokens.verify(tokens.issue(f"u{i}", frozenset(), generation=0).token)
+    assert len(tokens._verified) == 3

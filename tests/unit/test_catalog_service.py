@@ -3,6 +3,7 @@ writes, and the reactions the recorded events cause downstream."""
 
 from __future__ import annotations
 
+import pickle
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -16,7 +17,7 @@ from arcana.services.events import (
     build_event_handlers,
     job_id_for,
 )
-from arcana.services.products import ProductCache, ProductService
+from arcana.services.products import Encoding, ProductCache, ProductService
 from arcana.services.users import TokenGenerationCache, UserService
 from tests.fakes import (
     FakeClock,
@@ -29,6 +30,9 @@ from tests.fakes import (
 )
 
 ADMIN = "admin-1"
+PICKLED: Encoding[Product] = Encoding("pickle", pickle.dumps)
+"""A wire form for the tests: it decodes back to the very ``Product`` that was cached."""
+REPR: Encoding[Product] = Encoding("repr", lambda p: repr(p).encode())
 
 
 @dataclass
@@ -41,8 +45,12 @@ class Catalog:
     audit: RecordingAuditSink
 
     async def create(self, stock: int = 50, **fields: object) -> Product:
-        new = NewProduct.build(name="Lamp", price="19.99", stock=stock, **fields)  # type: ignore[arg-type]
+        new = NewProduct.build(name="Lamp", price=Decimal("19.99"), stock=stock, **fields)
         return await self.service.create(ADMIN, new)
+
+    async def get(self, product_id: str) -> Product:
+        loaded: Product = pickle.loads(await self.service.get_encoded(product_id, PICKLED))
+        return loaded
 
     def event_types(self) -> list[str]:
         return [e.event_type for e in self.store.events]
@@ -120,28 +128,92 @@ async def test_writes_are_timed_by_the_clock_and_audited(catalog: Catalog) -> No
 async def test_reads_are_served_from_the_cache_until_a_write(catalog: Catalog) -> None:
     product = await catalog.create(stock=50)
     repo = catalog.uow.products
-    first = await catalog.service.get(product.id)
+    first = await catalog.get(product.id)
     reads = repo.reads
-    assert await catalog.service.get(product.id) == first
+    assert await catalog.get(product.id) == first
     assert repo.reads == reads  # the second read never reached storage
     await catalog.service.adjust_stock(ADMIN, product.id, -8)
-    assert (await catalog.service.get(product.id)).stock == 42  # never the stale 50
+    assert (await catalog.get(product.id)).stock == 42  # never the stale 50
     assert repo.reads == reads + 1
+
+
+async def test_each_wire_form_is_cached_and_one_write_retires_them_all(catalog: Catalog) -> None:
+    product = await catalog.create(stock=50)
+    repo = catalog.uow.products
+    first = await catalog.get(product.id)
+    as_text = await catalog.service.get_encoded(product.id, REPR)
+    assert as_text == repr(first).encode()
+    reads = repo.reads
+    assert await catalog.service.get_encoded(product.id, REPR) == as_text
+    assert await catalog.get(product.id) == first
+    assert repo.reads == reads  # both forms are served from the cache
+    assert await catalog.service.cached_encoded(product.id, REPR) == as_text
+    await catalog.service.adjust_stock(ADMIN, product.id, -8)
+    assert await catalog.service.cached_encoded(product.id, REPR) is None
+    assert await catalog.service.cached_encoded(product.id, PICKLED) is None
+    assert b"stock=42" in await catalog.service.get_encoded(product.id, REPR)
+    assert (await catalog.get(product.id)).stock == 42
+
+
+class CountingCache:
+    """The ``Cache`` port over ``InMemoryCache``, counting round trips by operation."""
+
+    def __init__(self, inner: InMemoryCache) -> None:
+        self.inner = inner
+        self.calls: list[str] = []
+
+    async def get(self, key: str) -> bytes | None:
+        self.calls.append("get")
+        return await self.inner.get(key)
+
+    async def set(self, key: str, value: bytes, ttl: int) -> None:
+        self.calls.append("set")
+        await self.inner.set(key, value, ttl)
+
+    async def add(self, key: str, value: bytes, ttl: int) -> bool:
+        self.calls.append("add")
+        return await self.inner.add(key, value, ttl)
+
+    async def delete(self, *keys: str) -> None:
+        self.calls.append("delete")
+        await self.inner.delete(*keys)
+
+    async def ping(self) -> bool:
+        return await self.inner.ping()
+
+
+async def test_a_hit_costs_two_cache_reads_and_no_storage_read_in_any_form() -> None:
+    clock = FakeClock()
+    uow = InMemoryUnitOfWorkFactory()
+    cache = CountingCache(InMemoryCache(clock))
+    service = ProductService(uow, ProductCache(cache, ttl=300), RecordingAuditSink(), clock=clock)
+    new = NewProduct.build(name="Lamp", price=Decimal("19.99"))
+    product = await service.create(ADMIN, new)
+    for form in (PICKLED, REPR):
+        cache.calls.clear()
+        reads = uow.products.reads
+        miss = await service.get_encoded(product.id, form)
+        assert uow.products.reads == reads + 1  # one row load per form and generation
+        cache.calls.clear()
+        assert await service.get_encoded(product.id, form) == miss
+        assert await service.cached_encoded(product.id, form) == miss
+        assert cache.calls == ["get", "get"] * 2  # generation, then the entry
+        assert uow.products.reads == reads + 1
 
 
 async def test_cached_entries_expire_by_the_clock(catalog: Catalog) -> None:
     product = await catalog.create()
-    await catalog.service.get(product.id)
+    await catalog.get(product.id)
     reads = catalog.uow.products.reads
     catalog.clock.advance(301)
-    await catalog.service.get(product.id)
+    await catalog.get(product.id)
     assert catalog.uow.products.reads == reads + 1
 
 
 async def test_a_cache_outage_is_a_miss_not_an_error(catalog: Catalog) -> None:
     product = await catalog.create()
     catalog.cache.down = True
-    assert (await catalog.service.get(product.id)).price == Decimal("19.99")
+    assert (await catalog.get(product.id)).price == Decimal("19.99")
     page = await catalog.service.list_products(ProductQuery.build())
     assert page.total == 1
 

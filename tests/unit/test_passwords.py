@@ -24,7 +24,7 @@ def test_common_passwords_are_rejected_whatever_the_case(password: str) -> None:
 def test_every_failed_rule_is_listed() -> None:
     with pytest.raises(ValidationFailed) as info:
         check_password("")
-    assert len(info.value.errors) == 4  # length, upper, lower, digit
+    assert len(info.value.problems) == 4  # length, upper, lower, digit
     assert password_problems("Good-Passw0rd-Here") == []
 
 

@@ -45,10 +45,10 @@ async def test_old_generation_is_never_read_again() -> None:
     gen = await cache.generation("p")
     assert gen is not None
     await cache.invalidate("p")  # a write commits while a reader holds ``gen``
-    await cache.populate("p", gen, b"old")  # the slow reader stores what it loaded
+    await cache.populate("p", gen, "json", b"old")  # the slow reader stores what it loaded
     new_gen = await cache.generation("p")
     assert new_gen != gen
-    assert await cache.get("p", new_gen) is None
+    assert await cache.get("p", new_gen, "json") is None
 
 
 async def test_failed_invalidation_is_owed_and_paid() -> None:
@@ -57,7 +57,7 @@ async def test_failed_invalidation_is_owed_and_paid() -> None:
     cache.RETRY_INTERVAL = 0.01
     gen = await cache.generation("p")
     assert gen is not None
-    await cache.populate("p", gen, b"old")
+    await cache.populate("p", gen, "json", b"old")
     backing.down = True
     await cache.invalidate("p")
     assert "p" in cache.pending
@@ -68,7 +68,7 @@ async def test_failed_invalidation_is_owed_and_paid() -> None:
     fresh = await cache.generation("p")
     assert fresh is not None
     assert fresh != gen
-    assert await cache.get("p", fresh) is None
+    assert await cache.get("p", fresh, "json") is None
     await cache.aclose()
 
 
@@ -82,7 +82,7 @@ async def test_hits_and_misses_are_counted() -> None:
     )
     gen = await cache.generation("p")
     assert gen is not None
-    assert await cache.get("p", gen) is None
-    await cache.populate("p", gen, b"x")
-    assert await cache.get("p", gen) == b"x"
+    assert await cache.get("p", gen, "json") is None
+    await cache.populate("p", gen, "json", b"x")
+    assert await cache.get("p", gen, "json") == b"x"
     assert counts == {"hit": 1, "miss": 1}

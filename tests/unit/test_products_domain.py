@@ -2,19 +2,28 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
 
 from arcana.domain.products import (
+    CATEGORY,
+    DESCRIPTION,
+    NAME,
+    PRICE,
+    QUANTITY_CHANGE,
+    SEARCH,
+    STATUS_PATTERN,
+    STOCK_MAX,
     NewProduct,
     Product,
     ProductChanges,
     ProductPage,
     ProductQuery,
     ProductStatus,
-    check_price,
+    TextRule,
     parse_product_id,
     stock_events,
 )
@@ -42,13 +51,15 @@ def product(status: ProductStatus = ProductStatus.DRAFT, stock: int = 5) -> Prod
     [(0, "0.00"), (19.99, "19.99"), (0.1, "0.10"), (5, "5.00"), (9999999999.99, "9999999999.99")],
 )
 def test_price_exact(raw: float, expected: str) -> None:
-    assert check_price(raw) == Decimal(expected)
+    assert PRICE.check(raw) == Decimal(expected)
 
 
-@pytest.mark.parametrize("raw", [1.005, -0.01, float("nan"), float("inf"), 1e10, True, None, 1e-7])
+@pytest.mark.parametrize(
+    "raw", [1.005, -0.01, float("nan"), float("inf"), 1e10, True, None, 1e-7, "19.99"]
+)
 def test_price_rejected(raw: object) -> None:
     with pytest.raises(ValidationFailed):
-        check_price(raw)
+        PRICE.check(raw)
 
 
 def test_status_parse_is_case_insensitive() -> None:
@@ -125,3 +136,46 @@ def test_ids() -> None:
     )
     with pytest.raises(ValidationFailed):
         parse_product_id("nope")
+
+
+@pytest.mark.parametrize("rule", [NAME, DESCRIPTION, CATEGORY, SEARCH])
+@pytest.mark.parametrize(
+    "text", ["", " ", "\t\n", "\x1c", "a", " a ", "a\x00", "\x00", "\u00a0", "é", "x y"]
+)
+def test_text_patterns_say_what_the_checks_do(rule: TextRule, text: str) -> None:
+    """The published pattern and the check agree (lengths are published on their own)."""
+    error: ValidationFailed | None = None
+    try:
+        rule.check(text)
+    except ValidationFailed as exc:
+        error = exc
+    assert (re.fullmatch(rule.pattern, text) is not None) == (error is None)
+    assert error is None or error.field == rule.field
+
+
+@pytest.mark.parametrize(
+    "text", ["Draft", "dRaFt", " active ", "INACTIVE", "archived\n", "Drafts", "", "Deleted", "A"]
+)
+def test_status_pattern_says_what_parse_does(text: str) -> None:
+    try:
+        ProductStatus.parse(text)
+        accepted = True
+    except ValidationFailed:
+        accepted = False
+    assert (re.fullmatch(STATUS_PATTERN, text) is not None) == accepted
+
+
+def test_errors_name_the_field() -> None:
+    with pytest.raises(ValidationFailed) as info:
+        NewProduct.from_fields({"name": "x", "price": 1, "description": "d" * 10_001})
+    assert (info.value.field, info.value.message) == (
+        "description",
+        "must be at most 10000 characters",
+    )
+    assert info.value.detail == "description: must be at most 10000 characters"
+    with pytest.raises(ValidationFailed) as info:
+        NewProduct.from_fields({"name": "x"})
+    assert (info.value.field, info.value.message) == ("price", "field required")
+    with pytest.raises(ValidationFailed) as info:
+        QUANTITY_CHANGE.check(STOCK_MAX + 1)
+    assert info.value.field == "quantity_change"

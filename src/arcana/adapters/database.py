@@ -25,7 +25,11 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
+from arcana.adapters.group_commit import SqliteGroupCommit
+from arcana.adapters.sqlite_reads import SqliteReads
 from arcana.config import Settings
+from arcana.errors import ArcanaError, ServiceUnavailable, ValidationFailed
+from arcana.metrics import DB_UNAVAILABLE
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +87,19 @@ def is_unstorable_text(exc: BaseException) -> bool:
         return False
     state = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
     return state in _UNSTORABLE_TEXT_STATES
+
+
+def translate_error(exc: BaseException) -> BaseException | None:
+    """The service error a database error stands for (``None``: not ours to translate).
+    An outage is ``ServiceUnavailable`` (retryable 503); a NUL in text is bad input (422)."""
+    if isinstance(exc, ArcanaError):
+        return None
+    if is_connectivity_error(exc):
+        DB_UNAVAILABLE.inc()
+        return ServiceUnavailable("The database is unreachable; try again shortly")
+    if is_unstorable_text(exc):
+        return ValidationFailed("Text must not contain NUL characters")
+    return None
 
 
 def _unique_statement_name() -> str:
@@ -155,8 +172,17 @@ class Database:
         # lock over at once and in order. Units of work, the SQL job queue and the audit log
         # take it through ``writing()``.
         self.writer: asyncio.Lock | None = asyncio.Lock() if self.is_sqlite else None
+        self.group_commit: SqliteGroupCommit | None = None
+        """Batched writes on one connection of their own (a SQLite file only)."""
+        self.sqlite_reads: SqliteReads | None = None
+        """Read-only units of work in one thread hop per statement (a SQLite file only)."""
         if self.is_sqlite:
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
+            if self.url.split("///", 1)[-1] not in ("", ":memory:"):
+                self.group_commit = SqliteGroupCommit(
+                    self.url, self.writing, _HOLDS_WRITER.get, _sqlite_pragmas
+                )
+                self.sqlite_reads = SqliteReads(self.url, _sqlite_pragmas)
         self.sessionmaker = async_sessionmaker(
             self.engine, expire_on_commit=False, class_=AsyncSession
         )
@@ -201,6 +227,10 @@ class Database:
             return False
 
     async def dispose(self) -> None:
+        if self.group_commit is not None:
+            await self.group_commit.close()
+        if self.sqlite_reads is not None:
+            await self.sqlite_reads.close()
         await self.engine.dispose()
 
 

@@ -3,7 +3,9 @@ the ``typ`` header are pinned, ``exp``/``iss``/``aud`` are required and checked.
 
 from __future__ import annotations
 
+import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import jwt
@@ -17,11 +19,27 @@ TOKEN_TYPE = "at+jwt"
 
 
 class JwtAccessTokens:
-    def __init__(self, key: str, issuer: str, audience: str, ttl_seconds: int) -> None:
+    VERIFIED_MAX = 4096
+
+    def __init__(
+        self,
+        key: str,
+        issuer: str,
+        audience: str,
+        ttl_seconds: int,
+        now: Callable[[], float] = time.time,
+    ) -> None:
         self._key = key
         self._issuer = issuer
         self._audience = audience
         self._ttl = ttl_seconds
+        self._now = now
+        self._verified: dict[str, tuple[Principal, float]] = {}
+        """Tokens that passed ``verify`` (exact strings) -> principal and ``exp``: a client
+        sends the same bearer on every request, and checking it again (base64, JSON, HMAC and
+        the claim checks) is most of the CPU of a short authenticated request. Only the
+        expiry can change its verdict, so a hit checks that alone; revocation is the
+        generation check's business, which runs on every request either way."""
 
     def issue(
         self, user_id: str, roles: frozenset[str], generation: int, session_id: str | None = None
@@ -43,6 +61,22 @@ class JwtAccessTokens:
         return IssuedToken(token=token, expires_in=self._ttl)
 
     def verify(self, token: str) -> Principal:
+        known = self._verified.get(token)
+        if known is not None:
+            principal, exp = known
+            if exp > self._now():
+                return principal
+            del self._verified[token]
+            raise Unauthorized("Access token expired")
+        principal = self._verify(token)
+        assert principal.expires_at is not None
+        if len(self._verified) >= self.VERIFIED_MAX:
+            # Oldest first out (dicts keep insertion order): enough for tokens in steady use.
+            del self._verified[next(iter(self._verified))]
+        self._verified[token] = (principal, principal.expires_at.timestamp())
+        return principal
+
+    def _verify(self, token: str) -> Principal:
         try:
             header = jwt.get_unverified_header(token)
             if header.get("typ") != TOKEN_TYPE or header.get("alg") != ALGORITHM:

@@ -3,18 +3,70 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, Select, and_, cast, delete, func, insert, or_, select, update
+from sqlalchemy import (
+    BigInteger,
+    Connection,
+    Select,
+    and_,
+    bindparam,
+    cast,
+    delete,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from arcana.adapters.tables import products
-from arcana.domain.products import STOCK_MAX, Product, ProductQuery, ProductStatus
+from arcana import tracing
+from arcana.adapters.database import Database, translate_error
+from arcana.adapters.group_commit import SqliteGroupCommit
+from arcana.adapters.outbox_rows import outbox_rows
+from arcana.adapters.tables import outbox, products
+from arcana.domain.events import DomainEvent
+from arcana.domain.products import (
+    STOCK_MAX,
+    LevelEvents,
+    Product,
+    ProductQuery,
+    ProductStatus,
+    StockChange,
+)
 
 _ORDER = (products.c.created_at.desc(), products.c.id.desc())
+_OUTBOX_COLUMNS = [
+    outbox.c[name]
+    for name in ("id", "kind", "event_type", "aggregate_id", "data", "created_at", "trace_context")
+]
+
+# One statement, so concurrent changes serialize on the row and can never oversell. The bounds
+# are checked in 64 bits so the check itself cannot overflow. Built once: only the parameters
+# change between calls.
+_DELTA = bindparam("delta", type_=BigInteger)
+_WIDE = cast(products.c.stock, BigInteger) + _DELTA
+_ADJUST_STOCK = (
+    update(products)
+    .where(products.c.id == bindparam("product_id"), _WIDE >= 0, _WIDE <= STOCK_MAX)
+    .values(
+        stock=products.c.stock + _DELTA,
+        updated_at=bindparam("now", type_=products.c.updated_at.type),
+    )
+    .returning(*products.c)
+)
+_EXISTS = select(products.c.id).where(products.c.id == bindparam("product_id"))
+# PostgreSQL: the ``product.updated`` outbox row inserted by the same statement as the change,
+# so it costs no round trip of its own (a refused change rolls it back).
+_ADJUST_STOCK_RECORDED = _ADJUST_STOCK.add_cte(
+    insert(outbox)
+    .values({c.name: bindparam(f"outbox_{c.name}", type_=c.type) for c in _OUTBOX_COLUMNS})
+    .cte("recorded")
+)
 
 
 def _aware(value: datetime) -> datetime:
@@ -88,22 +140,14 @@ class SqlProductRepository:
         return result.first() is not None
 
     async def adjust_stock(self, product_id: str, delta: int, now: datetime) -> Product | None:
-        # One statement, so concurrent changes serialize on the row and can never oversell.
-        # The bounds are checked in 64 bits so the check itself cannot overflow.
-        wide = cast(products.c.stock, BigInteger) + delta
-        stmt = (
-            update(products)
-            .where(products.c.id == product_id, wide >= 0, wide <= STOCK_MAX)
-            .values(stock=products.c.stock + delta, updated_at=now)
-            .returning(*products.c)
+        result = await self._session.execute(
+            _ADJUST_STOCK, {"product_id": product_id, "delta": delta, "now": now}
         )
-        row = (await self._session.execute(stmt)).mappings().first()
+        row = result.mappings().first()
         return _to_product(row) if row is not None else None
 
     async def exists(self, product_id: str) -> bool:
-        result = await self._session.execute(
-            select(products.c.id).where(products.c.id == product_id)
-        )
+        result = await self._session.execute(_EXISTS, {"product_id": product_id})
         return result.first() is not None
 
     @staticmethod
@@ -146,3 +190,100 @@ class SqlProductRepository:
             )
         rows = (await self._session.execute(stmt)).mappings().all()
         return [_to_product(r) for r in rows]
+
+
+class GroupCommitStockChanges:
+    """``StockChanges`` on embedded SQLite: each change is the same single ``UPDATE`` as in a
+    unit of work, with its outbox rows in the same transaction, but run by the group commit
+    writer, so concurrent changes share one transaction and one hop to the writer thread."""
+
+    def __init__(
+        self,
+        writer: SqliteGroupCommit,
+        after_commit: Callable[[list[DomainEvent]], None] | None = None,
+    ) -> None:
+        self._writer = writer
+        self._after_commit = after_commit
+
+    async def adjust_stock(
+        self,
+        product_id: str,
+        delta: int,
+        now: datetime,
+        updated: DomainEvent,
+        level_events: LevelEvents,
+    ) -> StockChange:
+        trace_context = tracing.current_traceparent()  # of this request, read on its task
+
+        def write(conn: Connection) -> tuple[StockChange, list[DomainEvent]]:
+            params = {"product_id": product_id, "delta": delta, "now": now}
+            row = conn.execute(_ADJUST_STOCK, params).mappings().first()
+            if row is None:
+                exists = conn.execute(_EXISTS, params).first() is not None
+                return StockChange(None, exists), []
+            product = _to_product(row)
+            recorded = [updated, *level_events(product.stock - delta, product.stock)]
+            conn.execute(insert(outbox), outbox_rows(recorded, (), trace_context))
+            return StockChange(product, True), recorded
+
+        try:
+            change, recorded = await self._writer.run(write)
+        except Exception as exc:
+            translated = translate_error(exc)
+            if translated is not None:
+                raise translated from exc
+            raise
+        if recorded and self._after_commit is not None:
+            self._after_commit(recorded)
+        return change
+
+
+class _Refused(Exception):
+    def __init__(self, exists: bool) -> None:
+        self.exists = exists
+
+
+class SqlStockChanges:
+    """``StockChanges`` on PostgreSQL, on a Core connection (no ORM session): ``BEGIN``, one
+    statement that inserts the ``product.updated`` outbox row and makes the atomic change
+    (``WITH recorded AS (INSERT INTO outbox …) UPDATE products … RETURNING``), ``COMMIT``. The
+    row lock is held from that statement to the ``COMMIT``; a change that leaves 0..10 in stock
+    adds the insert of its level event before the commit."""
+
+    def __init__(
+        self, db: Database, after_commit: Callable[[list[DomainEvent]], None] | None = None
+    ) -> None:
+        self._db = db
+        self._after_commit = after_commit
+
+    async def adjust_stock(
+        self,
+        product_id: str,
+        delta: int,
+        now: datetime,
+        updated: DomainEvent,
+        level_events: LevelEvents,
+    ) -> StockChange:
+        trace_context = tracing.current_traceparent()
+        params: dict[str, Any] = {"product_id": product_id, "delta": delta, "now": now}
+        for key, value in outbox_rows([updated], (), trace_context)[0].items():
+            params[f"outbox_{key}"] = value
+        try:
+            async with self._db.engine.begin() as conn:
+                row = (await conn.execute(_ADJUST_STOCK_RECORDED, params)).mappings().first()
+                if row is None:
+                    raise _Refused((await conn.execute(_EXISTS, params)).first() is not None)
+                product = _to_product(row)
+                level = level_events(product.stock - delta, product.stock)
+                if level:
+                    await conn.execute(insert(outbox), outbox_rows(level, (), trace_context))
+        except _Refused as refused:  # rolled back: the outbox row went with it
+            return StockChange(None, refused.exists)
+        except Exception as exc:
+            translated = translate_error(exc)
+            if translated is not None:
+                raise translated from exc
+            raise
+        if self._after_commit is not None:
+            self._after_commit([updated, *level])
+        return StockChange(product, True)

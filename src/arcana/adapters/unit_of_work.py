@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from types import TracebackType
-from typing import Self
+from typing import Self, cast
 
 from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from arcana import tracing
-from arcana.adapters.database import Database, is_connectivity_error, is_unstorable_text
+from arcana.adapters.database import Database, translate_error
+from arcana.adapters.outbox_rows import outbox_rows
 from arcana.adapters.product_repositories import SqlProductRepository
 from arcana.adapters.tables import outbox
 from arcana.adapters.user_repositories import (
@@ -22,9 +22,6 @@ from arcana.adapters.user_repositories import (
 )
 from arcana.domain.events import DomainEvent
 from arcana.domain.jobs import JobRequest
-from arcana.domain.timestamps import utcnow
-from arcana.errors import ArcanaError, ServiceUnavailable, ValidationFailed
-from arcana.metrics import DB_UNAVAILABLE
 
 
 class SqlUnitOfWork:
@@ -34,7 +31,7 @@ class SqlUnitOfWork:
     ``uow.products``, … without ever seeing the session.
     """
 
-    session: AsyncSession
+    _session: AsyncSession | None = None
 
     def __init__(
         self,
@@ -65,14 +62,27 @@ class SqlUnitOfWork:
             # SQLite: one writing unit of work at a time in this process (see Database).
             self._writing = self._db.writing()
             await self._writing.__aenter__()
-        self.session = (self._db.read_sessionmaker if self._read_only else self._db.sessionmaker)()
         self._events = []
         self._jobs = []
         self._written = []
         self._wrote = False
         self._committed = False
-        self._bind(self.session)
+        reads = self._db.sqlite_reads if self._read_only else None
+        if reads is not None:
+            # A SQLite file: repositories only call ``execute``, which the reader threads
+            # offer in one hop per statement (no session, nothing to roll back or close).
+            self._session = None
+            self._bind(cast(AsyncSession, reads))
+            return self
+        self._session = (self._db.read_sessionmaker if self._read_only else self._db.sessionmaker)()
+        self._bind(self._session)
         return self
+
+    @property
+    def session(self) -> AsyncSession:
+        if self._session is None:
+            raise RuntimeError("a read-only unit of work on SQLite has no session")
+        return self._session
 
     async def __aexit__(
         self,
@@ -80,27 +90,24 @@ class SqlUnitOfWork:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        session, self._session = self._session, None
         try:
-            if not self._committed:
-                await self.session.rollback()
+            if session is not None and not self._committed:
+                await session.rollback()
         except Exception:  # the connection may be gone; closing below frees it
             pass
         finally:
             try:
-                await self.session.close()
+                if session is not None:
+                    await session.close()
             finally:
                 writing, self._writing = self._writing, None
                 if writing is not None:
                     await writing.__aexit__(None, None, None)
-        if exc is not None and not isinstance(exc, ArcanaError):
-            if is_connectivity_error(exc):
-                DB_UNAVAILABLE.inc()
-                raise ServiceUnavailable("The database is unreachable; try again shortly") from exc
-            if is_unstorable_text(exc):
-                raise ValidationFailed(
-                    "Text must not contain NUL characters",
-                    errors=[{"loc": ["body"], "msg": "contains NUL", "type": "value_error"}],
-                ) from exc
+        if exc is not None:
+            translated = translate_error(exc)
+            if translated is not None:
+                raise translated from exc
 
     def record(self, *events: DomainEvent) -> None:
         self._events.extend(events)
@@ -119,32 +126,7 @@ class SqlUnitOfWork:
 
     async def _insert_recorded(self) -> bool:
         # The work these rows cause continues the current trace (None when tracing is off).
-        trace_context = tracing.current_traceparent()
-        rows = [
-            {
-                "id": e.id,
-                "kind": "event",
-                "event_type": e.event_type,
-                "aggregate_id": e.aggregate_id,
-                "data": e.envelope(),
-                "created_at": e.timestamp,
-                "trace_context": trace_context,
-            }
-            for e in self._events
-        ]
-        now = utcnow()
-        rows += [
-            {
-                "id": str(uuid.uuid4()),
-                "kind": "job",
-                "event_type": j.job_type,
-                "aggregate_id": None,
-                "data": j.to_dict(),
-                "created_at": now,
-                "trace_context": trace_context,
-            }
-            for j in self._jobs
-        ]
+        rows = outbox_rows(self._events, self._jobs, tracing.current_traceparent())
         if rows:
             await self.session.execute(insert(outbox), rows)
         return bool(rows)

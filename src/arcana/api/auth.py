@@ -89,10 +89,7 @@ def _refresh_token(request: Request, body: RefreshRequest | None) -> str | None:
         return cookie
     if _is_browser(request):
         return None
-    raise ValidationFailed(
-        "refresh_token: Field required",
-        errors=[{"loc": ["body", "refresh_token"], "msg": "Field required", "type": "missing"}],
-    )
+    raise ValidationFailed(field="refresh_token", message="Field required", kind="missing")
 
 
 def _tokens(pair: TokenPair) -> TokenResponse:

@@ -15,7 +15,9 @@ from arcana.services.identity import IdentityService
 _bearer = HTTPBearer(auto_error=False, description="Access token from /api/v1/auth/login")
 
 
-def get_services(request: Request) -> Services:
+async def get_services(request: Request) -> Services:
+    # async: FastAPI runs a plain ``def`` dependency in its thread pool, a thread hop (and a
+    # wait for a free worker thread) on every request that takes the services.
     services: Services = request.app.state.services
     return services
 

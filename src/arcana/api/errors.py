@@ -52,7 +52,27 @@ def status_for(exc: errors.ArcanaError) -> int:
     return 500
 
 
-def arcana_error_response(exc: errors.ArcanaError) -> Response:
+def field_errors(exc: errors.ValidationFailed, request: Request | None) -> list[dict[str, Any]]:
+    """The ``errors`` member of a 422, one entry per problem the error names. A field's
+    location is where the request carries it: a path parameter, a query parameter, or else the
+    JSON body (``loc: ["body", field]``). Errors the API raised itself come located."""
+    if exc.errors:
+        return exc.errors
+
+    def where(field: str) -> str:
+        if request is not None:
+            if field in request.path_params:
+                return "path"
+            if field in request.query_params:
+                return "query"
+        return "body"
+
+    return [
+        {"loc": [where(p.field), p.field], "msg": p.message, "type": p.kind} for p in exc.problems
+    ]
+
+
+def arcana_error_response(exc: errors.ArcanaError, request: Request | None = None) -> Response:
     status = status_for(exc)
     headers: dict[str, str] = {}
     extra: dict[str, Any] = dict(exc.extra)
@@ -64,8 +84,10 @@ def arcana_error_response(exc: errors.ArcanaError) -> Response:
         headers["Retry-After"] = str(exc.retry_after)
     elif isinstance(exc, errors.ServiceUnavailable) and "retry_after" in extra:
         headers["Retry-After"] = str(extra.pop("retry_after"))
-    if isinstance(exc, errors.ValidationFailed) and exc.errors:
-        extra["errors"] = exc.errors
+    if isinstance(exc, errors.ValidationFailed):
+        located = field_errors(exc, request)
+        if located:
+            extra["errors"] = located
     code = "PAYLOAD_TOO_LARGE" if isinstance(exc, errors.PayloadTooLarge) else exc.code
     return problem_response(status, code, exc.title, exc.detail, headers=headers, extra=extra)
 
@@ -83,11 +105,11 @@ def _clean_validation_errors(raw: list[Any]) -> list[dict[str, Any]]:
     return out
 
 
-async def _on_arcana_error(_request: Request, exc: Exception) -> Response:
+async def _on_arcana_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, errors.ArcanaError)
     if status_for(exc) >= 500 and not isinstance(exc, errors.ServiceUnavailable):
         log.error("internal error: %s", exc, exc_info=exc)
-    return arcana_error_response(exc)
+    return arcana_error_response(exc, request)
 
 
 async def _on_validation_error(_request: Request, exc: Exception) -> Response:
@@ -105,10 +127,10 @@ async def _on_validation_error(_request: Request, exc: Exception) -> Response:
     )
 
 
-async def _on_http_error(_request: Request, exc: Exception) -> Response:
+async def _on_http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
     if isinstance(exc.__cause__, errors.ArcanaError):
-        return arcana_error_response(exc.__cause__)
+        return arcana_error_response(exc.__cause__, request)
     code, title = _STATUS_CODES.get(
         exc.status_code, ("INTERNAL" if exc.status_code >= 500 else "VALIDATION_FAILED", "Error")
     )

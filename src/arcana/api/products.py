@@ -20,18 +20,32 @@ from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from arcana.api.deps import AdminPrincipal, ServicesDep
+from arcana.api.product_json import PAGE_JSON, PRODUCT_JSON, product_to_json
 from arcana.api.schemas_products import (
     ProductCreate,
     ProductList,
     ProductRead,
     ProductUpdate,
     StockChange,
+    int_limits,
     json_body,
+    text_limits,
 )
-from arcana.domain.products import NewProduct, Product, ProductChanges, ProductQuery
+from arcana.domain.products import (
+    CATEGORY,
+    CHANGEABLE,
+    PAGE,
+    QUANTITY_CHANGE,
+    SEARCH,
+    SIZE,
+    NewProduct,
+    Product,
+    ProductChanges,
+    ProductQuery,
+    require,
+)
 from arcana.domain.timestamps import iso_z
 from arcana.errors import ArcanaError, ValidationFailed
-from arcana.services.products import product_to_json
 
 router = APIRouter(prefix="/products", tags=["products"])
 
@@ -47,13 +61,6 @@ EXPORT_COLUMNS = (
     "created_at",
     "updated_at",
 )
-_UPDATABLE = ("name", "description", "price", "stock", "category", "status")
-
-
-def _invalid(field: str, msg: str) -> ValidationFailed:
-    return ValidationFailed(
-        f"{field}: {msg}", errors=[{"loc": ["body", field], "msg": msg, "type": "value_error"}]
-    )
 
 
 async def _json_object(request: Request) -> dict[str, Any]:
@@ -66,22 +73,11 @@ async def _json_object(request: Request) -> dict[str, Any]:
             errors=[{"loc": ["body"], "msg": "invalid JSON", "type": "json_invalid"}],
         ) from None
     if not isinstance(body, dict):
-        raise _invalid("body", "must be a JSON object")
+        raise ValidationFailed(
+            "body: must be a JSON object",
+            errors=[{"loc": ["body"], "msg": "must be a JSON object", "type": "value_error"}],
+        )
     return body
-
-
-def _check_types(body: dict[str, Any]) -> None:
-    """JSON types the domain checks do not cover: a price is a number, never a string."""
-    for field in ("name", "description", "category", "status"):
-        value = body.get(field)
-        if value is not None and not isinstance(value, str):
-            raise _invalid(field, "must be a string")
-    price = body.get("price")
-    if price is not None and (isinstance(price, bool) or not isinstance(price, int | float)):
-        raise _invalid("price", "must be a number")
-    stock = body.get("stock")
-    if stock is not None and (isinstance(stock, bool) or not isinstance(stock, int)):
-        raise _invalid("stock", "must be an integer")
 
 
 def _json(body: bytes, status: int = 200) -> Response:
@@ -146,23 +142,24 @@ def neutralise_cell(value: str) -> str:
 @router.get("", response_model=ProductList, summary="List products, newest first")
 async def list_products(
     services: ServicesDep,
-    page: Annotated[int, Query(ge=0, le=10_000_000, description="0-based page")] = 0,
-    size: Annotated[int, Query(ge=1, le=100)] = 10,
-    category: Annotated[str | None, Query(max_length=100)] = None,
+    page: Annotated[int, Query(**int_limits(PAGE), description="0-based page")] = 0,
+    size: Annotated[int, Query(**int_limits(SIZE))] = 10,
+    category: Annotated[str | None, Query(**text_limits(CATEGORY))] = None,
     status: Annotated[str | None, Query(description="Case-insensitive status")] = None,
     q: Annotated[
-        str | None, Query(max_length=200, description="Case-insensitive substring of the name")
+        str | None,
+        Query(**text_limits(SEARCH), description="Case-insensitive substring of the name"),
     ] = None,
 ) -> Response:
     query = ProductQuery.build(
         page=page, size=size, category=category, status=status, name_contains=q
     )
-    return _json(await services.products.list_json(query))
+    return _json(await services.products.list_encoded(query, PAGE_JSON))
 
 
 @router.get("/{product_id}", response_model=ProductRead, summary="Get a product (cached)")
 async def get_product(product_id: str, request: Request) -> Response:
-    body = await request.app.state.services.products.get_json(product_id)
+    body = await request.app.state.services.products.get_encoded(product_id, PRODUCT_JSON)
     return Response(content=body, media_type=JSON)
 
 
@@ -176,19 +173,7 @@ async def get_product(product_id: str, request: Request) -> Response:
 async def create_product(
     request: Request, principal: AdminPrincipal, services: ServicesDep
 ) -> Response:
-    body = await _json_object(request)
-    _check_types(body)
-    if "name" not in body:
-        raise _invalid("name", "field required")
-    if "price" not in body:
-        raise _invalid("price", "field required")
-    new = NewProduct.build(
-        name=body["name"],
-        price=body["price"],
-        description=body.get("description"),
-        stock=body.get("stock"),
-        category=body.get("category"),
-    )
+    new = NewProduct.from_fields(await _json_object(request))
     product = await services.products.create(principal.user_id, new)
     return _json(product_to_json(product), 201)
 
@@ -203,8 +188,7 @@ async def update_product(
     product_id: str, request: Request, principal: AdminPrincipal, services: ServicesDep
 ) -> Response:
     body = await _json_object(request)
-    _check_types(body)
-    changes = ProductChanges.build({k: v for k, v in body.items() if k in _UPDATABLE})
+    changes = ProductChanges.build({k: v for k, v in body.items() if k in CHANGEABLE})
     product = await services.products.update(principal.user_id, product_id, changes)
     return _json(product_to_json(product))
 
@@ -218,12 +202,7 @@ async def update_product(
 async def update_stock(
     product_id: str, request: Request, principal: AdminPrincipal, services: ServicesDep
 ) -> Response:
-    body = await _json_object(request)
-    change = body.get("quantity_change")
-    if change is None:
-        raise _invalid("quantity_change", "field required")
-    if isinstance(change, bool) or not isinstance(change, int):
-        raise _invalid("quantity_change", "must be an integer")
+    change = require(await _json_object(request), QUANTITY_CHANGE.field)
     product = await services.products.adjust_stock(principal.user_id, product_id, change)
     return _json(product_to_json(product))
 
@@ -265,11 +244,15 @@ class CachedProductFastPath:
             if len(path) == self._length and path.startswith(self.prefix):
                 product_id = path[-36:]
                 if _CANONICAL_UUID.fullmatch(product_id):
-                    body = await scope["app"].state.services.products.cached_json(product_id)
+                    body = await scope["app"].state.services.products.cached_encoded(
+                        product_id, PRODUCT_JSON
+                    )
             elif path == self._list_path:
                 query = _simple_list_query(scope["query_string"])
                 if query is not None:
-                    body = await scope["app"].state.services.products.cached_list_json(query)
+                    body = await scope["app"].state.services.products.cached_list_encoded(
+                        query, PAGE_JSON
+                    )
             if body is not None:
                 scope["route"] = self._find_route(scope["app"], scope)
                 await send(
@@ -317,8 +300,6 @@ def _simple_list_query(raw: bytes) -> ProductQuery | None:
     try:
         page, size = int(page_raw), int(size_raw)
         category = values[b"category"].decode() if b"category" in values else None
-        if category is not None and len(category) > 100:
-            return None
         status = values[b"status"].decode() if b"status" in values else None
         return ProductQuery.build(page=page, size=size, category=category, status=status)
     except (ValueError, ArcanaError):

@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from arcana.domain.users import USER_NAME_MAX, user_name
 from arcana.errors import ValidationFailed
 from arcana.services.auth import SessionView
 from arcana.services.emails import valid_email
-
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def _check_email(value: str) -> str:
@@ -22,12 +20,14 @@ def _check_email(value: str) -> str:
     try:
         return valid_email(value)
     except ValidationFailed as exc:
-        raise ValueError(exc.errors[0]["msg"] if exc.errors else exc.detail) from None
+        raise ValueError(exc.message) from None
 
 
 def _check_name(value: str) -> str:
-    if _CONTROL.search(value):
-        raise ValueError("must not contain control characters")
+    try:
+        user_name(value)  # the domain's rule; the service strips the name when it stores it
+    except ValidationFailed as exc:
+        raise ValueError(exc.message) from None
     return value
 
 
@@ -35,7 +35,7 @@ EmailStr = Annotated[
     # The raw input may be longer than the canonical form (surrounding spaces); 320 bounds it.
     str, Field(max_length=320, json_schema_extra={"format": "email"}), AfterValidator(_check_email)
 ]
-Name = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_check_name)]
+Name = Annotated[str, Field(min_length=1, max_length=USER_NAME_MAX), AfterValidator(_check_name)]
 
 # Passwords are length-capped here only loosely (the 128-character rule is reported together
 # with the other password rules); the cap stops megabyte strings reaching Argon2.

@@ -1,13 +1,22 @@
-"""The product catalog: the ``Product`` aggregate, its invariants and its repository port.
+"""The product catalog: the ``Product`` aggregate, its input rules and its repository port.
 
-Invariants (contract §2, §8): name 1..200 characters; price ≥ 0 with at most 2 decimals and
-at most 10 integer digits (NUMERIC(12,2)); stock ≥ 0 always; ``Archived`` is final.
+The input rules (contract §2, §8) are data: ``NAME``, ``DESCRIPTION``, ``CATEGORY``, ``PRICE``,
+``STOCK``, ``QUANTITY_CHANGE``, ``PAGE``, ``SIZE`` and ``SEARCH`` below, with ``ProductStatus``
+for the status names. Every transport checks input through them, and the HTTP layer publishes
+its OpenAPI constraints from the same objects (``api/schemas_products.py``), so a limit is
+written once. In short: name 1..200 characters with a non-blank one; description ≤ 10 000 and
+category ≤ 100 characters; no text holds NUL; price ≥ 0 with at most 2 decimals and at most
+10 integer digits (NUMERIC(12,2)); stock 0..2^31-1 always; ``Archived`` is final.
+
+A broken rule raises ``ValidationFailed`` naming the field; where that field sits in a request
+(``loc``) is for the transport to say.
 """
 
 from __future__ import annotations
 
+import re
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
@@ -17,12 +26,126 @@ from typing import Any, Protocol, Self
 from arcana.domain.events import DomainEvent
 from arcana.errors import ValidationFailed
 
+LOW_STOCK_THRESHOLD = 10
+
+
+def _invalid(field: str, message: str) -> ValidationFailed:
+    return ValidationFailed(field=field, message=message)
+
+
+@dataclass(frozen=True, slots=True)
+class TextRule:
+    """A text input: at most ``max_length`` characters (code points), never a NUL (PostgreSQL
+    text cannot hold one); with ``blank=False`` it must hold a non-whitespace character."""
+
+    field: str
+    max_length: int
+    blank: bool = True
+
+    @property
+    def min_length(self) -> int:
+        return 0 if self.blank else 1
+
+    @property
+    def pattern(self) -> str:
+        """The same rule as a regular expression (Python ``re`` and ECMA-262 agree on it)."""
+        return r"^[^\x00]*$" if self.blank else r"^[^\x00]*[^\s\x00][^\x00]*$"
+
+    def check(self, value: Any) -> str:
+        if not isinstance(value, str):
+            raise _invalid(self.field, "must be a string")
+        if not self.blank and not value.strip():
+            raise _invalid(self.field, "must not be empty")
+        if len(value) > self.max_length:
+            raise _invalid(self.field, f"must be at most {self.max_length} characters")
+        if "\x00" in value:
+            raise _invalid(self.field, "must not contain NUL characters")
+        return value
+
+    def check_optional(self, value: Any) -> str | None:
+        return None if value is None else self.check(value)
+
+
+@dataclass(frozen=True, slots=True)
+class IntRule:
+    """An integer in ``minimum..maximum`` (a JSON ``2.0`` or ``true`` is not an integer)."""
+
+    field: str
+    minimum: int
+    maximum: int
+
+    def check(self, value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise _invalid(self.field, "must be an integer")
+        if value < self.minimum:
+            raise _invalid(self.field, f"must be greater than or equal to {self.minimum}")
+        if value > self.maximum:
+            raise _invalid(self.field, f"must be at most {self.maximum}")
+        return value
+
+
+@dataclass(frozen=True, slots=True)
+class MoneyRule:
+    """A number in ``minimum..maximum`` with at most ``places`` decimals, kept as ``Decimal``.
+    Floats are read through their shortest repr, so the JSON text ``19.99`` is exactly
+    ``Decimal("19.99")``. Text is not a number here, whatever it spells."""
+
+    field: str
+    minimum: Decimal
+    maximum: Decimal
+    places: int
+
+    def check(self, value: Any) -> Decimal:
+        if isinstance(value, bool) or not isinstance(value, int | float | Decimal):
+            raise _invalid(self.field, "must be a number")
+        try:
+            amount = Decimal(repr(value)) if isinstance(value, float) else Decimal(value)
+        except (InvalidOperation, ValueError):
+            raise _invalid(self.field, "must be a number") from None
+        if not amount.is_finite():
+            raise _invalid(self.field, "must be a finite number")
+        if amount < self.minimum:
+            raise _invalid(self.field, f"must be greater than or equal to {self.minimum}")
+        quantum = Decimal(1).scaleb(-self.places)
+        exponent = amount.as_tuple().exponent
+        if (
+            isinstance(exponent, int)
+            and exponent < -self.places
+            and amount != amount.quantize(quantum)
+        ):
+            raise _invalid(self.field, f"must have at most {self.places} decimal places")
+        if amount > self.maximum:
+            raise _invalid(self.field, f"must be at most {self.maximum}")
+        return amount.quantize(quantum)
+
+
 NAME_MAX = 200
 CATEGORY_MAX = 100
 DESCRIPTION_MAX = 10_000
 PRICE_MAX = Decimal("9999999999.99")
 STOCK_MAX = 2_147_483_647
-LOW_STOCK_THRESHOLD = 10
+"""The stock column is a 32-bit integer; the atomic stock update is bounded by it too."""
+
+NAME = TextRule("name", NAME_MAX, blank=False)
+DESCRIPTION = TextRule("description", DESCRIPTION_MAX)
+CATEGORY = TextRule("category", CATEGORY_MAX)
+PRICE = MoneyRule("price", Decimal(0), PRICE_MAX, places=2)
+STOCK = IntRule("stock", 0, STOCK_MAX)
+QUANTITY_CHANGE = IntRule("quantity_change", -STOCK_MAX, STOCK_MAX)
+PAGE = IntRule("page", 0, 10_000_000)
+SIZE = IntRule("size", 1, 100)
+SEARCH = TextRule("q", NAME_MAX)
+"""A case-insensitive substring of the name (the console's search box): no longer than a name."""
+
+UPDATABLE = (NAME, DESCRIPTION, PRICE, STOCK, CATEGORY)
+"""The fields a partial update may carry besides ``status``."""
+
+
+def require(fields: Mapping[str, Any], field: str) -> Any:
+    """The value of a field a request must carry."""
+    if field not in fields:
+        raise _invalid(field, "field required")
+    return fields[field]
 
 
 class ProductStatus(StrEnum):
@@ -32,9 +155,12 @@ class ProductStatus(StrEnum):
     ARCHIVED = "Archived"
 
     @classmethod
-    def parse(cls, value: str, field: str = "status") -> ProductStatus:
-        """Case-insensitive: ``"active"`` and ``"ACTIVE"`` are ``Active``."""
-        found = _STATUS_BY_LOWER.get(value.strip().lower()) if isinstance(value, str) else None
+    def parse(cls, value: Any, field: str = "status") -> ProductStatus:
+        """Case-insensitive, surrounding blanks ignored: ``"active"`` and ``" ACTIVE"`` are
+        ``Active``."""
+        if not isinstance(value, str):
+            raise _invalid(field, "must be a string")
+        found = _STATUS_BY_LOWER.get(value.strip().lower())
         if found is None:
             allowed = ", ".join(s.value for s in cls)
             raise _invalid(field, f"must be one of {allowed}")
@@ -44,69 +170,20 @@ class ProductStatus(StrEnum):
 _STATUS_BY_LOWER = {s.value.lower(): s for s in ProductStatus}
 
 
-def _invalid(field: str, msg: str) -> ValidationFailed:
-    return ValidationFailed(
-        f"{field}: {msg}", errors=[{"loc": [field], "msg": msg, "type": "value_error"}]
-    )
+def _any_case(word: str) -> str:
+    return "".join(f"[{c.upper()}{c.lower()}]" if c.isalpha() else re.escape(c) for c in word)
 
 
-def parse_product_id(value: str) -> str:
+STATUS_PATTERN = r"^\s*(" + "|".join(_any_case(s.value) for s in ProductStatus) + r")\s*$"
+"""``ProductStatus.parse`` as a regular expression, for published schemas."""
+
+
+def parse_product_id(value: Any) -> str:
     """The canonical (lowercase, hyphenated) form of a product id; malformed → 422."""
     try:
         return str(uuid.UUID(value))
     except (ValueError, AttributeError, TypeError):
-        raise _invalid("id", "is not a valid UUID") from None
-
-
-def check_name(value: str) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise _invalid("name", "must not be empty")
-    if len(value) > NAME_MAX:
-        raise _invalid("name", f"must be at most {NAME_MAX} characters")
-    if "\x00" in value:
-        raise _invalid("name", "must not contain NUL characters")
-    return value
-
-
-def check_optional_text(field: str, value: str | None, limit: int) -> str | None:
-    if value is None:
-        return None
-    if len(value) > limit:
-        raise _invalid(field, f"must be at most {limit} characters")
-    if "\x00" in value:
-        raise _invalid(field, "must not contain NUL characters")
-    return value
-
-
-def check_price(value: Any) -> Decimal:
-    """A number ≥ 0 with at most 2 decimals that fits NUMERIC(12,2). Floats are read through
-    their shortest repr, so the JSON text ``19.99`` is exactly ``Decimal("19.99")``."""
-    if isinstance(value, bool) or not isinstance(value, int | float | Decimal | str):
-        raise _invalid("price", "must be a number")
-    try:
-        price = Decimal(repr(value)) if isinstance(value, float) else Decimal(value)
-    except (InvalidOperation, ValueError):
-        raise _invalid("price", "must be a number") from None
-    if not price.is_finite():
-        raise _invalid("price", "must be a finite number")
-    if price < 0:
-        raise _invalid("price", "must be greater than or equal to 0")
-    exponent = price.as_tuple().exponent
-    if isinstance(exponent, int) and exponent < -2 and price != price.quantize(Decimal("0.01")):
-        raise _invalid("price", "must have at most 2 decimal places")
-    if price > PRICE_MAX:
-        raise _invalid("price", f"must be at most {PRICE_MAX}")
-    return price.quantize(Decimal("0.01"))
-
-
-def check_stock(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise _invalid("stock", "must be an integer")
-    if value < 0:
-        raise _invalid("stock", "must be greater than or equal to 0")
-    if value > STOCK_MAX:
-        raise _invalid("stock", f"must be at most {STOCK_MAX}")
-    return value
+        raise _invalid("product_id", "is not a valid UUID") from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,18 +231,30 @@ class NewProduct:
     def build(
         cls,
         *,
-        name: str,
+        name: Any,
         price: Any,
-        description: str | None = None,
+        description: Any = None,
         stock: Any = 0,
-        category: str | None = None,
+        category: Any = None,
     ) -> NewProduct:
         return cls(
-            name=check_name(name),
-            price=check_price(price),
-            description=check_optional_text("description", description, DESCRIPTION_MAX),
-            stock=check_stock(0 if stock is None else stock),
-            category=check_optional_text("category", category, CATEGORY_MAX),
+            name=NAME.check(name),
+            price=PRICE.check(price),
+            description=DESCRIPTION.check_optional(description),
+            stock=STOCK.check(0 if stock is None else stock),
+            category=CATEGORY.check_optional(category),
+        )
+
+    @classmethod
+    def from_fields(cls, fields: Mapping[str, Any]) -> NewProduct:
+        """From the fields of a create request: ``name`` and ``price`` are required, a null
+        ``stock`` is 0, other keys are ignored."""
+        return cls.build(
+            name=require(fields, NAME.field),
+            price=require(fields, PRICE.field),
+            description=fields.get(DESCRIPTION.field),
+            stock=fields.get(STOCK.field),
+            category=fields.get(CATEGORY.field),
         )
 
 
@@ -184,42 +273,29 @@ class ProductChanges:
     has_category: bool = False
 
     @classmethod
-    def build(cls, fields: dict[str, Any]) -> ProductChanges:
+    def build(cls, fields: Mapping[str, Any]) -> ProductChanges:
         """From the fields present in the request (absent keys are not in ``fields``)."""
-        known = {"name", "description", "price", "stock", "category", "status"}
-        unknown = set(fields) - known
+        unknown = set(fields) - CHANGEABLE
         if unknown:
             raise _invalid(sorted(unknown)[0], "unknown field")
-        name = fields.get("name")
-        price = fields.get("price")
-        stock = fields.get("stock")
-        status = fields.get("status")
-        if "name" in fields and name is None:
-            raise _invalid("name", "must not be null")
-        if "price" in fields and price is None:
-            raise _invalid("price", "must not be null")
-        if "stock" in fields and stock is None:
-            raise _invalid("stock", "must not be null")
-        if "status" in fields and status is None:
-            raise _invalid("status", "must not be null")
-        if status is not None and not isinstance(status, str):
-            raise _invalid("status", "must be a string")
-        for text_field in ("description", "category"):
-            value = fields.get(text_field)
-            if value is not None and not isinstance(value, str):
-                raise _invalid(text_field, "must be a string")
+        for required in (NAME.field, PRICE.field, STOCK.field, "status"):
+            if required in fields and fields[required] is None:
+                raise _invalid(required, "must not be null")
+        present = {k: v for k, v in fields.items() if v is not None}
         return cls(
-            name=check_name(name) if name is not None else None,
-            price=check_price(price) if price is not None else None,
-            stock=check_stock(stock) if stock is not None else None,
-            status=ProductStatus.parse(status) if status is not None else None,
-            description=check_optional_text(
-                "description", fields.get("description"), DESCRIPTION_MAX
-            ),
+            name=NAME.check(present["name"]) if "name" in present else None,
+            price=PRICE.check(present["price"]) if "price" in present else None,
+            stock=STOCK.check(present["stock"]) if "stock" in present else None,
+            status=ProductStatus.parse(present["status"]) if "status" in present else None,
+            description=DESCRIPTION.check_optional(fields.get("description")),
             has_description="description" in fields,
-            category=check_optional_text("category", fields.get("category"), CATEGORY_MAX),
+            category=CATEGORY.check_optional(fields.get("category")),
             has_category="category" in fields,
         )
+
+
+CHANGEABLE = frozenset({rule.field for rule in UPDATABLE} | {"status"})
+"""The fields a partial update may name."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,18 +316,13 @@ class ProductQuery:
         status: str | None = None,
         name_contains: str | None = None,
     ) -> ProductQuery:
-        if page < 0:
-            raise _invalid("page", "must be greater than or equal to 0")
-        if page > 10_000_000:
-            raise _invalid("page", "must be at most 10000000")
-        if not 1 <= size <= 100:
-            raise _invalid("size", "must be between 1 and 100")
+        search = SEARCH.check(name_contains).strip().lower() if name_contains else ""
         return cls(
-            page=page,
-            size=size,
-            category=category or None,
+            page=PAGE.check(page),
+            size=SIZE.check(size),
+            category=CATEGORY.check(category) if category else None,
             status=ProductStatus.parse(status) if status else None,
-            name_contains=(name_contains.strip().lower() or None) if name_contains else None,
+            name_contains=search or None,
         )
 
 
@@ -302,6 +373,37 @@ class ProductRepository(Protocol):
 
     async def batch_after(self, after: tuple[datetime, str] | None, limit: int) -> list[Product]:
         """Keyset scan of the whole catalog in list order, for the export."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class StockChange:
+    """What a stock change did: the updated product, or ``None`` when nothing changed (then
+    ``exists`` tells a missing product from a change out of 0..STOCK_MAX)."""
+
+    product: Product | None
+    exists: bool
+
+
+LevelEvents = Callable[[int, int], list[DomainEvent]]
+"""The stock level events of a change, from the stock before and after it (``stock_events``
+of one product)."""
+
+
+class StockChanges(Protocol):
+    """Stock changes applied outside a unit of work, several requests' changes sharing one
+    transaction (group commit: embedded SQLite). Each change is still one atomic statement
+    (never below 0), and its events are stored in the same transaction as the change."""
+
+    async def adjust_stock(
+        self,
+        product_id: str,
+        delta: int,
+        now: datetime,
+        updated: DomainEvent,
+        level_events: LevelEvents,
+    ) -> StockChange:
+        """``updated`` is stored with any change that is made, then ``level_events``."""
         ...
 
 

@@ -3,6 +3,7 @@ auth services need. Standard library only."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -10,6 +11,28 @@ from typing import Any, Protocol
 
 from arcana.domain.ports import UnitOfWork
 from arcana.domain.timestamps import iso_z
+from arcana.errors import ValidationFailed
+
+USER_NAME_MAX = 200
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def user_name(value: str) -> str:
+    """A user's display name as stored, or ``ValidationFailed`` naming ``name``: the one rule
+    for every way in (the API's schema publishes the same limit). Surrounding whitespace is
+    dropped; control characters are refused (U+0000 cannot be stored in PostgreSQL text, and
+    the others have no place in a name shown in mails and the console)."""
+    name = value.strip()
+    problem = None
+    if not name:
+        problem = "must not be empty"
+    elif len(value) > USER_NAME_MAX:
+        problem = f"must be at most {USER_NAME_MAX} characters"
+    elif _CONTROL.search(value):
+        problem = "must not contain control characters"
+    if problem is not None:
+        raise ValidationFailed(field="name", message=problem)
+    return name
 
 
 class SyncStatus(StrEnum):

@@ -1,28 +1,32 @@
-"""``arcana.product.v1.ProductService``: the same ``ProductService`` as REST, other transport."""
+"""``arcana.product.v1.ProductService``: the same ``ProductService`` as REST, other transport.
+
+The protobuf wire form lives here. ``GetProduct`` and ``ListProducts`` answer bytes that were
+serialized once and cached by the catalog beside the JSON form (``PRODUCT_PB``, ``PAGE_PB``);
+``add_product_service`` registers handlers whose serializer passes such bytes through.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import grpc
 from google.protobuf import empty_pb2
+from google.protobuf.message import Message
+from google.protobuf.message_factory import GetMessageClass
 
-from arcana.domain.products import NewProduct, Product, ProductChanges, ProductQuery
+from arcana.domain.products import NewProduct, Product, ProductChanges, ProductPage, ProductQuery
 from arcana.domain.timestamps import iso_z
 from arcana.errors import Unauthorized, ValidationFailed
 from arcana.rpc.gen.arcana.product.v1 import product_pb2 as pb
 from arcana.rpc.gen.arcana.product.v1 import product_pb2_grpc as pb_grpc
 from arcana.rpc.interceptors import current_principal
 from arcana.services.app import Services
-from arcana.services.products import product_from_json
+from arcana.services.products import Encoding
 
 ADMIN_METHODS = frozenset({"CreateProduct", "UpdateProduct", "UpdateStock", "DeleteProduct"})
 DEFAULT_SIZE = 10
-
-
-def _rfc3339(p: Product, field: str) -> str:
-    value = getattr(p, field)
-    return iso_z(value)
+SERVICE = pb.DESCRIPTOR.services_by_name["ProductService"]
 
 
 def to_message(p: Product) -> pb.ProductResponse:
@@ -34,9 +38,52 @@ def to_message(p: Product) -> pb.ProductResponse:
         stock=p.stock,
         category=p.category or "",
         status=p.status.value,
-        created_at=_rfc3339(p, "created_at"),
-        updated_at=_rfc3339(p, "updated_at"),
+        created_at=iso_z(p.created_at),
+        updated_at=iso_z(p.updated_at),
     )
+
+
+def to_page_message(page: ProductPage) -> pb.ListProductsResponse:
+    return pb.ListProductsResponse(
+        products=[to_message(p) for p in page.items],
+        total=page.total,
+        page=page.page,
+        size=page.size,
+        has_next=page.has_next,
+    )
+
+
+PRODUCT_PB: Encoding[Product] = Encoding("pb", lambda p: to_message(p).SerializeToString())
+PAGE_PB: Encoding[ProductPage] = Encoding(
+    "pb", lambda page: to_page_message(page).SerializeToString()
+)
+
+
+def _serializer(message: type[Message]) -> Callable[[Message | bytes], bytes]:
+    """A response serializer that also takes a response serialized already (a cache hit)."""
+    serialize = message.SerializeToString
+
+    def serialized(response: Message | bytes) -> bytes:
+        return response if isinstance(response, bytes) else serialize(response)
+
+    return serialized
+
+
+def add_product_service(servicer: pb_grpc.ProductServiceServicer, server: grpc.aio.Server) -> None:
+    """What the generated ``add_ProductServiceServicer_to_server`` does, built from the service
+    descriptor, except that each method may answer bytes of its response message."""
+    handlers = {
+        method.name: grpc.unary_unary_rpc_method_handler(
+            getattr(servicer, method.name),
+            request_deserializer=GetMessageClass(method.input_type).FromString,
+            response_serializer=_serializer(GetMessageClass(method.output_type)),
+        )
+        for method in SERVICE.methods
+    }
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler(SERVICE.full_name, handlers),)
+    )
+    server.add_registered_method_handlers(SERVICE.full_name, handlers)
 
 
 def _actor() -> str:
@@ -47,25 +94,12 @@ def _actor() -> str:
 
 
 class ProductServicer(pb_grpc.ProductServiceServicer):
-    MESSAGES_MAX = 10_000
-
     def __init__(self, services: Services) -> None:
         self._products = services.products
-        # Messages built from a product's JSON, keyed by those exact bytes: a cache hit then
-        # skips JSON parsing and message building. The key *is* the content, so an entry can
-        # never be stale; the oldest half is dropped when full.
-        self._messages: dict[bytes, pb.ProductResponse] = {}
 
     async def GetProduct(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        body = await self._products.get_json(request.id)
-        message = self._messages.get(body)
-        if message is None:
-            message = to_message(product_from_json(body))
-            if len(self._messages) >= self.MESSAGES_MAX:
-                for key in list(self._messages)[: self.MESSAGES_MAX // 2]:
-                    del self._messages[key]
-            self._messages[body] = message
-        return message
+        """The serialized ``ProductResponse``, straight from the cache on a hit."""
+        return await self._products.get_encoded(request.id, PRODUCT_PB)
 
     async def ListProducts(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         query = ProductQuery.build(
@@ -74,14 +108,7 @@ class ProductServicer(pb_grpc.ProductServiceServicer):
             category=request.category or None,
             status=request.status or None,
         )
-        page = await self._products.list_products(query)
-        return pb.ListProductsResponse(
-            products=[to_message(p) for p in page.items],
-            total=page.total,
-            page=page.page,
-            size=page.size,
-            has_next=page.has_next,
-        )
+        return await self._products.list_encoded(query, PAGE_PB)
 
     async def CreateProduct(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         new = NewProduct.build(
@@ -106,7 +133,7 @@ class ProductServicer(pb_grpc.ProductServiceServicer):
 
     async def UpdateStock(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         if not request.product_id:
-            raise ValidationFailed("product_id: is required")
+            raise ValidationFailed(field="product_id", message="is required")
         product = await self._products.adjust_stock(
             _actor(), request.product_id, request.quantity_change
         )

@@ -15,7 +15,6 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from arcana.rpc.gen.arcana.product.v1 import product_pb2 as pb
-from arcana.rpc.gen.arcana.product.v1 import product_pb2_grpc as pb_grpc
 from arcana.rpc.interceptors import (
     auth_interceptor,
     chain,
@@ -24,7 +23,7 @@ from arcana.rpc.interceptors import (
     logging_interceptor,
     metrics_interceptor,
 )
-from arcana.rpc.products import ADMIN_METHODS, ProductServicer
+from arcana.rpc.products import ADMIN_METHODS, ProductServicer, add_product_service
 from arcana.services.app import Services
 
 log = logging.getLogger("arcana.rpc")
@@ -59,9 +58,7 @@ class GrpcServer:
             ],
             options=options,
         )
-        pb_grpc.add_ProductServiceServicer_to_server(  # type: ignore[no-untyped-call]
-            ProductServicer(services), self.server
-        )
+        add_product_service(ProductServicer(services), self.server)
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(

@@ -154,8 +154,8 @@ class AuthService:
         if wait > 0:
             AUTH_LOGINS.labels("rate_limited").inc()
             raise RateLimited("Too many failed logins; try again later", retry_after=wait)
-        async with self._uow() as uow:
-            user = await uow.users.get_by_email(email)
+        # A lone read (no writer lock on SQLite, no transaction round trips on PostgreSQL).
+        user = await self._users.get_user_by_email(email)
         stored = user.password_hash if user is not None else self._hasher.dummy_hash()
         ok = await self._verify_reserved(stored, password, email, client.ip)
         if user is None or not ok:

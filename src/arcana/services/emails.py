@@ -71,8 +71,5 @@ def valid_email(email: str, field: str = "email") -> str:
     if problem is None and len(value) > MAX_EMAIL_LENGTH:
         problem = f"must be at most {MAX_EMAIL_LENGTH} characters"
     if problem is not None:
-        raise ValidationFailed(
-            f"{field}: {problem}",
-            errors=[{"loc": ["body", field], "msg": problem, "type": "value_error"}],
-        )
+        raise ValidationFailed(field=field, message=problem)
     return value

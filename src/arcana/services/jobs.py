@@ -17,7 +17,7 @@ from arcana.domain.jobs import (
     QueueStats,
     is_known_type,
 )
-from arcana.errors import NotFound, ValidationFailed
+from arcana.errors import FieldProblem, NotFound, ValidationFailed
 
 
 def periodic_schedule(settings: JobSettings) -> dict[str, int]:
@@ -54,7 +54,7 @@ class JobService:
         if not is_known_type(job_type):
             raise ValidationFailed(
                 f"unknown job type {job_type!r}; known: {', '.join(self.known_types())}",
-                errors=[{"loc": ["body", "job_type"], "msg": "unknown job type"}],
+                problems=[FieldProblem("job_type", "unknown job type")],
             )
         if delay_seconds < 0:
             raise ValidationFailed("delay_seconds must be >= 0")

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 from functools import lru_cache
 from importlib import resources
-from typing import Any
 
-from arcana.errors import ValidationFailed
+from arcana.errors import FieldProblem, ValidationFailed
 
 MIN_LENGTH = 8
 MAX_LENGTH = 128
@@ -43,8 +42,7 @@ def check_password(password: str, field: str = "password") -> None:
     """Raise one ``ValidationFailed`` listing every rule the password breaks."""
     problems = password_problems(password)
     if problems:
-        errors: list[dict[str, Any]] = [
-            {"loc": ["body", field], "msg": f"Password {p}", "type": "password_policy"}
-            for p in problems
-        ]
-        raise ValidationFailed(f"{field}: password " + "; ".join(problems), errors=errors)
+        raise ValidationFailed(
+            f"{field}: password " + "; ".join(problems),
+            problems=[FieldProblem(field, f"Password {p}", "password_policy") for p in problems],
+        )

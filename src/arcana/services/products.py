@@ -1,23 +1,29 @@
 """Product catalog use cases, shared by REST and gRPC: open a unit of work, act, record
-events, commit, then keep the cache honest and report admin writes to the audit sink."""
+events, commit, then keep the cache honest and report admin writes to the audit sink.
+
+Wire formats are not defined here. A transport hands its ``Encoding`` (the product JSON of
+``api/product_json.py``, the protobuf of ``rpc/products.py``) to the read methods; the cache
+keeps each encoding's bytes beside the others under the product's generation, so a hit costs
+the same two cache reads in every format and no decoding at all.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import logging
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
-from decimal import Decimal
-from typing import Any
-
-import orjson
+from typing import Any, Generic, TypeVar
 
 from arcana.domain.audit import AuditEvent, AuditSink
 from arcana.domain.ports import Cache, Clock, SystemClock
 from arcana.domain.products import (
+    QUANTITY_CHANGE,
     STOCK_MAX,
     NewProduct,
     Product,
@@ -26,6 +32,8 @@ from arcana.domain.products import (
     ProductQuery,
     ProductStatus,
     ProductUnitOfWork,
+    StockChange,
+    StockChanges,
     parse_product_id,
     product_event,
     stock_events,
@@ -41,40 +49,17 @@ LISTS = "lists"
 """Generation key of every cached list page: bumped by every product write, stock included
 (a page shows each item's stock, a total does not)."""
 
-
-def product_to_dict(p: Product) -> dict[str, Any]:
-    """The wire form (contract §2). ``price`` is a JSON number: a NUMERIC(12,2) value has at
-    most 12 significant digits, so the shortest float repr prints exactly its decimal text."""
-    return {
-        "id": p.id,
-        "name": p.name,
-        "description": p.description,
-        "price": float(p.price),
-        "stock": p.stock,
-        "category": p.category,
-        "status": p.status.value,
-        "created_at": p.created_at,
-        "updated_at": p.updated_at,
-    }
+T = TypeVar("T")
 
 
-_JSON_OPTS = orjson.OPT_UTC_Z
+@dataclass(frozen=True, slots=True)
+class Encoding(Generic[T]):
+    """A wire form of ``T`` (a ``Product`` or a ``ProductPage``) that the catalog caches as
+    opaque bytes. ``name`` keeps the forms apart in the cache (``"json"``, ``"pb"``): it must
+    be unique per form and change when the form changes."""
 
-
-def product_to_json(p: Product) -> bytes:
-    return orjson.dumps(product_to_dict(p), option=_JSON_OPTS)
-
-
-def products_page_to_json(page: ProductPage) -> bytes:
-    return orjson.dumps(
-        {
-            "data": [product_to_dict(p) for p in page.items],
-            "page": page.page,
-            "size": page.size,
-            "total": page.total,
-        },
-        option=_JSON_OPTS,
-    )
+    name: str
+    encode: Callable[[T], bytes]
 
 
 def _list_key(query: ProductQuery) -> str:
@@ -86,28 +71,15 @@ def _list_key(query: ProductQuery) -> str:
     return hashlib.sha256(raw.encode(), usedforsecurity=False).hexdigest()[:32]
 
 
-def product_from_json(raw: bytes) -> Product:
-    d = orjson.loads(raw)
-    return Product(
-        id=d["id"],
-        name=d["name"],
-        description=d["description"],
-        price=Decimal(repr(d["price"])).quantize(Decimal("0.01")),
-        stock=d["stock"],
-        category=d["category"],
-        status=ProductStatus(d["status"]),
-        created_at=datetime.fromisoformat(d["created_at"]),
-        updated_at=datetime.fromisoformat(d["updated_at"]),
-    )
-
-
 class ProductCache:
     """Cache-aside for get-by-id that is never stale after a write.
 
     Keys: ``product:<id>:v`` holds the product's current *generation* (a random token) and
-    ``product:<id>:<generation>`` the serialized JSON. A reader reads the generation *before*
-    loading the row and stores what it loaded only under that generation (``add``, never
-    overwriting). Every committed write replaces the generation with a fresh token. So a slow
+    ``product:<id>:<generation>:<encoding>`` the product in one wire form (JSON, protobuf);
+    every form of a product lives under the one generation, so one write retires them all. A
+    reader reads the generation *before* loading the row and stores what it loaded only under
+    that generation (``add``, never overwriting). Every committed write replaces the generation
+    with a fresh token. So a slow
     reader that loaded the old row before a write can only put it under a generation nobody
     looks up any more: the read-populate race cannot resurrect old data. Random tokens (not a
     counter) mean a lost or expired generation key can never bring an old entry back (no ABA).
@@ -176,16 +148,18 @@ class ProductCache:
                     return None
         return gen.decode()
 
-    async def get(self, product_id: str, gen: str, count_miss: bool = True) -> bytes | None:
-        value = await self._cache.get(f"product:{product_id}:{gen}")
+    async def get(
+        self, product_id: str, gen: str, form: str, count_miss: bool = True
+    ) -> bytes | None:
+        value = await self._cache.get(f"product:{product_id}:{gen}:{form}")
         if value is not None:
             self._on_hit()
         elif count_miss:
             self._on_miss()
         return value
 
-    async def populate(self, product_id: str, gen: str, value: bytes) -> None:
-        await self._cache.add(f"product:{product_id}:{gen}", value, self._ttl)
+    async def populate(self, product_id: str, gen: str, form: str, value: bytes) -> None:
+        await self._cache.add(f"product:{product_id}:{gen}:{form}", value, self._ttl)
 
     # List totals: ``count(*)`` is the expensive half of a list, so totals are cached under the
     # generation of the whole catalog (bumped by creates, deletes and updates, not by stock
@@ -202,17 +176,17 @@ class ProductCache:
         ttl = min(self._ttl, self.COUNT_TTL)
         await self._cache.add(f"product:count:{gen}:{key}", str(total).encode(), ttl)
 
-    # Whole list pages (the JSON bytes) under the ``LISTS`` generation, with the same rules and
+    # Whole list pages (encoded bytes) under the ``LISTS`` generation, with the same rules and
     # the same short TTL as the totals.
-    async def get_list(self, gen: str, key: str) -> bytes | None:
-        value = await self._cache.get(f"product:list:{gen}:{key}")
+    async def get_list(self, gen: str, form: str, key: str) -> bytes | None:
+        value = await self._cache.get(f"product:list:{gen}:{form}:{key}")
         if value is not None:
             self._on_hit()
         return value
 
-    async def populate_list(self, gen: str, key: str, body: bytes) -> None:
+    async def populate_list(self, gen: str, form: str, key: str, body: bytes) -> None:
         ttl = min(self._ttl, self.COUNT_TTL)
-        await self._cache.add(f"product:list:{gen}:{key}", body, ttl)
+        await self._cache.add(f"product:list:{gen}:{form}:{key}", body, ttl)
 
     async def invalidate(self, product_id: str) -> None:
         """After a commit: move the product to a fresh generation."""
@@ -263,20 +237,24 @@ class ProductService:
         clock: Clock | None = None,
         *,
         read_uow: UowFactory | None = None,
+        stock: StockChanges | None = None,
     ) -> None:
         self._uow = uow
+        self._stock = stock
+        """Stock changes by group commit (embedded SQLite); ``None``: one unit of work each."""
         self._read_uow = read_uow or uow  # for reads: no transaction round trips
         self.cache = cache
         self._audit = audit
         self._clock = clock or SystemClock()
 
     # -- reads ------------------------------------------------------------------------------
-    async def get_json(self, product_id: str) -> bytes:
-        """The product's JSON, from the cache when possible. Malformed id → 422, missing → 404."""
+    async def get_encoded(self, product_id: str, encoding: Encoding[Product]) -> bytes:
+        """The product in ``encoding``, from the cache when possible. Malformed id → 422,
+        missing → 404."""
         pid = parse_product_id(product_id)
         gen = await self.cache.existing_generation(pid)
         if gen is not None:
-            cached = await self.cache.get(pid, gen)
+            cached = await self.cache.get(pid, gen, encoding.name)
             if cached is not None:
                 return cached
         async with self._read_uow() as uow:
@@ -284,42 +262,43 @@ class ProductService:
         if product is None:
             # Nothing is written for a missing id: random ids cannot grow the cache.
             raise NotFound(f"Product {pid} not found")
-        body = product_to_json(product)
+        body = encoding.encode(product)
         if gen is None:
             gen = await self.cache.claim_generation(pid)
         if gen is not None:
-            await self.cache.populate(pid, gen, body)
+            await self.cache.populate(pid, gen, encoding.name, body)
         return body
 
-    async def cached_json(self, canonical_id: str) -> bytes | None:
-        """Hot path: the cached JSON of a product whose id is already canonical, or ``None``
-        (the caller then takes ``get_json``, which counts the miss and loads the row)."""
+    async def cached_encoded(self, canonical_id: str, encoding: Encoding[Product]) -> bytes | None:
+        """Hot path: the cached bytes of a product whose id is already canonical, or ``None``
+        (the caller then takes ``get_encoded``, which counts the miss and loads the row)."""
         gen = await self.cache.existing_generation(canonical_id)
         if gen is None:
             return None
-        return await self.cache.get(canonical_id, gen, count_miss=False)
+        return await self.cache.get(canonical_id, gen, encoding.name, count_miss=False)
 
-    async def get(self, product_id: str) -> Product:
-        return product_from_json(await self.get_json(product_id))
-
-    async def list_json(self, query: ProductQuery) -> bytes:
-        """A list page as JSON bytes: from the cache when this page was built since the last
+    async def list_encoded(self, query: ProductQuery, encoding: Encoding[ProductPage]) -> bytes:
+        """A list page in ``encoding``: from the cache when this page was built since the last
         product write, else one rows query (plus a count unless the total is cached)."""
         gen = await self.cache.generation(LISTS)
         key = _list_key(query)
         if gen is not None:
-            cached = await self.cache.get_list(gen, key)
+            cached = await self.cache.get_list(gen, encoding.name, key)
             if cached is not None:
                 return cached
-        body = products_page_to_json(await self.list_products(query))
+        body = encoding.encode(await self.list_products(query))
         if gen is not None:
-            await self.cache.populate_list(gen, key, body)
+            await self.cache.populate_list(gen, encoding.name, key, body)
         return body
 
-    async def cached_list_json(self, query: ProductQuery) -> bytes | None:
-        """Hot path: the cached JSON of a list page, or ``None`` (then ``list_json``)."""
+    async def cached_list_encoded(
+        self, query: ProductQuery, encoding: Encoding[ProductPage]
+    ) -> bytes | None:
+        """Hot path: the cached bytes of a list page, or ``None`` (then ``list_encoded``)."""
         gen = await self.cache.generation(LISTS)
-        return None if gen is None else await self.cache.get_list(gen, _list_key(query))
+        if gen is None:
+            return None
+        return await self.cache.get_list(gen, encoding.name, _list_key(query))
 
     async def list_products(self, query: ProductQuery) -> ProductPage:
         """One rows query, plus one count query unless the total is cached."""
@@ -427,32 +406,47 @@ class ProductService:
 
     async def adjust_stock(self, actor: str, product_id: str, quantity_change: int) -> Product:
         pid = parse_product_id(product_id)
-        if isinstance(quantity_change, bool) or not isinstance(quantity_change, int):
-            raise ValidationFailed("quantity_change: must be an integer")
-        if abs(quantity_change) > STOCK_MAX:
-            raise ValidationFailed(f"quantity_change: must be between -{STOCK_MAX} and {STOCK_MAX}")
-        async with self._uow() as uow:
-            # The outbox row goes in before the UPDATE: the row lock is then held only for the
-            # COMMIT round trip (and a rare stock-event insert), not for the insert as well.
-            # If the update is refused, the rollback takes the row away again.
-            uow.record(product_event("product.updated", pid))
-            await uow.write_recorded()
-            product = await uow.products.adjust_stock(pid, quantity_change, self._clock.now())
-            if product is None:
-                if not await uow.products.exists(pid):
-                    raise NotFound(f"Product {pid} not found")
-                if quantity_change > 0:
-                    raise ValidationFailed(f"stock: must be at most {STOCK_MAX}")
-                raise InsufficientStock(
-                    f"Insufficient stock: a change of {quantity_change} would go below 0"
+        QUANTITY_CHANGE.check(quantity_change)
+        now = self._clock.now()
+        if self._stock is not None:
+            change = await self._stock.adjust_stock(
+                pid,
+                quantity_change,
+                now,
+                product_event("product.updated", pid),
+                functools.partial(stock_events, pid),
+            )
+        else:
+            change = await self._adjust_stock_in_uow(pid, quantity_change, now)
+        product = change.product
+        if product is None:
+            if not change.exists:
+                raise NotFound(f"Product {pid} not found")
+            if quantity_change > 0:
+                raise ValidationFailed(
+                    field=QUANTITY_CHANGE.field, message=f"would take stock above {STOCK_MAX}"
                 )
-            before = product.stock - quantity_change
-            uow.record(*stock_events(pid, before, product.stock))
-            await uow.commit()
+            raise InsufficientStock(
+                f"Insufficient stock: a change of {quantity_change} would go below 0"
+            )
         await self.cache.invalidate(pid)
         await self.cache.invalidate(LISTS)
         self._audited(actor, pid, "stock", quantity_change=quantity_change)
         return product
+
+    async def _adjust_stock_in_uow(self, pid: str, delta: int, now: datetime) -> StockChange:
+        async with self._uow() as uow:
+            # The outbox row goes in before the UPDATE: the row lock is then held only for the
+            # COMMIT round trip (and a rare stock-event insert), not for the insert as well.
+            # A refused change leaves without committing, which takes the row away again.
+            uow.record(product_event("product.updated", pid))
+            await uow.write_recorded()
+            product = await uow.products.adjust_stock(pid, delta, now)
+            if product is None:
+                return StockChange(None, await uow.products.exists(pid))
+            uow.record(*stock_events(pid, product.stock - delta, product.stock))
+            await uow.commit()
+        return StockChange(product, True)
 
     async def delete(self, actor: str, product_id: str) -> None:
         pid = parse_product_id(product_id)

@@ -21,6 +21,7 @@ from arcana.domain.users import (
     SyncStatus,
     User,
     UserSync,
+    user_name,
 )
 from arcana.errors import Conflict, NotFound, ServiceUnavailable, ValidationFailed
 from arcana.services.emails import canonical_email, valid_email
@@ -149,20 +150,20 @@ class UserService:
             return await uow.users.get(user_id)
 
     async def get_user_by_email(self, email: str) -> User | None:
-        async with self._uow() as uow:
+        async with self._read_uow() as uow:
             return await uow.users.get_by_email(normalize_email(email))
 
     async def list_users(self, limit: int = 1000, offset: int = 0) -> list[User]:
-        async with self._uow() as uow:
+        async with self._read_uow() as uow:
             return await uow.users.list_all(limit, offset)
 
     async def search_users(self, text: str | None, page: int, size: int) -> tuple[list[User], int]:
         """A page of users (newest first) whose name or email contains ``text``."""
-        async with self._uow() as uow:
+        async with self._read_uow() as uow:
             return await uow.users.search(text.strip() or None if text else None, size, page * size)
 
     async def list_with_role(self, role: str) -> list[User]:
-        async with self._uow() as uow:
+        async with self._read_uow() as uow:
             return await uow.users.list_with_role(role)
 
     async def create_user(
@@ -172,18 +173,7 @@ class UserService:
         recorded in the same transaction. ``Conflict`` when the email is taken. The email
         is validated here, so every way in (API, CLI) follows the same rules."""
         email = valid_email(email)
-        name = name.strip()
-        if not name:
-            raise ValidationFailed(
-                "name: must not be empty",
-                errors=[{"loc": ["body", "name"], "msg": "must not be empty", "type": "value"}],
-            )
-        if "\x00" in name:
-            # PostgreSQL text cannot hold U+0000; SQLite could, so refuse it on both.
-            raise ValidationFailed(
-                "name: must not contain NUL characters",
-                errors=[{"loc": ["body", "name"], "msg": "must not contain NUL", "type": "value"}],
-            )
+        name = user_name(name)
         check_password(password)
         async with self._uow() as uow:
             if await uow.users.get_by_email(email) is not None:

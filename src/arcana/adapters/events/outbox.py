@@ -15,10 +15,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, select, text, update
+from sqlalchemy import Connection, Executable, delete, func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from arcana.adapters.database import Database
+from arcana.adapters.group_commit import SqliteGroupCommit
 from arcana.adapters.tables import outbox
 from arcana.domain.timestamps import utcnow
 
@@ -45,21 +46,39 @@ class OutboxRow:
 class Batch:
     """Rows claimed by one relay; ``settle`` records what happened to them."""
 
-    def __init__(self, conn: AsyncConnection, rows: list[OutboxRow]) -> None:
+    def __init__(
+        self,
+        conn: AsyncConnection | None,
+        rows: list[OutboxRow],
+        group_commit: SqliteGroupCommit | None = None,
+    ) -> None:
         self._conn = conn
+        self._group_commit = group_commit
         self.rows = rows
 
     async def settle(self, published: Sequence[int], failed: int | None = None) -> None:
+        statements: list[Executable] = []
         if published:
-            await self._conn.execute(
+            statements.append(
                 update(outbox)
                 .where(outbox.c.seq.in_(list(published)))
                 .values(published_at=utcnow(), attempts=outbox.c.attempts + 1)
             )
         if failed is not None:
-            await self._conn.execute(
+            statements.append(
                 update(outbox).where(outbox.c.seq == failed).values(attempts=outbox.c.attempts + 1)
             )
+        if self._group_commit is not None and statements:
+            # SQLite: with the other writes of this process, not beside them in the busy handler.
+            def write(conn: Connection) -> None:
+                for statement in statements:
+                    conn.execute(statement)
+
+            await self._group_commit.run(write)
+            return
+        assert self._conn is not None, "a batch settles through its connection or the writer"
+        for statement in statements:
+            await self._conn.execute(statement)
 
 
 class SqlOutbox:
@@ -80,6 +99,13 @@ class SqlOutbox:
             query = query.where(outbox.c.kind == "event")
         if self._db.is_sqlite:
             lock = _sqlite_locks.setdefault(self._db.url, asyncio.Lock())
+            reads, writer = self._db.sqlite_reads, self._db.group_commit
+            if reads is not None and writer is not None:
+                # A SQLite file: read on a reader thread, settle through the group commit.
+                async with lock:
+                    rows = [_row(r) for r in (await reads.execute(query)).mappings()]
+                    yield Batch(None, rows, writer)
+                return
             async with lock, self._db.engine.connect() as conn:
                 rows = [_row(r) for r in (await conn.execute(query)).mappings()]
                 await conn.commit()  # no read transaction held while delivering

@@ -277,4 +277,7 @@ class PartitionedRedisJobQueue(JobQueue):
             await asyncio.gather(*waiters, return_exceptions=True)
 
     async def close(self) -> None:
-        """The Redis client belongs to the composition root, which closes it."""
+        """The Redis client belongs to the composition root, which closes it; each partition
+        gives back what it kept of its pool."""
+        for partition in self.parts:
+            await partition.close()

@@ -20,6 +20,7 @@ from redis.exceptions import RedisError
 from arcana import tracing
 from arcana.adapters.jobqueue import redis_scripts as lua
 from arcana.adapters.jobqueue.new_jobs import new_job, new_job_id
+from arcana.adapters.jobqueue.script_call import ScriptCall
 from arcana.domain.jobs import Job, JobQueue, JobRequest, JobStatus, Priority, QueueStats
 from arcana.errors import InvalidState, NotFound, ServiceUnavailable
 
@@ -77,7 +78,7 @@ class RedisJobQueue(JobQueue):
         self._route = [self.base + k for k in lua.FIXED_KEYS]
         self._ttl_ms = int(finished_ttl * 1000)
         r = redis.register_script
-        self._enqueue = r(lua.ENQUEUE)
+        self._enqueue = ScriptCall(redis, r(lua.ENQUEUE), self._route)
         self._fetch = r(lua.FETCH)
         self._heartbeat = r(lua.HEARTBEAT)
         self._complete = r(lua.COMPLETE)
@@ -110,7 +111,7 @@ class RedisJobQueue(JobQueue):
                 trace_context,
             ]
         try:
-            rows = await self._enqueue(keys=self._route, args=args)
+            rows = await self._enqueue(args)
         except RedisError as exc:
             raise ServiceUnavailable("The job queue is unreachable; try again shortly") from exc
         jobs: list[Job] = []
@@ -330,4 +331,6 @@ class RedisJobQueue(JobQueue):
         await self._redis.blpop([self.base + "wake"], timeout=timeout)
 
     async def close(self) -> None:
-        """The Redis client belongs to the composition root, which closes it."""
+        """The Redis client belongs to the composition root, which closes it; the connections
+        kept for enqueueing go back to its pool."""
+        await self._enqueue.close()

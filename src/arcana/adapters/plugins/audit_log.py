@@ -18,21 +18,23 @@ class SqlAuditLog:
         self.db = db
 
     async def add(self, entry: AuditEntry) -> None:
-        async with self.db.writing(), self.db.engine.begin() as conn:
-            await conn.execute(
-                insert(audit_log).values(
-                    id=entry.id,
-                    event_type=entry.event_type,
-                    user_id=entry.user_id,
-                    resource=entry.resource,
-                    action=entry.action,
-                    timestamp=entry.timestamp,
-                    metadata=entry.metadata,
-                    flagged=entry.flagged,
-                    results=[{"plugin": r.plugin, "code": r.code} for r in entry.results],
-                    created_at=utcnow(),
-                )
-            )
+        statement = insert(audit_log).values(
+            id=entry.id,
+            event_type=entry.event_type,
+            user_id=entry.user_id,
+            resource=entry.resource,
+            action=entry.action,
+            timestamp=entry.timestamp,
+            metadata=entry.metadata,
+            flagged=entry.flagged,
+            results=[{"plugin": r.plugin, "code": r.code} for r in entry.results],
+            created_at=utcnow(),
+        )
+        if self.db.group_commit is not None:  # SQLite: batched with the other writes
+            await self.db.group_commit.run(lambda conn: conn.execute(statement))
+            return
+        async with self.db.engine.begin() as conn:
+            await conn.execute(statement)
 
     async def list(
         self, *, flagged: bool | None, page: int, size: int

@@ -1,0 +1,173 @@
+"""Group commit on embedded SQLite: several requests' writes in one transaction, one thread call.
+
+Why: SQLite has one writer at a time, so writers queue on ``Database.writing()``. A unit of
+work on aiosqlite makes about nine hops between the event loop and the driver's thread while it
+holds that lock (checkout, BEGIN, each statement, COMMIT, reset), and each hop waits until the
+event loop comes round to it again, behind every other request's work. Under load the lock is
+then held for many turns of the loop per request, and the writes queue behind it.
+
+Here a write is a plain function of a synchronous connection. Callers queue their functions;
+one writer task takes everything waiting and runs the whole batch in a single call on its own
+thread: ``BEGIN IMMEDIATE``, each function under its own ``SAVEPOINT`` (one that raises is
+undone alone, the others stay), one ``COMMIT``. The loop takes the writer lock once per batch,
+and the statements of a batch never wait for it. A caller's result is released only after the
+batch committed; if the commit fails, every caller of the batch gets the error.
+
+Durability: the connection runs in WAL mode with ``synchronous=NORMAL``, like every connection
+of the engine. A commit is in the WAL when it returns, so it survives a crash of the process; a
+power loss or an OS crash can lose the last commits before the next checkpoint (SQLite's
+documented trade-off for that setting).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
+from typing import Any, TypeVar, cast
+
+from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy.engine import make_url
+
+from arcana import tracing
+
+T = TypeVar("T")
+
+
+@dataclass(slots=True)
+class _Write:
+    fn: Callable[[Connection], Any]
+    future: asyncio.Future[Any]
+    ok: bool = False
+    value: Any = None
+    error: BaseException | None = field(default=None)
+
+
+class SqliteGroupCommit:
+    """One writer of a SQLite file for this process's batched writes (see the module doc)."""
+
+    MAX_BATCH = 256
+
+    def __init__(
+        self,
+        url: str,
+        writing: Callable[[], AbstractAsyncContextManager[None]],
+        holds_writer: Callable[[], bool],
+        on_connect: Callable[[Any, Any], None],
+    ) -> None:
+        self._writing = writing
+        self._holds_writer = holds_writer
+        self._engine: Engine = create_engine(
+            make_url(url).set(drivername="sqlite"),
+            connect_args={"timeout": 30, "check_same_thread": False},
+        )
+        event.listen(self._engine, "connect", on_connect)
+        # SAVEPOINTs need the transaction in our hands, not in the sqlite3 module's (which
+        # would open and commit transactions of its own around statements).
+        event.listen(self._engine, "connect", _manual_transactions)
+        event.listen(self._engine, "begin", _begin_immediate)
+        self._executor: ThreadPoolExecutor | None = None  # started by the first batch
+        self._conn: Connection | None = None  # used on the executor's thread only
+        self._queue: deque[_Write] = deque()
+        self._task: asyncio.Task[None] | None = None
+        self.batches = 0
+        """Transactions committed (for tests and the benchmark notes)."""
+
+    async def run(self, fn: Callable[[Connection], T]) -> T:
+        """Run ``fn`` in the next batch's transaction; its return value once that committed.
+        ``fn`` runs on the writer thread and must only use the connection it is given."""
+        if self._holds_writer():
+            # The batch needs the writer lock this task holds: waiting would never end.
+            raise RuntimeError("a group-committed write cannot run inside a writing unit of work")
+        loop = asyncio.get_running_loop()
+        write = _Write(fn, loop.create_future())
+        self._queue.append(write)
+        if self._task is None or self._task.done():
+            self._task = loop.create_task(self._drain(), name="sqlite-group-commit")
+        if not tracing.recording():
+            return cast(T, await write.future)
+        # The writer thread does not carry the request's trace: one span for the wait.
+        with tracing.span("sql group commit", {"db.system": "sqlite"}, kind="client"):
+            return cast(T, await write.future)
+
+    async def _drain(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-writer")
+        executor = self._executor
+        while self._queue:
+            batch: list[_Write] = []
+            while self._queue and len(batch) < self.MAX_BATCH:
+                write = self._queue.popleft()
+                if not write.future.done():  # a caller that gave up is not written
+                    batch.append(write)
+            if not batch:
+                continue
+            try:
+                async with self._writing():
+                    await loop.run_in_executor(executor, self._run_batch, batch)
+            except BaseException as exc:  # BEGIN or COMMIT failed: nothing of the batch stays
+                for write in batch:
+                    if not write.future.done():
+                        write.future.set_exception(exc)
+                if isinstance(exc, asyncio.CancelledError):
+                    raise
+                continue
+            self.batches += 1
+            for write in batch:
+                if write.future.done():
+                    continue
+                if write.ok:
+                    write.future.set_result(write.value)
+                else:
+                    write.future.set_exception(cast(BaseException, write.error))
+
+    def _run_batch(self, batch: list[_Write]) -> None:
+        if self._conn is None:
+            self._conn = self._engine.connect()
+        conn = self._conn
+        try:
+            with conn.begin():
+                for write in batch:
+                    savepoint = conn.begin_nested()
+                    try:
+                        write.value = write.fn(conn)
+                    except Exception as exc:
+                        savepoint.rollback()
+                        write.error = exc
+                    else:
+                        savepoint.commit()
+                        write.ok = True
+        except BaseException:
+            self._conn = None
+            conn.invalidate()
+            raise
+
+    async def close(self) -> None:
+        """Finish what is queued, then close the connection and the thread."""
+        task, self._task = self._task, None
+        if task is not None:
+            await asyncio.gather(task, return_exceptions=True)
+        executor, self._executor = self._executor, None
+        if executor is not None:
+            await asyncio.get_running_loop().run_in_executor(executor, self._close_connection)
+            executor.shutdown(wait=True)
+        self._engine.dispose()
+
+    def _close_connection(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+
+def _manual_transactions(dbapi_conn: Any, _record: Any) -> None:
+    dbapi_conn.isolation_level = None
+
+
+def _begin_immediate(conn: Connection) -> None:
+    # Take SQLite's write lock at BEGIN: a deferred transaction that reads first could not be
+    # upgraded if another connection wrote in between (SQLITE_BUSY without waiting).
+    conn.exec_driver_sql("BEGIN IMMEDIATE")
