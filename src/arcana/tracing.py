@@ -33,7 +33,6 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import os
-import re
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -292,8 +291,9 @@ _SDK_SPAN = object()
 _STATE: contextvars.ContextVar[object] = contextvars.ContextVar("arcana_trace", default=None)
 """``None`` (no span of ours), ``_SDK_SPAN``, or the ``_Unsampled`` trace of the current work."""
 
-_TRACEPARENT = re.compile(r"00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")
-"""A version-00 ``traceparent``: the only form the fast path reads (others go to the SDK)."""
+# A version-00 ``traceparent`` (``00-<32 hex>-<16 hex>-<2 hex>``, lower case) is the only
+# form the fast path reads; others go to the SDK.
+_HEX = "0123456789abcdef"
 _ZERO_TRACE, _ZERO_SPAN = "0" * 32, "0" * 16
 _EVEN_HEX = frozenset("02468ace")
 
@@ -354,14 +354,7 @@ def span(
         return NULL_SPAN
     if _FAST:
         if parent:
-            # Inline rather than a call: this is the path of 99 % of jobs at 1 % sampling.
-            if (
-                len(parent) == 55
-                and parent[54] in _EVEN_HEX  # flags without the sampled bit
-                and _TRACEPARENT.fullmatch(parent) is not None
-                and parent[3:35] != _ZERO_TRACE
-                and parent[36:52] != _ZERO_SPAN
-            ):
+            if _unsampled_parent(parent):
                 return _Unsampled(parent)
         else:
             state = _STATE.get()
@@ -374,6 +367,44 @@ def span(
             elif state.__class__ is _Unsampled:
                 return NULL_SPAN  # the current trace is not sampled: neither is this child
     return _span(name, attributes, kind, parent, links)
+
+
+def _unsampled_parent(parent: str) -> bool:
+    """Whether ``parent`` is a well-formed version-00 ``traceparent`` whose flags say "not
+    sampled" (checked from the cheapest test on). ``str.lstrip`` of the hex digits leaves
+    nothing of a hex field: the same test as a regular expression at a third of its price."""
+    return (
+        len(parent) == 55
+        and parent[54] in _EVEN_HEX  # flags without the sampled bit
+        and parent[53] in _HEX
+        and parent[:3] == "00-"
+        and parent[35] == "-"
+        and parent[52] == "-"
+        and not parent[3:35].lstrip(_HEX)
+        and not parent[36:52].lstrip(_HEX)
+        and parent[3:35] != _ZERO_TRACE
+        and parent[36:52] != _ZERO_SPAN
+    )
+
+
+def enter_unsampled(parent: str | None) -> contextvars.Token[object] | None:
+    """Continue ``parent`` without a span if its trace is not sampled (and the fast path is
+    on): the unsampled trace becomes the current one, as ``span(..., parent=parent)`` would
+    make it, and the token to hand to ``leave_unsampled`` is returned. ``None`` means "not
+    unsampled": make the span with ``span``.
+
+    For the hottest consumer, the worker's ``job.run``: 99 % of jobs at 1 % sampling take this
+    path, and it skips what ``span`` costs around it (the call, a context manager object with
+    ``__enter__``/``__exit__``, the span's name and attribute function), about 10,000
+    instructions per job (``bench/tracing.py --callgrind``)."""
+    if _FAST and parent and _unsampled_parent(parent):
+        return _STATE.set(_Unsampled(parent))
+    return None
+
+
+def leave_unsampled(token: contextvars.Token[object]) -> None:
+    """End what ``enter_unsampled`` began."""
+    _STATE.reset(token)
 
 
 _ROOT: list[Any] = []

@@ -133,3 +133,36 @@ def test_a_sampler_that_samples_children_of_unsampled_parents_keeps_the_sdk_path
         assert current is not None
         assert current.is_recording()
     assert [s.name for s in exporter.get_finished_spans()] == ["job.run"]
+
+
+def test_the_workers_unsampled_entry_continues_only_well_formed_unsampled_parents(
+    uninstall: list[TracerProvider],
+) -> None:
+    exporter, provider = install(ParentBased(ALWAYS_ON))
+    uninstall.append(provider)
+    token = tracing.enter_unsampled(UNSAMPLED)
+    assert token is not None
+    try:
+        assert tracing.current_traceparent() == UNSAMPLED
+        assert tracing.log_ids() == (UNSAMPLED[3:35], UNSAMPLED[36:52])
+        assert not tracing.recording()
+        with tracing.span("mail.send") as nested:
+            assert nested is None
+    finally:
+        tracing.leave_unsampled(token)
+    assert tracing.current_traceparent() is None
+    # Sampled, malformed, upper-case, all-zero or absent parents are left to ``span``.
+    for parent in (
+        SAMPLED,
+        None,
+        "",
+        UNSAMPLED.upper(),
+        UNSAMPLED.replace("-", "_"),
+        "01" + UNSAMPLED[2:],
+        UNSAMPLED[:3] + "0" * 32 + UNSAMPLED[35:],
+        UNSAMPLED[:36] + "0" * 16 + UNSAMPLED[52:],
+        UNSAMPLED[:10] + "g" + UNSAMPLED[11:],
+        UNSAMPLED + "0",
+    ):
+        assert tracing.enter_unsampled(parent) is None, parent
+    assert exporter.get_finished_spans() == ()

@@ -145,7 +145,16 @@ class Worker:
             JOBS_LATENCY.observe(wait)
             JOBS_QUEUE_WAIT.labels(job.job_type).observe(wait)
         try:
-            if tracing.ENABLED:
+            if not tracing.ENABLED:
+                await self._call_handler(job)
+            elif (unsampled := tracing.enter_unsampled(job.trace_context)) is not None:
+                # The enqueuer's trace is not sampled: it stays current (for the work and
+                # the log lines of the handler), but no span is made.
+                try:
+                    await self._call_handler(job)
+                finally:
+                    tracing.leave_unsampled(unsampled)
+            else:
                 # The attempt as a span in the trace of whatever enqueued the job; its
                 # attributes are built only if that trace is sampled.
                 with tracing.span(
@@ -161,8 +170,6 @@ class Worker:
                     parent=job.trace_context,
                 ):
                     await self._call_handler(job)
-            else:
-                await self._call_handler(job)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
