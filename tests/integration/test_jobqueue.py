@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -11,9 +12,9 @@ import pytest
 
 from arcana.bootstrap import App
 from arcana.config import Settings
-from arcana.domain.jobs import JobQueue, JobRequest, JobStatus, Priority, backoff_delay
+from arcana.domain.jobs import Job, JobQueue, JobRequest, JobStatus, Priority, backoff_delay
 from arcana.errors import InvalidState, NotFound
-from arcana.worker.scheduler import Periodic, run_scheduler
+from arcana.worker.scheduler import Periodic, period_job_id, run_scheduler
 from tests.conftest import wait_for
 from tests.jobs_support import QUEUE_BACKENDS, open_container, queue_settings
 
@@ -262,27 +263,44 @@ async def test_finished_jobs_are_kept_for_the_ttl_then_dropped(qsettings: Settin
             await wait_for(gone, timeout=10, interval=0.2)
 
 
+class CountingQueue:
+    """The queue, with a count of the enqueue calls made for each job id."""
+
+    def __init__(self, queue: JobQueue) -> None:
+        self._queue = queue
+        self.calls: Counter[str] = Counter()
+
+    async def enqueue(self, request: JobRequest, *, job_id: str | None = None) -> Job:
+        assert job_id is not None  # the scheduler always names a period's job
+        self.calls[job_id] += 1
+        return await self._queue.enqueue(request, job_id=job_id)
+
+
 async def test_three_schedulers_enqueue_each_period_once(queue: JobQueue) -> None:
-    t0 = asyncio.get_running_loop().time()
-
-    def clock() -> float:  # ten-second periods passing 40 times faster than real time
-        return 1_000_000.0 + (asyncio.get_running_loop().time() - t0) * 40
-
+    now = 1_000_000.0
+    counting = CountingQueue(queue)
     stop = asyncio.Event()
     schedule = [Periodic("system.noop", 10)]
     tasks = [
-        asyncio.create_task(run_scheduler(queue, schedule, stop, clock=clock, max_wait=0.01))
+        asyncio.create_task(
+            run_scheduler(counting, schedule, stop, clock=lambda: now, max_wait=0.01)  # type: ignore[arg-type]
+        )
         for _ in range(3)
     ]
-    await wait_for(lambda: clock() >= 1_000_000 + 45, timeout=10)
-    stop.set()
-    await asyncio.gather(*tasks)
+    try:
+        # The clock moves only here, one period at a time: each period is seen by all three
+        # schedulers (three enqueue calls for its job id) before the next one begins.
+        for period in range(5):
+            now = 1_000_000.0 + period * 10 + 1
+            job_id = period_job_id("system.noop", 1_000_000 + period * 10)
+            await wait_for(lambda job_id=job_id: counting.calls[job_id] == 3, timeout=10)
+    finally:
+        stop.set()
+        await asyncio.gather(*tasks)
     items, total = await queue.list_jobs(None, 0, 100)
-    assert total == len(items)
-    # 1,000,000 .. 1,000,045+ covers periods starting at 1,000,000 … 1,000,040 (5 or 6).
-    assert 5 <= total <= 7
-    ids = [j.id for j in items]
-    assert len(ids) == len(set(ids))
+    assert total == len(items) == 5  # one job per period, whichever scheduler came first
+    assert len({j.id for j in items}) == 5
+    assert set(counting.calls) == {j.id for j in items}
 
 
 async def test_redis_down_is_service_unavailable() -> None:
