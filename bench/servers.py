@@ -1,4 +1,3 @@
-# ruff: noqa: E402  (sys.path is cleaned before the imports, see below)
 """Arcana's own app under uvicorn and under granian, side by side in one run.
 
     make bench-servers          # or: bench/.venv/bin/python bench/servers.py --rounds 3
@@ -14,22 +13,22 @@ neither, so the comparison is of the servers around the same request handling.
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
+import loadgen  # first: it takes this folder off sys.path (see bench/loadgen.py)
 
-# Keep this directory off sys.path: a script here must never shadow an installed module.
-_HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
-
+# isort: split
 import argparse
 import importlib.util
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
+from pathlib import Path
 from types import ModuleType
 
 import httpx
+
+_HERE = loadgen.HERE
 
 
 def _load(name: str) -> ModuleType:
@@ -98,7 +97,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--connections", type=int, default=64)
     args = ap.parse_args()
-    lg = _load("loadgen")
+    lg = loadgen
     http_api = _load("http_api")
     if importlib.util.find_spec("granian") is None:
         raise SystemExit("granian is not installed here: run `make bench-servers`")
@@ -111,7 +110,7 @@ def main() -> None:
         **os.environ,
         "PYTHONPATH": str(work),
         "ARCANA_DATABASE_URL": f"sqlite+aiosqlite:///{work}/bench.db",
-        "ARCANA_JWT_SECRET": http_api.SECRET,
+        "ARCANA_JWT_SECRET": loadgen.SECRET,
         "ARCANA_GRPC_PORT": "0",
         "ARCANA_LOG_LEVEL": "WARNING",
     }
