@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
@@ -36,6 +37,21 @@ async def create_product(
     assert r.status_code == 201, r.text
     data: dict[str, Any] = r.json()
     return data
+
+
+async def concurrent_stock_changes(
+    client: httpx.AsyncClient, container: App, product_id: str, delta: int, times: int
+) -> list[int]:
+    """``times`` stock changes of ``delta`` sent at once; their status codes."""
+    headers = admin_headers(container)
+
+    async def change() -> int:
+        r = await client.post(
+            f"{BASE}/{product_id}/stock", json={"quantity_change": delta}, headers=headers
+        )
+        return r.status_code
+
+    return list(await asyncio.gather(*(change() for _ in range(times))))
 
 
 async def seed_products(container: App, n: int, batch: int = 1000) -> None:

@@ -23,7 +23,7 @@ from arcana.lifecycle import Lifecycle
 from arcana.services.products import ProductCache, ProductService
 from tests.conftest import base_settings, insert_principals, truncate_all, wait_for
 from tests.process import free_port
-from tests.products_support import BASE, admin_headers, create_product
+from tests.products_support import BASE, admin_headers, concurrent_stock_changes, create_product
 
 pytestmark = [
     pytest.mark.asyncio(loop_scope="session"),
@@ -59,15 +59,7 @@ async def test_each_stored_stock_change_has_its_events_and_a_refused_one_none(
     """At-least-once: the outbox rows of a change commit with it (group commit on SQLite, one
     statement on PostgreSQL); a refused change leaves none behind."""
     p = await create_product(client, container, stock=12)
-    headers = admin_headers(container)
-
-    async def change(delta: int) -> int:
-        r = await client.post(
-            f"{BASE}/{p['id']}/stock", json={"quantity_change": delta}, headers=headers
-        )
-        return r.status_code
-
-    codes = await asyncio.gather(*(change(-1) for _ in range(15)))
+    codes = await concurrent_stock_changes(client, container, p["id"], -1, 15)
     assert codes.count(200) == 12
     assert codes.count(422) == 3
     async with container.db.engine.connect() as conn:

@@ -16,7 +16,7 @@ from arcana.adapters.tables import outbox, products
 from arcana.bootstrap import App
 from arcana.config import Settings
 from tests.conftest import backend_settings
-from tests.products_support import BASE, admin_headers, create_product
+from tests.products_support import BASE, concurrent_stock_changes, create_product
 
 pytestmark = [
     pytest.mark.asyncio(loop_scope="session"),
@@ -49,16 +49,8 @@ async def test_concurrent_changes_share_transactions_and_keep_their_events(
     client: httpx.AsyncClient, container: App
 ) -> None:
     p = await create_product(client, container, stock=30)
-    headers = admin_headers(container)
     before = writer(container).batches
-
-    async def change(delta: int) -> int:
-        r = await client.post(
-            f"{BASE}/{p['id']}/stock", json={"quantity_change": delta}, headers=headers
-        )
-        return r.status_code
-
-    codes = await asyncio.gather(*(change(-1) for _ in range(40)))
+    codes = await concurrent_stock_changes(client, container, p["id"], -1, 40)
     assert codes.count(200) == 30
     assert codes.count(422) == 10
     assert (await client.get(f"{BASE}/{p['id']}")).json()["stock"] == 0
