@@ -77,6 +77,18 @@ class InMemoryUserRepository:
         user = self._store.users.get(user_id)
         return replace(user) if user is not None else None
 
+    async def get_with_session_state(
+        self, user_id: str, session_id: str | None
+    ) -> tuple[User, bool] | None:
+        user = await self.get(user_id)
+        if user is None:
+            return None
+        session = self._store.sessions.get(session_id) if session_id is not None else None
+        ended = (
+            session is not None and session.user_id == user_id and session.revoked_at is not None
+        )
+        return user, ended
+
     async def delete(self, user_id: str) -> bool:
         if self._store.users.pop(user_id, None) is None:
             return False

@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
+from arcana.adapters.fair_pool import FairAsyncQueuePool
 from arcana.adapters.group_commit import SqliteGroupCommit
 from arcana.adapters.sqlite_reads import SqliteReads
 from arcana.config import Settings
@@ -157,6 +158,9 @@ class Database:
                 pool_size=settings.database.pool_size,
                 max_overflow=settings.database.max_overflow,
                 pool_timeout=settings.database.pool_timeout,
+                # Waiting tasks get connections in arrival order, and no connection is closed
+                # while tasks wait for one (see fair_pool).
+                poolclass=FairAsyncQueuePool,
                 # No pre-ping: it is one more round trip on every checkout (a quarter of a
                 # GET /auth/me). A connection that died with the server fails its first
                 # statement instead; SQLAlchemy then invalidates the whole pool, that request

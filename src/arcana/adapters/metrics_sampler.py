@@ -120,7 +120,6 @@ class MetricsSampler:
         if checkedout is None:  # SQLite's pool keeps no count
             return
         DB_POOL_IN_USE.set(int(checkedout()))
-        # Tasks blocked in ``pool.connect()``: SQLAlchemy exposes no counter, so read the
-        # waiters of its asyncio queue, and report 0 if that internal ever changes.
-        getters = getattr(getattr(getattr(pool, "_pool", None), "_queue", None), "_getters", ())
-        DB_POOL_WAITING.set(len(getters) if getters is not None else 0)
+        # Tasks blocked in ``pool.connect()``: the fair queue counts them (``fair_pool``);
+        # report 0 for any other pool.
+        DB_POOL_WAITING.set(int(getattr(getattr(pool, "_pool", None), "waiting", 0)))

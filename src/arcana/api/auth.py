@@ -13,7 +13,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response, status
 
-from arcana.api.deps import CurrentPrincipal, ServicesDep
+from arcana.api.deps import CurrentPrincipal, ServicesDep, VerifiedPrincipal
 from arcana.api.schemas_auth import (
     ChangePasswordRequest,
     ForgotPasswordRequest,
@@ -187,7 +187,7 @@ async def change_password(
 
 
 @router.get("/me", response_model=MeResponse)
-async def me(principal: CurrentPrincipal, services: ServicesDep) -> MeResponse:
+async def me(principal: VerifiedPrincipal, services: ServicesDep) -> MeResponse:
     user = await services.auth.me(principal)
     return MeResponse(
         id=user.id,

@@ -36,6 +36,19 @@ async def get_principal(
 CurrentPrincipal = Annotated[Principal, Depends(get_principal)]
 
 
+async def get_verified_principal(
+    services: ServicesDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Principal:
+    token = credentials.credentials if credentials is not None else None
+    return services.identity.verify(token)
+
+
+VerifiedPrincipal = Annotated[Principal, Depends(get_verified_principal)]
+"""A bearer whose claims are verified but whose revocation is not checked yet: only for routes
+whose service checks the token state in the same read as its own data (``/auth/me``)."""
+
+
 def require_role(role: str) -> Callable[[Principal], Awaitable[Principal]]:
     """401 without a valid bearer (from ``get_principal``), then 403 without ``role``."""
 

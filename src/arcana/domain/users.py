@@ -123,6 +123,13 @@ class UserRepository(Protocol):
 
     async def get(self, user_id: str) -> User | None: ...
 
+    async def get_with_session_state(
+        self, user_id: str, session_id: str | None
+    ) -> tuple[User, bool] | None:
+        """The user and whether the session ``session_id`` has ended (``False`` without one),
+        in one read: a bearer's token state and the user's row in one round trip."""
+        ...
+
     async def delete(self, user_id: str) -> bool:
         """Remove the user with their sessions and tokens; False when there was none."""
         ...

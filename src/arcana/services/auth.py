@@ -311,9 +311,9 @@ class AuthService:
 
     # -- the caller ----------------------------------------------------------------------
     async def me(self, principal: Principal) -> User:
-        user = await self._users.get_user(principal.user_id)
-        if user is None:
-            raise Unauthorized("Unknown user")
+        """The caller's user. ``principal`` needs only verified claims (``IdentityService.
+        verify``): the token's state is checked here, in the same read as the user's row."""
+        user = await self._users.get_admitted_user(principal)
         self._audit.emit(
             AuditEvent("user.data_access", user_id=user.id, resource="user", action="read")
         )

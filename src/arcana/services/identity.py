@@ -14,11 +14,16 @@ class IdentityService:
         self._generations = generations
 
     async def authenticate(self, bearer: str | None) -> Principal:
-        if not bearer:
-            raise Unauthorized("Missing bearer token")
-        principal = self._tokens.verify(bearer)
+        principal = self.verify(bearer)
         await self._check_state(principal)
         return principal
+
+    def verify(self, bearer: str | None) -> Principal:
+        """Signature, expiry and claims only, not whether the token was revoked: for a
+        service call that checks the token state in its own read (``AuthService.me``)."""
+        if not bearer:
+            raise Unauthorized("Missing bearer token")
+        return self._tokens.verify(bearer)
 
     async def _check_state(self, principal: Principal) -> None:
         # One cache read on the hot path: the generation and the recently ended sessions.

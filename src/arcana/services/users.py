@@ -11,7 +11,7 @@ from collections.abc import Callable
 from datetime import timedelta
 
 from arcana.domain.events import DomainEvent
-from arcana.domain.identity import Role, TokenState
+from arcana.domain.identity import Principal, Role, TokenState
 from arcana.domain.ports import Cache, Clock, SystemClock
 from arcana.domain.timestamps import utcnow
 from arcana.domain.users import (
@@ -23,7 +23,7 @@ from arcana.domain.users import (
     UserSync,
     user_name,
 )
-from arcana.errors import Conflict, NotFound, ServiceUnavailable, ValidationFailed
+from arcana.errors import Conflict, NotFound, ServiceUnavailable, Unauthorized, ValidationFailed
 from arcana.services.completion import runs_to_completion
 from arcana.services.emails import canonical_email, valid_email
 from arcana.services.passwords import check_password
@@ -149,6 +149,20 @@ class UserService:
     async def get_user(self, user_id: str) -> User | None:
         async with self._read_uow() as uow:
             return await uow.users.get(user_id)
+
+    async def get_admitted_user(self, principal: Principal) -> User:
+        """The bearer's user, read together with the token's state in one statement: exact
+        (every process sees a revocation committed by any other), and no separate token-state
+        read. ``Unauthorized`` when the user is gone or the token was revoked."""
+        async with self._read_uow() as uow:
+            found = await uow.users.get_with_session_state(principal.user_id, principal.session_id)
+        if found is None:
+            raise Unauthorized("Unknown user")
+        user, session_ended = found
+        ended = {principal.session_id} if session_ended and principal.session_id else set()
+        if not TokenState(user.generation, frozenset(ended)).admits(principal):
+            raise Unauthorized("Access token revoked")
+        return user
 
     async def get_user_by_email(self, email: str) -> User | None:
         async with self._read_uow() as uow:
