@@ -11,7 +11,7 @@ import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, exists, func, insert, literal, or_, select, update
+from sqlalchemy import bindparam, delete, exists, func, insert, literal, or_, select, update
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -53,6 +53,22 @@ def _user(row: Any) -> User:
     )
 
 
+# Built once: the bearer check runs them on every ``/auth/me``, and a statement object built
+# per call costs its construction and its cache-key walk each time (SQLAlchemy memoizes the
+# key per object).
+_USER_BY_ID = select(users).where(users.c.id == bindparam("user_id"))
+_USER_AND_SESSION_ENDED = select(
+    users,
+    exists()
+    .where(
+        auth_sessions.c.id == bindparam("session_id"),
+        auth_sessions.c.user_id == users.c.id,
+        auth_sessions.c.revoked_at.is_not(None),
+    )
+    .label("session_ended"),
+).where(users.c.id == bindparam("user_id"))
+
+
 class SqlUserRepository:
     def __init__(self, session: AsyncSession) -> None:
         self._s = session
@@ -84,18 +100,10 @@ class SqlUserRepository:
         self, user_id: str, session_id: str | None
     ) -> tuple[User, bool] | None:
         if session_id is None:
-            user = await self.get(user_id)
-            return None if user is None else (user, False)
-        ended = (
-            exists()
-            .where(
-                auth_sessions.c.id == session_id,
-                auth_sessions.c.user_id == users.c.id,
-                auth_sessions.c.revoked_at.is_not(None),
-            )
-            .label("session_ended")
-        )
-        row = (await self._s.execute(select(users, ended).where(users.c.id == user_id))).first()
+            row = (await self._s.execute(_USER_BY_ID, {"user_id": user_id})).first()
+            return None if row is None else (_user(row), False)
+        params = {"user_id": user_id, "session_id": session_id}
+        row = (await self._s.execute(_USER_AND_SESSION_ENDED, params)).first()
         return None if row is None else (_user(row), bool(row.session_ended))
 
     async def delete(self, user_id: str) -> bool:
