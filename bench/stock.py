@@ -7,7 +7,8 @@
     .venv/bin/python bench/stock.py --profile                        # + cProfile, top functions
 
 In-process: the whole ASGI app (middleware, routing, the bearer check, the route, the service,
-the store) driven through ``httpx.ASGITransport``, ``--concurrency`` requests in flight, the
+the store) driven with bare ASGI messages (``--client httpx``: through ``httpx.ASGITransport``,
+whose own work is then counted too), ``--concurrency`` requests in flight, the
 relay and the job worker off, +1/-1 alternating on one row with stock far from 0. It prints:
 
 - PostgreSQL (``--database-url``): round trips per change, counted on the wire by a proxy in
@@ -15,8 +16,7 @@ relay and the job worker off, +1/-1 alternating on one row with stock far from 0
   simple-protocol statements (``BEGIN``/``COMMIT``) and the prepared-statement executions;
 - ``--callgrind``: instructions per change, every thread of the process counted, under
   ``valgrind --tool=callgrind`` with instrumentation on only around the counted requests (the
-  helper of ``bench/tracing.py``), so the figure does not depend on the machine's load. The
-  httpx client's own work is in it too (the same before and after).
+  helper of ``bench/tracing.py``), so the figure does not depend on the machine's load.
 
 The database named in ``--database-url`` must exist; it is migrated and its tables emptied.
 """
@@ -38,6 +38,7 @@ import os
 import pstats
 import subprocess
 import tempfile
+from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from typing import Any
 from urllib.parse import urlsplit
@@ -75,7 +76,12 @@ def settings_for(folder: Path, database_url: str | None) -> Settings:
 
 
 async def run(
-    folder: Path, database_url: str | None, n: int, concurrency: int, counted: Any
+    folder: Path,
+    database_url: str | None,
+    n: int,
+    concurrency: int,
+    counted: Any,
+    client: str = "asgi",
 ) -> WireCounts | None:
     proxy: WireCounter | None = None
     url = database_url
@@ -97,31 +103,78 @@ async def run(
             "admin-1", NewProduct(name="Bench", price=Decimal("9.99"), stock=1_000_000)
         )
         headers = admin_headers(c)
-        transport = httpx.ASGITransport(app=create_app(c))
-        async with httpx.AsyncClient(transport=transport, base_url="http://bench") as http:
-            target = f"/api/v1/products/{p.id}/stock"
-            bodies = [{"quantity_change": 1}, {"quantity_change": -1}]
+        app = create_app(c)
+        target = f"/api/v1/products/{p.id}/stock"
+        bodies = [b'{"quantity_change":1}', b'{"quantity_change":-1}']
+        post = _httpx_post(app, headers) if client == "httpx" else _asgi_post(app, headers)
 
-            async def changes(count: int) -> None:
-                async def one(i: int) -> None:
-                    r = await http.post(target, json=bodies[i % 2], headers=headers)
-                    assert r.status_code == 200, r.text
+        async def changes(count: int) -> None:
+            for start in range(0, count, concurrency):
+                end = min(count, start + concurrency)
+                await asyncio.gather(*(post(target, bodies[i % 2]) for i in range(start, end)))
 
-                for start in range(0, count, concurrency):
-                    await asyncio.gather(
-                        *(one(i) for i in range(start, min(count, start + concurrency)))
-                    )
-
-            await changes(200)  # warm the code paths, the pool and the prepared statements
-            if proxy is not None:
-                proxy.reset()
-            with counted:
-                await changes(n)
-            return proxy.reset() if proxy is not None else None
+        await changes(200)  # warm the code paths, the pool and the prepared statements
+        if proxy is not None:
+            proxy.reset()
+        with counted:
+            await changes(n)
+        return proxy.reset() if proxy is not None else None
     finally:
         await process.stop()
         if proxy is not None:
             await proxy.__aexit__(None, None, None)
+
+
+Post = Callable[[str, bytes], Awaitable[None]]
+
+
+def _httpx_post(app: Any, headers: dict[str, str]) -> Post:
+    """Through ``httpx.ASGITransport``: its client-side work is counted too."""
+    http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://bench")
+    sent = {**headers, "content-type": "application/json"}
+
+    async def post(target: str, body: bytes) -> None:
+        r = await http.post(target, content=body, headers=sent)
+        assert r.status_code == 200, r.text
+
+    return post
+
+
+def _asgi_post(app: Any, headers: dict[str, str]) -> Post:
+    """The ASGI messages a server would hand the app, and nothing else: what is counted is
+    the app's work (and the database's, on this process's threads)."""
+    raw_headers = [(k.lower().encode(), v.encode()) for k, v in headers.items()]
+    raw_headers.append((b"content-type", b"application/json"))
+
+    async def post(target: str, body: bytes) -> None:
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": "POST",
+            "scheme": "http",
+            "path": target,
+            "raw_path": target.encode(),
+            "root_path": "",
+            "query_string": b"",
+            "headers": [*raw_headers, (b"content-length", str(len(body)).encode())],
+            "client": ("127.0.0.1", 40000),
+            "server": ("127.0.0.1", 8000),
+        }
+        messages = [{"type": "http.request", "body": body, "more_body": False}]
+        status: list[int] = []
+
+        async def receive() -> dict[str, Any]:
+            return messages.pop() if messages else {"type": "http.disconnect"}
+
+        async def send(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                status.append(message["status"])
+
+        await app(scope, receive, send)
+        assert status == [200], status
+
+    return post
 
 
 class Counted:
@@ -158,6 +211,7 @@ def child(args: argparse.Namespace, helper: str | None) -> None:
                 args.requests,
                 args.concurrency,
                 Counted(helper, profile),
+                args.client,
             )
         )
     if counts is not None:
@@ -195,6 +249,8 @@ def callgrind(args: argparse.Namespace) -> None:
             str(args.requests),
             "--concurrency",
             str(args.concurrency),
+            "--client",
+            args.client,
         ]
         if args.database_url:
             cmd += ["--database-url", args.database_url]
@@ -216,6 +272,12 @@ def main() -> None:
     ap.add_argument("--database-url", help="postgresql+asyncpg://… (default: embedded SQLite)")
     ap.add_argument("--requests", type=int, default=1000, help="changes counted")
     ap.add_argument("--concurrency", type=int, default=16, help="requests in flight")
+    ap.add_argument(
+        "--client",
+        choices=("asgi", "httpx"),
+        default="asgi",
+        help="asgi: bare ASGI messages (the app's work only); httpx: through httpx.ASGITransport",
+    )
     ap.add_argument("--callgrind", action="store_true", help="count instructions (valgrind)")
     ap.add_argument("--profile", type=int, default=0, help="cProfile: print the top N functions")
     ap.add_argument("--keep", help="--callgrind: keep the callgrind.* file in this folder")
