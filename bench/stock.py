@@ -220,7 +220,7 @@ def child(args: argparse.Namespace, helper: str | None) -> None:
             f"round trips per change: {counts.round_trips / n:.2f} "
             f"(prepared-statement executions {counts.executes / n:.2f}, "
             f"parses {counts.parses / n:.2f}, simple queries {len(counts.queries) / n:.2f}: "
-            f"{sorted(set(counts.queries))})"
+            f"{sorted(set(counts.queries))}; connections opened {counts.connections})"
         )
     if profile is not None:
         stats = pstats.Stats(profile)

@@ -1,11 +1,13 @@
 """A TCP proxy in front of PostgreSQL that counts round trips on the wire.
 
-Every exchange the client waits for ends with exactly one ``ReadyForQuery`` message from the
-server, whatever the driver does above it (a simple ``Query`` such as ``BEGIN``/``COMMIT``, or
-an extended-protocol ``Parse``/``Bind``/``Execute``/``Sync`` batch): counting them counts round
-trips, independently of the driver's internals and of how loaded the machine is. The client's
-messages are recorded too (simple queries by text, extended ones by kind), so a test can say
-which statements made up a round trip.
+A client waits for the server at the end of every batch of messages it sends: after a simple
+``Query`` (``BEGIN``, ``COMMIT``, ...), after a ``Sync`` (an extended-protocol ``Bind``/
+``Execute`` batch, answered by ``ReadyForQuery``) and after a ``Flush`` (asyncpg prepares a
+statement with ``Parse``/``Describe``/``Flush``, then reads the description before binding).
+Counting those messages counts round trips, independently of the driver's internals and of
+how loaded the machine is (the connection start-up is counted apart, as ``connections``). The
+client's statements are recorded too (simple queries by text, extended ones by kind), so a
+test can say which statements made up a round trip.
 
 The client must not negotiate TLS (the proxy reads the stream): connect with ``?ssl=disable``.
 """
@@ -22,21 +24,23 @@ from dataclasses import dataclass, field
 @dataclass
 class WireCounts:
     round_trips: int = 0
-    """``ReadyForQuery`` messages sent by the server."""
+    """Batches the client waited on: ``Query``, ``Sync`` and ``Flush`` messages it sent."""
     queries: list[str] = field(default_factory=list)
     """Simple-protocol query texts (``BEGIN``, ``COMMIT``, ...), in order."""
     executes: int = 0
     """Extended-protocol ``Execute`` messages (one per prepared statement run)."""
     parses: int = 0
     """Extended-protocol ``Parse`` messages (statements prepared)."""
+    connections: int = 0
+    """Connections opened through the proxy."""
 
 
 class _Stream:
-    """Splits one direction of the protocol into messages (type byte + int32 length)."""
+    """Splits the client's side of the protocol into messages (type byte + int32 length)."""
 
-    def __init__(self, *, startup: bool) -> None:
+    def __init__(self) -> None:
         self._buf = bytearray()
-        self._startup = startup  # the client's first message has no type byte
+        self._startup = True  # the client's first message has no type byte
 
     def feed(self, data: bytes) -> list[tuple[bytes, bytes]]:
         self._buf += data
@@ -97,11 +101,14 @@ class WireCounter:
         task = asyncio.current_task()
         assert task is not None
         self._tasks.add(task)
+        self.counts.connections += 1
         up_reader, up_writer = await asyncio.open_connection(*self._target)
-        client, server = _Stream(startup=True), _Stream(startup=False)
+        client = _Stream()
 
         def on_client(data: bytes) -> None:
             for kind, payload in client.feed(data):
+                if kind in (b"Q", b"S", b"H"):
+                    self.counts.round_trips += 1
                 if kind == b"Q":
                     self.counts.queries.append(payload.rstrip(b"\0").decode())
                 elif kind == b"E":
@@ -110,9 +117,7 @@ class WireCounter:
                     self.counts.parses += 1
 
         def on_server(data: bytes) -> None:
-            for kind, _ in server.feed(data):
-                if kind == b"Z":
-                    self.counts.round_trips += 1
+            pass
 
         async def pump(
             src: asyncio.StreamReader, dst: asyncio.StreamWriter, seen: Callable[[bytes], None]

@@ -458,3 +458,41 @@ async def test_stock_fast_path_answers_as_the_route(
     fast_now = (await client.get(f"{BASE}/{fast['id']}")).json()["stock"]
     routed_now = (await client.get(f"{BASE}/{routed['id']}")).json()["stock"]
     assert fast_now == routed_now == 8
+
+
+async def test_stock_fast_path_body_over_the_limit_is_413(
+    client: httpx.AsyncClient, container: App
+) -> None:
+    """A body longer than its ``Content-Length`` said, past the body limit: 413 problem, as on
+    every route, not a 500 (the limit trips inside the fast path's read)."""
+    p = await create_product(client, container, stock=5)
+    app = client._transport.app  # type: ignore[attr-defined]
+    path = f"{BASE}/{p['id']}/stock"
+    token = admin_headers(container)["Authorization"].encode()
+    chunk = b" " * 65536
+    pending = [{"type": "http.request", "body": chunk, "more_body": True}] * 40
+    sent: list[dict[str, object]] = []
+
+    async def receive() -> dict[str, object]:
+        return pending.pop() if pending else {"type": "http.disconnect"}
+
+    async def send(message: dict[str, object]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "root_path": "",
+        "query_string": b"",
+        "headers": [(b"authorization", token), (b"content-length", b"2")],
+        "client": ("127.0.0.1", 1),
+        "server": ("test", 80),
+    }
+    await app(scope, receive, send)
+    assert sent[0]["status"] == 413
+    assert b"PAYLOAD_TOO_LARGE" in sent[1]["body"]  # type: ignore[operator]

@@ -315,7 +315,11 @@ class ProductFastPaths:
         chunks: list[bytes] = []
         more = True
         while more:
-            message = await receive()
+            try:
+                message = await receive()
+            except ArcanaError as exc:  # the body limit, as the route would answer it
+                await arcana_error_answer(exc, None)(scope, receive, send)
+                return
             if message["type"] != "http.request":  # the client left: let the route see it
                 await self.app(scope, _replay(b"".join(chunks), message, receive), send)
                 return
