@@ -384,21 +384,21 @@ async def test_stock_fast_path_skips_fastapi_dependencies(
 ) -> None:
     """A plain admin stock change is answered before FastAPI's routing and dependencies (see
     ``ProductFastPaths``): with the route's services dependency broken it still works."""
+    from arcana.api.app import create_app
     from arcana.api.deps import get_services
 
     p = await create_product(client, container, stock=5)
-    app = client._transport.app  # type: ignore[attr-defined]
+    app = create_app(container)
 
     async def broken() -> None:
         raise RuntimeError("the route ran")
 
     app.dependency_overrides[get_services] = broken
-    try:
-        r = await client.post(
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as own:
+        r = await own.post(
             f"{BASE}/{p['id']}/stock", json={"quantity_change": 2}, headers=admin_headers(container)
         )
-    finally:
-        app.dependency_overrides.clear()
     assert r.status_code == 200, r.text
     assert r.json()["stock"] == 7
 
@@ -465,8 +465,10 @@ async def test_stock_fast_path_body_over_the_limit_is_413(
 ) -> None:
     """A body longer than its ``Content-Length`` said, past the body limit: 413 problem, as on
     every route, not a 500 (the limit trips inside the fast path's read)."""
+    from arcana.api.app import create_app
+
     p = await create_product(client, container, stock=5)
-    app = client._transport.app  # type: ignore[attr-defined]
+    app = create_app(container)
     path = f"{BASE}/{p['id']}/stock"
     token = admin_headers(container)["Authorization"].encode()
     chunk = b" " * 65536
