@@ -48,7 +48,11 @@ from arcana.adapters.product_repositories import GroupCommitStockChanges, SqlSto
 from arcana.adapters.redis_client import connect_redis, prepare_redis
 from arcana.adapters.sealing import AesGcmSealer
 from arcana.adapters.unit_of_work import SqlUnitOfWork
-from arcana.adapters.user_repositories import GroupCommitSessionStarts, UnitOfWorkSessionStarts
+from arcana.adapters.user_repositories import (
+    GroupCommitSessionStarts,
+    SqlSessionStarts,
+    UnitOfWorkSessionStarts,
+)
 from arcana.adapters.user_sync import NullUserSync, WebhookUserSync
 from arcana.config import Settings, reveal
 from arcana.domain.audit import AuditSink
@@ -116,9 +120,12 @@ class Infrastructure:
         return None
 
     def session_starts(self) -> SessionStarts:
-        """A login's writes: by the group commit on a SQLite file, else one unit of work."""
+        """A login's writes: by the group commit on a SQLite file, one statement on
+        PostgreSQL, a unit of work on an in-memory SQLite."""
         if self.db.group_commit is not None:
             return GroupCommitSessionStarts(self.db.group_commit)
+        if not self.db.is_sqlite:
+            return SqlSessionStarts(self.db)
         return UnitOfWorkSessionStarts(self.uow)
 
 

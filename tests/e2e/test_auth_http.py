@@ -212,6 +212,29 @@ async def test_a_login_whose_generation_moved_on_writes_no_session(
     assert await written(*fresh) == (1, 1)
 
 
+@pytest.mark.parametrize("backend", ["postgres"], indirect=True)
+async def test_a_login_runs_two_statements_on_postgresql(
+    client: httpx.AsyncClient, container: App
+) -> None:
+    """The user read, then one statement for the session and its token (it was a share
+    lock, two inserts and the commit's round trips in between)."""
+    from sqlalchemy import event
+
+    u = await register_and_login(client)
+    statements: list[str] = []
+
+    def count(*args: Any) -> None:
+        statements.append(str(args[2]).split(None, 1)[0].upper())
+
+    engine = container.db.engine.sync_engine
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        await login(client, u["email"])
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+    assert statements == ["SELECT", "WITH"], statements
+
+
 @pytest.mark.overrides(audit=RecordingAuditSink)
 async def test_unknown_email_and_wrong_password_look_the_same(
     client: httpx.AsyncClient, container: App

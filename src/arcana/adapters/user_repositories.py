@@ -12,13 +12,23 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, delete, func, insert, literal, or_, select, update
+from sqlalchemy import (
+    Connection,
+    bindparam,
+    delete,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.dml import Insert
 
-from arcana.adapters.database import translate_error
+from arcana.adapters.database import Database, translate_error
 from arcana.adapters.group_commit import SqliteGroupCommit
 from arcana.adapters.tables import auth_sessions, password_reset_tokens, refresh_tokens, users
 from arcana.domain.users import (
@@ -485,6 +495,81 @@ class UnitOfWorkSessionStarts:
             await uow.sessions.add_token(token)
             await uow.commit()
         return True
+
+
+def _bind(column: Any) -> Any:
+    return bindparam(column.name, type_=column.type)
+
+
+# A login's step on PostgreSQL as one statement: share-lock the user row while its generation
+# still matches, insert the session from it, insert the token from the session. No row
+# matches: nothing is inserted.
+_user_id = bindparam("user_id", type_=users.c.id.type)
+_locked_user = (
+    select(users.c.id)
+    .where(users.c.id == _user_id, users.c.generation == bindparam("generation"))
+    .with_for_update(read=True)
+    .cte("locked_user")
+)
+_new_session = (
+    insert(auth_sessions)
+    .from_select(
+        ["id", "user_id", "created_at", "last_used_at", "expires_at", "user_agent", "ip"],
+        select(
+            bindparam("session_id", type_=auth_sessions.c.id.type),
+            _locked_user.c.id,
+            *(_bind(auth_sessions.c[name]) for name in ("created_at", "last_used_at")),
+            *(_bind(auth_sessions.c[name]) for name in ("expires_at", "user_agent", "ip")),
+        ),
+    )
+    .returning(auth_sessions.c.id)
+    .cte("new_session")
+)
+_START_SESSION = insert(refresh_tokens).from_select(
+    ["id", "session_id", "user_id", "token_hash", "created_at"],
+    select(
+        bindparam("token_id", type_=refresh_tokens.c.id.type),
+        _new_session.c.id,
+        _user_id,
+        _bind(refresh_tokens.c.token_hash),
+        bindparam("token_created_at", type_=refresh_tokens.c.created_at.type),
+    ),
+)
+
+
+class SqlSessionStarts:
+    """``SessionStarts`` on PostgreSQL, on a Core connection: ``BEGIN``, one statement (the
+    user row share-locked while its generation matches, the session, the token), ``COMMIT``;
+    three round trips where a unit of work takes five. A reset or change that updates the
+    user row either committed before (no row matches) or waits for this commit and then
+    revokes the new session with the others."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def start(self, session: Session, token: RefreshToken, generation: int) -> bool:
+        params = {
+            "user_id": session.user_id,
+            "generation": generation,
+            "session_id": session.id,
+            "created_at": session.created_at,
+            "last_used_at": session.last_used_at,
+            "expires_at": session.expires_at,
+            "user_agent": session.user_agent,
+            "ip": session.ip,
+            "token_id": token.id,
+            "token_hash": token.token_hash,
+            "token_created_at": token.created_at,
+        }
+        try:
+            async with self._db.engine.begin() as conn:
+                result = await conn.execute(_START_SESSION, params)
+        except Exception as exc:
+            translated = translate_error(exc)
+            if translated is not None:
+                raise translated from exc
+            raise
+        return _rowcount(result) == 1
 
 
 class GroupCommitSessionStarts:
