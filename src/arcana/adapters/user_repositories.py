@@ -60,6 +60,11 @@ def _rowcount(result: Any) -> int:
     return int(result.rowcount)
 
 
+# Built once: every login looks a user up by email, and building the expression costs more
+# than SQLAlchemy's compiled-statement cache saves on it.
+_BY_EMAIL = select(users).where(users.c.email == bindparam("email"))
+
+
 def _user(row: Any) -> User:
     return User(
         id=row.id,
@@ -112,7 +117,7 @@ class SqlUserRepository:
         return bool(getattr(result, "rowcount", 0))
 
     async def get_by_email(self, email: str) -> User | None:
-        row = (await self._s.execute(select(users).where(users.c.email == email))).first()
+        row = (await self._s.execute(_BY_EMAIL, {"email": email})).first()
         return _user(row) if row else None
 
     async def list_all(self, limit: int = 1000, offset: int = 0) -> list[User]:
