@@ -269,3 +269,48 @@ def test_a_request_that_never_ends_holds_the_stop_no_longer_than_the_shutdown_ti
             assert proc.proc.wait(60) == 0, proc.log()
     finally:
         proc.kill()
+
+
+@pytest.mark.parametrize("server", SERVERS)
+def test_an_open_event_stream_ends_on_sigterm_and_the_process_exits_0(
+    tmp_path: Path, server: str
+) -> None:
+    root = tmp_path / "run"
+    (root / "plugins").mkdir(parents=True)
+    http_port = free_port()
+    # A long grace period: only the drain, not the timeout, can end the stream in time.
+    env = {**_env(root, server, http_port, 0), "ARCANA_SHUTDOWN_TIMEOUT": "120"}
+    base_env = {k: v for k, v in {**os.environ, **env}.items() if k != "ARCANA_REDIS_URL"}
+    created = subprocess.run(
+        [arcana_bin(), "users", "create", "--email", "ops@example.com", "--name", "Ops"]
+        + ["--admin", "--password-stdin"],
+        input=PASSWORD + "\n",
+        env=base_env,
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert created.returncode == 0, created.stderr
+    proc = ArcanaProcess(["serve"], env=env, cwd=root)
+    proc.env.pop("ARCANA_REDIS_URL", None)
+    proc.start()
+    try:
+        proc.wait_http(f"http://127.0.0.1:{http_port}/readyz", timeout=90)
+        url = f"http://127.0.0.1:{http_port}"
+        with httpx.Client(base_url=url, timeout=30) as http:
+            token = http.post(
+                "/api/v1/auth/login", json={"email": "ops@example.com", "password": PASSWORD}
+            ).json()["access_token"]
+            with http.stream(
+                "GET", "/api/v1/events/stream", headers={"Authorization": f"Bearer {token}"}
+            ) as resp:
+                lines = resp.iter_lines()
+                assert next(lines) == ": connected"
+                proc.signal(signal.SIGTERM)
+                rest = list(lines)  # ends: the server closed the stream
+        assert all(not line.startswith("data:") for line in rest)
+        assert proc.proc is not None
+        assert proc.proc.wait(60) == 0, proc.log()
+    finally:
+        proc.kill()
