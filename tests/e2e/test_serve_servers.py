@@ -282,8 +282,17 @@ def test_an_open_event_stream_ends_on_sigterm_and_the_process_exits_0(
     env = {**_env(root, server, http_port, 0), "ARCANA_SHUTDOWN_TIMEOUT": "120"}
     base_env = {k: v for k, v in {**os.environ, **env}.items() if k != "ARCANA_REDIS_URL"}
     created = subprocess.run(
-        [arcana_bin(), "users", "create", "--email", "ops@example.com", "--name", "Ops"]
-        + ["--admin", "--password-stdin"],
+        [
+            arcana_bin(),
+            "users",
+            "create",
+            "--email",
+            "ops@example.com",
+            "--name",
+            "Ops",
+            "--admin",
+            "--password-stdin",
+        ],
         input=PASSWORD + "\n",
         env=base_env,
         cwd=root,
