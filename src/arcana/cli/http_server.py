@@ -37,7 +37,8 @@ BACKLOG = 2048  # uvicorn's default, for both
 class HttpServer(Protocol):
     async def serve(self) -> None: ...
 
-    def stop(self) -> None: ...
+    def stop(self, sig: int) -> None:
+        """Stop taking requests and drain (``sig``: the signal that asked for it)."""
 
 
 def listening_socket(host: str, port: int, *, reuse_port: bool) -> socket.socket:
@@ -103,8 +104,9 @@ class UvicornServer:
     async def serve(self) -> None:
         await self._server.serve(sockets=self._sockets)
 
-    def stop(self) -> None:
-        self._server.handle_exit(0, None)
+    def stop(self, sig: int) -> None:
+        # A second SIGINT makes uvicorn stop waiting for the connections (force exit).
+        self._server.handle_exit(sig, None)
 
 
 class GranianServer:
@@ -173,7 +175,7 @@ class GranianServer:
         finally:
             stopping.cancel()
 
-    def stop(self) -> None:
+    def stop(self, sig: int) -> None:
         self._stopping.set()
         self._server.stop()  # type: ignore[no-untyped-call]
 

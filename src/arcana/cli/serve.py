@@ -58,12 +58,12 @@ async def serve(settings: Settings, *, with_worker: bool, reuse_port: bool = Fal
         ) from None
     loop = asyncio.get_running_loop()
 
-    def on_signal() -> None:
+    def on_signal(sig: int) -> None:
         process.drain()
-        server.stop()
+        server.stop(sig)
 
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, on_signal)
+        loop.add_signal_handler(sig, on_signal, sig)
     run_background = settings.embedded or with_worker
     grpc_server: GrpcServer | None = None
     try:
