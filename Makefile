@@ -78,11 +78,6 @@ bench/.venv/.jobs-ready: pyproject.toml | $(UV)
 bench-jobs: bench/.venv/.jobs-ready
 	bench/.venv/bin/python bench/jobs.py
 
-# Arcana's app under uvicorn and granian in one run; granian too lives only in bench/.venv.
-bench/.venv/.servers-ready: pyproject.toml | $(UV)
-	$(UV) venv --quiet --allow-existing bench/.venv
-	$(UV) pip install --quiet --python bench/.venv/bin/python -e . granian uvloop
-	touch $@
-
-bench-servers: bench/.venv/.servers-ready
-	bench/.venv/bin/python bench/servers.py $(ARGS)
+# `arcana serve --server uvicorn` and `--server granian` in one run: make bench-servers ARGS="--duration 1 --rounds 1" to check.
+bench-servers: $(STAMP)
+	$(VENV)/bin/python bench/servers.py $(ARGS)
