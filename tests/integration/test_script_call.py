@@ -192,3 +192,25 @@ async def test_connections_it_cannot_open_itself_go_through_redis_py() -> None:
     assert _plain_tcp(connect_redis("redis://:pw@127.0.0.1:6379/3")) is not None
     assert _plain_tcp(Redis.from_url("rediss://127.0.0.1:6379/0")) is None
     assert _plain_tcp(Redis.from_url("unix:///tmp/redis.sock")) is None
+
+
+async def test_the_kept_connection_works_under_uvloop(private_redis: PrivateRedis) -> None:
+    """``arcana serve`` runs on uvloop, whose transports are not ``asyncio.Transport``s."""
+    import uvloop
+
+    async def scenario() -> tuple[bool, int, int]:
+        client = Redis.from_url(private_redis.url)
+        q = RedisJobQueue(client, f"arcana-test-script-{uuid.uuid4().hex[:8]}", finished_ttl=60)
+        try:
+            await enqueue_and_find(q)  # loads the script (through redis-py) on the way
+            before = len(await client_addresses(client))
+            for _ in range(5):
+                await enqueue_and_find(q)
+            return channel_of(q).open, before, len(await client_addresses(client))
+        finally:
+            await q.close()
+            await client.aclose()
+
+    is_open, before, after = await asyncio.to_thread(uvloop.run, scenario())
+    assert is_open
+    assert after == before, "one kept connection, not one per enqueue"

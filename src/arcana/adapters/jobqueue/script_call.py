@@ -35,7 +35,7 @@ from __future__ import annotations
 import asyncio
 import collections
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import hiredis
 from redis.asyncio import Redis
@@ -126,8 +126,8 @@ class _Channel(asyncio.Protocol):
 
     # -- asyncio.Protocol ------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        # uvloop's transports implement asyncio.Transport without subclassing it
+        self._transport = cast(asyncio.Transport, transport)
         self.open = True
         if self._timeout:
             self._watchdog = self._loop.call_later(self._timeout, self._watch)
@@ -252,6 +252,8 @@ class ScriptCall:
                 options.get("socket_connect_timeout") or options.get("socket_timeout"),
             )
             try:
+                if not channel.open:
+                    raise RedisConnectionError("Connection to Redis not made")
                 handshake: list[tuple[Arg, ...]] = []
                 if options.get("password") is not None:
                     user = options.get("username")
