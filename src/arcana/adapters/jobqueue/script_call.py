@@ -68,7 +68,7 @@ _HONOURED = {
     "health_check_interval",
     "encoding",
     "encoding_errors",
-    "decode_responses",
+    "decode_responses",  # the queue reads text and bytes alike
     "protocol",
     "himport_registry",
     "maint_notifications_pool_handler",
@@ -79,11 +79,7 @@ _HONOURED = {
     "event_dispatcher",
     "lib_name",
     "lib_version",
-    "socket_keepalive",
-    "socket_keepalive_options",
-    "socket_type",
     "parser_class",
-    "redis_connect_func",
     "credential_provider",  # honoured only when None, see ``_plain_tcp``
 }
 
