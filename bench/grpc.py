@@ -11,6 +11,7 @@ before either server does: ``vs bare gRPC`` is the figure to watch, ``vs REST`` 
 information. The older table (a Python asyncio client for both transports) follows it.
 
     .venv/bin/python bench/grpc.py --callgrind    # instructions per call (valgrind), any load
+    make bench-grpc ARGS=--callgrind              # the same
 
 ``--callgrind`` counts instead of timing: each server (the bare servicer, then Arcana's
 ``GrpcServer`` on an embedded container, the product in its cache) runs in its own process under
