@@ -168,7 +168,7 @@ def instrument(
         for key, value in metadata:
             if key == "x-request-id" and isinstance(value, str) and 0 < len(value) <= 128:
                 request_id = value
-        # 32 hex digits like ``uuid4().hex``, without building a UUID object (a tenth of the cost).
+        # 32 hex digits like ``uuid4().hex``, without building a UUID object (~8x the cost).
         request_id = request_id or os.urandom(16).hex()
         context.set_trailing_metadata((("x-request-id", request_id),))
         structlog.contextvars.bind_contextvars(request_id=request_id)
