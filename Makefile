@@ -6,7 +6,7 @@ UV := .tools/bin/uv
 VENV := .venv
 STAMP := $(VENV)/.synced-$(shell cat uv.lock pyproject.toml 2>/dev/null | cksum | cut -d' ' -f1)
 
-.PHONY: run test lint fmt proto clean bench-http bench-auth bench-jobs bench-plugins bench-grpc bench-soak bench-scaleout bench-events bench-tracing bench-cluster bench-console bench-servers
+.PHONY: run test lint fmt proto clean bench-http bench-auth bench-jobs bench-plugins bench-grpc bench-soak bench-scaleout bench-events bench-tracing bench-cluster bench-console bench-servers bench-stock
 
 $(UV):
 	$(PYTHON) -m venv .tools
@@ -53,6 +53,10 @@ bench-plugins: $(STAMP)
 # Tracing cost (off / 100 % / 1 % sampling): make bench-tracing ARGS="--duration 1" to check.
 bench-tracing: $(STAMP)
 	$(VENV)/bin/python bench/tracing.py $(ARGS)
+
+# Cost of one stock change, counted: make bench-stock ARGS="--callgrind --database-url postgresql+asyncpg://…"
+bench-stock: $(STAMP)
+	$(VENV)/bin/python bench/stock.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) .tools .pytest_cache .mypy_cache .ruff_cache

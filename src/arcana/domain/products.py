@@ -396,7 +396,7 @@ class StockChange:
 
 LevelEvents = Callable[[int, int], list[DomainEvent]]
 """The stock level events of a change, from the stock before and after it (``stock_events``
-of one product)."""
+of one product). Empty for any change that leaves at least ``QUIET_STOCK`` in stock."""
 
 
 class StockChanges(Protocol):
@@ -434,6 +434,12 @@ class ProductUnitOfWork(Protocol):
         ...
 
     async def commit(self) -> None: ...
+
+
+QUIET_STOCK = LOW_STOCK_THRESHOLD + 1
+"""``stock_events`` records nothing for a change that leaves at least this much in stock, so
+a store can commit such a change and its ``product.updated`` row in one statement without
+knowing the stock beforehand."""
 
 
 def stock_events(product_id: str, before: int, after: int) -> list[DomainEvent]:
