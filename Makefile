@@ -43,8 +43,9 @@ bench-auth: $(STAMP)
 bench-http: $(STAMP)
 	$(VENV)/bin/python bench/http_api.py
 
+# gRPC vs the bare servicer (h2load); make bench-grpc ARGS=--callgrind counts instructions per call.
 bench-grpc: $(STAMP)
-	$(VENV)/bin/python bench/grpc.py
+	$(VENV)/bin/python bench/grpc.py $(ARGS)
 bench-scaleout: $(STAMP)
 	$(VENV)/bin/python bench/scaleout.py
 bench-plugins: $(STAMP)

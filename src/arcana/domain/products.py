@@ -178,6 +178,15 @@ STATUS_PATTERN = r"^\s*(" + "|".join(_any_case(s.value) for s in ProductStatus) 
 """``ProductStatus.parse`` as a regular expression, for published schemas."""
 
 
+_CANONICAL_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def is_canonical_product_id(value: str) -> bool:
+    """Whether ``value`` is already what ``parse_product_id`` would return (a hot path can then
+    skip parsing it)."""
+    return _CANONICAL_ID.fullmatch(value) is not None
+
+
 def parse_product_id(value: Any) -> str:
     """The canonical (lowercase, hyphenated) form of a product id; malformed → 422."""
     try:
