@@ -6,7 +6,7 @@ UV := .tools/bin/uv
 VENV := .venv
 STAMP := $(VENV)/.synced-$(shell cat uv.lock pyproject.toml 2>/dev/null | cksum | cut -d' ' -f1)
 
-.PHONY: run test lint fmt proto clean bench-http bench-auth bench-jobs bench-plugins bench-grpc bench-soak bench-scaleout bench-events bench-tracing bench-cluster bench-console bench-servers
+.PHONY: run test lint fmt proto clean bench-http bench-auth bench-jobs bench-plugins bench-grpc bench-soak bench-scaleout bench-events bench-tracing bench-cluster bench-console bench-servers bench-stock
 
 $(UV):
 	$(PYTHON) -m venv .tools
@@ -43,8 +43,9 @@ bench-auth: $(STAMP)
 bench-http: $(STAMP)
 	$(VENV)/bin/python bench/http_api.py
 
+# gRPC vs the bare servicer (h2load); make bench-grpc ARGS=--callgrind counts instructions per call.
 bench-grpc: $(STAMP)
-	$(VENV)/bin/python bench/grpc.py
+	$(VENV)/bin/python bench/grpc.py $(ARGS)
 bench-scaleout: $(STAMP)
 	$(VENV)/bin/python bench/scaleout.py
 bench-plugins: $(STAMP)
@@ -52,6 +53,10 @@ bench-plugins: $(STAMP)
 # Tracing cost (off / 100 % / 1 % sampling): make bench-tracing ARGS="--duration 1" to check.
 bench-tracing: $(STAMP)
 	$(VENV)/bin/python bench/tracing.py $(ARGS)
+
+# Cost of one stock change, counted: make bench-stock ARGS="--callgrind --database-url postgresql+asyncpg://…"
+bench-stock: $(STAMP)
+	$(VENV)/bin/python bench/stock.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) .tools .pytest_cache .mypy_cache .ruff_cache
@@ -74,11 +79,6 @@ bench/.venv/.jobs-ready: pyproject.toml | $(UV)
 bench-jobs: bench/.venv/.jobs-ready
 	bench/.venv/bin/python bench/jobs.py
 
-# Arcana's app under uvicorn and granian in one run; granian too lives only in bench/.venv.
-bench/.venv/.servers-ready: pyproject.toml | $(UV)
-	$(UV) venv --quiet --allow-existing bench/.venv
-	$(UV) pip install --quiet --python bench/.venv/bin/python -e . granian uvloop
-	touch $@
-
-bench-servers: bench/.venv/.servers-ready
-	bench/.venv/bin/python bench/servers.py $(ARGS)
+# `arcana serve --server uvicorn` and `--server granian` in one run: make bench-servers ARGS="--duration 1 --rounds 1" to check.
+bench-servers: $(STAMP)
+	$(VENV)/bin/python bench/servers.py $(ARGS)

@@ -9,6 +9,18 @@ gRPC servers and the cached REST route with it (64 calls in flight: 4 HTTP/2 con
 streams; REST over 64 HTTP/1.1 connections), because the Python grpc.aio client saturates
 before either server does: ``vs bare gRPC`` is the figure to watch, ``vs REST`` is for
 information. The older table (a Python asyncio client for both transports) follows it.
+
+    .venv/bin/python bench/grpc.py --callgrind    # instructions per call (valgrind), any load
+    make bench-grpc ARGS=--callgrind              # the same
+
+``--callgrind`` counts instead of timing: each server (the bare servicer, then Arcana's
+``GrpcServer`` on an embedded container, the product in its cache) runs in its own process under
+``valgrind --tool=callgrind --instr-atstart=no``; after a warm-up ``h2load`` run the parent
+switches instrumentation on (``SIGUSR1``), drives a fixed number of ``GetProduct`` calls with
+``h2load`` (4 connections x 16 streams, as above) and switches it off (``SIGUSR2``). Every
+thread of the server is counted. Two call counts per server, subtracted, leave the cost of one
+call without the connection set-up and the signals; the count does not depend on how loaded the
+machine is.
 """
 
 from __future__ import annotations
@@ -19,6 +31,7 @@ import loadgen as lg  # first: it takes this folder off sys.path (see bench/load
 import argparse
 import asyncio
 import json
+import os
 import re
 import shutil
 import socket
@@ -130,12 +143,203 @@ GRPC_HEADERS = ("content-type: application/grpc", "te: trailers")
 GET_PRODUCT = "/arcana.product.v1.ProductService/GetProduct"
 
 
+# -- instruction counts (--callgrind) ----------------------------------------------------------
+_HELPER_C = """
+#include <valgrind/callgrind.h>
+void bench_start(void) { CALLGRIND_START_INSTRUMENTATION; }
+void bench_stop(void) { CALLGRIND_STOP_INSTRUMENTATION; }
+"""
+
+
+async def _bare_server(port: int) -> tuple[Any, str, Any]:
+    """The ceiling of the h2load table: ``bench/bare.py grpc``'s servicer."""
+    import grpc
+
+    from arcana.rpc.gen.arcana.product.v1 import product_pb2 as pb
+    from arcana.rpc.gen.arcana.product.v1 import product_pb2_grpc as pb_grpc
+
+    message = pb.ProductResponse(
+        id="00000000-0000-4000-8000-000000000001",
+        name="Bench",
+        price=9.99,
+        stock=100,
+        status="active",
+        created_at="2026-12-01T00:00:00Z",
+        updated_at="2026-12-01T00:00:00Z",
+    )
+    calls = [0]
+
+    class Bare(pb_grpc.ProductServiceServicer):  # type: ignore[misc]
+        async def GetProduct(self, request: Any, context: Any) -> Any:
+            calls[0] += 1
+            return message
+
+    server = grpc.aio.server()
+    pb_grpc.add_ProductServiceServicer_to_server(Bare(), server)
+    server.add_insecure_port(f"127.0.0.1:{port}")
+    await server.start()
+
+    async def close() -> str:
+        await server.stop(0)
+        return f"calls={calls[0]}"
+
+    return server, message.id, close
+
+
+async def _arcana_server(port: int, work: Path) -> tuple[Any, str, Any]:
+    """``GrpcServer`` as ``arcana serve`` builds it, on an embedded container."""
+    from decimal import Decimal
+
+    import arcana.rpc.server as rpc_server
+    from arcana.config import Settings
+    from arcana.domain.products import NewProduct
+    from arcana.lifecycle import Lifecycle
+    from arcana.log import configure_logging
+    from arcana.metrics import GRPC_REQUESTS
+
+    # The health loop reads the database every 2 s: a cost per second, not per call.
+    rpc_server.HEALTH_INTERVAL = 3600.0
+    configure_logging("WARNING", json=True, env="test")
+    settings = Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        env="test",
+        database_url=f"sqlite+aiosqlite:///{work / 'arcana.db'}",
+        var_dir=work / "var",
+        jwt_secret=lg.SECRET,
+        log_json=True,
+        log_level="WARNING",
+    )
+    process = Lifecycle.build(settings)
+    await process.start()
+    product = await process.app.products.create(
+        "bench", NewProduct(name="Bench", price=Decimal("9.99"), stock=100)
+    )
+    server = rpc_server.GrpcServer(process.app, "127.0.0.1", port)
+    await server.start()
+
+    async def close() -> str:
+        await server.stop(0)
+        await process.stop()
+        ok = GRPC_REQUESTS.labels("GetProduct", "OK")._value.get()
+        return f"calls={int(ok)}"
+
+    return server, product.id, close
+
+
+async def _counted_server(kind: str, port: int, helper: str) -> None:
+    import ctypes
+    import gc
+    import signal
+
+    lib = ctypes.CDLL(helper)
+    loop = asyncio.get_running_loop()
+    with tempfile.TemporaryDirectory() as tmp:
+        if kind == "bare":
+            _, product_id, close = await _bare_server(port)
+        else:
+            _, product_id, close = await _arcana_server(port, Path(tmp))
+        done = asyncio.Event()
+
+        def start() -> None:
+            gc.collect()
+            gc.freeze()
+            lib.bench_start()
+            print("counting", flush=True)
+
+        def stop() -> None:
+            lib.bench_stop()
+            done.set()
+
+        loop.add_signal_handler(signal.SIGUSR1, start)
+        loop.add_signal_handler(signal.SIGUSR2, stop)
+        print(f"ready {product_id}", flush=True)
+        await done.wait()
+        print(await close(), flush=True)
+
+
+def _h2load_calls(port: int, body: Path, n: int) -> None:
+    cmd = ["h2load", "-t1", "-c4", "-m16", f"-n{n}", f"--data={body}"]
+    for header in GRPC_HEADERS:
+        cmd += ["-H", header]
+    out = subprocess.run(
+        [*cmd, f"http://127.0.0.1:{port}{GET_PRODUCT}"], capture_output=True, text=True
+    ).stdout
+    if f"{n} succeeded" not in out:
+        raise SystemExit(f"h2load did not complete {n} calls:\n{out}")
+
+
+def _instructions(kind: str, n: int, helper: str, work: Path) -> int:
+    """Instructions the server executed (all threads) while ``n`` calls were driven."""
+    import signal
+
+    port = lg.free_port()
+    out = work / f"callgrind.{kind}.{n}"
+    cmd = ["valgrind", "-q", "--tool=callgrind", "--instr-atstart=no"]
+    cmd += [f"--callgrind-out-file={out}"]
+    cmd += [sys.executable, __file__, "--callgrind-server", kind, str(port), helper]
+    env = {**os.environ, "PYTHONHASHSEED": "0"}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    try:
+        line = proc.stdout.readline()
+        if not line.startswith("ready "):
+            raise SystemExit(f"{kind} server did not start: {line!r}")
+        body = grpc_request_file(work, line.split()[1])
+        _h2load_calls(port, body, 500)  # warm-up: caches, code paths, connections
+        proc.send_signal(signal.SIGUSR1)
+        if proc.stdout.readline().strip() != "counting":
+            raise SystemExit(f"{kind} server did not start counting")
+        _h2load_calls(port, body, n)
+        proc.send_signal(signal.SIGUSR2)
+        calls = proc.stdout.read().strip()
+        proc.wait(120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    if calls != f"calls={500 + n}":
+        raise SystemExit(f"{kind} server answered {calls!r} OK, expected {500 + n}")
+    for text in out.read_text().splitlines():
+        if text.startswith("totals:"):
+            return int(text.split()[1])
+    raise SystemExit(f"no totals in {out}")
+
+
+def callgrind(small: int, large: int, keep: Path | None) -> None:
+    if not have_h2load() or shutil.which("valgrind") is None:
+        raise SystemExit("--callgrind needs h2load and valgrind")
+    with tempfile.TemporaryDirectory() as tmp:
+        work = keep or Path(tmp)
+        work.mkdir(parents=True, exist_ok=True)
+        source, helper = work / "cg.c", work / "libbenchcg.so"
+        source.write_text(_HELPER_C)
+        cc = os.environ.get("CC", "cc")
+        subprocess.run([cc, "-O1", "-shared", "-fPIC", "-o", str(helper), str(source)], check=True)
+        per_call: dict[str, float] = {}
+        for kind in ("bare", "arcana"):
+            few = _instructions(kind, small, str(helper), work)
+            many = _instructions(kind, large, str(helper), work)
+            per_call[kind] = (many - few) / (large - small)
+            print(f"{kind}: {few:,} instructions for {small} calls, {many:,} for {large}")
+    ratio = per_call["arcana"] / per_call["bare"]
+    print(f"\ninstructions per GetProduct call (server, all threads; {large} - {small} calls)")
+    print("| server | instructions/call | vs bare gRPC |")
+    print("|---|---:|---:|")
+    print(f"| bare grpc.aio servicer (memory) | {per_call['bare']:,.0f} | 1.00 |")
+    print(f"| gRPC GetProduct cached | {per_call['arcana']:,.0f} | {ratio:.2f} |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--duration", type=float, default=5.0)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--connections", type=int, default=64)
+    ap.add_argument("--callgrind", action="store_true", help="instructions per call instead")
+    ap.add_argument("--calls", type=int, nargs=2, default=(500, 2500), metavar=("FEW", "MANY"))
+    ap.add_argument("--keep", type=Path, help="with --callgrind: keep the callgrind files here")
     args = ap.parse_args()
+    if args.callgrind:
+        callgrind(*args.calls, args.keep)
+        return
     work = Path(tempfile.mkdtemp(prefix="arcana-bench-grpc-"))
     http_port, grpc_port = lg.free_port(), lg.free_port()
     env = lg.arcana_env(work, http_port, grpc_port=grpc_port)
@@ -250,7 +454,11 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 3 and sys.argv[1] == "--grpc-load":
+    if len(sys.argv) == 5 and sys.argv[1] == "--callgrind-server":
+        import uvloop
+
+        uvloop.run(_counted_server(sys.argv[2], int(sys.argv[3]), sys.argv[4]))
+    elif len(sys.argv) == 3 and sys.argv[1] == "--grpc-load":
         target, product_id, seconds, conc = json.loads(sys.argv[2])
         print(json.dumps(asyncio.run(_grpc_load(target, product_id, seconds, conc))))
     else:

@@ -308,13 +308,39 @@ async def _singles(lib: Lib) -> None:
         await lib.enqueue_one(None)
 
 
+async def _count_enqueues(n: int) -> None:
+    """Warm up, then ``n`` awaited enqueues; the set-up costs the same for every ``n``."""
+    lib = Ours()
+    await lib.setup()
+    try:
+        for _ in range(50):
+            await lib.enqueue_one(None)
+        for _ in range(n):
+            await lib.enqueue_one(None)
+    finally:
+        await lib.queue.close()
+        await lib.close()
+        clean(lib)
+
+
 def main() -> None:
     import uvloop
 
     libs = {lib.tag: lib for lib in (Ours(), Dramatiq(), Taskiq(), Saq())}
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("libraries", nargs="*", help=f"some of {', '.join(libs)} (default: all)")
-    names = ap.parse_args().libraries or list(libs)
+    ap.add_argument(
+        "--count-enqueues",
+        type=int,
+        metavar="N",
+        help="only N single awaited enqueues of ours, for an instruction count: run under "
+        "valgrind --tool=callgrind with two N and subtract (see bench/RESULTS.md)",
+    )
+    options = ap.parse_args()
+    if options.count_enqueues is not None:
+        uvloop.run(_count_enqueues(options.count_enqueues))
+        return
+    names = options.libraries or list(libs)
     if unknown := set(names) - set(libs):
         ap.error(f"unknown libraries: {', '.join(sorted(unknown))}")
     results: dict[str, dict[str, float]] = {}

@@ -1,14 +1,17 @@
 """Arcana's own app under uvicorn and under granian, side by side in one run.
 
-    make bench-servers          # or: bench/.venv/bin/python bench/servers.py --rounds 3
+    make bench-servers          # or: .venv/bin/python bench/servers.py --rounds 3
 
-granian is not a dependency of the project: ``make bench-servers`` installs it in
-``bench/.venv`` (beside the job-queue libraries) and runs this script there. Both servers run
-the same app (``create_app`` over a started process, one process, uvloop, no access log) on the same
-embedded SQLite file with ``--rows`` products; each scenario runs ``--rounds`` times, servers
-and scenarios interleaved, with wrk at ``--connections``; the table shows medians and the ratio
-granian / uvicorn. The background runtime of ``arcana serve`` (relay, job worker) runs in
-neither, so the comparison is of the servers around the same request handling.
+Each server is ``arcana serve --server uvicorn|granian`` exactly as deployed (one process,
+uvloop, gRPC off, the background runtime of embedded mode running, no access log), each on its
+own embedded SQLite file filled with the same ``--rows`` products; each scenario runs
+``--rounds`` times, servers and scenarios interleaved, with wrk at ``--connections``; the table
+shows medians and the ratio granian / uvicorn.
+
+An earlier version ran the app from a factory under ``python -m uvicorn`` with the command
+line's defaults, which log every request to stdout (uvicorn's access log is on unless
+``--no-access-log``): that, not the server, is why its uvicorn figure was about half of
+``arcana serve``'s (bench/RESULTS.md, "granian vs uvicorn").
 """
 
 from __future__ import annotations
@@ -18,7 +21,6 @@ import loadgen  # first: it takes this folder off sys.path (see bench/loadgen.py
 # isort: split
 import argparse
 import importlib.util
-import os
 import shutil
 import subprocess
 import sys
@@ -41,53 +43,7 @@ def _load(name: str) -> ModuleType:
     return module
 
 
-# The ASGI factory both servers load: Arcana's app over a process started and stopped by the
-# server's lifespan (``arcana serve`` drives uvicorn itself, so it is no factory). Written to
-# the run's directory: ``bench/`` itself must stay off the servers' path.
-APP_MODULE = """
-from contextlib import asynccontextmanager
-
-from arcana.api.app import create_app
-from arcana.config import get_settings
-from arcana.lifecycle import Lifecycle
-
-
-def app():
-    process = Lifecycle.build(get_settings())
-    inner = create_app(process.app)
-    original = inner.router.lifespan_context
-
-    @asynccontextmanager
-    async def lifespan(a):
-        await process.start()
-        try:
-            async with original(a):
-                yield
-        finally:
-            await process.stop()
-
-    inner.router.lifespan_context = lifespan
-    return inner
-"""
-
-
-def server_cmd(kind: str, port: int) -> list[str]:
-    target = "arcana_bench_app:app"
-    common = ["--host", "127.0.0.1", "--port", str(port), "--factory", "--loop", "uvloop"]
-    if kind == "uvicorn":
-        return [sys.executable, "-m", "uvicorn", target, *common, "--http", "httptools"]
-    return [
-        sys.executable,
-        "-m",
-        "granian",
-        target,
-        "--interface",
-        "asgi",
-        "--workers",
-        "1",
-        "--no-access-log",
-        *common,
-    ]
+SERVERS = ("uvicorn", "granian")
 
 
 def main() -> None:
@@ -99,68 +55,62 @@ def main() -> None:
     args = ap.parse_args()
     lg = loadgen
     http_api = _load("http_api")
-    if importlib.util.find_spec("granian") is None:
-        raise SystemExit("granian is not installed here: run `make bench-servers`")
     if not lg.have_wrk():
         raise SystemExit("wrk is needed (apt-get install wrk)")
 
     work = Path(tempfile.mkdtemp(prefix="arcana-bench-servers-"))
-    (work / "arcana_bench_app.py").write_text(APP_MODULE)
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(work),
-        "ARCANA_DATABASE_URL": f"sqlite+aiosqlite:///{work}/bench.db",
-        "ARCANA_JWT_SECRET": loadgen.SECRET,
-        "ARCANA_GRPC_PORT": "0",
-        "ARCANA_LOG_LEVEL": "WARNING",
-    }
-    env.pop("ARCANA_REDIS_URL", None)
     procs: list[subprocess.Popen[bytes]] = []
     try:
-        print(f"filling {args.rows} products ...", flush=True)
-        arcana = str(lg.BIN / "arcana")
-        subprocess.run([arcana, "migrate"], env=env, cwd=work, check=True, capture_output=True)
-        subprocess.run(
-            [arcana, "demo-data", "--products", str(args.rows), "--seed", "1"],
-            env=env,
-            cwd=work,
-            check=True,
-            stdout=subprocess.DEVNULL,
-        )
         bases: dict[str, str] = {}
-        for kind in ("uvicorn", "granian"):
-            port = lg.free_port()
-            p = subprocess.Popen(server_cmd(kind, port), env=env, cwd=work)
-            procs.append(p)
-            bases[kind] = f"http://127.0.0.1:{port}"
-            lg.wait_http(f"{bases[kind]}/healthz", p)
-        base = bases["uvicorn"]
-        pid = httpx.get(f"{base}/api/v1/products?size=1").json()["data"][0]["id"]
-        token = http_api.admin_token(env, work, base)
-        stock_lua = (
-            'wrk.method = "POST"\n'
-            'wrk.headers["Content-Type"] = "application/json"\n'
-            f'wrk.headers["Authorization"] = "Bearer {token}"\n'
-            "wrk.body = '{\"quantity_change\": 1}'\n"
-        )
-        me_lua = f'wrk.headers["Authorization"] = "Bearer {token}"\n'
-        scenarios = [
-            ("GET /products/{id} cached", f"/api/v1/products/{pid}", None),
-            ("GET /auth/me (bearer + one row)", "/api/v1/auth/me", me_lua),
-            ("POST /products/{id}/stock", f"/api/v1/products/{pid}/stock", stock_lua),
-        ]
-        for kind in bases:  # warm each server's caches and connections
-            httpx.get(f"{bases[kind]}/api/v1/products/{pid}")
+        envs: dict[str, dict[str, str]] = {}
+        for kind in SERVERS:
+            folder = work / kind
+            folder.mkdir()
+            env = lg.arcana_env(folder, lg.free_port())
+            envs[kind] = env
+            print(f"{kind}: filling {args.rows} products ...", flush=True)
+            arcana = str(lg.BIN / "arcana")
+            subprocess.run(
+                [arcana, "migrate"], env=env, cwd=folder, check=True, capture_output=True
+            )
+            lg.demo_data(env, folder, args.rows)
+            bases[kind] = lg.start_serve(env, folder, procs, "--server", kind)
+        # Per server: its own product id and admin token (each has its own database).
+        pids = {kind: lg.first_product_id(bases[kind]) for kind in SERVERS}
+        tokens = {
+            kind: http_api.admin_token(envs[kind], work / kind, bases[kind]) for kind in SERVERS
+        }
+
+        def scenarios(kind: str) -> list[tuple[str, str, str | None]]:
+            pid, token = pids[kind], tokens[kind]
+            stock_lua = (
+                'wrk.method = "POST"\n'
+                'wrk.headers["Content-Type"] = "application/json"\n'
+                f'wrk.headers["Authorization"] = "Bearer {token}"\n'
+                "wrk.body = '{\"quantity_change\": 1}'\n"
+            )
+            me_lua = f'wrk.headers["Authorization"] = "Bearer {token}"\n'
+            return [
+                ("GET /products/{id} cached", f"/api/v1/products/{pid}", None),
+                ("GET /auth/me (bearer + one row)", "/api/v1/auth/me", me_lua),
+                ("POST /products/{id}/stock", f"/api/v1/products/{pid}/stock", stock_lua),
+            ]
+
+        for kind in SERVERS:  # warm each server's caches and connections
+            httpx.get(f"{bases[kind]}/api/v1/products/{pids[kind]}")
         print(
             f"load generator: wrk; {args.connections} connections, {args.rounds} rounds x "
-            f"{args.duration}s; one process each, uvloop, same app and database",
+            f"{args.duration}s; arcana serve --server uvicorn|granian, one process each, "
+            "embedded SQLite (one each, same seed)",
             flush=True,
         )
         results: dict[tuple[str, str], list[object]] = {}
+        names = [name for name, _, _ in scenarios("uvicorn")]
         for _ in range(args.rounds):
-            for name, path, lua in scenarios:
-                for kind, url in bases.items():
-                    r = lg.run_wrk(url + path, args.duration, args.connections, lua)
+            for i, name in enumerate(names):
+                for kind in SERVERS:
+                    _, path, lua = scenarios(kind)[i]
+                    r = lg.run_wrk(bases[kind] + path, args.duration, args.connections, lua)
                     results.setdefault((name, kind), []).append(r)
         print()
         print(
@@ -168,7 +118,7 @@ def main() -> None:
             "| uvicorn p99 ms | granian p99 ms | non-2xx / timeouts (u, g) |"
         )
         print("|---|---:|---:|---:|---:|---:|---:|")
-        for name, _, _ in scenarios:
+        for name in names:
             u = lg.median_result(results[(name, "uvicorn")])
             g = lg.median_result(results[(name, "granian")])
             print(
@@ -177,13 +127,7 @@ def main() -> None:
                 f"{u.errors}/{u.timeouts}, {g.errors}/{g.timeouts} |"
             )
     finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        lg.stop_processes(procs)
         shutil.rmtree(work, ignore_errors=True)
 
 

@@ -48,6 +48,11 @@ from arcana.adapters.product_repositories import GroupCommitStockChanges, SqlSto
 from arcana.adapters.redis_client import connect_redis, prepare_redis
 from arcana.adapters.sealing import AesGcmSealer
 from arcana.adapters.unit_of_work import SqlUnitOfWork
+from arcana.adapters.user_repositories import (
+    GroupCommitSessionStarts,
+    SqlSessionStarts,
+    UnitOfWorkSessionStarts,
+)
 from arcana.adapters.user_sync import NullUserSync, WebhookUserSync
 from arcana.config import Settings, reveal
 from arcana.domain.audit import AuditSink
@@ -56,7 +61,7 @@ from arcana.domain.jobs import JobQueue
 from arcana.domain.mail import Mailer
 from arcana.domain.ports import Cache
 from arcana.domain.products import StockChanges
-from arcana.domain.users import AttemptQuota, LoginLimiter, UserSync
+from arcana.domain.users import AttemptQuota, LoginLimiter, SessionStarts, UserSync
 from arcana.metrics import CACHE_REQUESTS
 from arcana.services.app import Services
 from arcana.services.auth import AuthPolicy, AuthService
@@ -113,6 +118,15 @@ class Infrastructure:
         if not self.db.is_sqlite:
             return SqlStockChanges(self.db, self.commits)
         return None
+
+    def session_starts(self) -> SessionStarts:
+        """A login's writes: by the group commit on a SQLite file, one statement on
+        PostgreSQL, a unit of work on an in-memory SQLite."""
+        if self.db.group_commit is not None:
+            return GroupCommitSessionStarts(self.db.group_commit)
+        if not self.db.is_sqlite:
+            return SqlSessionStarts(self.db)
+        return UnitOfWorkSessionStarts(self.uow)
 
 
 def wire_infrastructure(settings: Settings, *, cache: Cache | None = None) -> Infrastructure:
@@ -220,6 +234,7 @@ def wire_auth(
         ),
         attempt_quota,
         sealer,
+        session_starts=infra.session_starts(),
     )
     if user_sync is None:
         url = reveal(s.user_sync.url)

@@ -49,6 +49,8 @@ class HttpSettings(_Group):
     forwarded_allow_ips: str = Field(default="127.0.0.1", validation_alias="forwarded_allow_ips")
     """Proxies whose X-Forwarded-For is trusted for the client address (comma list or ``*``)."""
     max_body_bytes: int = Field(default=1_048_576, ge=1, validation_alias="max_body_bytes")
+    server: Literal["uvicorn", "granian"] = Field(default="uvicorn", validation_alias="http_server")
+    """The HTTP server ``arcana serve`` runs the app in (both in this process, on its loop)."""
 
 
 class GrpcSettings(_Group):

@@ -11,12 +11,13 @@ from typing import Any
 import httpx
 import jwt
 import pytest
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select
 
-from arcana.adapters.tables import auth_sessions, outbox, users
+from arcana.adapters.tables import auth_sessions, outbox, refresh_tokens, users
 from arcana.api.app import create_app
 from arcana.bootstrap import App
 from arcana.config import Settings
+from arcana.domain.users import RefreshToken, Session
 from arcana.lifecycle import Lifecycle
 from tests.auth_support import (
     PASSWORD,
@@ -160,6 +161,78 @@ async def test_login_returns_token_pair_and_audits(
     assert (logins[0].resource, logins[0].action) == ("auth", "login")
     assert logins[0].metadata["ip"] == "127.0.0.1"
     assert "user_agent" in logins[0].metadata
+
+
+async def test_a_login_whose_generation_moved_on_writes_no_session(
+    client: httpx.AsyncClient, container: App
+) -> None:
+    """The login step (session + first refresh token, by the group commit on SQLite) writes
+    only while the generation read before the password check still holds."""
+    u = await register_and_login(client)
+    before = await container.users.get_user(u["id"])
+    assert before is not None
+    resp = await client.post(f"{AUTH}/logout-all", headers=bearer(u["access_token"]))
+    assert resp.status_code == 204, resp.text
+    now = datetime.now(UTC)
+
+    def attempt() -> tuple[Session, RefreshToken]:
+        session = Session(
+            id=str(uuid.uuid4()),
+            user_id=u["id"],
+            created_at=now,
+            last_used_at=now,
+            expires_at=now + timedelta(days=1),
+        )
+        token = RefreshToken(
+            id=str(uuid.uuid4()),
+            session_id=session.id,
+            user_id=u["id"],
+            token_hash=uuid.uuid4().hex,
+            created_at=now,
+        )
+        return session, token
+
+    async def written(session: Session, token: RefreshToken) -> tuple[int, int]:
+        async with container.db.engine.connect() as conn:
+            sessions = await conn.scalar(
+                select(func.count()).where(auth_sessions.c.id == session.id)
+            )
+            tokens = await conn.scalar(select(func.count()).where(refresh_tokens.c.id == token.id))
+        return int(sessions or 0), int(tokens or 0)
+
+    starts = container.infra.session_starts()
+    stale = attempt()
+    assert not await starts.start(*stale, before.generation)
+    assert await written(*stale) == (0, 0)
+    after = await container.users.get_user(u["id"])
+    assert after is not None
+    assert after.generation != before.generation
+    fresh = attempt()
+    assert await starts.start(*fresh, after.generation)
+    assert await written(*fresh) == (1, 1)
+
+
+@pytest.mark.parametrize("backend", ["postgres"], indirect=True)
+async def test_a_login_runs_two_statements_on_postgresql(
+    client: httpx.AsyncClient, container: App
+) -> None:
+    """The user read, then one statement for the session and its token (it was a share
+    lock, two inserts and the commit's round trips in between)."""
+    from sqlalchemy import event
+
+    u = await register_and_login(client)
+    statements: list[str] = []
+
+    def count(*args: Any) -> None:
+        statements.append(str(args[2]).split(None, 1)[0].upper())
+
+    engine = container.db.engine.sync_engine
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        await login(client, u["email"])
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+    assert statements == ["SELECT", "WITH"], statements
 
 
 @pytest.mark.overrides(audit=RecordingAuditSink)

@@ -18,10 +18,12 @@ def test_version() -> None:
     assert out.stdout.startswith("arcana ")
 
 
-def test_serve_embedded_with_no_services(tmp_path: Path) -> None:
+@pytest.mark.parametrize("server", ["uvicorn", "granian"])
+def test_serve_embedded_with_no_services(tmp_path: Path, server: str) -> None:
     """Fresh directory, no configuration: SQLite under ./var, /healthz answers, SIGTERM exits 0."""
     port = free_port()
     env = {
+        "ARCANA_HTTP_SERVER": server,
         "ARCANA_HTTP_PORT": str(port),
         "ARCANA_GRPC_PORT": "0",
         "ARCANA_REDIS_URL": "",

@@ -24,9 +24,10 @@ pytestmark = [
 ]
 
 
-def serve(settings: Settings, cwd: Path, port: int) -> ArcanaProcess:
+def serve(settings: Settings, cwd: Path, port: int, server: str = "uvicorn") -> ArcanaProcess:
     assert settings.redis.url is not None
     env = {
+        "ARCANA_HTTP_SERVER": server,
         "ARCANA_ENV": "test",
         "ARCANA_DATABASE_URL": settings.database.url.get_secret_value(),
         "ARCANA_REDIS_URL": settings.redis.url.get_secret_value(),
@@ -44,11 +45,12 @@ async def ids_in_stream(container: App) -> list[str]:
     return [e["id"] for e in await stream_envelopes(redis_for(container), container.events.stream)]
 
 
+@pytest.mark.parametrize("server", ["uvicorn", "granian"])
 async def test_events_survive_a_killed_process_and_streams_end_on_sigterm(
-    container: App, settings: Settings, tmp_path: Path
+    container: App, settings: Settings, tmp_path: Path, server: str
 ) -> None:
     port = free_port()
-    proc = serve(settings, tmp_path, port).start()
+    proc = serve(settings, tmp_path, port, server).start()
     try:
         await asyncio.to_thread(proc.wait_http, f"http://127.0.0.1:{port}/healthz")
         live = product_event()
@@ -61,7 +63,7 @@ async def test_events_survive_a_killed_process_and_streams_end_on_sigterm(
         await commit_events(container, orphan)
         assert await container.events.relay.pending() == 1
 
-        proc = serve(settings, tmp_path, port).start()
+        proc = serve(settings, tmp_path, port, server).start()
         await asyncio.to_thread(proc.wait_http, f"http://127.0.0.1:{port}/healthz")
         await wait_for(lambda: _has(container, orphan.id), timeout=15)
         assert await ids_in_stream(container) == [live.id, orphan.id]

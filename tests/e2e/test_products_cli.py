@@ -44,7 +44,8 @@ def test_demo_data_bad_usage(tmp_path: Path) -> None:
     assert out.returncode == 2
 
 
-def test_serve_starts_grpc_and_stops_gracefully(tmp_path: Path) -> None:
+@pytest.mark.parametrize("server", ["uvicorn", "granian"])
+def test_serve_starts_grpc_and_stops_gracefully(tmp_path: Path, server: str) -> None:
     import asyncio
 
     import grpc
@@ -54,6 +55,7 @@ def test_serve_starts_grpc_and_stops_gracefully(tmp_path: Path) -> None:
 
     http_port, grpc_port = free_port(), free_port()
     env = {
+        "ARCANA_HTTP_SERVER": server,
         "ARCANA_HTTP_PORT": str(http_port),
         "ARCANA_GRPC_PORT": str(grpc_port),
         "ARCANA_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path}/serve.db",

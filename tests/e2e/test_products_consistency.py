@@ -78,6 +78,32 @@ async def test_each_stored_stock_change_has_its_events_and_a_refused_one_none(
     }
 
 
+async def test_concurrent_changes_across_the_low_stock_line_keep_every_event(
+    client: httpx.AsyncClient, container: App
+) -> None:
+    """On PostgreSQL the changes that leave 11 or more are one autocommitted statement each and
+    the ones below take a transaction with their level event: run at once, on one row, they
+    neither oversell nor lose or duplicate an event (none for the refused ones)."""
+    p = await create_product(client, container, stock=30)
+    codes = await concurrent_stock_changes(client, container, p["id"], -1, 40)
+    assert codes.count(200) == 30
+    assert codes.count(422) == 10
+    assert (await client.get(f"{BASE}/{p['id']}")).json()["stock"] == 0
+    async with container.db.engine.connect() as conn:
+        rows = await conn.execute(
+            select(outbox.c.event_type, func.count())
+            .where(outbox.c.aggregate_id == p["id"])
+            .group_by(outbox.c.event_type)
+        )
+        events = {str(t): int(n) for t, n in rows}
+    assert events == {
+        "product.created": 1,
+        "product.updated": 30,
+        "product.low_stock": 10,
+        "product.out_of_stock": 1,
+    }
+
+
 class GatedCache:
     """The real cache with a gate before the populating ``add`` of product entries: lets a
     test hold a reader after it loaded the row and before it writes the cache."""

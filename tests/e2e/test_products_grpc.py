@@ -15,6 +15,7 @@ import pytest
 from google.protobuf import empty_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from prometheus_client import REGISTRY
 
 from arcana.bootstrap import App
 from arcana.lifecycle import Lifecycle
@@ -433,3 +434,53 @@ async def test_get_product_answers_the_cached_protobuf_never_a_stale_one(
     assert r.status_code == 200
     assert (await stub.GetProduct(pb.GetProductRequest(id=p["id"]))).stock == 3
     assert await container.products.cache.existing_generation(p["id"]) != gen
+
+
+def _calls(method: str, code: str) -> float:
+    return (
+        REGISTRY.get_sample_value("arcana_grpc_requests_total", {"method": method, "code": code})
+        or 0.0
+    )
+
+
+async def test_cached_get_product_is_still_counted_and_carries_a_request_id(
+    client: httpx.AsyncClient, container: App, stub: pb_grpc.ProductServiceStub
+) -> None:
+    """A cache hit takes the short path (no id parsing, no interceptor chain) and still gets
+    the metrics and the request id of every call."""
+    admin = admin_headers(container)
+    p = (await client.post(BASE, json={"name": "H", "price": 1, "stock": 1}, headers=admin)).json()
+    await stub.GetProduct(pb.GetProductRequest(id=p["id"]))  # fills the cache
+    ok = _calls("GetProduct", "OK")
+    call = stub.GetProduct(pb.GetProductRequest(id=p["id"]), metadata=(("x-request-id", "hit-1"),))
+    assert (await call).id == p["id"]
+    assert ("x-request-id", "hit-1") in tuple(await call.trailing_metadata() or ())
+    assert _calls("GetProduct", "OK") == ok + 1
+    # an id in another spelling is the same product (parsed on the general path)
+    assert (await stub.GetProduct(pb.GetProductRequest(id=p["id"].upper()))).id == p["id"]
+    assert _calls("GetProduct", "OK") == ok + 2
+    bad = _calls("GetProduct", "INVALID_ARGUMENT")
+    assert await rpc_code(stub.GetProduct(pb.GetProductRequest(id="nope"))) == (
+        grpc.StatusCode.INVALID_ARGUMENT
+    )
+    assert _calls("GetProduct", "INVALID_ARGUMENT") == bad + 1
+
+
+async def test_health_check_is_instrumented_like_the_product_service(
+    channel: grpc.aio.Channel,
+) -> None:
+    """Health is registered through the same instrumentation: metrics, request id and
+    malformed bytes → INVALID_ARGUMENT."""
+    ok = _calls("Check", "OK")
+    call = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest())
+    assert (await call).status == health_pb2.HealthCheckResponse.SERVING
+    assert any(key == "x-request-id" for key, _ in await call.trailing_metadata() or ())
+    assert _calls("Check", "OK") == ok + 1
+    raw = channel.unary_unary(
+        "/grpc.health.v1.Health/Check",
+        request_serializer=lambda b: b,
+        response_deserializer=lambda b: b,
+    )
+    bad = _calls("Check", "INVALID_ARGUMENT")
+    assert await rpc_code(raw(b"\x0a\xff\xff\xff\xff\x0f")) == grpc.StatusCode.INVALID_ARGUMENT
+    assert _calls("Check", "INVALID_ARGUMENT") == bad + 1

@@ -18,9 +18,13 @@ pytestmark = pytest.mark.slow
 PASSWORD = "Modes-Pass-42"
 
 
-async def test_serve_runs_jobs_only_with_the_worker_flag(pg_url: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("server", ["uvicorn", "granian"])
+async def test_serve_runs_jobs_only_with_the_worker_flag(
+    pg_url: str, tmp_path: Path, server: str
+) -> None:
     await truncate_all(pg_url)
     env = {
+        "ARCANA_HTTP_SERVER": server,
         "ARCANA_DATABASE_URL": pg_url,
         "ARCANA_REDIS_URL": REDIS_URL,
         "ARCANA_REDIS_PREFIX": f"arcana-modes-{uuid.uuid4().hex[:8]}",

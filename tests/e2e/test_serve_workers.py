@@ -80,10 +80,12 @@ def test_embedded_mode_refuses_several_workers(tmp_path: Path) -> None:
     assert "--workers needs ARCANA_REDIS_URL" in result.stderr
 
 
-def test_two_workers_share_the_port_and_stop_together(tmp_path: Path) -> None:
+@pytest.mark.parametrize("server", ["uvicorn", "granian"])
+def test_two_workers_share_the_port_and_stop_together(tmp_path: Path, server: str) -> None:
     port = free_port()
     env = _env(
         tmp_path,
+        ARCANA_HTTP_SERVER=server,
         ARCANA_REDIS_URL=REDIS_URL,
         ARCANA_REDIS_PREFIX=f"arcana-workers-{uuid.uuid4().hex[:8]}",
         ARCANA_HTTP_PORT=str(port),

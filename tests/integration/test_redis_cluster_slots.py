@@ -74,6 +74,7 @@ async def test_every_queue_script_stays_in_one_slot(redis: Redis, redis_session:
         watcher.cancel()
         await asyncio.gather(watcher, return_exceptions=True)
         await monitor_client.aclose()
+        await queue.close()
 
     calls: list[tuple[list[str], list[str]]] = []  # (declared keys, keys touched by the body)
     ours = False  # whether the script running now is one of this test's calls

@@ -16,13 +16,16 @@ from tests.cluster.harness import Cluster, nginx_bin
 from tests.process import free_port
 
 
-@pytest.fixture(scope="module")
-def behind_nginx(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+@pytest.fixture(scope="module", params=["uvicorn", "granian"])
+def behind_nginx(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
     if nginx_bin() is None:
         pytest.fail("nginx is required: apt-get install nginx-light")
     root = tmp_path_factory.mktemp("proxy")
     env = {
         "ARCANA_ENV": "test",
+        "ARCANA_HTTP_SERVER": request.param,
         "ARCANA_JWT_SECRET": "proxy-secret-" + "k" * 40,
         "ARCANA_DATABASE_URL": f"sqlite+aiosqlite:///{root}/arcana.db",
         "ARCANA_VAR_DIR": str(root / "var"),

@@ -9,7 +9,16 @@ import sys
 
 import pytest
 
-HEAVY = ("wasmtime", "grpc", "sqlalchemy", "uvicorn", "fastapi", "alembic", "asyncpg")
+HEAVY = (
+    "wasmtime",
+    "grpc",
+    "sqlalchemy",
+    "uvicorn",
+    "granian",
+    "fastapi",
+    "alembic",
+    "asyncpg",
+)
 
 PROBE = """
 import json, sys

@@ -86,3 +86,32 @@ async def test_hits_and_misses_are_counted() -> None:
     await cache.populate("p", gen, "json", b"x")
     assert await cache.get("p", gen, "json") == b"x"
     assert counts == {"hit": 1, "miss": 1}
+
+
+async def test_current_is_the_hit_path_in_one_call() -> None:
+    """``current``: the entry under the live generation, a hit counted and a miss not (the
+    caller's full path counts it); nothing while an invalidation is owed."""
+    counts = {"hit": 0, "miss": 0}
+    backing = SwitchableCache()
+    cache = ProductCache(
+        backing,
+        60,
+        on_hit=lambda: counts.__setitem__("hit", counts["hit"] + 1),
+        on_miss=lambda: counts.__setitem__("miss", counts["miss"] + 1),
+    )
+    cache.RETRY_INTERVAL = 0.01
+    assert await cache.current("p", "pb") is None  # no generation yet
+    gen = await cache.generation("p")
+    assert gen is not None
+    assert await cache.current("p", "pb") is None  # no entry in this form
+    await cache.populate("p", gen, "pb", b"bytes")
+    assert await cache.current("p", "pb") == b"bytes"
+    assert counts == {"hit": 1, "miss": 0}
+    backing.down = True
+    await cache.invalidate("p")
+    backing.down = False
+    assert "p" in cache.pending
+    assert await cache.current("p", "pb") is None  # bypassed while the invalidation is owed
+    await wait_for(lambda: "p" not in cache.pending, timeout=5)
+    assert await cache.current("p", "pb") is None  # the old generation is gone
+    await cache.aclose()

@@ -14,6 +14,7 @@ from arcana.domain.products import (
     NAME,
     PRICE,
     QUANTITY_CHANGE,
+    QUIET_STOCK,
     SEARCH,
     STATUS_PATTERN,
     STOCK_MAX,
@@ -116,6 +117,15 @@ def test_stock_events() -> None:
     assert stock_events("p", 20, 11) == []
     assert stock_events("p", 5, 5) == []
     assert stock_events("p", 0, 4)[0].aggregate_id == "p"
+
+
+def test_no_stock_event_from_quiet_stock_up() -> None:
+    """PostgreSQL commits a change that leaves ``QUIET_STOCK`` or more in one statement,
+    without its level events: there must be none to leave out."""
+    assert stock_events("p", QUIET_STOCK, QUIET_STOCK - 1) != []
+    for before in (0, 1, QUIET_STOCK - 1, QUIET_STOCK, 1_000, STOCK_MAX):
+        for after in (QUIET_STOCK, QUIET_STOCK + 1, 1_000, STOCK_MAX):
+            assert stock_events("p", before, after) == [], (before, after)
 
 
 def test_query_and_page() -> None:

@@ -67,15 +67,20 @@ class HashingSlots:
     without limit, so a registration flood would stack up hashes in front of every login.
     Here a request waits at most ``wait_seconds`` for a slot, then gets ``ServiceUnavailable``
     (503 + ``Retry-After``). New hashes (registration, password change and reset) may hold at
-    most ``slots - 1`` slots when there are two or more, so one slot always stays free for
-    login verifications."""
+    most ``slots - 1`` slots when there are two or more (running or queued), so one thread
+    always stays free for login verifications."""
 
     def __init__(self, hasher: Argon2PasswordHasher, slots: int, wait_seconds: float) -> None:
         self._hasher = hasher
         self._slots = max(1, slots)
         self._wait = wait_seconds
         self._pool = ThreadPoolExecutor(max_workers=self._slots, thread_name_prefix="argon2")
-        self._all = asyncio.Semaphore(self._slots)
+        # Twice as many operations admitted as there are threads: one running and one queued
+        # in the pool per thread, so a thread that finishes a hash starts the next at once.
+        # With exactly ``slots`` admitted, the next hash could only start after the event
+        # loop had taken the result and woken the next waiter, and a thread stood idle for
+        # as long as the loop was busy with other requests.
+        self._all = asyncio.Semaphore(2 * self._slots)
         self._new = asyncio.Semaphore(max(1, self._slots - 1))
 
     async def _acquire(self, sem: asyncio.Semaphore, op: str) -> None:

@@ -31,6 +31,7 @@ from arcana.adapters.outbox_rows import outbox_rows
 from arcana.adapters.tables import outbox, products
 from arcana.domain.events import DomainEvent
 from arcana.domain.products import (
+    QUIET_STOCK,
     STOCK_MAX,
     LevelEvents,
     Product,
@@ -60,11 +61,31 @@ _ADJUST_STOCK = (
     .returning(*products.c)
 )
 _EXISTS = select(products.c.id).where(products.c.id == bindparam("product_id"))
+_OUTBOX_PARAMS = [bindparam(f"outbox_{c.name}", type_=c.type) for c in _OUTBOX_COLUMNS]
 # PostgreSQL: the ``product.updated`` outbox row inserted by the same statement as the change,
 # so it costs no round trip of its own (a refused change rolls it back).
 _ADJUST_STOCK_RECORDED = _ADJUST_STOCK.add_cte(
     insert(outbox)
-    .values({c.name: bindparam(f"outbox_{c.name}", type_=c.type) for c in _OUTBOX_COLUMNS})
+    .values({c.name: p for c, p in zip(_OUTBOX_COLUMNS, _OUTBOX_PARAMS, strict=True)})
+    .cte("recorded")
+)
+# PostgreSQL, a change that leaves QUIET_STOCK or more (it has no level events): the change and
+# its ``product.updated`` row in one statement that commits by itself (autocommit). The row is
+# inserted from the updated row (``INSERT … SELECT … FROM changed``), so a change the WHERE
+# refuses inserts nothing: there is no transaction to roll it back.
+_CHANGED = (
+    update(products)
+    .where(products.c.id == bindparam("product_id"), _WIDE >= QUIET_STOCK, _WIDE <= STOCK_MAX)
+    .values(
+        stock=products.c.stock + _DELTA,
+        updated_at=bindparam("now", type_=products.c.updated_at.type),
+    )
+    .returning(*products.c)
+    .cte("changed")
+)
+_ADJUST_QUIET_STOCK = select(_CHANGED).add_cte(
+    insert(outbox)
+    .from_select(_OUTBOX_COLUMNS, select(*_OUTBOX_PARAMS).select_from(_CHANGED))
     .cte("recorded")
 )
 
@@ -244,17 +265,28 @@ class _Refused(Exception):
 
 
 class SqlStockChanges:
-    """``StockChanges`` on PostgreSQL, on a Core connection (no ORM session): ``BEGIN``, one
-    statement that inserts the ``product.updated`` outbox row and makes the atomic change
-    (``WITH recorded AS (INSERT INTO outbox …) UPDATE products … RETURNING``), ``COMMIT``. The
-    row lock is held from that statement to the ``COMMIT``; a change that leaves 0..10 in stock
-    adds the insert of its level event before the commit."""
+    """``StockChanges`` on PostgreSQL, on a Core connection (no ORM session).
+
+    A change that leaves ``QUIET_STOCK`` or more in stock (every change but those near 0) is
+    one round trip: one statement in autocommit, ``WITH changed AS (UPDATE products … RETURNING),
+    recorded AS (INSERT INTO outbox … SELECT … FROM changed) SELECT … FROM changed``, committed
+    by itself, so the row lock is held for that statement only. When it changes nothing (the
+    change would leave less than ``QUIET_STOCK``, go out of bounds, or the product is missing)
+    the change is made in a transaction instead: ``BEGIN``, the same change with the outbox row
+    inserted unconditionally (``WITH recorded AS (INSERT INTO outbox …) UPDATE …``), the level
+    event's insert when there is one, ``COMMIT``; a refused change rolls back.
+
+    Behind a transaction pooler (PgBouncer) every change takes the transaction: outside one,
+    a statement's prepare and its execution could reach two different server connections."""
 
     def __init__(
         self, db: Database, after_commit: Callable[[list[DomainEvent]], None] | None = None
     ) -> None:
         self._db = db
         self._after_commit = after_commit
+        self._autocommit = (
+            None if db.pooled else db.engine.execution_options(isolation_level="AUTOCOMMIT")
+        )
 
     async def adjust_stock(
         self,
@@ -269,6 +301,14 @@ class SqlStockChanges:
         for key, value in outbox_rows([updated], (), trace_context)[0].items():
             params[f"outbox_{key}"] = value
         try:
+            if self._autocommit is not None:
+                async with self._autocommit.connect() as conn:
+                    row = (await conn.execute(_ADJUST_QUIET_STOCK, params)).mappings().first()
+                if row is not None:
+                    product = _to_product(row)
+                    if self._after_commit is not None:
+                        self._after_commit([updated])
+                    return StockChange(product, True)
             async with self._db.engine.begin() as conn:
                 row = (await conn.execute(_ADJUST_STOCK_RECORDED, params)).mappings().first()
                 if row is None:

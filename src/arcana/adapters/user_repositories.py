@@ -8,16 +8,38 @@ requests cannot both succeed on either PostgreSQL or SQLite.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, delete, exists, func, insert, literal, or_, select, update
+from sqlalchemy import (
+    Connection,
+    bindparam,
+    delete,
+    exists,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.dml import Insert
 
+from arcana.adapters.database import Database, translate_error
+from arcana.adapters.group_commit import SqliteGroupCommit
 from arcana.adapters.tables import auth_sessions, password_reset_tokens, refresh_tokens, users
-from arcana.domain.users import RefreshToken, ResetToken, Session, SyncStatus, User
+from arcana.domain.users import (
+    AuthUnitOfWork,
+    RefreshToken,
+    ResetToken,
+    Session,
+    SyncStatus,
+    User,
+)
 from arcana.errors import Conflict
 
 
@@ -37,6 +59,11 @@ def _roles_text(roles: frozenset[str]) -> str:
 def _rowcount(result: Any) -> int:
     assert isinstance(result, CursorResult)
     return int(result.rowcount)
+
+
+# Built once: every login looks a user up by email, and building the expression costs more
+# than SQLAlchemy's compiled-statement cache saves on it.
+_BY_EMAIL = select(users).where(users.c.email == bindparam("email"))
 
 
 def _user(row: Any) -> User:
@@ -117,7 +144,7 @@ class SqlUserRepository:
         return bool(getattr(result, "rowcount", 0))
 
     async def get_by_email(self, email: str) -> User | None:
-        row = (await self._s.execute(select(users).where(users.c.email == email))).first()
+        row = (await self._s.execute(_BY_EMAIL, {"email": email})).first()
         return _user(row) if row else None
 
     async def list_all(self, limit: int = 1000, offset: int = 0) -> list[User]:
@@ -247,25 +274,7 @@ class SqlSessionRepository:
         )
         if locked.first() is None:
             return False
-        source = select(
-            literal(session.id),
-            literal(session.user_id),
-            literal(session.created_at, auth_sessions.c.created_at.type),
-            literal(session.last_used_at, auth_sessions.c.last_used_at.type),
-            literal(session.expires_at, auth_sessions.c.expires_at.type),
-            literal(session.user_agent, auth_sessions.c.user_agent.type),
-            literal(session.ip, auth_sessions.c.ip.type),
-        ).where(
-            select(users.c.id)
-            .where(users.c.id == session.user_id, users.c.generation == generation)
-            .exists()
-        )
-        result = await self._s.execute(
-            insert(auth_sessions).from_select(
-                ["id", "user_id", "created_at", "last_used_at", "expires_at", "user_agent", "ip"],
-                source,
-            )
-        )
+        result = await self._s.execute(_insert_session_if_generation(session, generation))
         return _rowcount(result) == 1
 
     async def last_rotated_token_id(self, session_id: str) -> str | None:
@@ -344,16 +353,7 @@ class SqlSessionRepository:
         return _rowcount(result)
 
     async def add_token(self, token: RefreshToken) -> None:
-        await self._s.execute(
-            insert(refresh_tokens).values(
-                id=token.id,
-                session_id=token.session_id,
-                user_id=token.user_id,
-                token_hash=token.token_hash,
-                created_at=token.created_at,
-                revoked_at=token.revoked_at,
-            )
-        )
+        await self._s.execute(_insert_token(token))
 
     async def get_token_by_hash(self, token_hash: str) -> RefreshToken | None:
         row = (
@@ -479,3 +479,152 @@ class SqlResetTokenRepository:
             delete(password_reset_tokens).where(password_reset_tokens.c.id.in_(ids))
         )
         return _rowcount(result)
+
+
+def _insert_session_if_generation(session: Session, generation: int) -> Insert:
+    """``INSERT … SELECT … WHERE`` the user's generation is still ``generation``."""
+    source = select(
+        literal(session.id),
+        literal(session.user_id),
+        literal(session.created_at, auth_sessions.c.created_at.type),
+        literal(session.last_used_at, auth_sessions.c.last_used_at.type),
+        literal(session.expires_at, auth_sessions.c.expires_at.type),
+        literal(session.user_agent, auth_sessions.c.user_agent.type),
+        literal(session.ip, auth_sessions.c.ip.type),
+    ).where(
+        select(users.c.id)
+        .where(users.c.id == session.user_id, users.c.generation == generation)
+        .exists()
+    )
+    return insert(auth_sessions).from_select(
+        ["id", "user_id", "created_at", "last_used_at", "expires_at", "user_agent", "ip"],
+        source,
+    )
+
+
+def _insert_token(token: RefreshToken) -> Insert:
+    return insert(refresh_tokens).values(
+        id=token.id,
+        session_id=token.session_id,
+        user_id=token.user_id,
+        token_hash=token.token_hash,
+        created_at=token.created_at,
+        revoked_at=token.revoked_at,
+    )
+
+
+class UnitOfWorkSessionStarts:
+    """``SessionStarts`` as one unit of work: the user row share-locked on PostgreSQL (see
+    ``add_session_if_generation``), the session, its token, the commit."""
+
+    def __init__(self, uow: Callable[[], AuthUnitOfWork]) -> None:
+        self._uow = uow
+
+    async def start(self, session: Session, token: RefreshToken, generation: int) -> bool:
+        async with self._uow() as uow:
+            if not await uow.sessions.add_session_if_generation(session, generation):
+                return False
+            await uow.sessions.add_token(token)
+            await uow.commit()
+        return True
+
+
+def _bind(column: Any) -> Any:
+    return bindparam(column.name, type_=column.type)
+
+
+# A login's step on PostgreSQL as one statement: share-lock the user row while its generation
+# still matches, insert the session from it, insert the token from the session. No row
+# matches: nothing is inserted.
+_user_id = bindparam("user_id", type_=users.c.id.type)
+_locked_user = (
+    select(users.c.id)
+    .where(users.c.id == _user_id, users.c.generation == bindparam("generation"))
+    .with_for_update(read=True)
+    .cte("locked_user")
+)
+_new_session = (
+    insert(auth_sessions)
+    .from_select(
+        ["id", "user_id", "created_at", "last_used_at", "expires_at", "user_agent", "ip"],
+        select(
+            bindparam("session_id", type_=auth_sessions.c.id.type),
+            _locked_user.c.id,
+            *(_bind(auth_sessions.c[name]) for name in ("created_at", "last_used_at")),
+            *(_bind(auth_sessions.c[name]) for name in ("expires_at", "user_agent", "ip")),
+        ),
+    )
+    .returning(auth_sessions.c.id)
+    .cte("new_session")
+)
+_START_SESSION = insert(refresh_tokens).from_select(
+    ["id", "session_id", "user_id", "token_hash", "created_at"],
+    select(
+        bindparam("token_id", type_=refresh_tokens.c.id.type),
+        _new_session.c.id,
+        _user_id,
+        _bind(refresh_tokens.c.token_hash),
+        bindparam("token_created_at", type_=refresh_tokens.c.created_at.type),
+    ),
+)
+
+
+class SqlSessionStarts:
+    """``SessionStarts`` on PostgreSQL, on a Core connection: ``BEGIN``, one statement (the
+    user row share-locked while its generation matches, the session, the token), ``COMMIT``;
+    three round trips where a unit of work takes five. A reset or change that updates the
+    user row either committed before (no row matches) or waits for this commit and then
+    revokes the new session with the others."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def start(self, session: Session, token: RefreshToken, generation: int) -> bool:
+        params = {
+            "user_id": session.user_id,
+            "generation": generation,
+            "session_id": session.id,
+            "created_at": session.created_at,
+            "last_used_at": session.last_used_at,
+            "expires_at": session.expires_at,
+            "user_agent": session.user_agent,
+            "ip": session.ip,
+            "token_id": token.id,
+            "token_hash": token.token_hash,
+            "token_created_at": token.created_at,
+        }
+        try:
+            async with self._db.engine.begin() as conn:
+                result = await conn.execute(_START_SESSION, params)
+        except Exception as exc:
+            translated = translate_error(exc)
+            if translated is not None:
+                raise translated from exc
+            raise
+        return _rowcount(result) == 1
+
+
+class GroupCommitSessionStarts:
+    """``SessionStarts`` on embedded SQLite: the same statements as a unit of work's
+    ``add_session_if_generation`` and ``add_token``, run by the group commit writer in one hop
+    to its thread, in a transaction shared with concurrent writes. The generation check holds
+    because the writer's transaction owns SQLite's write lock (``BEGIN IMMEDIATE``), which a
+    password reset or change also needs for its update."""
+
+    def __init__(self, writer: SqliteGroupCommit) -> None:
+        self._writer = writer
+
+    async def start(self, session: Session, token: RefreshToken, generation: int) -> bool:
+        def write(conn: Connection) -> bool:
+            if _rowcount(conn.execute(_insert_session_if_generation(session, generation))) != 1:
+                return False
+            conn.execute(_insert_token(token))
+            return True
+
+        try:
+            return await self._writer.run(write)
+        except Exception as exc:
+            translated = translate_error(exc)
+            if translated is not None:
+                raise translated from exc
+            raise

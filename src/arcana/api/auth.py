@@ -43,9 +43,10 @@ _BROWSER_DOC = (
 
 def _client(request: Request) -> ClientInfo:
     # The peer address as the server sees it. Behind a proxy listed in
-    # ARCANA_FORWARDED_ALLOW_IPS, uvicorn's proxy-headers support has already replaced it with
-    # the right-most X-Forwarded-For entry not added by a trusted proxy (never the left-most,
-    # which the client writes itself); the limits key on it.
+    # ARCANA_FORWARDED_ALLOW_IPS, uvicorn's proxy-headers middleware (on either HTTP server,
+    # see cli/http_server.py) has already replaced it with the right-most X-Forwarded-For
+    # entry not added by a trusted proxy (never the left-most, which the client writes
+    # itself); the limits key on it.
     host = request.client.host if request.client is not None else "unknown"
     return ClientInfo(ip=host, user_agent=request.headers.get("user-agent"))
 

@@ -105,11 +105,17 @@ def _clean_validation_errors(raw: list[Any]) -> list[dict[str, Any]]:
     return out
 
 
-async def _on_arcana_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, errors.ArcanaError)
+def arcana_error_answer(exc: errors.ArcanaError, request: Request | None) -> Response:
+    """The answer to an ``ArcanaError`` raised by a route (or a fast path standing in for one),
+    logged when it is an internal error."""
     if status_for(exc) >= 500 and not isinstance(exc, errors.ServiceUnavailable):
         log.error("internal error: %s", exc, exc_info=exc)
     return arcana_error_response(exc, request)
+
+
+async def _on_arcana_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, errors.ArcanaError)
+    return arcana_error_answer(exc, request)
 
 
 async def _on_validation_error(_request: Request, exc: Exception) -> Response:

@@ -17,9 +17,10 @@ import orjson
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from starlette.routing import BaseRoute, Match
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from arcana.api.deps import AdminPrincipal, ServicesDep
+from arcana.api.errors import arcana_error_answer
 from arcana.api.product_json import PAGE_JSON, PRODUCT_JSON, product_to_json
 from arcana.api.schemas_products import (
     ProductCreate,
@@ -31,6 +32,7 @@ from arcana.api.schemas_products import (
     json_body,
     text_limits,
 )
+from arcana.domain.identity import Role
 from arcana.domain.products import (
     CATEGORY,
     CHANGEABLE,
@@ -46,6 +48,7 @@ from arcana.domain.products import (
 )
 from arcana.domain.timestamps import iso_z
 from arcana.errors import ArcanaError, ValidationFailed
+from arcana.services.identity import IdentityService
 
 router = APIRouter(prefix="/products", tags=["products"])
 
@@ -217,27 +220,43 @@ async def delete_product(
 
 _CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 _JSON_HEADER = (b"content-type", b"application/json")
+_STOCK_SUFFIX = "/stock"
 
 
-class CachedProductFastPath:
-    """Pure-ASGI fast path for cache hits of ``GET {prefix}/products/{id}`` and of list pages
-    (``GET {prefix}/products?page=&size=&category=&status=``).
+class ProductFastPaths:
+    """Pure-ASGI fast paths for the hot product routes, before FastAPI's routing and dependency
+    machinery runs (in profiles they cost more than the work of these routes):
 
-        A hit is answered with the cached bytes before FastAPI's routing and dependency machinery
-        runs (they cost more than the hit itself). Anything else — a miss, a non-canonical id, any
-        other route — goes on to the normal route unchanged, which answers the same bytes. It sits
-        inside ``RequestContextMiddleware``, so request ids and HTTP metrics still apply; the route
-        is put in the scope so metrics carry the route template.
+    - cache hits of ``GET {prefix}/products/{id}`` and of list pages
+      (``GET {prefix}/products?page=&size=&category=&status=``), answered with the cached bytes;
+    - ``POST {prefix}/products/{id}/stock`` with a plain ``Bearer`` token of an admin and a
+      ``Content-Length`` body that is a valid change (see ``_stock``).
+
+    Anything else — a miss, a non-canonical id, a request that fails authentication or
+    validation, any other route — goes on to the normal route unchanged (with the body it
+    already read), which answers exactly as before. It sits inside ``RequestContextMiddleware``,
+    so request ids, the body limit and HTTP metrics still apply; the route is put in the scope
+    so metrics carry the route template.
     """
 
     def __init__(self, app: ASGIApp, prefix: str) -> None:
         self.app = app
         self.prefix = f"{prefix}{router.prefix}/"
         self._length = len(self.prefix) + 36
+        self._stock_length = self._length + len(_STOCK_SUFFIX)
         self._list_path = f"{prefix}{router.prefix}"
         self._routes: dict[str, BaseRoute] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            target: str = scope["path"]
+            if (
+                len(target) == self._stock_length
+                and target.endswith(_STOCK_SUFFIX)
+                and target.startswith(self.prefix)
+            ):
+                await self._stock(scope, receive, send, target[len(self.prefix) : self._length])
+                return
         if scope["type"] == "http" and scope["method"] == "GET":
             path: str = scope["path"]
             body: bytes | None = None
@@ -266,8 +285,74 @@ class CachedProductFastPath:
                 return
         await self.app(scope, receive, send)
 
+    async def _stock(self, scope: Scope, receive: Receive, send: Send, product_id: str) -> None:
+        """The stock route's work without FastAPI's: the same bearer check and role check as
+        ``AdminPrincipal``, the same body rules as ``update_stock``, the same service call and
+        the same answers. Only once the change is under way are errors answered here (by the
+        app's own error rendering): before that, nothing has happened, and the normal route
+        answers (401, 403 and 422 in the contract's order)."""
+        services = scope["app"].state.services
+        token: str | None = None
+        content_length = -1
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                scheme, _, credentials = value.decode("latin-1").partition(" ")
+                # HTTPBearer's parsing, for the plain form only; other forms take the route.
+                if scheme.lower() == "bearer" and credentials and " " not in credentials:
+                    token = credentials
+            elif name == b"content-length":
+                content_length = int(value) if value.isdigit() else -1
+        if token is None or content_length < 0 or not _CANONICAL_UUID.fullmatch(product_id):
+            await self.app(scope, receive, send)
+            return
+        try:
+            principal = IdentityService.require_role(
+                await services.identity.authenticate(token), Role.ADMIN
+            )
+        except ArcanaError:
+            await self.app(scope, receive, send)
+            return
+        chunks: list[bytes] = []
+        more = True
+        while more:
+            try:
+                message = await receive()
+            except ArcanaError as exc:  # the body limit, as the route would answer it
+                await arcana_error_answer(exc, None)(scope, receive, send)
+                return
+            if message["type"] != "http.request":  # the client left: let the route see it
+                await self.app(scope, _replay(b"".join(chunks), message, receive), send)
+                return
+            chunks.append(message.get("body", b""))
+            more = message.get("more_body", False)
+        raw = b"".join(chunks)
+        try:
+            body = orjson.loads(raw)
+            change = require(body, QUANTITY_CHANGE.field) if isinstance(body, dict) else None
+        except (orjson.JSONDecodeError, ArcanaError):
+            change = None
+        if change is None:
+            await self.app(scope, _replay(raw, None, receive), send)
+            return
+        scope["route"] = self._find_route(scope["app"], scope)
+        try:
+            product = await services.products.adjust_stock(principal.user_id, product_id, change)
+        except ArcanaError as exc:
+            await arcana_error_answer(exc, Request(scope))(scope, receive, send)
+            return
+        answer = product_to_json(product)
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-length", str(len(answer)).encode()), _JSON_HEADER],
+            }
+        )
+        await send({"type": "http.response.body", "body": answer})
+
     def _find_route(self, app: Any, scope: Scope) -> BaseRoute | None:
-        key = "list" if scope["path"] == self._list_path else "item"
+        path = scope["path"]
+        key = "list" if path == self._list_path else "stock" if path.endswith("/stock") else "item"
         if key not in self._routes:
             routes: list[BaseRoute] = app.router.routes
             for route in routes:
@@ -276,6 +361,19 @@ class CachedProductFastPath:
                     self._routes[key] = route
                     break
         return self._routes.get(key)
+
+
+def _replay(body: bytes, pending: Message | None, receive: Receive) -> Receive:
+    """``receive`` for the route after the fast path read the body: the body first, then
+    ``pending`` (a message read after it), then the client's own."""
+    queue: list[Message] = [{"type": "http.request", "body": body, "more_body": False}]
+    if pending is not None:
+        queue.append(pending)
+
+    async def replayed() -> Message:
+        return queue.pop(0) if queue else await receive()
+
+    return replayed
 
 
 _LIST_PARAMS = frozenset({b"page", b"size", b"category", b"status"})

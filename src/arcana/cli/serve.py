@@ -1,16 +1,15 @@
-"""``arcana serve``: HTTP (uvicorn) and gRPC in one process, plus the background runtime in
-embedded mode (or with ``--with-worker``)."""
+"""``arcana serve``: HTTP (uvicorn or granian, see ``cli/http_server.py``) and gRPC in one
+process, plus the background runtime in embedded mode (or with ``--with-worker``)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import logging
 import signal
-import socket
 import subprocess
 import sys
-from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import typer
@@ -20,50 +19,27 @@ from arcana.cli.console import fail, load_settings
 from arcana.config import reveal
 
 if TYPE_CHECKING:
-    import uvicorn
-
     from arcana.config import Settings
     from arcana.rpc.server import GrpcServer
 
 log = logging.getLogger("arcana.serve")
 
 
-def _server(config: uvicorn.Config) -> uvicorn.Server:
-    """uvicorn re-raises a captured SIGTERM once it has stopped, which would end the process
-    before the gRPC server, background tasks and pools are closed. Signals are handled by
-    ``serve()`` instead, so shutdown runs to the end and the process exits 0."""
-    import uvicorn
+class ServerName(enum.StrEnum):
+    """``--server``: the HTTP server (``ARCANA_HTTP_SERVER``)."""
 
-    class _Server(uvicorn.Server):
-        @contextlib.contextmanager
-        def capture_signals(self) -> Iterator[None]:
-            yield
-
-    return _Server(config)
-
-
-def _reuse_port_socket(host: str, port: int) -> socket.socket:
-    """The HTTP listening socket of one of several ``--workers`` processes: each binds the
-    same port with SO_REUSEPORT and the kernel spreads new connections across them."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.bind((host, port))
-    sock.listen(2048)
-    sock.set_inheritable(True)
-    return sock
+    uvicorn = "uvicorn"
+    granian = "granian"
 
 
 async def serve(settings: Settings, *, with_worker: bool, reuse_port: bool = False) -> None:
-    """The lifecycle of ``arcana.lifecycle`` around uvicorn and gRPC: build, start (the API
-    loops, and the worker loops in embedded mode or with ``--with-worker``), serve until a
-    signal, drain, stop."""
+    """The lifecycle of ``arcana.lifecycle`` around the HTTP server and gRPC: build, start
+    (the API loops, and the worker loops in embedded mode or with ``--with-worker``), serve
+    until a signal, drain, stop."""
     # Imported here, not at module level: ``arcana --help`` and the other commands must not
-    # pay for uvicorn, FastAPI, grpc and the composition root.
-    import uvicorn
-
+    # pay for uvicorn, granian, FastAPI, grpc and the composition root.
     from arcana.api.app import create_app
+    from arcana.cli import http_server
     from arcana.lifecycle import Lifecycle
     from arcana.rpc.server import start_grpc
 
@@ -73,27 +49,18 @@ async def serve(settings: Settings, *, with_worker: bool, reuse_port: bool = Fal
     except Exception as exc:
         await process.stop()
         raise fail(f"start-up failed: {exc}") from None
-    app = create_app(process.app)
-    config = uvicorn.Config(
-        app,
-        host=settings.http.host,
-        port=settings.http.port,
-        loop="none",
-        http="httptools",
-        lifespan="on",
-        access_log=False,
-        log_config=None,
-        timeout_graceful_shutdown=int(settings.shutdown_timeout),
-        server_header=False,
-        proxy_headers=True,
-        forwarded_allow_ips=settings.http.forwarded_allow_ips,
-    )
-    server = _server(config)
+    try:
+        server = http_server.build(create_app(process.app), settings, reuse_port=reuse_port)
+    except OSError as exc:
+        await process.stop()
+        raise fail(
+            f"HTTP server cannot listen on {settings.http.host}:{settings.http.port}: {exc}"
+        ) from None
     loop = asyncio.get_running_loop()
 
     def on_signal(sig: int) -> None:
         process.drain()
-        server.handle_exit(sig, None)
+        server.stop(sig)
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal, sig)
@@ -113,12 +80,10 @@ async def serve(settings: Settings, *, with_worker: bool, reuse_port: bool = Fal
             extra={
                 "http": f"{settings.http.host}:{settings.http.port}",
                 "embedded": settings.embedded,
+                "server": settings.http.server,
             },
         )
-        if reuse_port:
-            await server.serve(sockets=[_reuse_port_socket(settings.http.host, settings.http.port)])
-        else:
-            await server.serve()
+        await server.serve()
     finally:
         if grpc_server is not None:
             await grpc_server.stop(settings.shutdown_timeout)
@@ -183,6 +148,11 @@ def register(app: typer.Typer) -> None:
             min=1,
             help="Processes sharing the HTTP and gRPC ports (SO_REUSEPORT); needs Redis.",
         ),
+        server: ServerName = typer.Option(
+            None,
+            "--server",
+            help="HTTP server: uvicorn or granian [env ARCANA_HTTP_SERVER, default uvicorn]",
+        ),
         reuse_port: bool = typer.Option(False, "--reuse-port", hidden=True),
     ) -> None:
         """Run the HTTP API and gRPC server. Without ARCANA_REDIS_URL (embedded mode) the job
@@ -190,7 +160,12 @@ def register(app: typer.Typer) -> None:
         settings = load_settings()
         updates = {
             k: v
-            for k, v in {"http_host": host, "http_port": port, "grpc_port": grpc_port}.items()
+            for k, v in {
+                "http_host": host,
+                "http_port": port,
+                "grpc_port": grpc_port,
+                "http_server": server.value if server is not None else None,
+            }.items()
             if v is not None
         }
         if updates:
@@ -206,6 +181,7 @@ def register(app: typer.Typer) -> None:
             child_args = ["--reuse-port", "--host", settings.http.host]
             child_args += ["--port", str(settings.http.port)]
             child_args += ["--grpc-port", str(settings.grpc.port)]
+            child_args += ["--server", settings.http.server]
             if with_worker:
                 child_args.append("--with-worker")
             raise typer.Exit(supervise(workers, child_args))

@@ -178,6 +178,15 @@ STATUS_PATTERN = r"^\s*(" + "|".join(_any_case(s.value) for s in ProductStatus) 
 """``ProductStatus.parse`` as a regular expression, for published schemas."""
 
 
+_CANONICAL_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def is_canonical_product_id(value: str) -> bool:
+    """Whether ``value`` is already what ``parse_product_id`` would return (a hot path can then
+    skip parsing it)."""
+    return _CANONICAL_ID.fullmatch(value) is not None
+
+
 def parse_product_id(value: Any) -> str:
     """The canonical (lowercase, hyphenated) form of a product id; malformed → 422."""
     try:
@@ -387,7 +396,7 @@ class StockChange:
 
 LevelEvents = Callable[[int, int], list[DomainEvent]]
 """The stock level events of a change, from the stock before and after it (``stock_events``
-of one product)."""
+of one product). Empty for any change that leaves at least ``QUIET_STOCK`` in stock."""
 
 
 class StockChanges(Protocol):
@@ -425,6 +434,12 @@ class ProductUnitOfWork(Protocol):
         ...
 
     async def commit(self) -> None: ...
+
+
+QUIET_STOCK = LOW_STOCK_THRESHOLD + 1
+"""``stock_events`` records nothing for a change that leaves at least this much in stock, so
+a store can commit such a change and its ``product.updated`` row in one statement without
+knowing the stock beforehand."""
 
 
 def stock_events(product_id: str, before: int, after: int) -> list[DomainEvent]:

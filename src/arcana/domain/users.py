@@ -210,6 +210,17 @@ class SessionRepository(Protocol):
         ...
 
 
+class SessionStarts(Protocol):
+    """A login's writes in one step: the new session and its first refresh token, only while
+    the user's token generation is still ``generation`` (atomically with respect to a
+    concurrent password reset or change). False, and nothing written, when it moved on.
+
+    A port of its own, beside ``SessionRepository``, so a backend can run the whole step in
+    one go (the SQLite group commit) instead of a unit of work's statements one by one."""
+
+    async def start(self, session: Session, token: RefreshToken, generation: int) -> bool: ...
+
+
 class ResetTokenRepository(Protocol):
     async def add(self, token: ResetToken) -> None: ...
 

@@ -1,15 +1,24 @@
-"""Server interceptors, outermost first: metrics → logging (request id) → deadline → errors →
-auth. Each wraps the unary handler of the call; the principal reaches the servicer through a
-context variable."""
+"""What every unary call goes through, outermost first: tracing span → metrics → request id
+(logging) → deadline → error mapping → auth (writes) → malformed-request check → servicer.
+
+These are not ``grpc.aio.ServerInterceptor``s: with any interceptor installed, grpc.aio awaits
+``intercept_service`` (and a continuation chain) on every call just to find the handler, and a
+handler wrapped layer by layer costs one coroutine per layer per call. Instead ``Instrumented``
+stands in for the server while the services register: each unary-unary handler is replaced
+once, at registration, by one handler that does all of the above inline with its method's
+metric children, name and auth rule already looked up. Streaming methods (reflection, health's
+``Watch``) pass through unchanged, as they did through the interceptors. The principal reaches
+the servicer through a context variable.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextvars
 import logging
+import os
 import time
-import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import grpc
@@ -25,67 +34,20 @@ from arcana.services.identity import IdentityService
 log = logging.getLogger("arcana.rpc")
 
 Handler = Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
-Wrapper = Callable[[Handler, str], Handler]
 
 current_principal: contextvars.ContextVar[Principal | None] = contextvars.ContextVar(
     "grpc_principal", default=None
 )
 
+# Status codes that are the client's doing: not logged, not a span error.
+_QUIET = frozenset({"OK", "NOT_FOUND", "INVALID_ARGUMENT"})
+_NOT_SPAN_ERRORS = frozenset({"OK", "NOT_FOUND", "INVALID_ARGUMENT", "ALREADY_EXISTS"})
+_perf_counter = time.perf_counter
+_UNTRACED = object()  # ``handler`` called by grpc, not yet inside a span
+
 
 def _short(method: str) -> str:
     return method.rsplit("/", 1)[-1]
-
-
-class _UnaryInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    """Applies ``wrap`` to the unary-unary behaviour of each method (others pass through)."""
-
-    def __init__(self, wrap: Wrapper) -> None:
-        self._wrap = wrap
-        self._cache: dict[str, grpc.RpcMethodHandler] = {}
-
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        # intercept_service runs on every call; the wrapped handler of a method never changes,
-        # so it is built once per method.
-        cached = self._cache.get(details.method)
-        if cached is not None:
-            return cached
-        handler = await continuation(details)
-        if handler is None or handler.unary_unary is None:
-            return handler
-        behaviour = handler.unary_unary
-        deserializer = handler.request_deserializer
-        if deserializer is not None and not getattr(deserializer, "_tolerant", False):
-            # Innermost layer: bytes that do not parse reach the servicer as ``Malformed`` and
-            # are refused after authentication, like any invalid input.
-            deserializer = _tolerant(deserializer)
-            behaviour = _reject_malformed(behaviour)
-        wrapped = grpc.unary_unary_rpc_method_handler(
-            self._wrap(behaviour, details.method),
-            request_deserializer=deserializer,
-            response_serializer=handler.response_serializer,
-        )
-        self._cache[details.method] = wrapped
-        return wrapped
-
-
-def chain(*interceptors: grpc.aio.ServerInterceptor) -> grpc.aio.ServerInterceptor:
-    """The given interceptors (outermost first) as one: grpc.aio awaits every interceptor's
-    ``intercept_service`` on every call, so five layers cost five extra awaits per call before
-    the handler runs; chained, the handler is composed once per method and looked up once."""
-    wraps = [i._wrap for i in interceptors if isinstance(i, _UnaryInterceptor)]
-    if len(wraps) != len(interceptors):
-        raise TypeError("chain() takes interceptors built by this module")
-
-    def wrap(inner: Handler, method: str) -> Handler:
-        for each in reversed(wraps):
-            inner = each(inner, method)
-        return inner
-
-    return _UnaryInterceptor(wrap)
 
 
 class Malformed:
@@ -97,7 +59,7 @@ class Malformed:
 
 def _tolerant(deserializer: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
     """grpc answers UNKNOWN (and logs a trace) when deserializing fails; this one hands the
-    servicer chain a ``Malformed`` instead, so the client gets INVALID_ARGUMENT."""
+    handler a ``Malformed`` instead, so the client gets INVALID_ARGUMENT."""
 
     def deserialize(data: bytes) -> Any:
         try:
@@ -105,17 +67,7 @@ def _tolerant(deserializer: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
         except Exception as exc:
             return Malformed(type(exc).__name__)
 
-    deserialize._tolerant = True  # type: ignore[attr-defined]
     return deserialize
-
-
-def _reject_malformed(inner: Handler) -> Handler:
-    async def handler(request: Any, context: grpc.aio.ServicerContext) -> Any:
-        if isinstance(request, Malformed):
-            raise ValidationFailed(f"The request is not a valid protobuf message ({request.error})")
-        return await inner(request, context)
-
-    return handler
 
 
 def _status_of(context: grpc.aio.ServicerContext, exc: BaseException | None) -> str:
@@ -134,148 +86,186 @@ def _status_of(context: grpc.aio.ServicerContext, exc: BaseException | None) -> 
     return name if isinstance(name, str) else str(code)
 
 
-def metrics_interceptor() -> grpc.aio.ServerInterceptor:
-    def wrap(inner: Handler, method: str) -> Handler:
-        name = _short(method)
-        latency = GRPC_LATENCY.labels(name)
-
-        async def measured(
-            request: Any, context: grpc.aio.ServicerContext, current: Any = None
-        ) -> Any:
-            t0 = time.perf_counter()
-            exc: BaseException | None = None
-            try:
-                return await inner(request, context)
-            except BaseException as e:
-                exc = e
-                raise
-            finally:
-                latency.observe(time.perf_counter() - t0)
-                code = _status_of(context, exc)
-                GRPC_REQUESTS.labels(name, code).inc()
-                if current is not None:
-                    tracing.set_attributes(current, {"rpc.grpc.status_code": code})
-                    if code not in ("OK", "NOT_FOUND", "INVALID_ARGUMENT", "ALREADY_EXISTS"):
-                        tracing.set_error(current, code)
-
-        async def handler(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            if not tracing.ENABLED:
-                return await measured(request, context)
-            parent = None
-            for key, value in context.invocation_metadata() or ():
-                if key == "traceparent":
-                    parent = str(value)[:128]
-            with tracing.span(
-                f"grpc {method}",
-                {"rpc.system": "grpc", "rpc.method": name},
-                kind="server",
-                parent=parent,
-            ) as current:
-                return await measured(request, context, current)
-
-        return handler
-
-    return _UnaryInterceptor(wrap)
+def _bearer(metadata: Sequence[tuple[str, Any]]) -> str | None:
+    """The token of the ``authorization`` metadata (the last one wins), ``None`` if absent."""
+    token = None
+    for key, value in metadata:
+        if key == "authorization" and isinstance(value, str):
+            scheme, _, credentials = value.partition(" ")
+            if scheme.lower() != "bearer" or not credentials.strip():
+                raise Unauthorized("Malformed authorization metadata")
+            token = credentials.strip()
+    return token
 
 
-def logging_interceptor() -> grpc.aio.ServerInterceptor:
-    """Request id from ``x-request-id`` metadata (or a new one), echoed in trailing metadata
-    and bound to the log context; failures are logged with it."""
+def instrument(
+    behaviour: Handler, method: str, identity: IdentityService, admin_methods: frozenset[str]
+) -> Handler:
+    """``behaviour`` (a unary-unary servicer method) with every layer of the module docstring,
+    built once per method."""
+    name = _short(method)
+    span_name = f"grpc {method}"
+    span_attributes = {"rpc.system": "grpc", "rpc.method": name}
+    latency = GRPC_LATENCY.labels(name)
+    counters: dict[str, Any] = {}  # status code → its counter child (``labels`` per call costs)
+    admin_only = name in admin_methods
 
-    def wrap(inner: Handler, method: str) -> Handler:
-        async def handler(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            request_id = ""
-            for key, value in context.invocation_metadata() or ():
-                if key == "x-request-id" and isinstance(value, str) and 0 < len(value) <= 128:
-                    request_id = value
-            request_id = request_id or uuid.uuid4().hex
-            context.set_trailing_metadata((("x-request-id", request_id),))
-            structlog.contextvars.bind_contextvars(request_id=request_id)
-            try:
-                return await inner(request, context)
-            finally:
-                code = _status_of(context, None)
-                if code not in ("OK", "NOT_FOUND", "INVALID_ARGUMENT"):
-                    log.info("grpc %s -> %s", method, code, extra={"request_id": request_id})
-                structlog.contextvars.unbind_contextvars("request_id")
+    def count(code: str) -> None:
+        counter = counters.get(code)
+        if counter is None:
+            counter = counters[code] = GRPC_REQUESTS.labels(name, code)
+        counter.inc()
 
-        return handler
-
-    return _UnaryInterceptor(wrap)
-
-
-def deadline_interceptor() -> grpc.aio.ServerInterceptor:
-    """A call past its deadline stops its work (the task is cancelled at the deadline)."""
-
-    def wrap(inner: Handler, method: str) -> Handler:
-        async def handler(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            remaining = context.time_remaining()
-            if remaining is None:
-                return await inner(request, context)
-            try:
-                async with asyncio.timeout(max(remaining, 0.0)):
-                    return await inner(request, context)
-            except TimeoutError:
-                await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline exceeded")
-
-        return handler
-
-    return _UnaryInterceptor(wrap)
-
-
-def error_interceptor() -> grpc.aio.ServerInterceptor:
-    """Domain errors → status codes with a readable message; anything else → INTERNAL with a
-    generic message (the trace is logged, never sent)."""
-
-    def wrap(inner: Handler, method: str) -> Handler:
-        async def handler(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            try:
-                return await inner(request, context)
-            except ArcanaError as exc:
-                code = status_for(exc)
-                if code is grpc.StatusCode.INTERNAL:
-                    log.error("internal error in %s", method, exc_info=exc)
-                await context.abort(code, message_for(exc))
-            except (asyncio.CancelledError, grpc.aio.AbortError, TimeoutError):
-                raise
-            except Exception:
-                log.exception("unhandled error in %s", method)
-                await context.abort(
-                    grpc.StatusCode.INTERNAL, "INTERNAL: An unexpected error occurred"
-                )
-
-        return handler
-
-    return _UnaryInterceptor(wrap)
-
-
-def auth_interceptor(
-    identity: IdentityService, admin_methods: frozenset[str]
-) -> grpc.aio.ServerInterceptor:
-    """Same token rules as REST (``services.identity``): writes need an admin bearer in the
-    ``authorization`` metadata; reads are public."""
-
-    def wrap(inner: Handler, method: str) -> Handler:
-        if _short(method) not in admin_methods:
-            return inner
-
-        async def handler(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            token = None
-            for key, value in context.invocation_metadata() or ():
-                if key == "authorization" and isinstance(value, str):
-                    scheme, _, credentials = value.partition(" ")
-                    if scheme.lower() != "bearer" or not credentials.strip():
-                        raise Unauthorized("Malformed authorization metadata")
-                    token = credentials.strip()
-            principal = await identity.authenticate(token)
+    async def guarded(
+        request: Any, context: grpc.aio.ServicerContext, metadata: Sequence[tuple[str, Any]]
+    ) -> Any:
+        """Errors → status codes; auth on admin methods; malformed bytes refused after auth."""
+        try:
+            if not admin_only:
+                if isinstance(request, Malformed):
+                    raise ValidationFailed(
+                        f"The request is not a valid protobuf message ({request.error})"
+                    )
+                return await behaviour(request, context)
+            principal = await identity.authenticate(_bearer(metadata))
             if not principal.has_role(Role.ADMIN):
                 raise Forbidden(f"Requires role '{Role.ADMIN}'")
+            if isinstance(request, Malformed):
+                raise ValidationFailed(
+                    f"The request is not a valid protobuf message ({request.error})"
+                )
             reset = current_principal.set(principal)
             try:
-                return await inner(request, context)
+                return await behaviour(request, context)
             finally:
                 current_principal.reset(reset)
+        except ArcanaError as exc:
+            code = status_for(exc)
+            if code is grpc.StatusCode.INTERNAL:
+                log.error("internal error in %s", method, exc_info=exc)
+            await context.abort(code, message_for(exc))
+        except (asyncio.CancelledError, grpc.aio.AbortError, TimeoutError):
+            raise
+        except Exception:
+            log.exception("unhandled error in %s", method)
+            await context.abort(grpc.StatusCode.INTERNAL, "INTERNAL: An unexpected error occurred")
 
-        return handler
+    async def handler(
+        request: Any, context: grpc.aio.ServicerContext, current: Any = _UNTRACED
+    ) -> Any:
+        """Metrics, the request id (from ``x-request-id`` metadata or a new one, echoed in the
+        trailing metadata, bound to the log context) and the deadline (a call past it stops
+        its work: the task is cancelled at the deadline). grpc calls it with two arguments;
+        with tracing on, ``traced`` calls it again inside the span."""
+        if current is _UNTRACED:
+            if tracing.ENABLED:
+                return await traced(request, context)
+            current = None
+        t0 = _perf_counter()
+        exc: BaseException | None = None
+        metadata = context.invocation_metadata() or ()
+        request_id = ""
+        for key, value in metadata:
+            if key == "x-request-id" and isinstance(value, str) and 0 < len(value) <= 128:
+                request_id = value
+        # 32 hex digits like ``uuid4().hex``, without building a UUID object (~8x the cost).
+        request_id = request_id or os.urandom(16).hex()
+        context.set_trailing_metadata((("x-request-id", request_id),))
+        structlog.contextvars.bind_contextvars(request_id=request_id)
+        try:
+            remaining = context.time_remaining()
+            if remaining is None:
+                return await guarded(request, context, metadata)
+            try:
+                async with asyncio.timeout(max(remaining, 0.0)):
+                    return await guarded(request, context, metadata)
+            except TimeoutError:
+                await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline exceeded")
+        except BaseException as e:
+            exc = e
+            raise
+        finally:
+            code = _status_of(context, exc)
+            if code not in _QUIET:
+                log.info("grpc %s -> %s", method, code, extra={"request_id": request_id})
+            structlog.contextvars.unbind_contextvars("request_id")
+            latency.observe(_perf_counter() - t0)
+            count(code)
+            if current is not None:
+                tracing.set_attributes(current, {"rpc.grpc.status_code": code})
+                if code not in _NOT_SPAN_ERRORS:
+                    tracing.set_error(current, code)
 
-    return _UnaryInterceptor(wrap)
+    async def traced(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        parent = None
+        for key, value in context.invocation_metadata() or ():
+            if key == "traceparent":
+                parent = str(value)[:128]
+        with tracing.span(span_name, span_attributes, kind="server", parent=parent) as current:
+            return await handler(request, context, current)
+
+    return handler
+
+
+class _InstrumentedGeneric(grpc.GenericRpcHandler):  # type: ignore[misc]
+    def __init__(self, inner: grpc.GenericRpcHandler, owner: Instrumented) -> None:
+        self._inner = inner
+        self._owner = owner
+
+    def service(self, details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
+        return self._owner.wrap(details.method, self._inner.service(details))
+
+
+class Instrumented:
+    """Stands for a ``grpc.aio.Server`` while services register (the generated
+    ``add_…_to_server`` functions call only the two methods below): it registers them on the
+    server with every unary-unary handler instrumented once (``instrument``)."""
+
+    def __init__(
+        self,
+        server: grpc.aio.Server,
+        identity: IdentityService,
+        admin_methods: frozenset[str],
+        registered: frozenset[str],
+    ) -> None:
+        self._server = server
+        self._registered = registered
+        self._identity = identity
+        self._admin_methods = admin_methods
+        # One instrumented handler per method, shared by the registered and generic look-ups.
+        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
+
+    def wrap(
+        self, method: str, handler: grpc.RpcMethodHandler | None
+    ) -> grpc.RpcMethodHandler | None:
+        if handler is None or handler.unary_unary is None:
+            return handler
+        known = self._wrapped.get(method)
+        if known is not None and known[0] is handler:
+            return known[1]
+        deserializer = handler.request_deserializer
+        if deserializer is not None:
+            deserializer = _tolerant(deserializer)
+        wrapped = grpc.unary_unary_rpc_method_handler(
+            instrument(handler.unary_unary, method, self._identity, self._admin_methods),
+            request_deserializer=deserializer,
+            response_serializer=handler.response_serializer,
+        )
+        self._wrapped[method] = (handler, wrapped)
+        return wrapped
+
+    def add_generic_rpc_handlers(self, handlers: Sequence[grpc.GenericRpcHandler]) -> None:
+        self._server.add_generic_rpc_handlers(
+            tuple(_InstrumentedGeneric(h, self) for h in handlers)
+        )
+
+    def add_registered_method_handlers(
+        self, service: str, handlers: dict[str, grpc.RpcMethodHandler]
+    ) -> None:
+        wrapped = {
+            name: self.wrap(f"/{service}/{name}", h)
+            for name, h in handlers.items()
+            if f"/{service}/{name}" in self._registered
+        }
+        if wrapped:
+            self._server.add_registered_method_handlers(service, wrapped)

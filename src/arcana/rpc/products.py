@@ -15,12 +15,19 @@ from google.protobuf import empty_pb2
 from google.protobuf.message import Message
 from google.protobuf.message_factory import GetMessageClass
 
-from arcana.domain.products import NewProduct, Product, ProductChanges, ProductPage, ProductQuery
+from arcana.domain.products import (
+    NewProduct,
+    Product,
+    ProductChanges,
+    ProductPage,
+    ProductQuery,
+    is_canonical_product_id,
+)
 from arcana.domain.timestamps import iso_z
 from arcana.errors import Unauthorized, ValidationFailed
 from arcana.rpc.gen.arcana.product.v1 import product_pb2 as pb
 from arcana.rpc.gen.arcana.product.v1 import product_pb2_grpc as pb_grpc
-from arcana.rpc.interceptors import current_principal
+from arcana.rpc.interceptors import Instrumented, current_principal
 from arcana.services.app import Services
 from arcana.services.products import Encoding
 
@@ -69,7 +76,7 @@ def _serializer(message: type[Message]) -> Callable[[Message | bytes], bytes]:
     return serialized
 
 
-def add_product_service(servicer: pb_grpc.ProductServiceServicer, server: grpc.aio.Server) -> None:
+def add_product_service(servicer: pb_grpc.ProductServiceServicer, server: Instrumented) -> None:
     """What the generated ``add_ProductServiceServicer_to_server`` does, built from the service
     descriptor, except that each method may answer bytes of its response message."""
     handlers = {
@@ -98,8 +105,15 @@ class ProductServicer(pb_grpc.ProductServiceServicer):
         self._products = services.products
 
     async def GetProduct(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        """The serialized ``ProductResponse``, straight from the cache on a hit."""
-        return await self._products.get_encoded(request.id, PRODUCT_PB)
+        """The serialized ``ProductResponse``, straight from the cache on a hit. An id already
+        in canonical form skips parsing on the hit path (as REST's cached route does); any
+        other id, and a miss, take ``get_encoded`` (which counts the miss)."""
+        product_id = request.id
+        if is_canonical_product_id(product_id):
+            body = await self._products.cached_encoded(product_id, PRODUCT_PB)
+            if body is not None:
+                return body
+        return await self._products.get_encoded(product_id, PRODUCT_PB)
 
     async def ListProducts(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         query = ProductQuery.build(

@@ -29,6 +29,7 @@ from arcana.domain.users import (
     ResetToken,
     SecretSealer,
     Session,
+    SessionStarts,
     User,
 )
 from arcana.errors import (
@@ -112,8 +113,11 @@ class AuthService:
         quota: AttemptQuota,
         sealer: SecretSealer,
         clock: Clock | None = None,
+        session_starts: SessionStarts | None = None,
     ) -> None:
         self._uow = uow
+        self._session_starts = session_starts
+        """A login's session and token in one step (else, and for a rehash, a unit of work)."""
         self._users = users
         self._hasher = hasher
         self._tokens = tokens
@@ -176,25 +180,31 @@ class AuthService:
         if self._hasher.needs_rehash(user.password_hash):
             new_hash = await self._hasher.hash(password)
         now = self._clock.now()
-        async with self._uow() as uow:
-            session = Session(
-                id=str(uuid.uuid4()),
-                user_id=user.id,
-                created_at=now,
-                last_used_at=now,
-                expires_at=now + timedelta(seconds=self._policy.refresh_token_ttl),
-                user_agent=(client.user_agent or "")[:512] or None,
-                ip=client.ip[:64] or None,
-            )
-            # Only while the generation read at the start still holds: a password reset or
-            # change that committed meanwhile leaves this login without a session.
-            if not await uow.sessions.add_session_if_generation(session, user.generation):
-                AUTH_LOGINS.labels("failed").inc()
-                raise InvalidCredentials("Invalid email or password")
-            if new_hash is not None:
-                await uow.users.set_password(user.id, new_hash, now)
-            refresh = await self._new_refresh_token(uow, session)
-            await uow.commit()
+        session = Session(
+            id=str(uuid.uuid4()),
+            user_id=user.id,
+            created_at=now,
+            last_used_at=now,
+            expires_at=now + timedelta(seconds=self._policy.refresh_token_ttl),
+            user_agent=(client.user_agent or "")[:512] or None,
+            ip=client.ip[:64] or None,
+        )
+        refresh, token = self._refresh_token_for(session)
+        # Only while the generation read at the start still holds: a password reset or
+        # change that committed meanwhile leaves this login without a session.
+        if new_hash is None and self._session_starts is not None:
+            started = await self._session_starts.start(session, token, user.generation)
+        else:
+            async with self._uow() as uow:
+                started = await uow.sessions.add_session_if_generation(session, user.generation)
+                if started:
+                    if new_hash is not None:
+                        await uow.users.set_password(user.id, new_hash, now)
+                    await uow.sessions.add_token(token)
+                    await uow.commit()
+        if not started:
+            AUTH_LOGINS.labels("failed").inc()
+            raise InvalidCredentials("Invalid email or password")
         AUTH_LOGINS.labels("succeeded").inc()
         self._audit.emit(
             AuditEvent(
@@ -219,6 +229,13 @@ class AuthService:
             raise
 
     async def _new_refresh_token(self, uow: AuthUnitOfWork, session: Session) -> str:
+        raw, token = self._refresh_token_for(session)
+        await uow.sessions.add_token(token)
+        return raw
+
+    def _refresh_token_for(self, session: Session) -> tuple[str, RefreshToken]:
+        """A new refresh token of ``session``: the raw secret (for the client) and the row
+        (which keeps only its digest)."""
         raw = new_secret()
         token = RefreshToken(
             id=str(uuid.uuid4()),
@@ -227,8 +244,7 @@ class AuthService:
             token_hash=digest(raw),
             created_at=self._clock.now(),
         )
-        await uow.sessions.add_token(token)
-        return raw
+        return raw, token
 
     def _pair(self, user: User, session_id: str, refresh: str) -> TokenPair:
         access = self._tokens.issue(user.id, user.roles, user.generation, session_id=session_id)

@@ -10,6 +10,7 @@ would allow them quoted.
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 
@@ -57,8 +58,13 @@ def canonical_email(email: str) -> str:
         return unicodedata.normalize("NFC", email.strip()).lower()
 
 
+@functools.lru_cache(maxsize=4096)
 def valid_email(email: str, field: str = "email") -> str:
-    """The canonical form of a valid address, or ``ValidationFailed`` (422)."""
+    """The canonical form of a valid address, or ``ValidationFailed`` (422).
+
+    Memoized: a login checks its address three times (the request schema, the limiter key,
+    the look-up), and email-validator costs a few hundred microseconds a call. A pure
+    function of its input; refusals raise and are not remembered."""
     value = unicodedata.normalize("NFC", email.strip())
     problem: str | None = None
     if not value or _FORBIDDEN.search(value):

@@ -1,0 +1,293 @@
+# ruff: noqa: E402  (sys.path is cleaned before the imports)
+"""Cost of one ``POST /api/v1/products/{id}/stock``, counted, not timed.
+
+    .venv/bin/python bench/stock.py                                  # embedded SQLite
+    .venv/bin/python bench/stock.py --database-url postgresql+asyncpg://postgres@127.0.0.1:5432/DB
+    .venv/bin/python bench/stock.py --callgrind                      # + instructions (valgrind)
+    .venv/bin/python bench/stock.py --profile                        # + cProfile, top functions
+
+In-process: the whole ASGI app (middleware, routing, the bearer check, the route, the service,
+the store) driven with bare ASGI messages (``--client httpx``: through ``httpx.ASGITransport``,
+whose own work is then counted too), ``--concurrency`` requests in flight, the
+relay and the job worker off, +1/-1 alternating on one row with stock far from 0. It prints:
+
+- PostgreSQL (``--database-url``): round trips per change, counted on the wire by a proxy in
+  front of the server (``tests/pg_wire.py``: one ``ReadyForQuery`` per round trip), with the
+  simple-protocol statements (``BEGIN``/``COMMIT``) and the prepared-statement executions;
+- ``--callgrind``: instructions per change, every thread of the process counted, under
+  ``valgrind --tool=callgrind`` with instrumentation on only around the counted requests (the
+  helper of ``bench/tracing.py``), so the figure does not depend on the machine's load.
+
+The database named in ``--database-url`` must exist; it is migrated and its tables emptied.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
+sys.path.insert(0, str(HERE.parent))  # for tests.pg_wire and the test principals
+
+import argparse
+import asyncio
+import cProfile
+import gc
+import os
+import pstats
+import subprocess
+import tempfile
+from collections.abc import Awaitable, Callable
+from decimal import Decimal
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+
+from arcana.adapters.database import Database
+from arcana.adapters.migrator import migrate
+from arcana.api.app import create_app
+from arcana.config import Settings
+from arcana.domain.products import NewProduct
+from arcana.lifecycle import Lifecycle
+from tests.conftest import insert_principals, truncate_all
+from tests.pg_wire import WireCounter, WireCounts
+from tests.products_support import admin_headers
+
+_HELPER_C = """
+#include <valgrind/callgrind.h>
+void bench_start(void) { CALLGRIND_START_INSTRUMENTATION; }
+void bench_stop(void) { CALLGRIND_STOP_INSTRUMENTATION; }
+"""
+
+
+def settings_for(folder: Path, database_url: str | None) -> Settings:
+    return Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        env="test",
+        database_url=database_url or f"sqlite+aiosqlite:///{folder / 'arcana.db'}",
+        var_dir=folder / "var",
+        jwt_secret="bench-secret-" + "x" * 40,
+        log_json=True,
+        log_level="WARNING",
+        grpc_port=0,
+    )
+
+
+async def run(
+    folder: Path,
+    database_url: str | None,
+    n: int,
+    concurrency: int,
+    counted: Any,
+    client: str = "asgi",
+) -> WireCounts | None:
+    proxy: WireCounter | None = None
+    url = database_url
+    if database_url is not None:
+        db = Database(settings_for(folder, database_url))
+        await migrate(db)
+        await db.dispose()
+        await truncate_all(database_url)
+        parts = urlsplit(database_url)
+        proxy = await WireCounter(parts.hostname or "127.0.0.1", parts.port or 5432).__aenter__()
+        url = f"postgresql+asyncpg://{parts.username}@127.0.0.1:{proxy.port}{parts.path}"
+        url += "?ssl=disable"
+    process = Lifecycle.build(settings_for(folder, url))
+    await process.start()
+    try:
+        c = process.app
+        await insert_principals(c)
+        p = await c.products.create(
+            "admin-1", NewProduct(name="Bench", price=Decimal("9.99"), stock=1_000_000)
+        )
+        headers = admin_headers(c)
+        app = create_app(c)
+        target = f"/api/v1/products/{p.id}/stock"
+        bodies = [b'{"quantity_change":1}', b'{"quantity_change":-1}']
+        post = _httpx_post(app, headers) if client == "httpx" else _asgi_post(app, headers)
+
+        async def changes(count: int) -> None:
+            for start in range(0, count, concurrency):
+                end = min(count, start + concurrency)
+                await asyncio.gather(*(post(target, bodies[i % 2]) for i in range(start, end)))
+
+        await changes(200)  # warm the code paths, the pool and the prepared statements
+        if proxy is not None:
+            proxy.reset()
+        with counted:
+            await changes(n)
+        return proxy.reset() if proxy is not None else None
+    finally:
+        await process.stop()
+        if proxy is not None:
+            await proxy.__aexit__(None, None, None)
+
+
+Post = Callable[[str, bytes], Awaitable[None]]
+
+
+def _httpx_post(app: Any, headers: dict[str, str]) -> Post:
+    """Through ``httpx.ASGITransport``: its client-side work is counted too."""
+    http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://bench")
+    sent = {**headers, "content-type": "application/json"}
+
+    async def post(target: str, body: bytes) -> None:
+        r = await http.post(target, content=body, headers=sent)
+        assert r.status_code == 200, r.text
+
+    return post
+
+
+def _asgi_post(app: Any, headers: dict[str, str]) -> Post:
+    """The ASGI messages a server would hand the app, and nothing else: what is counted is
+    the app's work (and the database's, on this process's threads)."""
+    raw_headers = [(k.lower().encode(), v.encode()) for k, v in headers.items()]
+    raw_headers.append((b"content-type", b"application/json"))
+
+    async def post(target: str, body: bytes) -> None:
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": "POST",
+            "scheme": "http",
+            "path": target,
+            "raw_path": target.encode(),
+            "root_path": "",
+            "query_string": b"",
+            "headers": [*raw_headers, (b"content-length", str(len(body)).encode())],
+            "client": ("127.0.0.1", 40000),
+            "server": ("127.0.0.1", 8000),
+        }
+        messages = [{"type": "http.request", "body": body, "more_body": False}]
+        status: list[int] = []
+
+        async def receive() -> dict[str, Any]:
+            return messages.pop() if messages else {"type": "http.disconnect"}
+
+        async def send(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                status.append(message["status"])
+
+        await app(scope, receive, send)
+        assert status == [200], status
+
+    return post
+
+
+class Counted:
+    """Instrumentation on for the ``with`` block only (``helper`` None: nothing)."""
+
+    def __init__(self, helper: str | None, profile: cProfile.Profile | None = None) -> None:
+        import ctypes
+
+        self._lib = ctypes.CDLL(helper) if helper else None
+        self._profile = profile
+
+    def __enter__(self) -> None:
+        gc.collect()
+        gc.freeze()
+        if self._lib is not None:
+            self._lib.bench_start()
+        if self._profile is not None:
+            self._profile.enable()
+
+    def __exit__(self, *exc: object) -> None:
+        if self._profile is not None:
+            self._profile.disable()
+        if self._lib is not None:
+            self._lib.bench_stop()
+
+
+def child(args: argparse.Namespace, helper: str | None) -> None:
+    profile = cProfile.Profile() if args.profile else None
+    with tempfile.TemporaryDirectory() as tmp:
+        counts = asyncio.run(
+            run(
+                Path(tmp),
+                args.database_url,
+                args.requests,
+                args.concurrency,
+                Counted(helper, profile),
+                args.client,
+            )
+        )
+    if counts is not None:
+        n = args.requests
+        print(
+            f"round trips per change: {counts.round_trips / n:.2f} "
+            f"(prepared-statement executions {counts.executes / n:.2f}, "
+            f"parses {counts.parses / n:.2f}, simple queries {len(counts.queries) / n:.2f}: "
+            f"{sorted(set(counts.queries))}; connections opened {counts.connections})"
+        )
+    if profile is not None:
+        stats = pstats.Stats(profile)
+        stats.sort_stats("tottime").print_stats(args.profile)
+
+
+def callgrind(args: argparse.Namespace) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        source, lib = Path(tmp) / "cg.c", Path(tmp) / "libbenchcg.so"
+        source.write_text(_HELPER_C)
+        subprocess.run(
+            [os.environ.get("CC", "cc"), "-O1", "-shared", "-fPIC", "-o", str(lib), str(source)],
+            check=True,
+        )
+        out = Path(args.keep or tmp) / f"callgrind.stock.{os.getpid()}"
+        cmd = [
+            "valgrind",
+            "--tool=callgrind",
+            "--instr-atstart=no",
+            f"--callgrind-out-file={out}",
+            sys.executable,
+            __file__,
+            "--child-helper",
+            str(lib),
+            "--requests",
+            str(args.requests),
+            "--concurrency",
+            str(args.concurrency),
+            "--client",
+            args.client,
+        ]
+        if args.database_url:
+            cmd += ["--database-url", args.database_url]
+        env = {**os.environ, "PYTHONHASHSEED": "0"}
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+        if proc.returncode != 0:
+            raise SystemExit(f"{' '.join(cmd)} failed:\n{proc.stdout}\n{proc.stderr[-4000:]}")
+        print(proc.stdout, end="")
+        for line in out.read_text().splitlines():
+            if line.startswith("totals:"):
+                total = int(line.split()[1])
+                print(f"instructions per change (callgrind): {total / args.requests / 1e6:.2f} M")
+                return
+        raise SystemExit(f"no totals in {out}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--database-url", help="postgresql+asyncpg://… (default: embedded SQLite)")
+    ap.add_argument("--requests", type=int, default=1000, help="changes counted")
+    ap.add_argument("--concurrency", type=int, default=16, help="requests in flight")
+    ap.add_argument(
+        "--client",
+        choices=("asgi", "httpx"),
+        default="asgi",
+        help="asgi: bare ASGI messages (the app's work only); httpx: through httpx.ASGITransport",
+    )
+    ap.add_argument("--callgrind", action="store_true", help="count instructions (valgrind)")
+    ap.add_argument("--profile", type=int, default=0, help="cProfile: print the top N functions")
+    ap.add_argument("--keep", help="--callgrind: keep the callgrind.* file in this folder")
+    ap.add_argument("--child-helper", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.callgrind:
+        callgrind(args)
+    else:
+        child(args, args.child_helper)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,140 @@
+"""A TCP proxy in front of PostgreSQL that counts round trips on the wire.
+
+A client waits for the server at the end of every batch of messages it sends: after a simple
+``Query`` (``BEGIN``, ``COMMIT``, ...), after a ``Sync`` (an extended-protocol ``Bind``/
+``Execute`` batch, answered by ``ReadyForQuery``) and after a ``Flush`` (asyncpg prepares a
+statement with ``Parse``/``Describe``/``Flush``, then reads the description before binding).
+Counting those messages counts round trips, independently of the driver's internals and of
+how loaded the machine is (the connection start-up is counted apart, as ``connections``). The
+client's statements are recorded too (simple queries by text, extended ones by kind), so a
+test can say which statements made up a round trip.
+
+The client must not negotiate TLS (the proxy reads the stream): connect with ``?ssl=disable``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+
+@dataclass
+class WireCounts:
+    round_trips: int = 0
+    """Batches the client waited on: ``Query``, ``Sync`` and ``Flush`` messages it sent."""
+    queries: list[str] = field(default_factory=list)
+    """Simple-protocol query texts (``BEGIN``, ``COMMIT``, ...), in order."""
+    executes: int = 0
+    """Extended-protocol ``Execute`` messages (one per prepared statement run)."""
+    parses: int = 0
+    """Extended-protocol ``Parse`` messages (statements prepared)."""
+    connections: int = 0
+    """Connections opened through the proxy."""
+
+
+class _Stream:
+    """Splits the client's side of the protocol into messages (type byte + int32 length)."""
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+        self._startup = True  # the client's first message has no type byte
+
+    def feed(self, data: bytes) -> list[tuple[bytes, bytes]]:
+        self._buf += data
+        out: list[tuple[bytes, bytes]] = []
+        while True:
+            if self._startup:
+                if len(self._buf) < 4:
+                    return out
+                (length,) = struct.unpack("!i", self._buf[:4])
+                if len(self._buf) < length:
+                    return out
+                del self._buf[:length]
+                self._startup = False
+                continue
+            if len(self._buf) < 5:
+                return out
+            kind = bytes(self._buf[:1])
+            (length,) = struct.unpack("!i", self._buf[1:5])
+            if len(self._buf) < 1 + length:
+                return out
+            out.append((kind, bytes(self._buf[5 : 1 + length])))
+            del self._buf[: 1 + length]
+
+
+class WireCounter:
+    """``async with WireCounter(host, port) as proxy``: ``proxy.port`` forwards to the server;
+    ``proxy.counts`` accumulates over every connection made through it (``reset()`` starts
+    afresh)."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self._target = (host, port)
+        self.counts = WireCounts()
+        self.port = 0
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def reset(self) -> WireCounts:
+        """The counts so far, and a fresh tally from now on."""
+        counts, self.counts = self.counts, WireCounts()
+        return counts
+
+    async def __aenter__(self) -> WireCounter:
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        await self._server.wait_closed()
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        self.counts.connections += 1
+        up_reader, up_writer = await asyncio.open_connection(*self._target)
+        client = _Stream()
+
+        def on_client(data: bytes) -> None:
+            for kind, payload in client.feed(data):
+                if kind in (b"Q", b"S", b"H"):
+                    self.counts.round_trips += 1
+                if kind == b"Q":
+                    self.counts.queries.append(payload.rstrip(b"\0").decode())
+                elif kind == b"E":
+                    self.counts.executes += 1
+                elif kind == b"P":
+                    self.counts.parses += 1
+
+        def on_server(data: bytes) -> None:
+            pass
+
+        async def pump(
+            src: asyncio.StreamReader, dst: asyncio.StreamWriter, seen: Callable[[bytes], None]
+        ) -> None:
+            try:
+                while data := await src.read(65536):
+                    seen(data)
+                    dst.write(data)
+                    await dst.drain()
+            finally:
+                dst.close()
+
+        try:
+            await asyncio.gather(
+                pump(reader, up_writer, on_client), pump(up_reader, writer, on_server)
+            )
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            self._tasks.discard(task)
