@@ -69,8 +69,11 @@ class DatabaseSettings(_Group):
     direct_url: SecretStr | None = Field(default=None, validation_alias="database_direct_url")
     """A direct PostgreSQL URL for session features (LISTEN, advisory locks) when ``url`` goes
     through PgBouncer in transaction mode."""
-    pool_size: int = Field(default=10, ge=1, validation_alias="db_pool_size")
-    max_overflow: int = Field(default=10, ge=0, validation_alias="db_max_overflow")
+    # 20 kept open, no overflow: the same 20 connections at most as 10 + 10, without closing
+    # an overflow connection whenever it comes back to a pool holding 10 idle ones and opening
+    # it again on the next burst (connect, start-up, a new prepare of every statement).
+    pool_size: int = Field(default=20, ge=1, validation_alias="db_pool_size")
+    max_overflow: int = Field(default=0, ge=0, validation_alias="db_max_overflow")
     pool_timeout: float = Field(default=5.0, gt=0, validation_alias="db_pool_timeout")
     statement_timeout_ms: int = Field(
         default=10_000, ge=0, validation_alias="db_statement_timeout_ms"
