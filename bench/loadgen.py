@@ -77,6 +77,42 @@ def arcana_env(
     return env
 
 
+def wait_outbox_drained(env: dict[str, str], timeout: float = 180.0) -> float:
+    """Wait until the ``arcana serve`` of ``env`` has relayed every outbox row; the seconds
+    waited. Why: a write scenario leaves events behind for the relay, whose work would
+    otherwise fall into the next scenario (of any server: they share the machine's cores) and
+    be charged to it, in its throughput and above all in its p99."""
+    url = env["ARCANA_DATABASE_URL"]
+    query = "SELECT count(*) FROM outbox WHERE published_at IS NULL"
+    start = time.monotonic()
+    while True:
+        if url.startswith("sqlite"):
+            import sqlite3
+
+            conn = sqlite3.connect(url.split("///", 1)[1], timeout=30)
+            try:
+                left = int(conn.execute(query).fetchone()[0])
+            finally:
+                conn.close()
+        else:
+            import asyncpg
+
+            async def count() -> int:
+                pg = await asyncpg.connect(url.replace("+asyncpg", "", 1))
+                try:
+                    return int(await pg.fetchval(query))
+                finally:
+                    await pg.close()
+
+            left = asyncio.run(count())
+        waited = time.monotonic() - start
+        if left == 0:
+            return waited
+        if waited > timeout:
+            raise SystemExit(f"the outbox still holds {left} rows after {timeout:.0f} s")
+        time.sleep(0.2)
+
+
 def demo_data(env: dict[str, str], work: Path, products: int) -> None:
     subprocess.run(
         [str(BIN / "arcana"), "demo-data", "--products", str(products), "--seed", "1"],

@@ -106,9 +106,12 @@ def main() -> None:
         )
         results: dict[tuple[str, str], list[object]] = {}
         names = [name for name, _, _ in scenarios("uvicorn")]
+        settling = 0.0
         for _ in range(args.rounds):
             for i, name in enumerate(names):
                 for kind in SERVERS:
+                    for each in SERVERS:  # neither server still relaying the last writes
+                        settling += lg.wait_outbox_drained(envs[each])
                     _, path, lua = scenarios(kind)[i]
                     r = lg.run_wrk(bases[kind] + path, args.duration, args.connections, lua)
                     results.setdefault((name, kind), []).append(r)
@@ -126,6 +129,9 @@ def main() -> None:
                 f"{u.p99_ms:.2f} | {g.p99_ms:.2f} | "
                 f"{u.errors}/{u.timeouts}, {g.errors}/{g.timeouts} |"
             )
+        print(
+            f"\nEach scenario started with both outboxes relayed (waited {settling:.1f} s in all)."
+        )
     finally:
         lg.stop_processes(procs)
         shutil.rmtree(work, ignore_errors=True)
