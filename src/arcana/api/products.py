@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import io
-import re
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
@@ -44,6 +43,7 @@ from arcana.domain.products import (
     Product,
     ProductChanges,
     ProductQuery,
+    is_canonical_product_id,
     require,
 )
 from arcana.domain.timestamps import iso_z
@@ -218,7 +218,6 @@ async def delete_product(
     return Response(status_code=204)
 
 
-_CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 _JSON_HEADER = (b"content-type", b"application/json")
 _STOCK_SUFFIX = "/stock"
 
@@ -262,7 +261,7 @@ class ProductFastPaths:
             body: bytes | None = None
             if len(path) == self._length and path.startswith(self.prefix):
                 product_id = path[-36:]
-                if _CANONICAL_UUID.fullmatch(product_id):
+                if is_canonical_product_id(product_id):
                     body = await scope["app"].state.services.products.cached_encoded(
                         product_id, PRODUCT_JSON
                     )
@@ -302,7 +301,7 @@ class ProductFastPaths:
                     token = credentials
             elif name == b"content-length":
                 content_length = int(value) if value.isdigit() else -1
-        if token is None or content_length < 0 or not _CANONICAL_UUID.fullmatch(product_id):
+        if token is None or content_length < 0 or not is_canonical_product_id(product_id):
             await self.app(scope, receive, send)
             return
         try:
