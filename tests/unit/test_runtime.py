@@ -62,3 +62,22 @@ async def test_a_loop_that_ignores_stop_is_cancelled_after_the_timeout() -> None
     await entered.wait()
     await runtime.stop(timeout=0)
     assert cancelled.is_set()
+
+
+def test_start_up_objects_are_frozen_out_of_the_collector() -> None:
+    """What exists when a process starts serving is no longer walked by full collections;
+    what comes later is collected as usual."""
+    import gc
+
+    from arcana.lifecycle import Lifecycle
+
+    started: list[int] = [1]  # a container: tracked by the collector until frozen
+    gc.unfreeze()
+    try:
+        Lifecycle.freeze_start_up_objects()
+        assert gc.get_freeze_count() > 0
+        assert not any(o is started for o in gc.get_objects())
+        later = [started]  # a container made after the freeze: still tracked
+        assert any(o is later for o in gc.get_objects())
+    finally:
+        gc.unfreeze()

@@ -75,6 +75,7 @@ async def serve(settings: Settings, *, with_worker: bool, reuse_port: bool = Fal
         process.start_api_loops()
         if run_background:
             process.start_worker_loops()
+        process.freeze_start_up_objects()
         log.info(
             "arcana serving",
             extra={

@@ -48,6 +48,7 @@ async def run_worker(settings: Settings, metrics_port: int | None = None) -> Non
         loop.add_signal_handler(sig, stop.set)
     try:
         process.start_worker_loops()
+        process.freeze_start_up_objects()
         log.info(
             "arcana worker running",
             extra={
