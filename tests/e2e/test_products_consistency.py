@@ -53,6 +53,17 @@ async def test_concurrent_decrements_never_oversell(
     assert stored.stock == 0
 
 
+async def outbox_event_counts(container: App, product_id: str) -> dict[str, int]:
+    """How many outbox rows of each event type the product has."""
+    async with container.db.engine.connect() as conn:
+        rows = await conn.execute(
+            select(outbox.c.event_type, func.count())
+            .where(outbox.c.aggregate_id == product_id)
+            .group_by(outbox.c.event_type)
+        )
+        return {str(t): int(n) for t, n in rows}
+
+
 async def test_each_stored_stock_change_has_its_events_and_a_refused_one_none(
     client: httpx.AsyncClient, container: App
 ) -> None:
@@ -62,13 +73,7 @@ async def test_each_stored_stock_change_has_its_events_and_a_refused_one_none(
     codes = await concurrent_stock_changes(client, container, p["id"], -1, 15)
     assert codes.count(200) == 12
     assert codes.count(422) == 3
-    async with container.db.engine.connect() as conn:
-        rows = await conn.execute(
-            select(outbox.c.event_type, func.count())
-            .where(outbox.c.aggregate_id == p["id"])
-            .group_by(outbox.c.event_type)
-        )
-        events = {str(t): int(n) for t, n in rows}
+    events = await outbox_event_counts(container, p["id"])
     # 12 changes stored; 10 of them left 1..10 in stock, the last one 0 (contract §8).
     assert events == {
         "product.created": 1,
@@ -89,13 +94,7 @@ async def test_concurrent_changes_across_the_low_stock_line_keep_every_event(
     assert codes.count(200) == 30
     assert codes.count(422) == 10
     assert (await client.get(f"{BASE}/{p['id']}")).json()["stock"] == 0
-    async with container.db.engine.connect() as conn:
-        rows = await conn.execute(
-            select(outbox.c.event_type, func.count())
-            .where(outbox.c.aggregate_id == p["id"])
-            .group_by(outbox.c.event_type)
-        )
-        events = {str(t): int(n) for t, n in rows}
+    events = await outbox_event_counts(container, p["id"])
     assert events == {
         "product.created": 1,
         "product.updated": 30,
