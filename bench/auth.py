@@ -30,6 +30,8 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__)
 
 import argparse
 import asyncio
+import contextlib
+import json
 import os
 import shutil
 import signal
@@ -43,6 +45,7 @@ import time
 import uuid
 from collections import Counter
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 from argon2 import PasswordHasher, Type
@@ -94,6 +97,59 @@ def parallel_rate(threads: int, seconds: float = 2.0) -> float:
     return sum(done) / (time.perf_counter() - start)
 
 
+class LoginConnection:
+    """One keep-alive HTTP/1.1 connection that sends one prepared login request, over and over.
+
+    The load generator shares the machine's cores with the server, and every millisecond of its
+    CPU per login is a millisecond the Argon2 threads do not get. ``httpx.AsyncClient`` spends
+    more CPU per request than the server spends on everything but the hash (``bench/login.py
+    --client httpx`` against ``--client asgi``), so the legitimate clients write the request
+    bytes themselves and read only the status line, the headers and a ``Content-Length`` body:
+    what uvicorn sends. The request on the wire is the one httpx sent (same method, path,
+    headers that matter and JSON body), so the server does the same work."""
+
+    def __init__(self, host: str, port: int, email: str) -> None:
+        body = json.dumps({"email": email, "password": PASSWORD}).encode()
+        self._request = (
+            f"POST /api/v1/auth/login HTTP/1.1\r\nHost: {host}:{port}\r\n"
+            "Accept: */*\r\nAccept-Encoding: gzip, deflate\r\nConnection: keep-alive\r\n"
+            "User-Agent: bench-auth\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        ).encode() + body
+        self._host, self._port = host, port
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+
+    async def login(self) -> tuple[int, bytes]:
+        """The status and body of one login (a new connection if the server closed the last)."""
+        if self._writer is None or self._reader is None or self._reader.at_eof():
+            await self.close()
+            self._reader, self._writer = await asyncio.open_connection(self._host, self._port)
+        self._writer.write(self._request)
+        head = await self._reader.readuntil(b"\r\n\r\n")
+        status = int(head[9:12])
+        length = 0
+        close = False
+        for line in head.split(b"\r\n")[1:]:
+            name, _, value = line.partition(b":")
+            name = name.strip().lower()
+            if name == b"content-length":
+                length = int(value)
+            elif name == b"connection" and value.strip().lower() == b"close":
+                close = True
+        body = await self._reader.readexactly(length)
+        if close:
+            await self.close()
+        return status, body
+
+    async def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            with contextlib.suppress(OSError):
+                await self._writer.wait_closed()
+        self._reader = self._writer = None
+
+
 async def drive(
     base: str,
     emails: list[str],
@@ -105,25 +161,26 @@ async def drive(
     a limit, 503 from busy hashing slots) are counted in ``refused`` when given, else fatal."""
     latencies: list[float] = []
     deadline = time.perf_counter() + seconds
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(base_url=base, timeout=30, limits=limits) as client:
+    url = urlsplit(base)
+    host, port = url.hostname or "127.0.0.1", url.port or 80
 
-        async def worker(i: int) -> None:
-            email = emails[i % len(emails)]
+    async def worker(i: int) -> None:
+        connection = LoginConnection(host, port, emails[i % len(emails)])
+        try:
             while time.perf_counter() < deadline:
                 t0 = time.perf_counter()
-                r = await client.post(
-                    "/api/v1/auth/login", json={"email": email, "password": PASSWORD}
-                )
-                if r.status_code != 200:
-                    if refused is None or r.status_code not in (429, 503):
-                        raise SystemExit(f"login failed: {r.status_code} {r.text}")
-                    refused[r.status_code] += 1
+                status, body = await connection.login()
+                if status != 200:
+                    if refused is None or status not in (429, 503):
+                        raise SystemExit(f"login failed: {status} {body.decode(errors='replace')}")
+                    refused[status] += 1
                     await asyncio.sleep(0.05)
                     continue
                 latencies.append(time.perf_counter() - t0)
+        finally:
+            await connection.close()
 
-        await asyncio.gather(*(worker(i) for i in range(clients)))
+    await asyncio.gather(*(worker(i) for i in range(clients)))
     return latencies
 
 
@@ -246,9 +303,12 @@ def run_mode(
         refused: Counter[int] = Counter()
         attacker: Counter[int] = Counter()
         t0 = time.perf_counter()
+        client_cpu = float("nan")
         if scenario == "steady":
+            cpu0 = time.process_time()
             lat = asyncio.run(drive(base_url, emails[:-1], clients, seconds, refused))
             elapsed = time.perf_counter() - t0
+            client_cpu = (time.process_time() - cpu0) / max(1, len(lat))
         else:
             lat, refused, attacker = asyncio.run(under_attack(base_url, scenario, emails, args))
             elapsed = seconds
@@ -275,6 +335,7 @@ def run_mode(
         "p50": lat[len(lat) // 2] * 1000 if lat else float("nan"),
         "p99": lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000 if lat else float("nan"),
         "n": len(lat),
+        "client_ms": client_cpu * 1000,
         "refused": " ".join(f"{k}:{v}" for k, v in sorted(refused.items())) or "-",
         "attacker": " ".join(f"{k}:{v}" for k, v in sorted(attacker.items())) or "-",
     }
@@ -318,6 +379,9 @@ def main() -> None:
             f"{r['p50']:>7.1f} {r['p99']:>7.1f} {r['n']:>7}  "
             f"{r['refused']!s:<14} {r['attacker']}"
         )
+    for mode, scenario, _, _, _, r in rows:
+        if scenario == "steady":
+            print(f"{mode}: the load generator's own CPU per steady login: {r['client_ms']:.2f} ms")
     print(
         "ratio: logins/s over cores / t_hash; par/s: verifications per second with one thread "
         "per core hashing alone (the machine's own bound), vs par: logins/s over it"

@@ -1,0 +1,190 @@
+# ruff: noqa: E402  (sys.path is cleaned before the imports)
+"""Cost of one ``POST /api/v1/auth/login`` besides its Argon2 hash, counted, not timed.
+
+    .venv/bin/python bench/login.py                                  # embedded SQLite
+    .venv/bin/python bench/login.py --database-url postgresql+asyncpg://postgres@127.0.0.1:5432/DB
+    .venv/bin/python bench/login.py --callgrind                      # instructions (valgrind)
+    .venv/bin/python bench/login.py --profile 30                     # cProfile, top functions
+    .venv/bin/python bench/login.py --client httpx                   # + the httpx client's work
+
+In-process: the whole ASGI app (``create_app`` over a started process, all middleware) driven
+with bare ASGI messages (``--client httpx``: through ``httpx.ASGITransport``, whose own work is
+then counted too), ``--requests`` successful logins one after the other for one account, the
+relay and the job worker off. Argon2 runs at its minimum cost (8 KiB, t=1), so what is counted
+is everything a login does but the hash. It prints the process CPU per login
+(``time.process_time()`` over the counted logins: CPU, not wall time, so a loaded machine
+inflates it less than a timing, but does not leave it untouched); ``--callgrind`` counts
+instructions instead (every thread of the process, instrumentation on only around the counted
+logins, the helper of ``bench/stock.py``), which does not depend on the machine's load.
+
+The database named in ``--database-url`` must exist; it is migrated and its tables emptied.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
+sys.path.insert(0, str(HERE.parent))  # for tests.conftest
+
+import argparse
+import asyncio
+import cProfile
+import importlib.util
+import json
+import os
+import pstats
+import subprocess
+import tempfile
+import time
+from typing import Any
+
+from arcana.adapters.database import Database
+from arcana.adapters.migrator import migrate
+from arcana.api.app import create_app
+from arcana.config import Settings
+from arcana.lifecycle import Lifecycle
+from tests.conftest import truncate_all
+
+PASSWORD = "Bench-Passw0rd-123"
+EMAIL = "login-bench@example.com"
+
+
+def _stock_bench() -> Any:
+    """``bench/stock.py``'s in-process clients and callgrind helper (``Counted``, …)."""
+    spec = importlib.util.spec_from_file_location("bench_stock", HERE / "stock.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def settings_for(folder: Path, database_url: str | None) -> Settings:
+    return Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        env="test",
+        database_url=database_url or f"sqlite+aiosqlite:///{folder / 'arcana.db'}",
+        var_dir=folder / "var",
+        jwt_secret="bench-secret-" + "x" * 40,
+        log_json=True,
+        log_level="WARNING",
+        grpc_port=0,
+        argon2_memory_kib=8,
+        argon2_time_cost=1,
+    )
+
+
+async def run(folder: Path, args: argparse.Namespace, counted: Any) -> float:
+    """CPU seconds per login over the counted logins."""
+    stock = _stock_bench()
+    if args.database_url is not None:
+        db = Database(settings_for(folder, args.database_url))
+        await migrate(db)
+        await db.dispose()
+        await truncate_all(args.database_url)
+    process = Lifecycle.build(settings_for(folder, args.database_url))
+    await process.start()
+    try:
+        await process.app.users.create_user(EMAIL, "Bench", PASSWORD)
+        app = create_app(process.app)
+        headers = {"user-agent": "bench-login/1"}
+        if args.browser:
+            headers["x-arcana-client"] = "browser"
+        post = (stock._httpx_post if args.client == "httpx" else stock._asgi_post)(app, headers)
+        body = json.dumps({"email": EMAIL, "password": PASSWORD}).encode()
+        target = "/api/v1/auth/login"
+        for _ in range(50):  # warm the code paths, the pool and the prepared statements
+            await post(target, body)
+        with counted:
+            t0 = time.process_time()
+            for _ in range(args.requests):
+                await post(target, body)
+            cpu = time.process_time() - t0
+        return cpu / args.requests
+    finally:
+        await process.stop()
+
+
+def child(args: argparse.Namespace, helper: str | None) -> None:
+    profile = cProfile.Profile() if args.profile else None
+    counted = _stock_bench().Counted(helper, profile)
+    with tempfile.TemporaryDirectory() as tmp:
+        cpu = asyncio.run(run(Path(tmp), args, counted))
+    if helper is None and profile is None:
+        print(f"process CPU per login: {cpu * 1000:.3f} ms ({args.requests} logins, {args.client})")
+    if profile is not None:
+        stats = pstats.Stats(profile)
+        stats.sort_stats(args.sort).print_stats(args.profile)
+
+
+def callgrind(args: argparse.Namespace) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        source, lib = Path(tmp) / "cg.c", Path(tmp) / "libbenchcg.so"
+        source.write_text(_stock_bench()._HELPER_C)
+        subprocess.run(
+            [os.environ.get("CC", "cc"), "-O1", "-shared", "-fPIC", "-o", str(lib), str(source)],
+            check=True,
+        )
+        out = Path(args.keep or tmp) / f"callgrind.login.{os.getpid()}"
+        cmd = [
+            "valgrind",
+            "--tool=callgrind",
+            "--instr-atstart=no",
+            f"--callgrind-out-file={out}",
+            sys.executable,
+            __file__,
+            "--child-helper",
+            str(lib),
+            "--requests",
+            str(args.requests),
+            "--client",
+            args.client,
+        ]
+        if args.database_url:
+            cmd += ["--database-url", args.database_url]
+        if args.browser:
+            cmd.append("--browser")
+        env = {**os.environ, "PYTHONHASHSEED": "0"}
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+        if proc.returncode != 0:
+            raise SystemExit(f"{' '.join(cmd)} failed:\n{proc.stdout}\n{proc.stderr[-4000:]}")
+        print(proc.stdout, end="")
+        for line in out.read_text().splitlines():
+            if line.startswith("totals:"):
+                total = int(line.split()[1])
+                print(
+                    f"instructions per login (callgrind, {args.client}): "
+                    f"{total / args.requests / 1e6:.2f} M"
+                )
+                return
+        raise SystemExit(f"no totals in {out}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--database-url", help="postgresql+asyncpg://… (default: embedded SQLite)")
+    ap.add_argument("--requests", type=int, default=300, help="logins counted")
+    ap.add_argument(
+        "--client",
+        choices=("asgi", "httpx"),
+        default="asgi",
+        help="asgi: bare ASGI messages (the app's work only); httpx: through httpx.ASGITransport",
+    )
+    ap.add_argument("--browser", action="store_true", help="send X-Arcana-Client: browser")
+    ap.add_argument("--callgrind", action="store_true", help="count instructions (valgrind)")
+    ap.add_argument("--profile", type=int, default=0, help="cProfile: print the top N functions")
+    ap.add_argument("--sort", default="tottime", help="--profile: pstats sort key")
+    ap.add_argument("--keep", help="--callgrind: keep the callgrind.* file in this folder")
+    ap.add_argument("--child-helper", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.callgrind:
+        callgrind(args)
+    else:
+        child(args, args.child_helper)
+
+
+if __name__ == "__main__":
+    main()
