@@ -8,12 +8,18 @@ so a request that relies on it must carry the header too: a cross-site form cann
 
 from __future__ import annotations
 
+import json
 import uuid
 from typing import Any
 
 from fastapi import APIRouter, Request, Response, status
+from pydantic import ValidationError
+from starlette.routing import BaseRoute, Match
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from arcana.api.deps import CurrentPrincipal, ServicesDep, VerifiedPrincipal
+from arcana.api.errors import arcana_error_answer
+from arcana.api.raw_requests import read_body, replay
 from arcana.api.schemas_auth import (
     ChangePasswordRequest,
     ForgotPasswordRequest,
@@ -26,7 +32,7 @@ from arcana.api.schemas_auth import (
     TokenResponse,
     UserCreated,
 )
-from arcana.errors import Forbidden, TokenExpired, ValidationFailed
+from arcana.errors import ArcanaError, Forbidden, TokenExpired, ValidationFailed
 from arcana.services.app import Services
 from arcana.services.auth import ClientInfo, TokenPair
 
@@ -225,3 +231,106 @@ async def end_session(
 ) -> Response:
     await services.auth.end_session(principal, str(session_id))
     return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+_JSON_CONTENT_TYPE = b"application/json"
+
+
+class LoginFastPath:
+    """``POST /api/v1/auth/login`` without FastAPI's routing, dependency solving and response
+    serialization: on a login those cost about as much CPU as everything else the server does
+    besides the Argon2 hash, and on a machine whose cores the hashes need every such
+    millisecond is a verification not done (``bench/login.py``, ``bench/RESULTS.md``).
+
+    Taken only by a request the route would accept as it is: a ``Content-Length`` body sent as
+    ``application/json`` that ``LoginRequest`` validates (the same model, so the same rules),
+    from a client without ``X-Arcana-Client`` (a browser login, which also sets the cookie,
+    stays on the route). It makes the same service call with the same ``ClientInfo`` and
+    answers the same body; errors raised by the service are rendered by the app's own error
+    rendering, as the route's handler would. Everything else (a 422, a chunked body, a
+    browser) goes on to the route with the body replayed, so those answers are the route's.
+    It sits inside ``RequestContextMiddleware``: request ids, the body limit and the HTTP
+    metrics (the route is put in the scope) apply as on the route.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self._path = f"{AUTH_PREFIX}/login"
+        self._route: BaseRoute | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] != "http"
+            or scope["method"] != "POST"
+            or scope["path"] != self._path
+            or scope.get("root_path")
+        ):
+            await self.app(scope, receive, send)
+            return
+        content_length = -1
+        content_type: bytes | None = None
+        user_agent: str | None = None
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                content_length = int(value) if value.isdigit() else -1
+            elif name == b"content-type":
+                content_type = value
+            elif name == b"user-agent":
+                # Starlette's ``Headers.get``: the first one, as latin-1.
+                if user_agent is None:
+                    user_agent = value.decode("latin-1")
+            elif name == b"x-arcana-client":
+                content_length = -1  # any value: the route decides (cookie, browser rules)
+                break
+        if content_length < 0 or content_type != _JSON_CONTENT_TYPE:
+            await self.app(scope, receive, send)
+            return
+        try:
+            raw, pending = await read_body(receive)
+        except ArcanaError as exc:  # the body limit, as the route would answer it
+            await arcana_error_answer(exc, None)(scope, receive, send)
+            return
+        body = self._valid(raw) if pending is None else None
+        if body is None:
+            await self.app(scope, replay(raw, pending, receive), send)
+            return
+        scope["route"] = self._find_route(scope)
+        services: Services = scope["app"].state.services
+        client = scope.get("client")
+        # ``_client``'s rule, from the scope instead of a ``Request``.
+        info = ClientInfo(ip=client[0] if client else "unknown", user_agent=user_agent)
+        try:
+            pair = await services.auth.login(body.email, body.password, info)
+        except ArcanaError as exc:
+            await arcana_error_answer(exc, Request(scope))(scope, receive, send)
+            return
+        answer = _tokens(pair).model_dump_json().encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [
+                    (b"content-length", str(len(answer)).encode()),
+                    (b"content-type", _JSON_CONTENT_TYPE),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": answer})
+
+    @staticmethod
+    def _valid(raw: bytes) -> LoginRequest | None:
+        """The body as the route would take it (``json.loads``, then the model), or None."""
+        try:
+            data = json.loads(raw)
+            return LoginRequest.model_validate(data) if isinstance(data, dict) else None
+        except (ValueError, ValidationError):
+            return None
+
+    def _find_route(self, scope: Scope) -> BaseRoute | None:
+        if self._route is None:
+            routes: list[BaseRoute] = scope["app"].router.routes
+            for route in routes:
+                if route.matches(scope)[0] is Match.FULL:
+                    self._route = route
+                    break
+        return self._route

@@ -16,11 +16,12 @@ import orjson
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from starlette.routing import BaseRoute, Match
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from arcana.api.deps import AdminPrincipal, ServicesDep
 from arcana.api.errors import arcana_error_answer
 from arcana.api.product_json import PAGE_JSON, PRODUCT_JSON, product_to_json
+from arcana.api.raw_requests import read_body, replay
 from arcana.api.schemas_products import (
     ProductCreate,
     ProductList,
@@ -311,27 +312,21 @@ class ProductFastPaths:
         except ArcanaError:
             await self.app(scope, receive, send)
             return
-        chunks: list[bytes] = []
-        more = True
-        while more:
-            try:
-                message = await receive()
-            except ArcanaError as exc:  # the body limit, as the route would answer it
-                await arcana_error_answer(exc, None)(scope, receive, send)
-                return
-            if message["type"] != "http.request":  # the client left: let the route see it
-                await self.app(scope, _replay(b"".join(chunks), message, receive), send)
-                return
-            chunks.append(message.get("body", b""))
-            more = message.get("more_body", False)
-        raw = b"".join(chunks)
+        try:
+            raw, pending = await read_body(receive)
+        except ArcanaError as exc:  # the body limit, as the route would answer it
+            await arcana_error_answer(exc, None)(scope, receive, send)
+            return
+        if pending is not None:  # the client left: let the route see it
+            await self.app(scope, replay(raw, pending, receive), send)
+            return
         try:
             body = orjson.loads(raw)
             change = require(body, QUANTITY_CHANGE.field) if isinstance(body, dict) else None
         except (orjson.JSONDecodeError, ArcanaError):
             change = None
         if change is None:
-            await self.app(scope, _replay(raw, None, receive), send)
+            await self.app(scope, replay(raw, None, receive), send)
             return
         scope["route"] = self._find_route(scope["app"], scope)
         try:
@@ -360,19 +355,6 @@ class ProductFastPaths:
                     self._routes[key] = route
                     break
         return self._routes.get(key)
-
-
-def _replay(body: bytes, pending: Message | None, receive: Receive) -> Receive:
-    """``receive`` for the route after the fast path read the body: the body first, then
-    ``pending`` (a message read after it), then the client's own."""
-    queue: list[Message] = [{"type": "http.request", "body": body, "more_body": False}]
-    if pending is not None:
-        queue.append(pending)
-
-    async def replayed() -> Message:
-        return queue.pop(0) if queue else await receive()
-
-    return replayed
 
 
 _LIST_PARAMS = frozenset({b"page", b"size", b"category", b"status"})
