@@ -32,6 +32,17 @@ def test_round_trip() -> None:
     assert jwt.get_unverified_header(issued.token)["typ"] == "at+jwt"
 
 
+
+@pytest.mark.parametrize("session_id", ["s1", None])
+@pytest.mark.parametrize("key", [KEY, "ключ-é-" + "k" * 48])
+def test_issued_tokens_are_what_pyjwt_encodes(key: str, session_id: str | None) -> None:
+    """Tokens are signed by hand (see ``JwtAccessTokens._sign``): byte for byte PyJWT's."""
+    issued = codec(key=key).issue("u1", frozenset({"user", "admin"}), 7, session_id=session_id)
+    claims = jwt.decode(
+        issued.token, key, algorithms=["HS256"], audience="arcana-api", issuer="arcana"
+    )
+    assert issued.token == jwt.encode(claims, key, algorithm="HS256", headers={"typ": "at+jwt"})
+
 @pytest.mark.parametrize(
     "forge",
     [
