@@ -214,10 +214,12 @@ async def test_a_login_whose_generation_moved_on_writes_no_session(
 
 @pytest.mark.parametrize("backend", ["postgres"], indirect=True)
 async def test_a_login_runs_two_statements_on_postgresql(
-    client: httpx.AsyncClient, container: App
+    client: httpx.AsyncClient, container: App, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The user read, then one statement for the session and its token (it was a share
-    lock, two inserts and the commit's round trips in between)."""
+    lock, two inserts and the commit's round trips in between), which commits by itself: no
+    ``BEGIN``/``COMMIT`` round trips around it."""
+    import asyncpg
     from sqlalchemy import event
 
     u = await register_and_login(client)
@@ -226,6 +228,14 @@ async def test_a_login_runs_two_statements_on_postgresql(
     def count(*args: Any) -> None:
         statements.append(str(args[2]).split(None, 1)[0].upper())
 
+    transaction = asyncpg.transaction.Transaction
+    started = transaction.start
+
+    async def start(self: Any) -> None:
+        statements.append("BEGIN")
+        await started(self)
+
+    monkeypatch.setattr(transaction, "start", start)
     engine = container.db.engine.sync_engine
     event.listen(engine, "before_cursor_execute", count)
     try:

@@ -570,14 +570,20 @@ _START_SESSION = insert(refresh_tokens).from_select(
 
 
 class SqlSessionStarts:
-    """``SessionStarts`` on PostgreSQL, on a Core connection: ``BEGIN``, one statement (the
-    user row share-locked while its generation matches, the session, the token), ``COMMIT``;
-    three round trips where a unit of work takes five. A reset or change that updates the
-    user row either committed before (no row matches) or waits for this commit and then
-    revokes the new session with the others."""
+    """``SessionStarts`` on PostgreSQL, on a Core connection: one statement (the user row
+    share-locked while its generation matches, the session, the token) that commits by itself
+    (autocommit: one round trip where a unit of work takes five; a single statement is its own
+    transaction, so the lock is held until its commit as inside ``BEGIN``/``COMMIT``). Behind
+    a transaction pooler (PgBouncer) it keeps ``BEGIN``/``COMMIT``, which pin the statement's
+    prepare and execution to one server connection. A reset or change that updates the user
+    row either committed before (no row matches) or waits for this commit and then revokes the
+    new session with the others."""
 
     def __init__(self, db: Database) -> None:
         self._db = db
+        self._autocommit = (
+            None if db.pooled else db.engine.execution_options(isolation_level="AUTOCOMMIT")
+        )
 
     async def start(self, session: Session, token: RefreshToken, generation: int) -> bool:
         params = {
@@ -594,8 +600,12 @@ class SqlSessionStarts:
             "token_created_at": token.created_at,
         }
         try:
-            async with self._db.engine.begin() as conn:
-                result = await conn.execute(_START_SESSION, params)
+            if self._autocommit is not None:
+                async with self._autocommit.connect() as conn:
+                    result = await conn.execute(_START_SESSION, params)
+            else:
+                async with self._db.engine.begin() as conn:
+                    result = await conn.execute(_START_SESSION, params)
         except Exception as exc:
             translated = translate_error(exc)
             if translated is not None:
