@@ -586,19 +586,7 @@ class SqlSessionStarts:
         )
 
     async def start(self, session: Session, token: RefreshToken, generation: int) -> bool:
-        params = {
-            "user_id": session.user_id,
-            "generation": generation,
-            "session_id": session.id,
-            "created_at": session.created_at,
-            "last_used_at": session.last_used_at,
-            "expires_at": session.expires_at,
-            "user_agent": session.user_agent,
-            "ip": session.ip,
-            "token_id": token.id,
-            "token_hash": token.token_hash,
-            "token_created_at": token.created_at,
-        }
+        params = _session_start_params(session, token, generation)
         try:
             if self._autocommit is not None:
                 async with self._autocommit.connect() as conn:
@@ -614,6 +602,48 @@ class SqlSessionStarts:
         return _rowcount(result) == 1
 
 
+# The same two statements as ``_insert_session_if_generation`` and ``_insert_token``, built
+# once with bind parameters: building them per login (and walking their cache keys) cost more
+# than running them on the writer's thread, where it holds the GIL the event loop needs.
+_INSERT_SESSION_IF_GENERATION = insert(auth_sessions).from_select(
+    ["id", "user_id", "created_at", "last_used_at", "expires_at", "user_agent", "ip"],
+    select(
+        bindparam("session_id", type_=auth_sessions.c.id.type),
+        _user_id,
+        *(_bind(auth_sessions.c[name]) for name in ("created_at", "last_used_at")),
+        *(_bind(auth_sessions.c[name]) for name in ("expires_at", "user_agent", "ip")),
+    ).where(
+        select(users.c.id)
+        .where(users.c.id == _user_id, users.c.generation == bindparam("generation"))
+        .exists()
+    ),
+)
+_INSERT_TOKEN = insert(refresh_tokens).values(
+    id=bindparam("token_id", type_=refresh_tokens.c.id.type),
+    session_id=bindparam("session_id", type_=refresh_tokens.c.session_id.type),
+    user_id=_user_id,
+    token_hash=_bind(refresh_tokens.c.token_hash),
+    created_at=bindparam("token_created_at", type_=refresh_tokens.c.created_at.type),
+)
+
+
+def _session_start_params(session: Session, token: RefreshToken, generation: int) -> dict[str, Any]:
+    """The bind parameters of ``_START_SESSION`` and of the two statements above."""
+    return {
+        "user_id": session.user_id,
+        "generation": generation,
+        "session_id": session.id,
+        "created_at": session.created_at,
+        "last_used_at": session.last_used_at,
+        "expires_at": session.expires_at,
+        "user_agent": session.user_agent,
+        "ip": session.ip,
+        "token_id": token.id,
+        "token_hash": token.token_hash,
+        "token_created_at": token.created_at,
+    }
+
+
 class GroupCommitSessionStarts:
     """``SessionStarts`` on embedded SQLite: the same statements as a unit of work's
     ``add_session_if_generation`` and ``add_token``, run by the group commit writer in one hop
@@ -625,10 +655,12 @@ class GroupCommitSessionStarts:
         self._writer = writer
 
     async def start(self, session: Session, token: RefreshToken, generation: int) -> bool:
+        params = _session_start_params(session, token, generation)
+
         def write(conn: Connection) -> bool:
-            if _rowcount(conn.execute(_insert_session_if_generation(session, generation))) != 1:
+            if _rowcount(conn.execute(_INSERT_SESSION_IF_GENERATION, params)) != 1:
                 return False
-            conn.execute(_insert_token(token))
+            conn.execute(_INSERT_TOKEN, params)
             return True
 
         try:
