@@ -34,9 +34,7 @@ import asyncio
 import cProfile
 import importlib.util
 import json
-import os
 import pstats
-import subprocess
 import tempfile
 import time
 from typing import Any
@@ -63,18 +61,9 @@ def _stock_bench() -> Any:
 
 
 def settings_for(folder: Path, database_url: str | None) -> Settings:
-    return Settings(
-        _env_file=None,  # type: ignore[call-arg]
-        env="test",
-        database_url=database_url or f"sqlite+aiosqlite:///{folder / 'arcana.db'}",
-        var_dir=folder / "var",
-        jwt_secret="bench-secret-" + "x" * 40,
-        log_json=True,
-        log_level="WARNING",
-        grpc_port=0,
-        argon2_memory_kib=8,
-        argon2_time_cost=1,
-    )
+    """``bench/stock.py``'s settings, with Argon2 at its minimum cost."""
+    stock: Any = _stock_bench()
+    return stock.settings_for(folder, database_url, argon2_memory_kib=8, argon2_time_cost=1)
 
 
 async def run(folder: Path, args: argparse.Namespace, counted: Any) -> float:
@@ -121,64 +110,22 @@ def child(args: argparse.Namespace, helper: str | None) -> None:
 
 
 def callgrind(args: argparse.Namespace) -> None:
-    with tempfile.TemporaryDirectory() as tmp:
-        source, lib = Path(tmp) / "cg.c", Path(tmp) / "libbenchcg.so"
-        source.write_text(_stock_bench()._HELPER_C)
-        subprocess.run(
-            [os.environ.get("CC", "cc"), "-O1", "-shared", "-fPIC", "-o", str(lib), str(source)],
-            check=True,
-        )
-        out = Path(args.keep or tmp) / f"callgrind.login.{os.getpid()}"
-        cmd = [
-            "valgrind",
-            "--tool=callgrind",
-            "--instr-atstart=no",
-            f"--callgrind-out-file={out}",
-            sys.executable,
-            __file__,
-            "--child-helper",
-            str(lib),
-            "--requests",
-            str(args.requests),
-            "--client",
-            args.client,
-        ]
-        if args.database_url:
-            cmd += ["--database-url", args.database_url]
-        if args.browser:
-            cmd.append("--browser")
-        env = {**os.environ, "PYTHONHASHSEED": "0"}
-        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
-        if proc.returncode != 0:
-            raise SystemExit(f"{' '.join(cmd)} failed:\n{proc.stdout}\n{proc.stderr[-4000:]}")
-        print(proc.stdout, end="")
-        for line in out.read_text().splitlines():
-            if line.startswith("totals:"):
-                total = int(line.split()[1])
-                print(
-                    f"instructions per login (callgrind, {args.client}): "
-                    f"{total / args.requests / 1e6:.2f} M"
-                )
-                return
-        raise SystemExit(f"no totals in {out}")
+    child_args = ["--requests", str(args.requests), "--client", args.client]
+    if args.database_url:
+        child_args += ["--database-url", args.database_url]
+    if args.browser:
+        child_args.append("--browser")
+    output, total = _stock_bench().callgrind_total(__file__, child_args, args.keep, "login")
+    print(output, end="")
+    print(f"instructions per login (callgrind, {args.client}): {total / args.requests / 1e6:.2f} M")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--database-url", help="postgresql+asyncpg://… (default: embedded SQLite)")
     ap.add_argument("--requests", type=int, default=300, help="logins counted")
-    ap.add_argument(
-        "--client",
-        choices=("asgi", "httpx"),
-        default="asgi",
-        help="asgi: bare ASGI messages (the app's work only); httpx: through httpx.ASGITransport",
-    )
     ap.add_argument("--browser", action="store_true", help="send X-Arcana-Client: browser")
-    ap.add_argument("--callgrind", action="store_true", help="count instructions (valgrind)")
-    ap.add_argument("--profile", type=int, default=0, help="cProfile: print the top N functions")
     ap.add_argument("--sort", default="tottime", help="--profile: pstats sort key")
-    ap.add_argument("--keep", help="--callgrind: keep the callgrind.* file in this folder")
-    ap.add_argument("--child-helper", help=argparse.SUPPRESS)
+    _stock_bench().add_counting_arguments(ap)
     args = ap.parse_args()
     if args.callgrind:
         callgrind(args)

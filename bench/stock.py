@@ -62,7 +62,7 @@ void bench_stop(void) { CALLGRIND_STOP_INSTRUMENTATION; }
 """
 
 
-def settings_for(folder: Path, database_url: str | None) -> Settings:
+def settings_for(folder: Path, database_url: str | None, **more: Any) -> Settings:
     return Settings(
         _env_file=None,  # type: ignore[call-arg]
         env="test",
@@ -72,6 +72,7 @@ def settings_for(folder: Path, database_url: str | None) -> Settings:
         log_json=True,
         log_level="WARNING",
         grpc_port=0,
+        **more,
     )
 
 
@@ -227,7 +228,12 @@ def child(args: argparse.Namespace, helper: str | None) -> None:
         stats.sort_stats("tottime").print_stats(args.profile)
 
 
-def callgrind(args: argparse.Namespace) -> None:
+def callgrind_total(
+    script: str, child_args: list[str], keep: str | None, name: str
+) -> tuple[str, int]:
+    """Run ``script --child-helper LIB *child_args`` under callgrind, instrumentation on only
+    where the child turns it on (``Counted``): the child's stdout and the instructions counted.
+    ``bench/login.py`` uses it too."""
     with tempfile.TemporaryDirectory() as tmp:
         source, lib = Path(tmp) / "cg.c", Path(tmp) / "libbenchcg.so"
         source.write_text(_HELPER_C)
@@ -235,43 +241,41 @@ def callgrind(args: argparse.Namespace) -> None:
             [os.environ.get("CC", "cc"), "-O1", "-shared", "-fPIC", "-o", str(lib), str(source)],
             check=True,
         )
-        out = Path(args.keep or tmp) / f"callgrind.stock.{os.getpid()}"
+        out = Path(keep or tmp) / f"callgrind.{name}.{os.getpid()}"
         cmd = [
             "valgrind",
             "--tool=callgrind",
             "--instr-atstart=no",
             f"--callgrind-out-file={out}",
             sys.executable,
-            __file__,
+            script,
             "--child-helper",
             str(lib),
-            "--requests",
-            str(args.requests),
-            "--concurrency",
-            str(args.concurrency),
-            "--client",
-            args.client,
+            *child_args,
         ]
-        if args.database_url:
-            cmd += ["--database-url", args.database_url]
         env = {**os.environ, "PYTHONHASHSEED": "0"}
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
         if proc.returncode != 0:
             raise SystemExit(f"{' '.join(cmd)} failed:\n{proc.stdout}\n{proc.stderr[-4000:]}")
-        print(proc.stdout, end="")
         for line in out.read_text().splitlines():
             if line.startswith("totals:"):
-                total = int(line.split()[1])
-                print(f"instructions per change (callgrind): {total / args.requests / 1e6:.2f} M")
-                return
+                return proc.stdout, int(line.split()[1])
         raise SystemExit(f"no totals in {out}")
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+def callgrind(args: argparse.Namespace) -> None:
+    child_args = ["--requests", str(args.requests), "--concurrency", str(args.concurrency)]
+    child_args += ["--client", args.client]
+    if args.database_url:
+        child_args += ["--database-url", args.database_url]
+    output, total = callgrind_total(__file__, child_args, args.keep, "stock")
+    print(output, end="")
+    print(f"instructions per change (callgrind): {total / args.requests / 1e6:.2f} M")
+
+
+def add_counting_arguments(ap: argparse.ArgumentParser) -> None:
+    """The options this script shares with ``bench/login.py``."""
     ap.add_argument("--database-url", help="postgresql+asyncpg://… (default: embedded SQLite)")
-    ap.add_argument("--requests", type=int, default=1000, help="changes counted")
-    ap.add_argument("--concurrency", type=int, default=16, help="requests in flight")
     ap.add_argument(
         "--client",
         choices=("asgi", "httpx"),
@@ -282,6 +286,13 @@ def main() -> None:
     ap.add_argument("--profile", type=int, default=0, help="cProfile: print the top N functions")
     ap.add_argument("--keep", help="--callgrind: keep the callgrind.* file in this folder")
     ap.add_argument("--child-helper", help=argparse.SUPPRESS)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--requests", type=int, default=1000, help="changes counted")
+    ap.add_argument("--concurrency", type=int, default=16, help="requests in flight")
+    add_counting_arguments(ap)
     args = ap.parse_args()
     if args.callgrind:
         callgrind(args)

@@ -285,11 +285,10 @@ class LoginFastPath:
         if content_length < 0 or content_type != _JSON_CONTENT_TYPE:
             await self.app(scope, receive, send)
             return
-        try:
-            raw, pending = await read_body(receive)
-        except ArcanaError as exc:  # the body limit, as the route would answer it
-            await arcana_error_answer(exc, None)(scope, receive, send)
+        read = await read_body(scope, receive, send)
+        if read is None:  # refused by the body limit, and answered
             return
+        raw, pending = read
         body = self._valid(raw) if pending is None else None
         if body is None:
             await self.app(scope, replay(raw, pending, receive), send)

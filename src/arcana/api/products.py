@@ -312,11 +312,10 @@ class ProductFastPaths:
         except ArcanaError:
             await self.app(scope, receive, send)
             return
-        try:
-            raw, pending = await read_body(receive)
-        except ArcanaError as exc:  # the body limit, as the route would answer it
-            await arcana_error_answer(exc, None)(scope, receive, send)
+        read = await read_body(scope, receive, send)
+        if read is None:  # refused by the body limit, and answered
             return
+        raw, pending = read
         if pending is not None:  # the client left: let the route see it
             await self.app(scope, replay(raw, pending, receive), send)
             return

@@ -3,16 +3,26 @@ request body themselves, and handing it on to the normal route when they do not 
 
 from __future__ import annotations
 
-from starlette.types import Message, Receive
+from starlette.types import Message, Receive, Scope, Send
+
+from arcana.api.errors import arcana_error_answer
+from arcana.errors import ArcanaError
 
 
-async def read_body(receive: Receive) -> tuple[bytes, Message | None]:
+async def read_body(
+    scope: Scope, receive: Receive, send: Send
+) -> tuple[bytes, Message | None] | None:
     """The whole request body, and the message that ended it early (a disconnect) or None.
-    Raises ``ArcanaError`` when the body limit (``RequestContextMiddleware``) refuses it."""
+    None when the body limit (``RequestContextMiddleware``) refused it: then the refusal is
+    answered here, as the route would answer it."""
     chunks: list[bytes] = []
     more = True
     while more:
-        message = await receive()
+        try:
+            message = await receive()
+        except ArcanaError as exc:
+            await arcana_error_answer(exc, None)(scope, receive, send)
+            return None
         if message["type"] != "http.request":  # the client left: the route sees it too
             return b"".join(chunks), message
         chunks.append(message.get("body", b""))
