@@ -32,7 +32,6 @@ def test_round_trip() -> None:
     assert jwt.get_unverified_header(issued.token)["typ"] == "at+jwt"
 
 
-
 @pytest.mark.parametrize("session_id", ["s1", None])
 @pytest.mark.parametrize("key", [KEY, "ключ-é-" + "k" * 48])
 def test_issued_tokens_are_what_pyjwt_encodes(key: str, session_id: str | None) -> None:
@@ -42,6 +41,7 @@ def test_issued_tokens_are_what_pyjwt_encodes(key: str, session_id: str | None) 
         issued.token, key, algorithms=["HS256"], audience="arcana-api", issuer="arcana"
     )
     assert issued.token == jwt.encode(claims, key, algorithm="HS256", headers={"typ": "at+jwt"})
+
 
 @pytest.mark.parametrize(
     "forge",
