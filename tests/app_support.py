@@ -56,3 +56,36 @@ async def private_redis(tmp_path: Path) -> AsyncIterator[PrivateRedis]:
         yield server
     finally:
         await asyncio.to_thread(server.stop)
+
+
+async def post_past_the_body_limit(
+    app: Any, path: str, headers: list[tuple[bytes, bytes]]
+) -> list[dict[str, Any]]:
+    """What ``app`` sends for a POST whose body runs past the body limit while its
+    ``Content-Length`` says 2 bytes (the limit then trips while the body is read)."""
+    chunk = b" " * 65536
+    pending = [{"type": "http.request", "body": chunk, "more_body": True}] * 40
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return pending.pop() if pending else {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "root_path": "",
+        "query_string": b"",
+        "headers": [*headers, (b"content-length", b"2")],
+        "client": ("127.0.0.1", 1),
+        "server": ("test", 80),
+    }
+    await app(scope, receive, send)
+    return sent

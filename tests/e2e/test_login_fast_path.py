@@ -12,6 +12,7 @@ import httpx
 
 from arcana.api.app import create_app
 from arcana.bootstrap import App
+from tests.app_support import post_past_the_body_limit
 from tests.auth_support import PASSWORD, create_user
 
 LOGIN = "/api/v1/auth/login"
@@ -162,31 +163,8 @@ def httpx_json(body: dict[str, Any]) -> bytes:
 async def test_login_fast_path_body_over_the_limit_is_413(container: App) -> None:
     """A body longer than its ``Content-Length`` said, past the body limit: 413 problem, as on
     every route, not a 500 (the limit trips inside the fast path's read)."""
-    app = create_app(container)
-    chunk = b" " * 65536
-    pending = [{"type": "http.request", "body": chunk, "more_body": True}] * 40
-    sent: list[dict[str, Any]] = []
-
-    async def receive() -> dict[str, Any]:
-        return pending.pop() if pending else {"type": "http.disconnect"}
-
-    async def send(message: dict[str, Any]) -> None:
-        sent.append(message)
-
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": LOGIN,
-        "raw_path": LOGIN.encode(),
-        "root_path": "",
-        "query_string": b"",
-        "headers": [(b"content-type", b"application/json"), (b"content-length", b"2")],
-        "client": ("127.0.0.1", 1),
-        "server": ("test", 80),
-    }
-    await app(scope, receive, send)
+    sent = await post_past_the_body_limit(
+        create_app(container), LOGIN, [(b"content-type", b"application/json")]
+    )
     assert sent[0]["status"] == 413
     assert b"PAYLOAD_TOO_LARGE" in sent[1]["body"]

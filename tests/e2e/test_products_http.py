@@ -13,6 +13,7 @@ import pytest
 from sqlalchemy import select
 
 from arcana.bootstrap import App
+from tests.app_support import post_past_the_body_limit
 from tests.products_support import BASE, admin_headers, create_product, user_headers
 
 pytestmark = [
@@ -476,33 +477,9 @@ async def test_stock_fast_path_body_over_the_limit_is_413(
     from arcana.api.app import create_app
 
     p = await create_product(client, container, stock=5)
-    app = create_app(container)
-    path = f"{BASE}/{p['id']}/stock"
     token = admin_headers(container)["Authorization"].encode()
-    chunk = b" " * 65536
-    pending = [{"type": "http.request", "body": chunk, "more_body": True}] * 40
-    sent: list[dict[str, object]] = []
-
-    async def receive() -> dict[str, object]:
-        return pending.pop() if pending else {"type": "http.disconnect"}
-
-    async def send(message: dict[str, object]) -> None:
-        sent.append(message)
-
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "root_path": "",
-        "query_string": b"",
-        "headers": [(b"authorization", token), (b"content-length", b"2")],
-        "client": ("127.0.0.1", 1),
-        "server": ("test", 80),
-    }
-    await app(scope, receive, send)
+    sent = await post_past_the_body_limit(
+        create_app(container), f"{BASE}/{p['id']}/stock", [(b"authorization", token)]
+    )
     assert sent[0]["status"] == 413
-    assert b"PAYLOAD_TOO_LARGE" in sent[1]["body"]  # type: ignore[operator]
+    assert b"PAYLOAD_TOO_LARGE" in sent[1]["body"]
