@@ -12,8 +12,12 @@ import uuid
 from typing import Any
 
 from fastapi import APIRouter, Request, Response, status
+from starlette.routing import BaseRoute
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from arcana.api.deps import CurrentPrincipal, ServicesDep, VerifiedPrincipal
+from arcana.api.errors import arcana_error_answer
+from arcana.api.fast_path import find_route, plain_bearer, send_json
 from arcana.api.schemas_auth import (
     ChangePasswordRequest,
     ForgotPasswordRequest,
@@ -26,7 +30,8 @@ from arcana.api.schemas_auth import (
     TokenResponse,
     UserCreated,
 )
-from arcana.errors import Forbidden, TokenExpired, ValidationFailed
+from arcana.domain.users import User
+from arcana.errors import ArcanaError, Forbidden, TokenExpired, ValidationFailed
 from arcana.services.app import Services
 from arcana.services.auth import ClientInfo, TokenPair
 
@@ -187,16 +192,60 @@ async def change_password(
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-@router.get("/me", response_model=MeResponse)
-async def me(principal: VerifiedPrincipal, services: ServicesDep) -> MeResponse:
-    user = await services.auth.me(principal)
-    return MeResponse(
+def _me_json(user: User) -> bytes:
+    """``/me``'s body, the same bytes whichever path answers (route or ``MeFastPath``)."""
+    answer = MeResponse(
         id=user.id,
         name=user.name,
         email=user.email,
         roles=sorted(user.roles),
         created_at=user.created_at,
     )
+    return MeResponse.__pydantic_serializer__.to_json(answer)
+
+
+@router.get("/me", response_model=MeResponse)
+async def me(principal: VerifiedPrincipal, services: ServicesDep) -> Response:
+    user = await services.auth.me(principal)
+    return Response(_me_json(user), media_type="application/json")
+
+
+class MeFastPath:
+    """``GET {prefix}/auth/me`` with a plain ``Bearer`` token, answered before FastAPI's routing
+    and dependency solving (see ``arcana.api.fast_path``): the same claims check
+    (``IdentityService.verify``), the same service call (``AuthService.me``: one read with the
+    token's state, the audit event) and the same body. A token that does not verify, or any
+    other form of the request, goes on to the route, which answers it (401 with its
+    ``WWW-Authenticate``); once the read was made, its errors (a revoked token, an unreachable
+    database) are answered here by the app's own error rendering, so the read is not repeated.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self.path = f"{AUTH_PREFIX}/me"
+        self._route: BaseRoute | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "GET" and scope["path"] == self.path:
+            token = plain_bearer(scope["headers"])
+            if token is not None:
+                services: Services = scope["app"].state.services
+                try:
+                    principal = services.identity.verify(token)
+                except ArcanaError:
+                    principal = None
+                if principal is not None:
+                    if self._route is None:
+                        self._route = find_route(scope["app"], scope)
+                    scope["route"] = self._route
+                    try:
+                        user = await services.auth.me(principal)
+                    except ArcanaError as exc:
+                        await arcana_error_answer(exc, Request(scope))(scope, receive, send)
+                        return
+                    await send_json(send, _me_json(user))
+                    return
+        await self.app(scope, receive, send)
 
 
 @router.post("/forgot-password", status_code=status.HTTP_202_ACCEPTED)

@@ -15,11 +15,12 @@ from typing import Annotated, Any
 import orjson
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import StreamingResponse
-from starlette.routing import BaseRoute, Match
+from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from arcana.api.deps import AdminPrincipal, ServicesDep
 from arcana.api.errors import arcana_error_answer
+from arcana.api.fast_path import JSON_HEADER, find_route, plain_bearer, send_json
 from arcana.api.product_json import PAGE_JSON, PRODUCT_JSON, product_to_json
 from arcana.api.schemas_products import (
     ProductCreate,
@@ -218,7 +219,6 @@ async def delete_product(
     return Response(status_code=204)
 
 
-_JSON_HEADER = (b"content-type", b"application/json")
 _STOCK_SUFFIX = "/stock"
 
 
@@ -277,7 +277,7 @@ class ProductFastPaths:
                     {
                         "type": "http.response.start",
                         "status": 200,
-                        "headers": [_JSON_HEADER, (b"content-length", str(len(body)).encode())],
+                        "headers": [JSON_HEADER, (b"content-length", str(len(body)).encode())],
                     }
                 )
                 await send({"type": "http.response.body", "body": body})
@@ -291,15 +291,10 @@ class ProductFastPaths:
         app's own error rendering): before that, nothing has happened, and the normal route
         answers (401, 403 and 422 in the contract's order)."""
         services = scope["app"].state.services
-        token: str | None = None
+        token = plain_bearer(scope["headers"])
         content_length = -1
         for name, value in scope["headers"]:
-            if name == b"authorization":
-                scheme, _, credentials = value.decode("latin-1").partition(" ")
-                # HTTPBearer's parsing, for the plain form only; other forms take the route.
-                if scheme.lower() == "bearer" and credentials and " " not in credentials:
-                    token = credentials
-            elif name == b"content-length":
+            if name == b"content-length":
                 content_length = int(value) if value.isdigit() else -1
         if token is None or content_length < 0 or not is_canonical_product_id(product_id):
             await self.app(scope, receive, send)
@@ -339,27 +334,17 @@ class ProductFastPaths:
         except ArcanaError as exc:
             await arcana_error_answer(exc, Request(scope))(scope, receive, send)
             return
-        answer = product_to_json(product)
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 200,
-                "headers": [(b"content-length", str(len(answer)).encode()), _JSON_HEADER],
-            }
-        )
-        await send({"type": "http.response.body", "body": answer})
+        await send_json(send, product_to_json(product))
 
     def _find_route(self, app: Any, scope: Scope) -> BaseRoute | None:
         path = scope["path"]
         key = "list" if path == self._list_path else "stock" if path.endswith("/stock") else "item"
         if key not in self._routes:
-            routes: list[BaseRoute] = app.router.routes
-            for route in routes:
-                match, _ = route.matches(scope)
-                if match is Match.FULL:
-                    self._routes[key] = route
-                    break
-        return self._routes.get(key)
+            route = find_route(app, scope)
+            if route is None:
+                return None
+            self._routes[key] = route
+        return self._routes[key]
 
 
 def _replay(body: bytes, pending: Message | None, receive: Receive) -> Receive:

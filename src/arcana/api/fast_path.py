@@ -1,0 +1,50 @@
+"""What the pure-ASGI fast paths share (``ProductFastPaths``, ``MeFastPath``).
+
+A fast path answers a hot route before FastAPI's routing and dependency solving run (in
+profiles they cost more than the work of those routes). It does the route's own steps through
+the same services and declines — hands the request to the app unchanged — whenever it is not
+sure to answer exactly as the route would.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from starlette.routing import BaseRoute, Match
+from starlette.types import Scope, Send
+
+JSON_HEADER = (b"content-type", b"application/json")
+
+
+def plain_bearer(headers: Iterable[tuple[bytes, bytes]]) -> str | None:
+    """The token of an ``Authorization: Bearer <token>`` header in its plain form, as
+    ``HTTPBearer`` parses it; ``None`` for no header or any other form (the route decides)."""
+    for name, value in headers:
+        if name == b"authorization":
+            scheme, _, credentials = value.decode("latin-1").partition(" ")
+            if scheme.lower() == "bearer" and credentials and " " not in credentials:
+                return credentials
+            return None
+    return None
+
+
+def find_route(app: Any, scope: Scope) -> BaseRoute | None:
+    """The app's route for ``scope`` (put in the scope, so metrics carry the route template)."""
+    routes: list[BaseRoute] = app.router.routes
+    for route in routes:
+        match, _ = route.matches(scope)
+        if match is Match.FULL:
+            return route
+    return None
+
+
+async def send_json(send: Send, body: bytes, status: int = 200) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-length", str(len(body)).encode()), JSON_HEADER],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
