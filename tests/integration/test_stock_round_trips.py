@@ -125,3 +125,34 @@ async def test_a_change_on_a_connection_the_server_ended_is_503_and_the_connecti
         await service.adjust_stock("admin-1", p.id, 1)
     assert await stored_stock(process, p.id) == 1007
     assert await updated_events(process, p.id) == 7
+
+
+async def test_the_driver_path_stores_and_answers_what_sqlalchemy_reads_back(
+    proxied: tuple[Lifecycle, WireCounter],
+) -> None:
+    """The one-statement change binds and reads its values on asyncpg directly: the product it
+    answers and the outbox row it stores are what SQLAlchemy's own execution reads back."""
+    process, _ = proxied
+    service = process.app.products
+    p = await service.create("admin-1", NewProduct(name="Same", price=Decimal("12.30"), stock=50))
+    changed = await service.adjust_stock("admin-1", p.id, -7)
+    async with process.app.db.engine.connect() as conn:
+        row = (await conn.execute(select(products).where(products.c.id == p.id))).one()
+        event = (
+            await conn.execute(
+                select(outbox).where(
+                    outbox.c.aggregate_id == p.id, outbox.c.event_type == "product.updated"
+                )
+            )
+        ).one()
+    assert changed.stock == row.stock == 43
+    assert (changed.price, changed.name, changed.status.value) == (row.price, row.name, row.status)
+    assert (changed.created_at, changed.updated_at) == (row.created_at, row.updated_at)
+    assert changed.updated_at.tzinfo is not None
+    assert event.kind == "event"
+    assert event.published_at is None
+    assert event.data["event_type"] == "product.updated"
+    assert event.data["data"] == {"productId": p.id}
+    assert event.data["id"] == event.id
+    assert event.created_at.tzinfo is not None
+    assert event.data["timestamp"].startswith(event.created_at.strftime("%Y-%m-%dT%H:%M:%S"))
