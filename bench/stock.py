@@ -9,11 +9,14 @@
 In-process: the whole ASGI app (middleware, routing, the bearer check, the route, the service,
 the store) driven with bare ASGI messages (``--client httpx``: through ``httpx.ASGITransport``,
 whose own work is then counted too), ``--concurrency`` requests in flight, the
-relay and the job worker off, +1/-1 alternating on one row with stock far from 0. It prints:
+relay and the job worker off, +1/-1 alternating on one row with stock far from 0
+(``--spread N``: +1 on each of N rows in a fixed shuffled order, as bench-http's spread
+scenario, to see whether anything costs more per product than on one hot row). It prints:
 
 - PostgreSQL (``--database-url``): round trips per change, counted on the wire by a proxy in
   front of the server (``tests/pg_wire.py``: one ``ReadyForQuery`` per round trip), with the
-  simple-protocol statements (``BEGIN``/``COMMIT``) and the prepared-statement executions;
+  simple-protocol statements (``BEGIN``/``COMMIT``) and the prepared-statement executions
+  (``--no-wire``: no proxy; it runs in this process, so ``--callgrind`` counts its work too);
 - ``--callgrind``: instructions per change, every thread of the process counted, under
   ``valgrind --tool=callgrind`` with instrumentation on only around the counted requests (the
   helper of ``bench/tracing.py``), so the figure does not depend on the machine's load.
@@ -254,8 +257,8 @@ def child(args: argparse.Namespace, helper: str | None) -> None:
             f"{sorted(set(counts.queries))}; connections opened {counts.connections})"
         )
     if profile is not None:
-        if os.environ.get("STOCK_PROFILE_OUT"):
-            profile.dump_stats(os.environ["STOCK_PROFILE_OUT"])
+        if args.profile_out:
+            profile.dump_stats(args.profile_out)
         stats = pstats.Stats(profile)
         stats.sort_stats("tottime").print_stats(args.profile)
 
@@ -329,6 +332,7 @@ def main() -> None:
     )
     ap.add_argument("--callgrind", action="store_true", help="count instructions (valgrind)")
     ap.add_argument("--profile", type=int, default=0, help="cProfile: print the top N functions")
+    ap.add_argument("--profile-out", help="--profile: also write the pstats file here")
     ap.add_argument("--keep", help="--callgrind: keep the callgrind.* file in this folder")
     ap.add_argument("--child-helper", help=argparse.SUPPRESS)
     args = ap.parse_args()
