@@ -1,6 +1,6 @@
 """PostgreSQL's read-only statements on the driver's connection (``AutocommitReads.first_row``):
-rows by column name, the pool's own connections, and a connection whose statement was
-interrupted never goes back to the pool."""
+rows by column name, the pool's own connections, and a statement interrupted mid-way leaves
+the pool usable."""
 
 from __future__ import annotations
 
@@ -43,7 +43,7 @@ async def test_first_row_by_column_name_or_none(db: Database) -> None:
     assert _pool(db).checkedout() == 0
 
 
-async def test_an_interrupted_statement_takes_its_connection_out_of_the_pool(
+async def test_an_interrupted_statement_leaves_the_pool_usable(
     db: Database,
 ) -> None:
     reads = db.autocommit_reads
@@ -61,8 +61,8 @@ async def test_an_interrupted_statement_takes_its_connection_out_of_the_pool(
     with pytest.raises(asyncio.CancelledError):
         await task
     assert _pool(db).checkedout() == 0
-    # Every connection the pool hands out next is usable (the interrupted one was closed, not
-    # returned with its statement still running).
+    # Every connection the pool hands out next is usable (none comes back with the
+    # interrupted statement still running on it).
     rows = await asyncio.gather(
         *(reads.first_row(_ECHO, {"word": str(i), "keep": True}) for i in range(6))
     )

@@ -67,21 +67,18 @@ def is_connectivity_error(exc: BaseException) -> bool:
             return "locked" not in msg
         # asyncpg errors reach us wrapped by SQLAlchemy's adapter: look through the chain at
         # the driver's own exception and at the SQLSTATE.
-        return any(
-            _is_driver_outage(err) for err in (exc.orig, getattr(exc.orig, "__cause__", None))
-        )
-    # A driver's own exception, from a statement run on the driver's connection directly
-    # (``AutocommitReads.first_row``).
-    return _is_driver_outage(exc)
-
-
-def _is_driver_outage(err: BaseException | None) -> bool:
-    if err is None:
-        return False
-    if type(err).__name__ in _OUTAGE_ERRORS or isinstance(err, ConnectionError | OSError):
-        return True
-    state = str(getattr(err, "sqlstate", None) or "")
-    return state[:2] in _OUTAGE_STATE_CLASSES or state in _OUTAGE_STATES
+        chain: tuple[BaseException | None, ...] = (exc.orig, getattr(exc.orig, "__cause__", None))
+    else:
+        chain = (exc,)  # the driver's own, from a statement run on the driver directly
+    for err in chain:
+        if err is None:
+            continue
+        if type(err).__name__ in _OUTAGE_ERRORS or isinstance(err, ConnectionError | OSError):
+            return True
+        state = str(getattr(err, "sqlstate", None) or "")
+        if state[:2] in _OUTAGE_STATE_CLASSES or state in _OUTAGE_STATES:
+            return True
+    return False
 
 
 # PostgreSQL text cannot hold U+0000 (22021 character_not_in_repertoire; 22P05 untranslatable).

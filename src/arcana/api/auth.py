@@ -17,7 +17,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from arcana.api.deps import CurrentPrincipal, ServicesDep, VerifiedPrincipal
 from arcana.api.errors import arcana_error_answer
-from arcana.api.fast_path import find_route, plain_bearer, send_json
+from arcana.api.fast_path import plain_bearer, route_of, send_json
 from arcana.api.schemas_auth import (
     ChangePasswordRequest,
     ForgotPasswordRequest,
@@ -236,7 +236,7 @@ class MeFastPath:
                     principal = None
                 if principal is not None:
                     if self._route is None:
-                        self._route = find_route(scope["app"], scope)
+                        self._route = route_of(router, me)
                     scope["route"] = self._route
                     try:
                         user = await services.auth.me(principal)

@@ -8,11 +8,12 @@ sure to answer exactly as the route would.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
-from starlette.routing import BaseRoute, Match
-from starlette.types import Scope, Send
+from fastapi import APIRouter
+from starlette.routing import BaseRoute
+from starlette.types import Send
 
 JSON_HEADER = (b"content-type", b"application/json")
 
@@ -29,12 +30,13 @@ def plain_bearer(headers: Iterable[tuple[bytes, bytes]]) -> str | None:
     return None
 
 
-def find_route(app: Any, scope: Scope) -> BaseRoute | None:
-    """The app's route for ``scope`` (put in the scope, so metrics carry the route template)."""
-    routes: list[BaseRoute] = app.router.routes
-    for route in routes:
-        match, _ = route.matches(scope)
-        if match is Match.FULL:
+def route_of(router: APIRouter, endpoint: Callable[..., Any]) -> BaseRoute | None:
+    """The route of ``endpoint`` in ``router``, to put in the scope as the normal routing
+    would (metrics and spans are named by its template). Looked up by endpoint: the app's own
+    route list nests included routers (FastAPI's ``_IncludedRouter``, which has no template),
+    so matching the request against it finds the router."""
+    for route in router.routes:
+        if getattr(route, "endpoint", None) is endpoint:
             return route
     return None
 
