@@ -6,6 +6,8 @@
     .venv/bin/python bench/auth_me.py --database-url postgresql+asyncpg://... \
         --redis-url redis://127.0.0.1:6379/12
     .venv/bin/python bench/auth_me.py --callgrind                # + instructions per request
+    .venv/bin/python bench/auth_me.py --callgrind --client asgi  # the app's work only
+    .venv/bin/python bench/auth_me.py --profile tottime          # cProfile of the requests
 
 The app runs in-process (``create_app`` over a started process, all middleware) behind
 ``httpx.ASGITransport``. One user logs in once; then:
@@ -36,10 +38,14 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__)
 import argparse
 import asyncio
 import collections
+import contextlib
+import cProfile
 import importlib.util
 import os
+import pstats
 import subprocess
 import tempfile
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
@@ -227,19 +233,75 @@ def _tracing_bench() -> Any:
     return module
 
 
+def _asgi_get(app: Any, target: str, token: str) -> Callable[[], Awaitable[int]]:
+    """A ``GET`` as the ASGI messages a server would hand the app, and nothing else: what is
+    counted is the app's work (and the database's, on this process's threads)."""
+    headers = [(b"host", b"bench"), (b"authorization", f"Bearer {token}".encode())]
+
+    async def get() -> int:
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": "GET",
+            "scheme": "http",
+            "path": target,
+            "raw_path": target.encode(),
+            "root_path": "",
+            "query_string": b"",
+            "headers": headers,
+            "client": ("127.0.0.1", 40000),
+            "server": ("127.0.0.1", 8000),
+        }
+        status: list[int] = []
+
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        async def send(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                status.append(message["status"])
+
+        await app(scope, receive, send)
+        return status[0]
+
+    return get
+
+
+def requester(args: argparse.Namespace, http: httpx.AsyncClient) -> Callable[[], Awaitable[int]]:
+    """``GET /api/v1/auth/me`` through ``--client``: bare ASGI messages or httpx."""
+    if args.client == "asgi":
+        token = http.headers["authorization"].split(" ", 1)[1]
+        transport = http._transport  # the app behind the client: ASGITransport keeps it
+        return _asgi_get(transport.app, "/api/v1/auth/me", token)  # type: ignore[attr-defined]
+
+    async def get() -> int:
+        return (await http.get("/api/v1/auth/me")).status_code
+
+    return get
+
+
 async def counted_child(args: argparse.Namespace, helper: str) -> None:
-    counted = _tracing_bench().Counted(helper)
+    profile = cProfile.Profile() if args.profile else None
+    counted = _tracing_bench().Counted(helper) if helper != "-" else None
     with tempfile.TemporaryDirectory() as tmp:
         process, http = await start(args, Path(tmp))
+        get = requester(args, http)
         try:
             for _ in range(200):
-                assert (await http.get("/api/v1/auth/me")).status_code == 200
-            with counted:
+                assert await get() == 200
+            with counted or contextlib.nullcontext():
+                if profile is not None:
+                    profile.enable()
                 for _ in range(args.requests):
-                    await http.get("/api/v1/auth/me")
+                    await get()
+                if profile is not None:
+                    profile.disable()
         finally:
             await http.aclose()
             await process.stop()
+    if profile is not None:
+        pstats.Stats(profile).sort_stats(args.profile).print_stats(40)
 
 
 def instructions(args: argparse.Namespace, helper: str, folder: Path, n: int) -> int:
@@ -255,6 +317,8 @@ def instructions(args: argparse.Namespace, helper: str, folder: Path, n: int) ->
         helper,
         "--requests",
         str(n),
+        "--client",
+        args.client,
     ]
     if args.database_url:
         cmd += ["--database-url", args.database_url]
@@ -293,9 +357,24 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=20, help="requests per concurrent client")
     ap.add_argument("--callgrind", action="store_true", help="also count instructions")
     ap.add_argument("--callgrind-child", help=argparse.SUPPRESS)
+    ap.add_argument(
+        "--client",
+        choices=("asgi", "httpx"),
+        default="httpx",
+        help="for --callgrind and --profile: httpx.ASGITransport (its client work counted too) "
+        "or bare ASGI messages (the app's work only)",
+    )
+    ap.add_argument(
+        "--profile",
+        metavar="SORT",
+        help="cProfile the sequential requests instead (e.g. tottime, cumulative)",
+    )
     args = ap.parse_args()
     if args.callgrind_child:
         asyncio.run(counted_child(args, args.callgrind_child))
+        return
+    if args.profile:
+        asyncio.run(counted_child(args, "-"))
         return
     asyncio.run(counts(args))
     if args.callgrind:

@@ -6,7 +6,9 @@ One ``arcana serve`` process (embedded: SQLite + in-process cache, default setti
 100 000 products from ``arcana demo-data``, a bare FastAPI and a bare Starlette server (same
 uvicorn settings) returning the same product JSON from memory. Every scenario runs ``--rounds``
 times, interleaved, at 64 connections; the table shows medians and ratios to the ceilings.
-Also measured: ``GET /auth/me`` with an admin's bearer (token check + one row).
+Also measured: ``GET /auth/me`` with an admin's bearer (token check + one row). With wrk,
+``server CPU µs/req`` is the CPU time (user + system, every process) the server under test
+spent per answered request: its own cost, unlike req/s whatever shares the cores.
 
 ``--database-url`` runs it on PostgreSQL; ``--redis-url`` in Redis mode, where
 ``--workers N`` starts ``arcana serve --workers N`` (run it with 1 and with 2 to compare).
@@ -20,6 +22,7 @@ import loadgen  # first: it takes this folder off sys.path (see bench/loadgen.py
 import argparse
 import json
 import os
+import random
 import shutil
 import subprocess
 import sys
@@ -34,8 +37,9 @@ from loadgen import (
     have_wrk,
     median_result,
     run_python,
-    run_wrk,
+    run_wrk_measured,
     wait_http,
+    wrk_cycle_lua,
 )
 
 
@@ -115,6 +119,7 @@ def main() -> None:
         body = httpx.get(f"{base}/api/v1/products/{pid}").content
         (work / "product.json").write_bytes(body)
         bare: dict[str, str] = {}
+        server_pid = {base: procs[-1].pid}
         for kind in ("starlette", "fastapi"):
             bport = free_port()
             p = subprocess.Popen(
@@ -128,17 +133,12 @@ def main() -> None:
             )
             procs.append(p)
             bare[kind] = f"http://127.0.0.1:{bport}/bare/{pid}"
+            server_pid[bare[kind]] = p.pid
             wait_http(bare[kind], p)
-        stock_lua = (
-            'wrk.method = "POST"\n'
-            'wrk.headers["Content-Type"] = "application/json"\n'
-            f'wrk.headers["Authorization"] = "Bearer {token}"\n'
-            "local n = 0\n"
-            "request = function()\n"
-            "  n = n + 1\n"
-            '  local d = (n % 2 == 0) and "-1" or "1"\n'
-            f'  return wrk.format(nil, nil, nil, \'{{"quantity_change": \' .. d .. "}}")\n'
-            "end\n"
+        writes = {"Content-Type": "application/json", "Authorization": f"Bearer {token}"}
+        # +1 and -1 in turn on one row.
+        stock_lua = wrk_cycle_lua(
+            "POST", writes, [(None, '{"quantity_change": 1}'), (None, '{"quantity_change": -1}')]
         )
         me_lua = f'wrk.headers["Authorization"] = "Bearer {token}"\n'
         # Stock changes spread over 1,000 products (+1 each, so none can hit a bound).
@@ -146,16 +146,12 @@ def main() -> None:
         for page in range(10):
             listed = httpx.get(f"{base}/api/v1/products?size=100&page={page}").json()["data"]
             spread += [item["id"] for item in listed]
-        spread_lua = (
-            'wrk.method = "POST"\n'
-            'wrk.headers["Content-Type"] = "application/json"\n'
-            f'wrk.headers["Authorization"] = "Bearer {token}"\n'
-            "local ids = {" + ",".join(f'"{i}"' for i in spread) + "}\n"
-            "request = function()\n"
-            "  local id = ids[math.random(#ids)]\n"
-            '  return wrk.format(nil, "/api/v1/products/" .. id .. "/stock", nil,\n'
-            "    '{\"quantity_change\": 1}')\n"
-            "end\n"
+        # +1 on each of them in a shuffled order, fixed from run to run.
+        random.Random(16).shuffle(spread)
+        spread_lua = wrk_cycle_lua(
+            "POST",
+            writes,
+            [(f"/api/v1/products/{i}/stock", '{"quantity_change": 1}') for i in spread],
         )
         scenarios: list[tuple[str, str, str | None]] = [
             ("bare Starlette (memory)", bare["starlette"], None),
@@ -188,7 +184,8 @@ def main() -> None:
             for name, url, lua in scenarios:
                 settling += loadgen.wait_outbox_drained(env)
                 if use_wrk:
-                    r = run_wrk(url, args.duration, args.connections, lua)
+                    owner = server_pid.get(url, server_pid[base])
+                    r = run_wrk_measured(owner, url, args.duration, args.connections, lua)
                 elif lua is None:
                     r = run_python(url, args.duration, args.connections)
                 elif lua is me_lua:
@@ -213,15 +210,16 @@ def main() -> None:
         star = med["bare Starlette (memory)"].rps
         header = (
             "| scenario | req/s | p50 ms | p99 ms | vs FastAPI | vs Starlette "
-            "| non-2xx / timeouts |"
+            "| server CPU µs/req | non-2xx / timeouts |"
         )
         print()
         print(header)
-        print("|---|---:|---:|---:|---:|---:|---:|")
+        print("|---|---:|---:|---:|---:|---:|---:|---:|")
         for name, r in med.items():
+            cpu = f"{r.cpu_us:,.0f}" if r.cpu_us is not None else "-"
             print(
                 f"| {name} | {r.rps:,.0f} | {r.p50_ms:.2f} | {r.p99_ms:.2f} | "
-                f"{r.rps / fast:.2f} | {r.rps / star:.2f} | {r.errors} / {r.timeouts} |"
+                f"{r.rps / fast:.2f} | {r.rps / star:.2f} | {cpu} | {r.errors} / {r.timeouts} |"
             )
         print(
             f"\nEach scenario started with the outbox relayed (waited {settling:.1f} s in all "

@@ -15,6 +15,8 @@ from sqlalchemy import delete, func, select
 
 from arcana.adapters.tables import auth_sessions, outbox, refresh_tokens, users
 from arcana.api.app import create_app
+from arcana.api.auth import MeFastPath
+from arcana.api.deps import get_services
 from arcana.bootstrap import App
 from arcana.config import Settings
 from arcana.domain.users import RefreshToken, Session
@@ -325,6 +327,83 @@ async def test_me_without_or_with_malformed_bearer_is_401(client: httpx.AsyncCli
     _unauthorized(await client.get(f"{AUTH}/me"))
     _unauthorized(await client.get(f"{AUTH}/me", headers=bearer("not.a.jwt")))
     _unauthorized(await client.get(f"{AUTH}/me", headers={"Authorization": "Basic Zm9vOmJhcg=="}))
+
+
+def _without_me_fast_path(container: App) -> Any:
+    """The app with every layer but ``MeFastPath``: ``/me`` answered by the FastAPI route."""
+    app = create_app(container)
+    app.user_middleware = [m for m in app.user_middleware if m.cls is not MeFastPath]
+    return app
+
+
+async def test_me_fast_path_skips_fastapi_dependencies(
+    client: httpx.AsyncClient, container: App
+) -> None:
+    """A plain bearer's ``/me`` is answered before FastAPI's routing and dependencies (see
+    ``MeFastPath``): with the route's services dependency broken it still works."""
+    u = await register_and_login(client)
+    app = create_app(container)
+
+    async def broken() -> None:
+        raise RuntimeError("the route ran")
+
+    app.dependency_overrides[get_services] = broken
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as own:
+        resp = await own.get(f"{AUTH}/me", headers=bearer(u["access_token"]))
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["id"] == u["id"]
+
+
+async def test_me_fast_path_answers_as_the_route(client: httpx.AsyncClient, container: App) -> None:
+    """The same requests through the app (``MeFastPath`` first) and through the FastAPI route
+    alone: the same status, content type, ``WWW-Authenticate`` and the same body, byte for
+    byte on a 200 — for a valid token, a name beyond ASCII, roles sorted, and every refusal
+    (no token, other schemes and forms, forged, expired, revoked, ended session, gone user)."""
+    transport = httpx.ASGITransport(app=_without_me_fast_path(container))
+    routed = httpx.AsyncClient(transport=transport, base_url="http://test")
+
+    async def both(headers: dict[str, str], status: int) -> None:
+        a = await client.get(f"{AUTH}/me", headers=headers)
+        b = await routed.get(f"{AUTH}/me", headers=headers)
+        assert a.status_code == b.status_code == status, (a.text, b.text)
+        for name in ("content-type", "content-length", "www-authenticate"):
+            assert a.headers.get(name) == b.headers.get(name), name
+        if status == 200:
+            assert a.content == b.content
+        else:
+            ja, jb = a.json(), b.json()
+            for volatile in ("instance", "request_id"):
+                ja.pop(volatile, None), jb.pop(volatile, None)
+            assert ja == jb
+
+    email = f"u-{uuid.uuid4().hex[:10]}@example.com"
+    resp = await client.post(
+        f"{AUTH}/register",
+        json={"name": 'Zoë Ünïcødé 日本 "q" \\', "email": email, "password": PASSWORD},
+    )
+    assert resp.status_code == 201, resp.text
+    u = {"id": resp.json()["id"], **(await login(client, email))}
+    token = u["access_token"]
+    async with routed:
+        await both(bearer(token), 200)
+        await both({"Authorization": f"bearer {token}"}, 200)
+        await both({"Authorization": f"Bearer  {token}"}, 200)  # the route strips it
+        await both({"Authorization": f"Bearer {token} x"}, 401)
+        await both({}, 401)
+        await both({"Authorization": "Basic Zm9vOmJhcg=="}, 401)
+        await both(bearer("not.a.jwt"), 401)
+        for kind in ("expired", "wrong_key", "alg_none"):
+            await both(bearer(_forged(container, u["id"], kind)), 401)
+        admin = _forged(container, u["id"], "valid")  # roles admin and user, sorted on the way out
+        await both(bearer(admin), 200)
+        other = await login(client, email)
+        await client.post(f"{AUTH}/logout", json={"refresh_token": other["refresh_token"]})
+        await both(bearer(other["access_token"]), 401)  # its session ended
+        await client.post(f"{AUTH}/logout-all", headers=bearer(token))
+        await both(bearer(token), 401)  # revoked
+        unknown = container.auth_area.tokens.issue(str(uuid.uuid4()), frozenset({"user"}), 0)
+        await both(bearer(unknown.token), 401)
 
 
 def _forged(container: App, user_id: str, kind: str) -> str:

@@ -14,6 +14,7 @@ from sqlalchemy import text
 from arcana.adapters.migrator import migrate
 from arcana.api.app import create_app
 from arcana.lifecycle import Lifecycle
+from tests.auth_support import PASSWORD
 from tests.conftest import base_settings, wait_for
 from tests.pgcluster import PrivateCluster
 
@@ -51,11 +52,16 @@ async def test_database_down_gives_503_and_recovers(
     try:
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
             assert (await c.get("/test/db")).json() == {"value": 1}
+            user = await container.users.create_user("outage@example.com", "Ada", PASSWORD)
+            token = container.auth_area.tokens.issue(user.id, user.roles, user.generation).token
+            me = {"Authorization": f"Bearer {token}"}
+            assert (await c.get("/api/v1/auth/me", headers=me)).status_code == 200
             cluster.stop()
-            resp = await c.get("/test/db")
-            assert resp.status_code == 503, resp.text
-            assert resp.headers["content-type"].startswith("application/problem+json")
-            assert resp.json()["code"] == "SERVICE_UNAVAILABLE"
+            # a route of the app, and /auth/me, which its fast path answers
+            for resp in (await c.get("/test/db"), await c.get("/api/v1/auth/me", headers=me)):
+                assert resp.status_code == 503, resp.text
+                assert resp.headers["content-type"].startswith("application/problem+json")
+                assert resp.json()["code"] == "SERVICE_UNAVAILABLE"
             ready = await c.get("/readyz")
             assert ready.status_code == 503
             assert ready.json()["checks"]["database"] is False

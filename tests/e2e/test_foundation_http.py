@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import httpx
+import pytest
 from fastapi import Body
 
 from arcana.api.app import create_app
@@ -54,6 +55,29 @@ async def test_metrics_exposes_requests_by_route_template(client: httpx.AsyncCli
     text = (await client.get("/metrics")).text
     assert 'arcana_http_requests_total{method="GET",route="/healthz",status="200"}' in text
     assert "arcana_http_request_duration_seconds_bucket" in text
+
+
+async def test_metrics_count_every_request_while_kept_label_sets_stay_bounded(
+    client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The middleware keeps the metric children of the label sets it met (the method is the
+    client's to choose), up to a bound; past it, requests are still counted, nothing kept."""
+    from arcana.api import middleware
+    from arcana.metrics import HTTP_REQUESTS
+
+    monkeypatch.setattr(middleware, "_ROUTE_METRICS", {})
+    monkeypatch.setattr(middleware, "_ROUTE_METRICS_KEPT", 3)
+    methods = [f"X{i}" for i in range(6)]
+
+    def count(method: str) -> float:
+        return HTTP_REQUESTS.labels(method, "/healthz", "405")._value.get()  # type: ignore[attr-defined,no-any-return]
+
+    before = {m: count(m) for m in methods}
+    for _ in range(2):
+        for m in methods:
+            assert (await client.request(m, "/healthz")).status_code == 405
+    assert len(middleware._ROUTE_METRICS) == 3
+    assert {m: count(m) - before[m] for m in methods} == dict.fromkeys(methods, 2)
 
 
 async def test_openapi_and_docs(client: httpx.AsyncClient) -> None:

@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
+from arcana.adapters.autocommit_reads import AutocommitReads
 from arcana.adapters.fair_pool import FairAsyncQueuePool
 from arcana.adapters.group_commit import SqliteGroupCommit
 from arcana.adapters.sqlite_reads import SqliteReads
@@ -66,14 +67,17 @@ def is_connectivity_error(exc: BaseException) -> bool:
             return "locked" not in msg
         # asyncpg errors reach us wrapped by SQLAlchemy's adapter: look through the chain at
         # the driver's own exception and at the SQLSTATE.
-        for err in (exc.orig, getattr(exc.orig, "__cause__", None)):
-            if err is None:
-                continue
-            if type(err).__name__ in _OUTAGE_ERRORS or isinstance(err, ConnectionError | OSError):
-                return True
-            state = str(getattr(err, "sqlstate", None) or "")
-            if state[:2] in _OUTAGE_STATE_CLASSES or state in _OUTAGE_STATES:
-                return True
+        chain: tuple[BaseException | None, ...] = (exc.orig, getattr(exc.orig, "__cause__", None))
+    else:
+        chain = (exc,)  # the driver's own, from a statement run on the driver directly
+    for err in chain:
+        if err is None:
+            continue
+        if type(err).__name__ in _OUTAGE_ERRORS or isinstance(err, ConnectionError | OSError):
+            return True
+        state = str(getattr(err, "sqlstate", None) or "")
+        if state[:2] in _OUTAGE_STATE_CLASSES or state in _OUTAGE_STATES:
+            return True
     return False
 
 
@@ -193,19 +197,14 @@ class Database:
         # Reads that write nothing. On PostgreSQL the driver wraps every transaction in its
         # own BEGIN and ROLLBACK round trips; in autocommit a lone SELECT is one round trip.
         # Under READ COMMITTED each statement takes its own snapshot anyway, so a read-only
-        # unit of work sees what it would have seen inside a transaction. SQLite starts no
-        # transaction for a SELECT, so it keeps the ordinary sessions; so does a transaction
-        # pooler (PgBouncer), which could hand a statement's prepare and its execution, when
-        # no transaction pins them, to two different server connections.
-        self.read_sessionmaker = (
-            self.sessionmaker
-            if self.is_sqlite or self.pooled
-            else async_sessionmaker(
-                self.engine.execution_options(isolation_level="AUTOCOMMIT"),
-                expire_on_commit=False,
-                class_=AsyncSession,
-            )
+        # unit of work sees what it would have seen inside a transaction. SQLite has its
+        # reader threads (above); a transaction pooler (PgBouncer) keeps the ordinary
+        # sessions: it could hand a statement's prepare and its execution, when no
+        # transaction pins them, to two different server connections.
+        self.autocommit_reads: AutocommitReads | None = (
+            None if self.is_sqlite or self.pooled else AutocommitReads(self.engine)
         )
+        """Read-only units of work on a bare connection in autocommit (PostgreSQL, direct)."""
 
     @contextlib.asynccontextmanager
     async def writing(self) -> AsyncIterator[None]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -21,11 +21,11 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from arcana import tracing
 from arcana.adapters.database import Database, translate_error
+from arcana.adapters.driver_statements import DriverStatement, fetch_row
 from arcana.adapters.group_commit import SqliteGroupCommit
 from arcana.adapters.outbox_rows import outbox_rows
 from arcana.adapters.tables import outbox, products
@@ -95,7 +95,7 @@ def _aware(value: datetime) -> datetime:
     return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
-def _to_product(row: RowMapping) -> Product:
+def _to_product(row: Mapping[Any, Any]) -> Product:
     return Product(
         id=row["id"],
         name=row["name"],
@@ -284,8 +284,11 @@ class SqlStockChanges:
     ) -> None:
         self._db = db
         self._after_commit = after_commit
-        self._autocommit = (
-            None if db.pooled else db.engine.execution_options(isolation_level="AUTOCOMMIT")
+        self._autocommit = db.engine.execution_options(isolation_level="AUTOCOMMIT")
+        self._quiet = (
+            None
+            if db.pooled
+            else DriverStatement(_ADJUST_QUIET_STOCK, db.engine.dialect, products.c)
         )
 
     async def adjust_stock(
@@ -300,10 +303,15 @@ class SqlStockChanges:
         params: dict[str, Any] = {"product_id": product_id, "delta": delta, "now": now}
         for key, value in outbox_rows([updated], (), trace_context)[0].items():
             params[f"outbox_{key}"] = value
+        row: Mapping[Any, Any] | None
         try:
-            if self._autocommit is not None:
-                async with self._autocommit.connect() as conn:
-                    row = (await conn.execute(_ADJUST_QUIET_STOCK, params)).mappings().first()
+            if self._quiet is not None:
+                if tracing.recording():  # SQLAlchemy's execution makes the statement's span
+                    async with self._autocommit.connect() as conn:
+                        result = await conn.execute(_ADJUST_QUIET_STOCK, params)
+                        row = result.mappings().first()
+                else:
+                    row = await fetch_row(self._db.engine, self._quiet, params)
                 if row is not None:
                     product = _to_product(row)
                     if self._after_commit is not None:

@@ -67,21 +67,22 @@ class SqlUnitOfWork:
         self._written = []
         self._wrote = False
         self._committed = False
-        reads = self._db.sqlite_reads if self._read_only else None
+        reads = (self._db.sqlite_reads or self._db.autocommit_reads) if self._read_only else None
         if reads is not None:
-            # A SQLite file: repositories only call ``execute``, which the reader threads
-            # offer in one hop per statement (no session, nothing to roll back or close).
+            # Repositories only call ``execute`` in a read-only unit of work, which a SQLite
+            # file's reader threads (one hop per statement) and PostgreSQL's autocommit
+            # connections offer without a session: nothing to roll back or close.
             self._session = None
             self._bind(cast(AsyncSession, reads))
             return self
-        self._session = (self._db.read_sessionmaker if self._read_only else self._db.sessionmaker)()
+        self._session = self._db.sessionmaker()
         self._bind(self._session)
         return self
 
     @property
     def session(self) -> AsyncSession:
         if self._session is None:
-            raise RuntimeError("a read-only unit of work on SQLite has no session")
+            raise RuntimeError("a read-only unit of work has no session")
         return self._session
 
     async def __aexit__(

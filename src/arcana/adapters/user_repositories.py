@@ -8,7 +8,7 @@ requests cannot both succeed on either PostgreSQL or SQLite.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -67,16 +67,21 @@ _BY_EMAIL = select(users).where(users.c.email == bindparam("email"))
 
 
 def _user(row: Any) -> User:
+    return _user_of(row._mapping)
+
+
+def _user_of(row: Mapping[str, Any]) -> User:
+    """A ``User`` from a row's columns by name (a SQLAlchemy row mapping or a driver record)."""
     return User(
-        id=row.id,
-        name=row.name,
-        email=row.email,
-        password_hash=row.password_hash,
-        roles=frozenset(r for r in row.roles.split(",") if r),
-        generation=int(row.generation),
-        sync_status=SyncStatus(row.sync_status),
-        created_at=_aware(row.created_at),
-        updated_at=_aware(row.updated_at),
+        id=row["id"],
+        name=row["name"],
+        email=row["email"],
+        password_hash=row["password_hash"],
+        roles=frozenset(r for r in row["roles"].split(",") if r),
+        generation=int(row["generation"]),
+        sync_status=SyncStatus(row["sync_status"]),
+        created_at=_aware(row["created_at"]),
+        updated_at=_aware(row["updated_at"]),
     )
 
 
@@ -130,6 +135,10 @@ class SqlUserRepository:
             row = (await self._s.execute(_USER_BY_ID, {"user_id": user_id})).first()
             return None if row is None else (_user(row), False)
         params = {"user_id": user_id, "session_id": session_id}
+        first_row = getattr(self._s, "first_row", None)
+        if first_row is not None:  # PostgreSQL's autocommit reads: on the driver directly
+            found = await first_row(_USER_AND_SESSION_ENDED, params)
+            return None if found is None else (_user_of(found), bool(found["session_ended"]))
         row = (await self._s.execute(_USER_AND_SESSION_ENDED, params)).first()
         return None if row is None else (_user(row), bool(row.session_ended))
 

@@ -56,7 +56,8 @@ def create_app(services: Services | None = None, settings: Settings | None = Non
         services.commits.add(event_rate.record)
     install_error_handlers(app)
     install_openapi(app)
-    app.add_middleware(auth.LoginFastPath)  # inside the next two
+    app.add_middleware(auth.LoginFastPath)  # inside the next three
+    app.add_middleware(auth.MeFastPath)  # inside the next two
     app.add_middleware(products.ProductFastPaths, prefix=API_PREFIX)  # inside the next
     app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.http.max_body_bytes)
     app.include_router(ops.router)

@@ -14,12 +14,12 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response, status
 from pydantic import ValidationError
-from starlette.routing import BaseRoute, Match
+from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from arcana.api.deps import CurrentPrincipal, ServicesDep, VerifiedPrincipal
 from arcana.api.errors import arcana_error_answer
-from arcana.api.raw_requests import read_body, replay
+from arcana.api.fast_path import plain_bearer, read_body, replay, route_of, send_json
 from arcana.api.schemas_auth import (
     ChangePasswordRequest,
     ForgotPasswordRequest,
@@ -32,6 +32,7 @@ from arcana.api.schemas_auth import (
     TokenResponse,
     UserCreated,
 )
+from arcana.domain.users import User
 from arcana.errors import ArcanaError, Forbidden, TokenExpired, ValidationFailed
 from arcana.services.app import Services
 from arcana.services.auth import ClientInfo, TokenPair
@@ -193,16 +194,60 @@ async def change_password(
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-@router.get("/me", response_model=MeResponse)
-async def me(principal: VerifiedPrincipal, services: ServicesDep) -> MeResponse:
-    user = await services.auth.me(principal)
-    return MeResponse(
+def _me_json(user: User) -> bytes:
+    """``/me``'s body, the same bytes whichever path answers (route or ``MeFastPath``)."""
+    answer = MeResponse(
         id=user.id,
         name=user.name,
         email=user.email,
         roles=sorted(user.roles),
         created_at=user.created_at,
     )
+    return MeResponse.__pydantic_serializer__.to_json(answer)
+
+
+@router.get("/me", response_model=MeResponse)
+async def me(principal: VerifiedPrincipal, services: ServicesDep) -> Response:
+    user = await services.auth.me(principal)
+    return Response(_me_json(user), media_type="application/json")
+
+
+class MeFastPath:
+    """``GET {prefix}/auth/me`` with a plain ``Bearer`` token, answered before FastAPI's routing
+    and dependency solving (see ``arcana.api.fast_path``): the same claims check
+    (``IdentityService.verify``), the same service call (``AuthService.me``: one read with the
+    token's state, the audit event) and the same body. A token that does not verify, or any
+    other form of the request, goes on to the route, which answers it (401 with its
+    ``WWW-Authenticate``); once the read was made, its errors (a revoked token, an unreachable
+    database) are answered here by the app's own error rendering, so the read is not repeated.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self.path = f"{AUTH_PREFIX}/me"
+        self._route: BaseRoute | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "GET" and scope["path"] == self.path:
+            token = plain_bearer(scope["headers"])
+            if token is not None:
+                services: Services = scope["app"].state.services
+                try:
+                    principal = services.identity.verify(token)
+                except ArcanaError:
+                    principal = None
+                if principal is not None:
+                    if self._route is None:
+                        self._route = route_of(router, me)
+                    scope["route"] = self._route
+                    try:
+                        user = await services.auth.me(principal)
+                    except ArcanaError as exc:
+                        await arcana_error_answer(exc, Request(scope))(scope, receive, send)
+                        return
+                    await send_json(send, _me_json(user))
+                    return
+        await self.app(scope, receive, send)
 
 
 @router.post("/forgot-password", status_code=status.HTTP_202_ACCEPTED)
@@ -293,7 +338,7 @@ class LoginFastPath:
         if body is None:
             await self.app(scope, replay(raw, pending, receive), send)
             return
-        scope["route"] = self._find_route(scope)
+        scope["route"] = self._find_route()
         services: Services = scope["app"].state.services
         client = scope.get("client")
         # ``_client``'s rule, from the scope instead of a ``Request``.
@@ -303,18 +348,7 @@ class LoginFastPath:
         except ArcanaError as exc:
             await arcana_error_answer(exc, Request(scope))(scope, receive, send)
             return
-        answer = _tokens(pair).model_dump_json().encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 200,
-                "headers": [
-                    (b"content-length", str(len(answer)).encode()),
-                    (b"content-type", _JSON_CONTENT_TYPE),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": answer})
+        await send_json(send, _tokens(pair).model_dump_json().encode())
 
     @staticmethod
     def _valid(raw: bytes) -> LoginRequest | None:
@@ -325,11 +359,7 @@ class LoginFastPath:
         except (ValueError, ValidationError):
             return None
 
-    def _find_route(self, scope: Scope) -> BaseRoute | None:
+    def _find_route(self) -> BaseRoute | None:
         if self._route is None:
-            routes: list[BaseRoute] = scope["app"].router.routes
-            for route in routes:
-                if route.matches(scope)[0] is Match.FULL:
-                    self._route = route
-                    break
+            self._route = route_of(router, login)
         return self._route

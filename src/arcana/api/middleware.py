@@ -7,11 +7,12 @@ the latter costs an extra task and stream per call.
 from __future__ import annotations
 
 import logging
+import os
 import re
 import time
-import uuid
 
 import structlog
+from prometheus_client import Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from arcana import tracing
@@ -22,6 +23,26 @@ from arcana.metrics import HTTP_LATENCY, HTTP_REQUESTS
 log = logging.getLogger("arcana.api")
 
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+
+
+_ROUTE_METRICS: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
+_ROUTE_METRICS_KEPT = 4096
+
+
+def _route_metrics(method: str, template: str, status: int) -> tuple[Counter, Histogram]:
+    """The request counter's and latency histogram's children for these labels. ``labels()``
+    validates, locks and looks up on every call; the children are kept here instead (up to
+    ``_ROUTE_METRICS_KEPT`` label sets: the method is the client's to choose)."""
+    key = (method, template, status)
+    children = _ROUTE_METRICS.get(key)
+    if children is None:
+        children = (
+            HTTP_REQUESTS.labels(method, template, str(status)),
+            HTTP_LATENCY.labels(method, template),
+        )
+        if len(_ROUTE_METRICS) < _ROUTE_METRICS_KEPT:
+            _ROUTE_METRICS[key] = children
+    return children
 
 
 class RequestContextMiddleware:
@@ -46,7 +67,9 @@ class RequestContextMiddleware:
             elif name == b"traceparent":
                 traceparent = value.decode("latin-1")[:128]
         if not request_id:
-            request_id = uuid.uuid4().hex
+            # 32 random hex digits, as uuid4().hex gives them, without building a UUID object
+            # (several times the cost of the random bytes, on every request).
+            request_id = os.urandom(16).hex()
         scope.setdefault("state", {})["request_id"] = request_id
         structlog.contextvars.bind_contextvars(request_id=request_id)
         rid_header = (b"x-request-id", request_id.encode())
@@ -113,8 +136,9 @@ class RequestContextMiddleware:
             route = scope.get("route")
             template = getattr(route, "path", None) or "unmatched"
             method = scope["method"]
-            HTTP_REQUESTS.labels(method, template, str(status)).inc()
-            HTTP_LATENCY.labels(method, template).observe(time.perf_counter() - t0)
+            requests, latency = _route_metrics(method, template, status)
+            requests.inc()
+            latency.observe(time.perf_counter() - t0)
             if current is not None:
                 # Named by route template (bounded), never by the raw path.
                 current.update_name(f"{method} {template}")

@@ -9,19 +9,26 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import StreamingResponse
-from starlette.routing import BaseRoute, Match
+from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from arcana.api.deps import AdminPrincipal, ServicesDep
 from arcana.api.errors import arcana_error_answer
+from arcana.api.fast_path import (
+    JSON_HEADER,
+    plain_bearer,
+    read_body,
+    replay,
+    route_of,
+    send_json,
+)
 from arcana.api.product_json import PAGE_JSON, PRODUCT_JSON, product_to_json
-from arcana.api.raw_requests import read_body, replay
 from arcana.api.schemas_products import (
     ProductCreate,
     ProductList,
@@ -219,7 +226,6 @@ async def delete_product(
     return Response(status_code=204)
 
 
-_JSON_HEADER = (b"content-type", b"application/json")
 _STOCK_SUFFIX = "/stock"
 
 
@@ -273,12 +279,12 @@ class ProductFastPaths:
                         query, PAGE_JSON
                     )
             if body is not None:
-                scope["route"] = self._find_route(scope["app"], scope)
+                scope["route"] = self._find_route(scope)
                 await send(
                     {
                         "type": "http.response.start",
                         "status": 200,
-                        "headers": [_JSON_HEADER, (b"content-length", str(len(body)).encode())],
+                        "headers": [JSON_HEADER, (b"content-length", str(len(body)).encode())],
                     }
                 )
                 await send({"type": "http.response.body", "body": body})
@@ -292,15 +298,10 @@ class ProductFastPaths:
         app's own error rendering): before that, nothing has happened, and the normal route
         answers (401, 403 and 422 in the contract's order)."""
         services = scope["app"].state.services
-        token: str | None = None
+        token = plain_bearer(scope["headers"])
         content_length = -1
         for name, value in scope["headers"]:
-            if name == b"authorization":
-                scheme, _, credentials = value.decode("latin-1").partition(" ")
-                # HTTPBearer's parsing, for the plain form only; other forms take the route.
-                if scheme.lower() == "bearer" and credentials and " " not in credentials:
-                    token = credentials
-            elif name == b"content-length":
+            if name == b"content-length":
                 content_length = int(value) if value.isdigit() else -1
         if token is None or content_length < 0 or not is_canonical_product_id(product_id):
             await self.app(scope, receive, send)
@@ -327,33 +328,29 @@ class ProductFastPaths:
         if change is None:
             await self.app(scope, replay(raw, None, receive), send)
             return
-        scope["route"] = self._find_route(scope["app"], scope)
+        scope["route"] = self._find_route(scope)
         try:
             product = await services.products.adjust_stock(principal.user_id, product_id, change)
         except ArcanaError as exc:
             await arcana_error_answer(exc, Request(scope))(scope, receive, send)
             return
-        answer = product_to_json(product)
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 200,
-                "headers": [(b"content-length", str(len(answer)).encode()), _JSON_HEADER],
-            }
-        )
-        await send({"type": "http.response.body", "body": answer})
+        await send_json(send, product_to_json(product))
 
-    def _find_route(self, app: Any, scope: Scope) -> BaseRoute | None:
+    def _find_route(self, scope: Scope) -> BaseRoute | None:
+        """The route the normal routing would put in the scope (see ``route_of``)."""
         path = scope["path"]
         key = "list" if path == self._list_path else "stock" if path.endswith("/stock") else "item"
         if key not in self._routes:
-            routes: list[BaseRoute] = app.router.routes
-            for route in routes:
-                match, _ = route.matches(scope)
-                if match is Match.FULL:
-                    self._routes[key] = route
-                    break
-        return self._routes.get(key)
+            endpoints: dict[str, Callable[..., Any]] = {
+                "list": list_products,
+                "stock": update_stock,
+                "item": get_product,
+            }
+            route = route_of(router, endpoints[key])
+            if route is None:
+                return None
+            self._routes[key] = route
+        return self._routes[key]
 
 
 _LIST_PARAMS = frozenset({b"page", b"size", b"category", b"status"})

@@ -1,0 +1,79 @@
+"""Core statements compiled once for PostgreSQL and run on asyncpg directly.
+
+For the hottest statements — the quiet stock change, the bearer's user on every
+``GET /auth/me`` — SQLAlchemy's execution (a ``Connection`` and its events, the compiled-cache
+look-up, parameter and result processing, greenlet hops for connect, execute and close) cost
+more than the rest of the request: on ``arcana serve`` under load, ``/auth/me`` went from about
+600 µs of server CPU per request to about 250 µs without it, and a stock change from 1.51 M to
+0.85 M instructions (``bench/stock.py --callgrind``). Here the SQL text, the parameter order
+and the types' own bind and result processors come from the same compiled statement, so the
+values on the wire and the row read back are what ``execute`` would give; asyncpg's statement
+cache prepares it once per connection, and the connection comes from (and goes back to) the
+engine's own pool, whose size, fairness and timeout hold as for every other statement.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import asyncpg
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+
+class DriverStatement:
+    """One statement's compiled form (see the module doc). ``columns``: those of the rows it
+    returns (default: the statement's selected columns)."""
+
+    def __init__(self, statement: Any, dialect: Any, columns: Iterable[Any] | None = None) -> None:
+        compiled = statement.compile(dialect=dialect)
+        self.sql: str = compiled.string
+        binds = [compiled.binds[name] for name in compiled.positiontup or ()]
+        # (name, the value bound in the statement itself, the type's bind processor)
+        self._params = [(b.key, b.value, b.type.bind_processor(dialect)) for b in binds]
+        if columns is None:
+            columns = statement.selected_columns
+        self._columns = [(c.key, c.type.result_processor(dialect, None)) for c in columns]
+
+    def args(self, params: Mapping[str, Any]) -> list[Any]:
+        out: list[Any] = []
+        for name, fixed, process in self._params:
+            value = params.get(name, fixed)
+            out.append(value if process is None else process(value))
+        return out
+
+    def row(self, record: Any) -> Mapping[str, Any]:
+        return {
+            key: record[key] if process is None else process(record[key])
+            for key, process in self._columns
+        }
+
+
+async def fetch_row(
+    engine: AsyncEngine, statement: DriverStatement, params: Mapping[str, Any]
+) -> Mapping[str, Any] | None:
+    """The statement's first row (``None``: no row), alone on a pooled connection, outside any
+    transaction: asyncpg runs it in autocommit (SQLAlchemy's adapter starts no transaction it
+    was not asked for, so the connection goes back to the pool with nothing to roll back).
+    Not behind a transaction pooler (PgBouncer): a statement's prepare and its execution could
+    reach two different server connections."""
+    raw = await engine.raw_connection()
+    driver: Any = raw.driver_connection  # asyncpg's Connection
+    try:
+        record = await driver.fetchrow(statement.sql, *statement.args(params))
+    except Exception as exc:
+        # The connection's state after a failed statement is unknown: it is closed rather
+        # than handed to the next request.
+        raw.invalidate(exc)
+        if not isinstance(exc, asyncpg.PostgresError):
+            # The driver's own (client-side) error, such as a session the server ended
+            # while the connection sat in the pool: an outage, as SQLAlchemy's execution
+            # would take it (``translate_error`` answers 503).
+            raise ConnectionError(f"database connection unusable: {exc!r}") from exc
+        raise
+    except BaseException:  # cancelled mid-statement: the same
+        raw.invalidate()
+        raise
+    finally:
+        raw.close()
+    return statement.row(record) if record is not None else None
