@@ -50,6 +50,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -417,10 +418,11 @@ def wakeups(pid: int, port: int, body: Path, few: int, many: int, rounds: int) -
         print(f"| {name} | {idle_named.get(name, 0) / idle:.1f} | {median:.2f} |")
 
 
-def wakeups_main(few: int, many: int, rounds: int) -> None:
-    """``--wakeups``: ``arcana serve`` as the h2load table starts it, and the bare servicer."""
-    if not have_h2load():
-        raise SystemExit("--wakeups needs h2load")
+@contextlib.contextmanager
+def _serving() -> Iterator[tuple[Path, str, str, int, list[subprocess.Popen[bytes]]]]:
+    """``arcana serve`` (embedded, 1,000 demo products, HTTP and gRPC) with the first product
+    in its cache and its JSON in ``product.json``: (work dir, base URL, product id, gRPC port,
+    the processes to stop)."""
     work = Path(tempfile.mkdtemp(prefix="arcana-bench-grpc-"))
     http_port, grpc_port = lg.free_port(), lg.free_port()
     env = lg.arcana_env(work, http_port, grpc_port=grpc_port)
@@ -430,18 +432,28 @@ def wakeups_main(few: int, many: int, rounds: int) -> None:
         base = lg.start_serve(env, work, procs)
         pid = lg.first_product_id(base)
         (work / "product.json").write_bytes(httpx.get(f"{base}/api/v1/products/{pid}").content)
-        bare_port = lg.free_port()
-        bare = subprocess.Popen(
-            [
-                sys.executable,
-                str(lg.HERE / "bare.py"),
-                "grpc",
-                str(bare_port),
-                str(work / "product.json"),
-            ]
-        )
-        procs.append(bare)
-        _wait_port(bare_port, bare)
+        yield work, base, pid, grpc_port, procs
+    finally:
+        lg.stop_processes(procs, timeout=20)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _start_bare(work: Path, procs: list[subprocess.Popen[bytes]]) -> tuple[Any, int]:
+    """``bench/bare.py grpc`` serving ``product.json``, listening: (process, port)."""
+    port = lg.free_port()
+    cmd = [sys.executable, str(lg.HERE / "bare.py"), "grpc", str(port), str(work / "product.json")]
+    proc = subprocess.Popen(cmd)
+    procs.append(proc)
+    _wait_port(port, proc)
+    return proc, port
+
+
+def wakeups_main(few: int, many: int, rounds: int) -> None:
+    """``--wakeups``: ``arcana serve`` as the h2load table starts it, and the bare servicer."""
+    if not have_h2load():
+        raise SystemExit("--wakeups needs h2load")
+    with _serving() as (work, _base, pid, grpc_port, procs):
+        bare, bare_port = _start_bare(work, procs)
         body = grpc_request_file(work, pid)
         for title, proc, port in (
             ("bare grpc.aio servicer (memory)", bare, bare_port),
@@ -449,9 +461,6 @@ def wakeups_main(few: int, many: int, rounds: int) -> None:
         ):
             print(f"\n{title}")
             wakeups(proc.pid, port, body, few, many, rounds)
-    finally:
-        lg.stop_processes(procs, timeout=20)
-        shutil.rmtree(work, ignore_errors=True)
 
 
 def main() -> None:
@@ -470,29 +479,10 @@ def main() -> None:
     if args.callgrind:
         callgrind(*args.calls, args.keep)
         return
-    work = Path(tempfile.mkdtemp(prefix="arcana-bench-grpc-"))
-    http_port, grpc_port = lg.free_port(), lg.free_port()
-    env = lg.arcana_env(work, http_port, grpc_port=grpc_port)
-    procs: list[subprocess.Popen[bytes]] = []
-    try:
-        lg.demo_data(env, work, 1000)
-        base = lg.start_serve(env, work, procs)
-        pid = lg.first_product_id(base)
+    with _serving() as (work, base, pid, grpc_port, procs):
         url = f"{base}/api/v1/products/{pid}"
-        httpx.get(url)  # warm the cache
-        bare = None
         if have_h2load():
-            (work / "product.json").write_bytes(httpx.get(url).content)
-            bare_port = lg.free_port()
-            bare = subprocess.Popen(
-                [
-                    sys.executable,
-                    str(lg.HERE / "bare.py"),
-                    "grpc",
-                    str(bare_port),
-                    str(work / "product.json"),
-                ]
-            )
+            bare, bare_port = _start_bare(work, procs)
             h2: dict[str, list[Any]] = {
                 "bare grpc.aio servicer (memory)": [],
                 "gRPC GetProduct cached": [],
@@ -506,7 +496,6 @@ def main() -> None:
                 "data": body,
                 "headers": GRPC_HEADERS,
             }
-            _wait_port(bare_port, bare)
             for _ in range(args.rounds):
                 h2["bare grpc.aio servicer (memory)"].append(
                     run_h2load(
@@ -578,9 +567,6 @@ def main() -> None:
                 f"| {name} | {r.rps:,.0f} | {r.p50_ms:.2f} | {r.p99_ms:.2f} | "
                 f"{r.rps / ref:.2f} | {r.errors} |"
             )
-    finally:
-        lg.stop_processes(procs, timeout=20)
-        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

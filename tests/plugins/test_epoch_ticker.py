@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from arcana.adapters.plugins.host import TIMED_OUT, EpochTicker, PluginHost, PluginLimits
 from arcana.adapters.plugins.sink import encode_event
@@ -40,56 +42,53 @@ def parked(ticker: EpochTicker) -> bool:
         return ticker.parked
 
 
-def make_ticker(engine: CountingEngine) -> EpochTicker:
+@pytest.fixture
+def started() -> Iterator[tuple[EpochTicker, CountingEngine]]:
+    """A ticker (1 ms ticks) on a counting engine, started and parked."""
+    engine = CountingEngine()
     engine_: Any = engine  # the ticker only calls ``increment_epoch``
-    return EpochTicker(engine_, 0.001)
-
-
-def test_an_idle_ticker_parks_without_ticking() -> None:
-    engine = CountingEngine()
-    ticker = make_ticker(engine)
+    ticker = EpochTicker(engine_, 0.001)
     ticker.start()
     try:
         wait_for(lambda: parked(ticker))
-        assert engine.ticks == 0
-    finally:
-        ticker.stop()
-    assert not ticker.running
-
-
-def test_ticks_while_a_call_is_in_flight_then_parks_again() -> None:
-    engine = CountingEngine()
-    ticker = make_ticker(engine)
-    ticker.start()
-    try:
-        wait_for(lambda: parked(ticker))
-        ticker.enter()
-        ticker.enter()  # two calls: ticks until both have left
-        wait_for(lambda: engine.ticks >= 2)
-        ticker.leave()
-        seen = engine.ticks
-        wait_for(lambda: engine.ticks >= seen + 2)
-        assert not parked(ticker)
-        ticker.leave()
-        wait_for(lambda: parked(ticker))
-        after = engine.ticks
-        # Parked means blocked on the condition with no timeout: only ``enter`` (or ``stop``)
-        # wakes it, so the count cannot move until the next call.
-        ticker.enter()
-        wait_for(lambda: engine.ticks > after)
-        ticker.leave()
+        yield ticker, engine
     finally:
         ticker.stop()
 
 
-def test_stop_wakes_a_parked_ticker() -> None:
-    ticker = make_ticker(CountingEngine())
-    ticker.start()
+def test_an_idle_ticker_parks_without_ticking(started: tuple[EpochTicker, CountingEngine]) -> None:
+    _, engine = started
+    assert engine.ticks == 0
+
+
+def test_ticks_while_a_call_is_in_flight_then_parks_again(
+    started: tuple[EpochTicker, CountingEngine],
+) -> None:
+    ticker, engine = started
+    ticker.enter()
+    ticker.enter()  # two calls: ticks until both have left
+    wait_for(lambda: engine.ticks >= 2)
+    ticker.leave()
+    seen = engine.ticks
+    wait_for(lambda: engine.ticks >= seen + 2)
+    assert not parked(ticker)
+    ticker.leave()
     wait_for(lambda: parked(ticker))
+    after = engine.ticks
+    # Parked means blocked on the condition with no timeout: only ``enter`` (or ``stop``)
+    # wakes it, so the count cannot move until the next call.
+    ticker.enter()
+    wait_for(lambda: engine.ticks > after)
+    ticker.leave()
+
+
+def test_stop_wakes_a_parked_ticker(started: tuple[EpochTicker, CountingEngine]) -> None:
+    ticker, _ = started
     thread = ticker._thread
     assert thread is not None
     ticker.stop()
     assert not thread.is_alive()
+    assert not ticker.running
 
 
 def test_a_parked_ticker_still_enforces_the_deadline(tmp_path: Path) -> None:
