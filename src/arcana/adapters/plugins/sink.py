@@ -13,6 +13,7 @@ import contextlib
 import logging
 import queue
 import threading
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -214,9 +215,11 @@ class _Stop:
 
 def _end(queue_: queue.Queue[Any], token: _Stop, threads: list[threading.Thread]) -> None:
     """One token per worker wakes those waiting on an empty queue. While the queue is full no
-    worker waits: each sees ``_stop`` after its event, and there is room again."""
+    worker waits: each sees ``_stop`` after its event, and there is room again. Bounded like
+    ``_join``, so a stuck worker cannot hold up shutdown."""
+    deadline = time.monotonic() + 5
     for _ in threads:
-        while any(t.is_alive() for t in threads):
+        while any(t.is_alive() for t in threads) and time.monotonic() < deadline:
             try:
                 queue_.put(token, timeout=0.1)
                 break
