@@ -20,6 +20,7 @@ import loadgen  # first: it takes this folder off sys.path (see bench/loadgen.py
 import argparse
 import json
 import os
+import random
 import shutil
 import subprocess
 import sys
@@ -36,6 +37,7 @@ from loadgen import (
     run_python,
     run_wrk,
     wait_http,
+    wrk_cycle_lua,
 )
 
 
@@ -129,16 +131,10 @@ def main() -> None:
             procs.append(p)
             bare[kind] = f"http://127.0.0.1:{bport}/bare/{pid}"
             wait_http(bare[kind], p)
-        stock_lua = (
-            'wrk.method = "POST"\n'
-            'wrk.headers["Content-Type"] = "application/json"\n'
-            f'wrk.headers["Authorization"] = "Bearer {token}"\n'
-            "local n = 0\n"
-            "request = function()\n"
-            "  n = n + 1\n"
-            '  local d = (n % 2 == 0) and "-1" or "1"\n'
-            f'  return wrk.format(nil, nil, nil, \'{{"quantity_change": \' .. d .. "}}")\n'
-            "end\n"
+        writes = {"Content-Type": "application/json", "Authorization": f"Bearer {token}"}
+        # +1 and -1 in turn on one row.
+        stock_lua = wrk_cycle_lua(
+            "POST", writes, [(None, '{"quantity_change": 1}'), (None, '{"quantity_change": -1}')]
         )
         me_lua = f'wrk.headers["Authorization"] = "Bearer {token}"\n'
         # Stock changes spread over 1,000 products (+1 each, so none can hit a bound).
@@ -146,16 +142,12 @@ def main() -> None:
         for page in range(10):
             listed = httpx.get(f"{base}/api/v1/products?size=100&page={page}").json()["data"]
             spread += [item["id"] for item in listed]
-        spread_lua = (
-            'wrk.method = "POST"\n'
-            'wrk.headers["Content-Type"] = "application/json"\n'
-            f'wrk.headers["Authorization"] = "Bearer {token}"\n'
-            "local ids = {" + ",".join(f'"{i}"' for i in spread) + "}\n"
-            "request = function()\n"
-            "  local id = ids[math.random(#ids)]\n"
-            '  return wrk.format(nil, "/api/v1/products/" .. id .. "/stock", nil,\n'
-            "    '{\"quantity_change\": 1}')\n"
-            "end\n"
+        # +1 on each of them in a shuffled order, fixed from run to run.
+        random.Random(16).shuffle(spread)
+        spread_lua = wrk_cycle_lua(
+            "POST",
+            writes,
+            [(f"/api/v1/products/{i}/stock", '{"quantity_change": 1}') for i in spread],
         )
         scenarios: list[tuple[str, str, str | None]] = [
             ("bare Starlette (memory)", bare["starlette"], None),

@@ -181,6 +181,48 @@ def _ms(text: str) -> float:
     return float(m.group(1)) * _UNITS[m.group(2)]
 
 
+def _lua_string(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+
+
+def wrk_cycle_lua(
+    method: str, headers: dict[str, str], requests: list[tuple[str | None, str]]
+) -> str:
+    """A wrk script that sends ``requests`` (``(path or None for the URL's, body)``) in this
+    order, over and over, each wrk thread starting at its own place in the list.
+
+    Every request is formatted once, in ``init``, and ``request()`` only hands out the next
+    string: ``wrk.format`` (header table walk, string building) per request is Lua work on the
+    same cores as the server, and with 64 connections it showed in the measured rates."""
+    lines = [f"wrk.method = {_lua_string(method)}"]
+    lines += [f"wrk.headers[{_lua_string(k)}] = {_lua_string(v)}" for k, v in headers.items()]
+    lines.append("local wanted = {")
+    lines += [
+        f"  {{{'nil' if path is None else _lua_string(path)}, {_lua_string(body)}}},"
+        for path, body in requests
+    ]
+    lines += [
+        "}",
+        "local threads = 0",
+        "function setup(thread)",
+        "  -- wrk's threads start far apart in the list, not on the same request",
+        "  thread:set('start', (threads * 499) % #wanted)",
+        "  threads = threads + 1",
+        "end",
+        "local formatted = {}",
+        "local i = 0",
+        "function init(args)",
+        "  for k, r in ipairs(wanted) do formatted[k] = wrk.format(nil, r[1], nil, r[2]) end",
+        "  i = start or 0",
+        "end",
+        "function request()",
+        "  i = i % #formatted + 1",
+        "  return formatted[i]",
+        "end",
+    ]
+    return "\n".join(lines) + "\n"
+
+
 def run_wrk(
     url: str, seconds: float, connections: int, lua: str | None, threads: int = 2
 ) -> Result:

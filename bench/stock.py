@@ -9,11 +9,14 @@
 In-process: the whole ASGI app (middleware, routing, the bearer check, the route, the service,
 the store) driven with bare ASGI messages (``--client httpx``: through ``httpx.ASGITransport``,
 whose own work is then counted too), ``--concurrency`` requests in flight, the
-relay and the job worker off, +1/-1 alternating on one row with stock far from 0. It prints:
+relay and the job worker off, +1/-1 alternating on one row with stock far from 0
+(``--spread N``: +1 on each of N rows in a fixed shuffled order, as bench-http's spread
+scenario, to see whether anything costs more per product than on one hot row). It prints:
 
 - PostgreSQL (``--database-url``): round trips per change, counted on the wire by a proxy in
   front of the server (``tests/pg_wire.py``: one ``ReadyForQuery`` per round trip), with the
-  simple-protocol statements (``BEGIN``/``COMMIT``) and the prepared-statement executions;
+  simple-protocol statements (``BEGIN``/``COMMIT``) and the prepared-statement executions
+  (``--no-wire``: no proxy; it runs in this process, so ``--callgrind`` counts its work too);
 - ``--callgrind``: instructions per change, every thread of the process counted, under
   ``valgrind --tool=callgrind`` with instrumentation on only around the counted requests (the
   helper of ``bench/tracing.py``), so the figure does not depend on the machine's load.
@@ -36,6 +39,7 @@ import cProfile
 import gc
 import os
 import pstats
+import random
 import subprocess
 import tempfile
 from collections.abc import Awaitable, Callable
@@ -49,7 +53,7 @@ from arcana.adapters.database import Database
 from arcana.adapters.migrator import migrate
 from arcana.api.app import create_app
 from arcana.config import Settings
-from arcana.domain.products import NewProduct
+from arcana.domain.products import NewProduct, ProductQuery, ProductStatus
 from arcana.lifecycle import Lifecycle
 from tests.conftest import insert_principals, truncate_all
 from tests.pg_wire import WireCounter, WireCounts
@@ -82,6 +86,8 @@ async def run(
     concurrency: int,
     counted: Any,
     client: str = "asgi",
+    spread: int = 1,
+    wire: bool = True,
 ) -> WireCounts | None:
     proxy: WireCounter | None = None
     url = database_url
@@ -90,6 +96,7 @@ async def run(
         await migrate(db)
         await db.dispose()
         await truncate_all(database_url)
+    if database_url is not None and wire:
         parts = urlsplit(database_url)
         proxy = await WireCounter(parts.hostname or "127.0.0.1", parts.port or 5432).__aenter__()
         url = f"postgresql+asyncpg://{parts.username}@127.0.0.1:{proxy.port}{parts.path}"
@@ -104,14 +111,23 @@ async def run(
         )
         headers = admin_headers(c)
         app = create_app(c)
-        target = f"/api/v1/products/{p.id}/stock"
-        bodies = [b'{"quantity_change":1}', b'{"quantity_change":-1}']
+        if spread > 1:
+            # +1 on each of ``spread`` products in a fixed shuffled order (bench-http's
+            # spread scenario), far from every stock bound.
+            ids = await _spread_products(c, spread)
+            sent = [(f"/api/v1/products/{i}/stock", b'{"quantity_change":1}') for i in ids]
+        else:
+            target = f"/api/v1/products/{p.id}/stock"
+            sent = [(target, b'{"quantity_change":1}'), (target, b'{"quantity_change":-1}')]
         post = _httpx_post(app, headers) if client == "httpx" else _asgi_post(app, headers)
+        done = 0
 
         async def changes(count: int) -> None:
-            for start in range(0, count, concurrency):
-                end = min(count, start + concurrency)
-                await asyncio.gather(*(post(target, bodies[i % 2]) for i in range(start, end)))
+            nonlocal done
+            for start in range(done, done + count, concurrency):
+                end = min(done + count, start + concurrency)
+                await asyncio.gather(*(post(*sent[i % len(sent)]) for i in range(start, end)))
+            done += count
 
         await changes(200)  # warm the code paths, the pool and the prepared statements
         if proxy is not None:
@@ -123,6 +139,22 @@ async def run(
         await process.stop()
         if proxy is not None:
             await proxy.__aexit__(None, None, None)
+
+
+async def _spread_products(c: Any, count: int) -> list[str]:
+    await c.products.create_many(
+        [
+            NewProduct(name=f"Spread {i}", price=Decimal("1.00"), stock=1_000_000)
+            for i in range(count)
+        ],
+        ProductStatus.ACTIVE,
+    )
+    ids: list[str] = []
+    for page in range(0, count // 100 + 1):
+        listed = await c.products.list_products(ProductQuery.build(page=page, size=100))
+        ids += [item.id for item in listed.items if item.name.startswith("Spread ")]
+    random.Random(16).shuffle(ids)
+    return ids
 
 
 Post = Callable[[str, bytes], Awaitable[None]]
@@ -212,6 +244,8 @@ def child(args: argparse.Namespace, helper: str | None) -> None:
                 args.concurrency,
                 Counted(helper, profile),
                 args.client,
+                args.spread,
+                not args.no_wire,
             )
         )
     if counts is not None:
@@ -223,6 +257,8 @@ def child(args: argparse.Namespace, helper: str | None) -> None:
             f"{sorted(set(counts.queries))}; connections opened {counts.connections})"
         )
     if profile is not None:
+        if args.profile_out:
+            profile.dump_stats(args.profile_out)
         stats = pstats.Stats(profile)
         stats.sort_stats("tottime").print_stats(args.profile)
 
@@ -251,7 +287,11 @@ def callgrind(args: argparse.Namespace) -> None:
             str(args.concurrency),
             "--client",
             args.client,
+            "--spread",
+            str(args.spread),
         ]
+        if args.no_wire:
+            cmd.append("--no-wire")
         if args.database_url:
             cmd += ["--database-url", args.database_url]
         env = {**os.environ, "PYTHONHASHSEED": "0"}
@@ -278,8 +318,21 @@ def main() -> None:
         default="asgi",
         help="asgi: bare ASGI messages (the app's work only); httpx: through httpx.ASGITransport",
     )
+    ap.add_argument(
+        "--spread",
+        type=int,
+        default=1,
+        help="N > 1: +1 on each of N products in a fixed shuffled order (default: +1/-1 on one)",
+    )
+    ap.add_argument(
+        "--no-wire",
+        action="store_true",
+        help="PostgreSQL: no round-trip counting proxy (it runs in this process, so its own "
+        "work would be counted with the app's)",
+    )
     ap.add_argument("--callgrind", action="store_true", help="count instructions (valgrind)")
     ap.add_argument("--profile", type=int, default=0, help="cProfile: print the top N functions")
+    ap.add_argument("--profile-out", help="--profile: also write the pstats file here")
     ap.add_argument("--keep", help="--callgrind: keep the callgrind.* file in this folder")
     ap.add_argument("--child-helper", help=argparse.SUPPRESS)
     args = ap.parse_args()

@@ -13,6 +13,7 @@ import pytest
 from sqlalchemy import select
 
 from arcana.bootstrap import App
+from arcana.metrics import HTTP_REQUESTS
 from tests.products_support import BASE, admin_headers, create_product, user_headers
 
 pytestmark = [
@@ -506,3 +507,38 @@ async def test_stock_fast_path_body_over_the_limit_is_413(
     await app(scope, receive, send)
     assert sent[0]["status"] == 413
     assert b"PAYLOAD_TOO_LARGE" in sent[1]["body"]  # type: ignore[operator]
+
+
+def _requests_counted() -> dict[tuple[str, str, str], float]:
+    return {
+        (s.labels["method"], s.labels["route"], s.labels["status"]): s.value
+        for metric in HTTP_REQUESTS.collect()
+        for s in metric.samples
+        if s.name.endswith("_total")
+    }
+
+
+async def test_fast_paths_are_counted_under_their_routes_templates(
+    client: httpx.AsyncClient, container: App
+) -> None:
+    """A request the fast path answers is counted (and its span named) under the same route
+    template as the same request answered by the route, never as ``unmatched``."""
+    p = await create_product(client, container, stock=5)
+    admin = {**admin_headers(container), "content-type": "application/json"}
+
+    async def chunked(raw: bytes) -> AsyncIterator[bytes]:
+        yield raw
+
+    before = _requests_counted()
+    target = f"{BASE}/{p['id']}/stock"
+    body = b'{"quantity_change": 1}'
+    assert (await client.post(target, content=body, headers=admin)).status_code == 200  # fast
+    assert (await client.post(target, content=chunked(body), headers=admin)).status_code == 200
+    for _ in range(2):  # the route fills the cache, the fast path answers from it
+        assert (await client.get(f"{BASE}/{p['id']}")).status_code == 200
+    after = _requests_counted()
+    grown = {k: v - before.get(k, 0) for k, v in after.items() if v != before.get(k, 0)}
+    assert grown == {
+        ("POST", "/products/{product_id}/stock", "200"): 2,
+        ("GET", "/products/{product_id}", "200"): 2,
+    }, grown

@@ -8,11 +8,13 @@ from decimal import Decimal
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import asyncpg
 import pytest
 from sqlalchemy import func, select
 
 from arcana.adapters.tables import outbox, products
 from arcana.domain.products import STOCK_MAX, NewProduct
+from arcana.errors import ServiceUnavailable
 from arcana.lifecycle import Lifecycle
 from tests.conftest import base_settings, truncate_all
 from tests.pg_wire import WireCounter
@@ -86,3 +88,71 @@ async def test_a_refused_one_statement_change_leaves_no_event(
         await service.adjust_stock("admin-1", p.id, STOCK_MAX)
     assert await stored_stock(process, p.id) == 500
     assert await updated_events(process, p.id) == 0
+
+
+async def test_a_change_on_a_connection_the_server_ended_is_503_and_the_connection_is_dropped(
+    proxied: tuple[Lifecycle, WireCounter], pg_url: str
+) -> None:
+    """The one-statement change runs on the driver directly: a pooled connection whose server
+    session is gone must answer as an outage (503, nothing changed), and must not go back to the
+    pool, where it would fail every later change that draws it."""
+    process, _ = proxied
+    service = process.app.products
+    p = await service.create("admin-1", NewProduct(name="Cut", price=Decimal("1"), stock=1000))
+    await service.adjust_stock("admin-1", p.id, 1)
+    dsn = pg_url.replace("postgresql+asyncpg://", "postgresql://")
+    admin = await asyncpg.connect(dsn)
+    try:
+        ended = await admin.fetchval(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE application_name = 'arcana' AND datname = current_database()"
+        )
+    finally:
+        await admin.close()
+    assert ended >= 1
+    pooled = process.app.db.engine.sync_engine.pool.size() + 10  # every connection it may hold
+    refused = 0
+    for _ in range(pooled + 1):
+        try:
+            await service.adjust_stock("admin-1", p.id, 1)
+            break
+        except ServiceUnavailable:
+            refused += 1
+    else:
+        pytest.fail("every change after the connections ended was refused")
+    assert refused >= 1  # the dead connection was drawn once, and answered as an outage
+    for _ in range(5):  # and not again: it was dropped, not checked back in
+        await service.adjust_stock("admin-1", p.id, 1)
+    assert await stored_stock(process, p.id) == 1007
+    assert await updated_events(process, p.id) == 7
+
+
+async def test_the_driver_path_stores_and_answers_what_sqlalchemy_reads_back(
+    proxied: tuple[Lifecycle, WireCounter],
+) -> None:
+    """The one-statement change binds and reads its values on asyncpg directly: the product it
+    answers and the outbox row it stores are what SQLAlchemy's own execution reads back."""
+    process, _ = proxied
+    service = process.app.products
+    p = await service.create("admin-1", NewProduct(name="Same", price=Decimal("12.30"), stock=50))
+    changed = await service.adjust_stock("admin-1", p.id, -7)
+    async with process.app.db.engine.connect() as conn:
+        row = (await conn.execute(select(products).where(products.c.id == p.id))).one()
+        event = (
+            await conn.execute(
+                select(outbox).where(
+                    outbox.c.aggregate_id == p.id, outbox.c.event_type == "product.updated"
+                )
+            )
+        ).one()
+    assert changed.stock == row.stock == 43
+    assert (changed.price, changed.name, changed.status.value) == (row.price, row.name, row.status)
+    assert (changed.created_at, changed.updated_at) == (row.created_at, row.updated_at)
+    assert changed.updated_at.tzinfo is not None
+    assert event.kind == "event"
+    assert event.published_at is None
+    assert event.data["event_type"] == "product.updated"
+    assert event.data["data"] == {"productId": p.id}
+    assert event.data["id"] == event.id
+    assert event.created_at.tzinfo is not None
+    assert event.data["timestamp"].startswith(event.created_at.strftime("%Y-%m-%dT%H:%M:%S"))

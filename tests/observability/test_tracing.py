@@ -13,8 +13,9 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from arcana.bootstrap import App
 from arcana.lifecycle import Lifecycle
 from tests.auth_support import PASSWORD, register_and_login
-from tests.conftest import wait_for
+from tests.conftest import insert_principals, wait_for
 from tests.observability.tracing_support import everything_recorded, named, trace_of
+from tests.products_support import BASE, admin_headers, create_product
 
 AUTH = "/api/v1/auth"
 
@@ -126,3 +127,25 @@ async def test_no_password_or_token_reaches_a_span(
     assert "POST /api/v1/auth/reset-password" in recorded
     for secret in secrets:
         assert secret not in recorded
+
+
+@pytest.mark.parametrize("backend", ["postgres"], indirect=True)
+async def test_a_sampled_stock_change_records_its_one_statement(
+    spans: InMemorySpanExporter, traced_client: httpx.AsyncClient, running: App
+) -> None:
+    """The one-statement stock change runs on the driver directly, below SQLAlchemy's hooks;
+    in a sampled trace it must still show as the request's SQL span."""
+    await insert_principals(running)
+    async with traced_client as client:
+        product = await create_product(client, running, stock=100)
+        r = await client.post(
+            f"{BASE}/{product['id']}/stock",
+            json={"quantity_change": 1},
+            headers=admin_headers(running),
+        )
+        assert r.status_code == 200, r.text
+        assert r.json()["stock"] == 101
+    [http] = named(spans.get_finished_spans(), "POST /products/{product_id}/stock")
+    trace = trace_of(spans.get_finished_spans(), http.context.trace_id)
+    statements = [str((s.attributes or {}).get("db.query.text", "")) for s in trace]
+    assert any(t.startswith("WITH changed AS") for t in statements), statements

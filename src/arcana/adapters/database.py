@@ -66,14 +66,17 @@ def is_connectivity_error(exc: BaseException) -> bool:
             return "locked" not in msg
         # asyncpg errors reach us wrapped by SQLAlchemy's adapter: look through the chain at
         # the driver's own exception and at the SQLSTATE.
-        for err in (exc.orig, getattr(exc.orig, "__cause__", None)):
-            if err is None:
-                continue
-            if type(err).__name__ in _OUTAGE_ERRORS or isinstance(err, ConnectionError | OSError):
-                return True
-            state = str(getattr(err, "sqlstate", None) or "")
-            if state[:2] in _OUTAGE_STATE_CLASSES or state in _OUTAGE_STATES:
-                return True
+        chain: tuple[BaseException | None, ...] = (exc.orig, getattr(exc.orig, "__cause__", None))
+    else:
+        chain = (exc,)  # the driver's own, from a statement run on the driver directly
+    for err in chain:
+        if err is None:
+            continue
+        if type(err).__name__ in _OUTAGE_ERRORS or isinstance(err, ConnectionError | OSError):
+            return True
+        state = str(getattr(err, "sqlstate", None) or "")
+        if state[:2] in _OUTAGE_STATE_CLASSES or state in _OUTAGE_STATES:
+            return True
     return False
 
 

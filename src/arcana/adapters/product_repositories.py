@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+import asyncpg
 from sqlalchemy import (
     BigInteger,
     Connection,
@@ -21,7 +22,6 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from arcana import tracing
@@ -95,7 +95,7 @@ def _aware(value: datetime) -> datetime:
     return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
-def _to_product(row: RowMapping) -> Product:
+def _to_product(row: Mapping[Any, Any]) -> Product:
     return Product(
         id=row["id"],
         name=row["name"],
@@ -264,6 +264,39 @@ class _Refused(Exception):
         self.exists = exists
 
 
+class _DriverStatement:
+    """A Core statement compiled once for PostgreSQL and run on asyncpg directly.
+
+    For the one statement of the quiet stock change, SQLAlchemy's execution (a ``Connection``
+    and its events, the compiled-cache look-up, parameter and result processing, three
+    greenlet hops for connect, execute and close) cost more instructions than the rest of the
+    request (``bench/stock.py --callgrind``). Here the SQL text, the parameter order and the
+    types' own bind and result processors come from the same compiled statement, so the
+    values on the wire and the row read back are what ``execute`` would give; asyncpg's
+    statement cache prepares it once per connection."""
+
+    def __init__(self, statement: Any, dialect: Any, columns: Iterable[Any]) -> None:
+        compiled = statement.compile(dialect=dialect)
+        self.sql: str = compiled.string
+        binds = [compiled.binds[name] for name in compiled.positiontup or ()]
+        # (name, the value bound in the statement itself, the type's bind processor)
+        self._params = [(b.key, b.value, b.type.bind_processor(dialect)) for b in binds]
+        self._columns = [(c.key, c.type.result_processor(dialect, None)) for c in columns]
+
+    def args(self, params: dict[str, Any]) -> list[Any]:
+        out: list[Any] = []
+        for name, fixed, process in self._params:
+            value = params.get(name, fixed)
+            out.append(value if process is None else process(value))
+        return out
+
+    def row(self, record: Any) -> Mapping[str, Any]:
+        return {
+            key: record[key] if process is None else process(record[key])
+            for key, process in self._columns
+        }
+
+
 class SqlStockChanges:
     """``StockChanges`` on PostgreSQL, on a Core connection (no ORM session).
 
@@ -284,8 +317,11 @@ class SqlStockChanges:
     ) -> None:
         self._db = db
         self._after_commit = after_commit
-        self._autocommit = (
-            None if db.pooled else db.engine.execution_options(isolation_level="AUTOCOMMIT")
+        self._autocommit = db.engine.execution_options(isolation_level="AUTOCOMMIT")
+        self._quiet = (
+            None
+            if db.pooled
+            else _DriverStatement(_ADJUST_QUIET_STOCK, db.engine.dialect, products.c)
         )
 
     async def adjust_stock(
@@ -300,10 +336,15 @@ class SqlStockChanges:
         params: dict[str, Any] = {"product_id": product_id, "delta": delta, "now": now}
         for key, value in outbox_rows([updated], (), trace_context)[0].items():
             params[f"outbox_{key}"] = value
+        row: Mapping[Any, Any] | None
         try:
-            if self._autocommit is not None:
-                async with self._autocommit.connect() as conn:
-                    row = (await conn.execute(_ADJUST_QUIET_STOCK, params)).mappings().first()
+            if self._quiet is not None:
+                if tracing.recording():  # SQLAlchemy's execution makes the statement's span
+                    async with self._autocommit.connect() as conn:
+                        result = await conn.execute(_ADJUST_QUIET_STOCK, params)
+                        row = result.mappings().first()
+                else:
+                    row = await self._run_quiet(self._quiet, params)
                 if row is not None:
                     product = _to_product(row)
                     if self._after_commit is not None:
@@ -327,3 +368,30 @@ class SqlStockChanges:
         if self._after_commit is not None:
             self._after_commit([updated, *level])
         return StockChange(product, True)
+
+    async def _run_quiet(
+        self, statement: _DriverStatement, params: dict[str, Any]
+    ) -> Mapping[str, Any] | None:
+        """The statement alone on a pooled connection, outside any transaction: asyncpg runs
+        it in autocommit (SQLAlchemy's adapter starts no transaction it was not asked for,
+        so the connection goes back to the pool with nothing to roll back)."""
+        raw = await self._db.engine.raw_connection()
+        driver: Any = raw.driver_connection  # asyncpg's Connection
+        try:
+            record = await driver.fetchrow(statement.sql, *statement.args(params))
+        except Exception as exc:
+            # The connection's state after a failed statement is unknown: it is closed rather
+            # than handed to the next request.
+            raw.invalidate(exc)
+            if not isinstance(exc, asyncpg.PostgresError):
+                # The driver's own (client-side) error, such as a session the server ended
+                # while the connection sat in the pool: an outage, as SQLAlchemy's execution
+                # would take it (``translate_error`` answers 503).
+                raise ConnectionError(f"database connection unusable: {exc!r}") from exc
+            raise
+        except BaseException:  # cancelled mid-statement: the same
+            raw.invalidate()
+            raise
+        finally:
+            raw.close()
+        return statement.row(record) if record is not None else None

@@ -15,7 +15,7 @@ from typing import Annotated, Any
 import orjson
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import StreamingResponse
-from starlette.routing import BaseRoute, Match
+from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from arcana.api.deps import AdminPrincipal, ServicesDep
@@ -272,7 +272,7 @@ class ProductFastPaths:
                         query, PAGE_JSON
                     )
             if body is not None:
-                scope["route"] = self._find_route(scope["app"], scope)
+                scope["route"] = self._find_route(scope)
                 await send(
                     {
                         "type": "http.response.start",
@@ -333,7 +333,7 @@ class ProductFastPaths:
         if change is None:
             await self.app(scope, _replay(raw, None, receive), send)
             return
-        scope["route"] = self._find_route(scope["app"], scope)
+        scope["route"] = self._find_route(scope)
         try:
             product = await services.products.adjust_stock(principal.user_id, product_id, change)
         except ArcanaError as exc:
@@ -349,14 +349,18 @@ class ProductFastPaths:
         )
         await send({"type": "http.response.body", "body": answer})
 
-    def _find_route(self, app: Any, scope: Scope) -> BaseRoute | None:
+    def _find_route(self, scope: Scope) -> BaseRoute | None:
+        """The route the normal routing would put in the scope (metrics and spans are named
+        by its template). Looked up by endpoint in this module's router: the app's own route
+        list nests included routers (FastAPI's ``_IncludedRouter``, which has no template),
+        so matching the request against it found the router, and the metrics said
+        ``unmatched``."""
         path = scope["path"]
         key = "list" if path == self._list_path else "stock" if path.endswith("/stock") else "item"
         if key not in self._routes:
-            routes: list[BaseRoute] = app.router.routes
-            for route in routes:
-                match, _ = route.matches(scope)
-                if match is Match.FULL:
+            endpoint = {"list": list_products, "stock": update_stock, "item": get_product}[key]
+            for route in router.routes:
+                if getattr(route, "endpoint", None) is endpoint:
                     self._routes[key] = route
                     break
         return self._routes.get(key)
