@@ -21,6 +21,15 @@ switches instrumentation on (``SIGUSR1``), drives a fixed number of ``GetProduct
 thread of the server is counted. Two call counts per server, subtracted, leave the cost of one
 call without the connection set-up and the signals; the count does not depend on how loaded the
 machine is.
+
+    .venv/bin/python bench/grpc.py --wakeups      # thread wake-ups and CPU time, any load
+
+``--wakeups`` counts what callgrind does not see, on the processes the h2load table drives (the
+real ``arcana serve`` with its HTTP server and background loops, and the bare servicer): for
+each thread (named with ``py-spy dump``), its voluntary context switches (= wake-ups, among
+them every GIL hand-over it waits for) per second while idle, then per call over two
+``h2load`` call counts subtracted, and the process's CPU time per call (user + sys from
+``/proc``; that one moves with the machine's load, the switch counts much less).
 """
 
 from __future__ import annotations
@@ -30,6 +39,7 @@ import loadgen as lg  # first: it takes this folder off sys.path (see bench/load
 # isort: split
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -40,6 +50,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -328,18 +339,90 @@ def callgrind(small: int, large: int, keep: Path | None) -> None:
     print(f"| gRPC GetProduct cached | {per_call['arcana']:,.0f} | {ratio:.2f} |")
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--duration", type=float, default=5.0)
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--connections", type=int, default=64)
-    ap.add_argument("--callgrind", action="store_true", help="instructions per call instead")
-    ap.add_argument("--calls", type=int, nargs=2, default=(500, 2500), metavar=("FEW", "MANY"))
-    ap.add_argument("--keep", type=Path, help="with --callgrind: keep the callgrind files here")
-    args = ap.parse_args()
-    if args.callgrind:
-        callgrind(*args.calls, args.keep)
-        return
+# -- thread wake-ups and CPU time (--wakeups) -------------------------------------------------
+_HZ = os.sysconf("SC_CLK_TCK")
+
+
+def _thread_names(pid: int) -> dict[str, str]:
+    """Thread id → Python thread name (``py-spy dump``), else the kernel's ``comm``."""
+    names = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with contextlib.suppress(OSError):
+            names[tid] = Path(f"/proc/{pid}/task/{tid}/comm").read_text().strip()
+    spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        out = subprocess.run([spy, "dump", "--pid", str(pid)], capture_output=True, text=True)
+        for m in re.finditer(r'^Thread (\d+) \(\w+\): "([^"]+)"', out.stdout, re.M):
+            names[m.group(1)] = m.group(2)
+    return names
+
+
+def _switches(pid: int) -> tuple[float, dict[str, int]]:
+    """Process CPU seconds (user + sys, all threads) and each thread's voluntary switches."""
+    stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    per: dict[str, int] = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{pid}/task/{tid}/status").read_text().splitlines():
+                if line.startswith("voluntary_ctxt_switches:"):
+                    per[tid] = int(line.split()[1])
+    return (int(stat[11]) + int(stat[12])) / _HZ, per
+
+
+def _delta(
+    before: tuple[float, dict[str, int]], after: tuple[float, dict[str, int]]
+) -> tuple[float, dict[str, int]]:
+    return after[0] - before[0], {t: n - before[1].get(t, 0) for t, n in after[1].items()}
+
+
+def _by_name(per: dict[str, int], names: dict[str, str]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for tid, n in per.items():
+        name = re.sub(r"_\d+$|-\d+$", "", names.get(tid, "?"))
+        name = re.sub(r"^Thread-\d+ \((\w+)\)$", r"\1", name)
+        out[name] = out.get(name, 0) + n
+    return out
+
+
+def wakeups(pid: int, port: int, body: Path, few: int, many: int, rounds: int) -> None:
+    """Idle wake-ups per second, then wake-ups and CPU per call of one server process."""
+    names = _thread_names(pid)
+    idle = 10.0
+    before = _switches(pid)
+    time.sleep(idle)
+    idle_cpu, idle_per = _delta(before, _switches(pid))
+    _h2load_calls(port, body, 500)  # warm-up
+    cpu: list[float] = []
+    calls: dict[str, list[float]] = {}
+    for _ in range(rounds):
+        counted = []
+        for n in (few, many):
+            before = _switches(pid)
+            _h2load_calls(port, body, n)
+            counted.append(_delta(before, _switches(pid)))
+        (c_few, s_few), (c_many, s_many) = counted
+        cpu.append((c_many - c_few) / (many - few) * 1e6)
+        diff = {t: s_many.get(t, 0) - s_few.get(t, 0) for t in s_many}
+        for name, n in _by_name(diff, names).items():
+            calls.setdefault(name, []).append(n / (many - few))
+    idle_named = _by_name(idle_per, names)
+    print(
+        f"idle: {idle_cpu / idle * 1000:.1f} ms CPU/s; per call ({many} - {few} calls, median of "
+        f"{rounds}): {sorted(cpu)[len(cpu) // 2]:.0f} us CPU (user + sys, moves with load)"
+    )
+    print("| thread | wake-ups/s idle | wake-ups/call |")
+    print("|---|---:|---:|")
+    for name in sorted(set(idle_named) | set(calls), key=lambda k: -idle_named.get(k, 0)):
+        per_call = sorted(calls.get(name, [0.0]))
+        median = per_call[len(per_call) // 2]
+        print(f"| {name} | {idle_named.get(name, 0) / idle:.1f} | {median:.2f} |")
+
+
+@contextlib.contextmanager
+def _serving() -> Iterator[tuple[Path, str, str, int, list[subprocess.Popen[bytes]]]]:
+    """``arcana serve`` (embedded, 1,000 demo products, HTTP and gRPC) with the first product
+    in its cache and its JSON in ``product.json``: (work dir, base URL, product id, gRPC port,
+    the processes to stop)."""
     work = Path(tempfile.mkdtemp(prefix="arcana-bench-grpc-"))
     http_port, grpc_port = lg.free_port(), lg.free_port()
     env = lg.arcana_env(work, http_port, grpc_port=grpc_port)
@@ -348,21 +431,58 @@ def main() -> None:
         lg.demo_data(env, work, 1000)
         base = lg.start_serve(env, work, procs)
         pid = lg.first_product_id(base)
+        (work / "product.json").write_bytes(httpx.get(f"{base}/api/v1/products/{pid}").content)
+        yield work, base, pid, grpc_port, procs
+    finally:
+        lg.stop_processes(procs, timeout=20)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _start_bare(work: Path, procs: list[subprocess.Popen[bytes]]) -> tuple[Any, int]:
+    """``bench/bare.py grpc`` serving ``product.json``, listening: (process, port)."""
+    port = lg.free_port()
+    cmd = [sys.executable, str(lg.HERE / "bare.py"), "grpc", str(port), str(work / "product.json")]
+    proc = subprocess.Popen(cmd)
+    procs.append(proc)
+    _wait_port(port, proc)
+    return proc, port
+
+
+def wakeups_main(few: int, many: int, rounds: int) -> None:
+    """``--wakeups``: ``arcana serve`` as the h2load table starts it, and the bare servicer."""
+    if not have_h2load():
+        raise SystemExit("--wakeups needs h2load")
+    with _serving() as (work, _base, pid, grpc_port, procs):
+        bare, bare_port = _start_bare(work, procs)
+        body = grpc_request_file(work, pid)
+        for title, proc, port in (
+            ("bare grpc.aio servicer (memory)", bare, bare_port),
+            ("gRPC GetProduct cached (arcana serve)", procs[0], grpc_port),
+        ):
+            print(f"\n{title}")
+            wakeups(proc.pid, port, body, few, many, rounds)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--duration", type=float, default=5.0)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--connections", type=int, default=64)
+    ap.add_argument("--callgrind", action="store_true", help="instructions per call instead")
+    ap.add_argument("--calls", type=int, nargs=2, default=(500, 2500), metavar=("FEW", "MANY"))
+    ap.add_argument("--keep", type=Path, help="with --callgrind: keep the callgrind files here")
+    ap.add_argument("--wakeups", action="store_true", help="thread wake-ups and CPU per call")
+    args = ap.parse_args()
+    if args.wakeups:
+        wakeups_main(2000, 8000, args.rounds)
+        return
+    if args.callgrind:
+        callgrind(*args.calls, args.keep)
+        return
+    with _serving() as (work, base, pid, grpc_port, procs):
         url = f"{base}/api/v1/products/{pid}"
-        httpx.get(url)  # warm the cache
-        bare = None
         if have_h2load():
-            (work / "product.json").write_bytes(httpx.get(url).content)
-            bare_port = lg.free_port()
-            bare = subprocess.Popen(
-                [
-                    sys.executable,
-                    str(lg.HERE / "bare.py"),
-                    "grpc",
-                    str(bare_port),
-                    str(work / "product.json"),
-                ]
-            )
+            bare, bare_port = _start_bare(work, procs)
             h2: dict[str, list[Any]] = {
                 "bare grpc.aio servicer (memory)": [],
                 "gRPC GetProduct cached": [],
@@ -376,7 +496,6 @@ def main() -> None:
                 "data": body,
                 "headers": GRPC_HEADERS,
             }
-            _wait_port(bare_port, bare)
             for _ in range(args.rounds):
                 h2["bare grpc.aio servicer (memory)"].append(
                     run_h2load(
@@ -448,9 +567,6 @@ def main() -> None:
                 f"| {name} | {r.rps:,.0f} | {r.p50_ms:.2f} | {r.p99_ms:.2f} | "
                 f"{r.rps / ref:.2f} | {r.errors} |"
             )
-    finally:
-        lg.stop_processes(procs, timeout=20)
-        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

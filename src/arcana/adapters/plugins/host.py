@@ -390,12 +390,24 @@ class PluginSet:
 
 
 class EpochTicker:
-    """Advances the engine epoch every ``interval`` seconds (the deadline's resolution)."""
+    """Advances the engine epoch every ``interval`` seconds (the deadline's resolution) while
+    a plugin call is in flight (``enter``/``leave``), and sleeps without a timeout otherwise.
+
+    Why not tick all the time: an API process serving reads runs no plugin at all, and each
+    tick wakes this thread, which then takes the GIL from the event loop's thread (twice:
+    ``increment_epoch`` goes through ctypes). Ticking idly was 100 wake-ups a second in every
+    ``arcana serve``, the most of any thread beside the gRPC ones, also under a read load
+    (``bench/grpc.py --wakeups``, ``bench/RESULTS.md``). A call's deadline counts ticks from
+    its own start (``set_epoch_deadline`` is relative to the current epoch), so ticks that did
+    not happen while nothing ran change no deadline."""
 
     def __init__(self, engine: wasmtime.Engine, interval: float) -> None:
         self.engine = engine
         self.interval = interval
         self._stop = threading.Event()
+        self._wake = threading.Condition(threading.Lock())
+        self._busy = 0  # calls in flight, under ``_wake``'s lock
+        self.parked = False  # waiting for a call, under ``_wake``'s lock (tests look)
         self._thread: threading.Thread | None = None
 
     @property
@@ -409,12 +421,33 @@ class EpochTicker:
         self._thread = threading.Thread(target=self._run, name="plugin-epoch", daemon=True)
         self._thread.start()
 
+    def enter(self) -> None:
+        """A call starts: tick until every call has left."""
+        with self._wake:
+            self._busy += 1
+            if self._busy == 1:
+                self._wake.notify()
+
+    def leave(self) -> None:
+        with self._wake:
+            self._busy -= 1
+
     def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            self.engine.increment_epoch()
+        while not self._stop.is_set():
+            with self._wake:
+                while self._busy == 0 and not self._stop.is_set():
+                    self.parked = True
+                    self._wake.wait()
+                self.parked = False
+            # ``_busy`` read without the lock: a call entering just after it reads 0 finds the
+            # thread parked (or about to park) and wakes it under the lock.
+            while self._busy and not self._stop.wait(self.interval):
+                self.engine.increment_epoch()
 
     def stop(self) -> None:
         self._stop.set()
+        with self._wake:
+            self._wake.notify_all()
         if self._thread is not None:
             self._thread.join(timeout=2)
             self._thread = None
@@ -509,11 +542,14 @@ class PluginHost:
         except PluginLoadError as exc:
             return Plugin(name=path.stem, path=path, module=None, state="failed", error=str(exc))
         plugin = Plugin(name=module.name, path=path, module=module)
+        self.ticker.enter()
         try:
             plugin.version = PluginInstance(self, module).version()
         except Exception as exc:  # a trap in its start function, or in get_plugin_version
             plugin.state = "failed"
             plugin.error = f"{path.name}: failed to start: {_first_line(exc)}"
+        finally:
+            self.ticker.leave()
         return plugin
 
     def statuses(self) -> list[PluginStatus]:
@@ -532,6 +568,13 @@ class PluginHost:
         return results
 
     def call(self, current: PluginSet, plugin: Plugin, payload: bytes) -> int:
+        self.ticker.enter()  # the deadline needs ticks, also for a fresh instance's start
+        try:
+            return self._call(current, plugin, payload)
+        finally:
+            self.ticker.leave()
+
+    def _call(self, current: PluginSet, plugin: Plugin, payload: bytes) -> int:
         started = time.perf_counter_ns()
         inst: PluginInstance | None = None
         try:
@@ -604,6 +647,7 @@ class PluginHost:
         """Load ``path`` alone (not into the set), run ``payload`` once; raises
         ``PluginLoadError`` if the module is not a usable plugin."""
         module = self.compiler.load(path)
+        self.ticker.enter()
         try:
             inst = PluginInstance(self, module)
             version = inst.version()
@@ -614,6 +658,8 @@ class PluginHost:
             raise PluginLoadError(
                 f"{path.name}: sample event failed ({classify(exc)}): {_first_line(exc)}"
             ) from None
+        finally:
+            self.ticker.leave()
         fuel_used = self.limits.fuel - inst.store.get_fuel()
         streams, _ = inst.output.take()
         return CheckReport(

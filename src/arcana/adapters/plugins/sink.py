@@ -13,6 +13,7 @@ import contextlib
 import logging
 import queue
 import threading
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -109,8 +110,11 @@ class PluginAuditSink:
         self.registry = registry
         self.audit_log = audit_log
         self.workers = workers
-        # Each event travels with the traceparent of the request that emitted it (or None).
-        self._queue: queue.Queue[tuple[AuditEvent, str | None]] = queue.Queue(maxsize=queue_size)
+        # Each event travels with the traceparent of the request that emitted it (or None);
+        # a ``_Stop`` wakes a waiting worker when ``run`` ends.
+        self._queue: queue.Queue[tuple[AuditEvent, str | None] | _Stop] = queue.Queue(
+            maxsize=queue_size
+        )
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop = threading.Event()
         self.processed = 0
@@ -134,8 +138,11 @@ class PluginAuditSink:
         self._loop = asyncio.get_running_loop()
         self._stop.clear()
         host.start()
+        token = _Stop()
         threads = [
-            threading.Thread(target=self._work, name=f"audit-plugins-{i}", daemon=True)
+            threading.Thread(
+                target=self._work, args=(token,), name=f"audit-plugins-{i}", daemon=True
+            )
             for i in range(self.workers)
         ]
         for t in threads:
@@ -144,16 +151,20 @@ class PluginAuditSink:
             await stop.wait()
         finally:
             self._stop.set()
-            await asyncio.to_thread(_join, threads)
+            await asyncio.to_thread(_end, self._queue, token, threads)
             host.close()
 
-    def _work(self) -> None:
+    def _work(self, token: _Stop) -> None:
+        """Waits on the queue without a timeout: a worker polling it (it did, every 0.2 s)
+        wakes up and takes the GIL from the event loop's thread even when no event comes."""
         host = self.registry.host
         while not self._stop.is_set():
-            try:
-                event, traceparent = self._queue.get(timeout=0.2)
-            except queue.Empty:
-                continue
+            item = self._queue.get()
+            if isinstance(item, _Stop):
+                if item is token:
+                    return
+                continue  # left over from an earlier ``run`` (the runtime restarts a crash)
+            event, traceparent = item
             AUDIT_QUEUE_DEPTH.set(self._queue.qsize())
             try:
                 attributes = {"arcana.audit.event_type": event.event_type}
@@ -196,6 +207,25 @@ class PluginAuditSink:
         except Exception:
             AUDIT_STORE_ERRORS.inc()
             log.exception("could not store flagged audit event %s", entry.event_type)
+
+
+class _Stop:
+    """The end of one ``run``, put on the queue for its workers."""
+
+
+def _end(queue_: queue.Queue[Any], token: _Stop, threads: list[threading.Thread]) -> None:
+    """One token per worker wakes those waiting on an empty queue. While the queue is full no
+    worker waits: each sees ``_stop`` after its event, and there is room again. Bounded like
+    ``_join``, so a stuck worker cannot hold up shutdown."""
+    deadline = time.monotonic() + 5
+    for _ in threads:
+        while any(t.is_alive() for t in threads) and time.monotonic() < deadline:
+            try:
+                queue_.put(token, timeout=0.1)
+                break
+            except queue.Full:
+                continue
+    _join(threads)
 
 
 def _join(threads: list[threading.Thread]) -> None:
