@@ -218,9 +218,9 @@ async def test_a_login_whose_generation_moved_on_writes_no_session(
 async def test_a_login_runs_two_statements_on_postgresql(
     client: httpx.AsyncClient, container: App, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The user read, then one statement for the session and its token (it was a share
-    lock, two inserts and the commit's round trips in between), which commits by itself: no
-    ``BEGIN``/``COMMIT`` round trips around it."""
+    """The user read (on the driver directly), then one statement for the session and its
+    token (it was a share lock, two inserts and the commit's round trips in between), which
+    commits by itself: no ``BEGIN``/``COMMIT`` round trips around it."""
     import asyncpg
     from sqlalchemy import event
 
@@ -238,13 +238,21 @@ async def test_a_login_runs_two_statements_on_postgresql(
         await started(self)
 
     monkeypatch.setattr(transaction, "start", start)
+    fetchrow = asyncpg.connection.Connection.fetchrow
+
+    async def on_driver(self: Any, query: str, *args: Any, **kwargs: Any) -> Any:
+        # A statement run on the driver directly (``AutocommitReads.first_row``).
+        statements.append(query.split(None, 1)[0].upper() + " on the driver")
+        return await fetchrow(self, query, *args, **kwargs)
+
+    monkeypatch.setattr(asyncpg.connection.Connection, "fetchrow", on_driver)
     engine = container.db.engine.sync_engine
     event.listen(engine, "before_cursor_execute", count)
     try:
         await login(client, u["email"])
     finally:
         event.remove(engine, "before_cursor_execute", count)
-    assert statements == ["SELECT", "WITH"], statements
+    assert statements == ["SELECT on the driver", "WITH"], statements
 
 
 @pytest.mark.overrides(audit=RecordingAuditSink)

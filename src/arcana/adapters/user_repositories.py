@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import (
     Connection,
@@ -128,19 +128,26 @@ class SqlUserRepository:
         row = (await self._s.execute(select(users).where(users.c.id == user_id))).first()
         return _user(row) if row else None
 
+    async def _first(self, statement: Any, params: dict[str, Any]) -> Mapping[str, Any] | None:
+        """The first row of a statement built once, by column name. In a read-only unit of
+        work on PostgreSQL it runs on the driver directly (``AutocommitReads.first_row``):
+        the hot reads (the bearer's user, a login's look-up) skip SQLAlchemy's execution."""
+        first_row = getattr(self._s, "first_row", None)
+        if first_row is not None:
+            found: Mapping[str, Any] | None = await first_row(statement, params)
+            return found
+        row = (await self._s.execute(statement, params)).first()
+        return None if row is None else cast(Mapping[str, Any], row._mapping)
+
     async def get_with_session_state(
         self, user_id: str, session_id: str | None
     ) -> tuple[User, bool] | None:
         if session_id is None:
-            row = (await self._s.execute(_USER_BY_ID, {"user_id": user_id})).first()
-            return None if row is None else (_user(row), False)
+            found = await self._first(_USER_BY_ID, {"user_id": user_id})
+            return None if found is None else (_user_of(found), False)
         params = {"user_id": user_id, "session_id": session_id}
-        first_row = getattr(self._s, "first_row", None)
-        if first_row is not None:  # PostgreSQL's autocommit reads: on the driver directly
-            found = await first_row(_USER_AND_SESSION_ENDED, params)
-            return None if found is None else (_user_of(found), bool(found["session_ended"]))
-        row = (await self._s.execute(_USER_AND_SESSION_ENDED, params)).first()
-        return None if row is None else (_user(row), bool(row.session_ended))
+        found = await self._first(_USER_AND_SESSION_ENDED, params)
+        return None if found is None else (_user_of(found), bool(found["session_ended"]))
 
     async def delete(self, user_id: str) -> bool:
         # Sessions and reset tokens cascade; refresh tokens go with their session.
@@ -153,8 +160,8 @@ class SqlUserRepository:
         return bool(getattr(result, "rowcount", 0))
 
     async def get_by_email(self, email: str) -> User | None:
-        row = (await self._s.execute(_BY_EMAIL, {"email": email})).first()
-        return _user(row) if row else None
+        found = await self._first(_BY_EMAIL, {"email": email})
+        return None if found is None else _user_of(found)
 
     async def list_all(self, limit: int = 1000, offset: int = 0) -> list[User]:
         rows = await self._s.execute(
