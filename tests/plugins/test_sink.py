@@ -14,7 +14,7 @@ from arcana.adapters.plugins.host import PluginHost
 from arcana.adapters.plugins.sink import HostRegistry, PluginAuditSink, _Stop
 from arcana.domain.audit import AuditEvent
 from arcana.domain.plugins import AuditEntry
-from arcana.metrics import AUDIT_DROPPED
+from arcana.metrics import AUDIT_DROPPED, AUDIT_EVENTS
 
 
 class InMemoryAuditLog:
@@ -88,3 +88,26 @@ async def test_idle_workers_wait_without_polling_and_stop_on_a_token(tmp_path: P
     assert not any(t.is_alive() for t in ours)
     assert recording.timeouts
     assert set(recording.timeouts) == {None}
+
+
+async def test_with_no_plugin_active_an_event_is_counted_clean_at_once(tmp_path: Path) -> None:
+    """Once the plugins are loaded and none is active, ``emit`` counts the event clean itself:
+    nothing is queued for a worker (whose wake-up would take the GIL from the event loop).
+    An event emitted before the plugins are loaded is queued, and judged once they are."""
+    sink = PluginAuditSink(HostRegistry(PluginHost(tmp_path)), InMemoryAuditLog(), workers=1)
+    clean = AUDIT_EVENTS.labels("clean")
+    before = clean._value.get()
+    sink.emit(AuditEvent("user.login", "u", "auth", "login"))
+    assert (sink._queue.qsize(), sink.processed) == (1, 0)
+    stop = asyncio.Event()
+    task = asyncio.create_task(sink.run(stop))
+    try:
+        await _until(lambda: sink.processed == 1)  # judged (by no plugin) by the worker
+        await _until(lambda: sink._serving)
+        for _ in range(3):
+            sink.emit(AuditEvent("user.data_access", "u", "user", "read"))
+        assert (sink._queue.qsize(), sink.processed) == (0, 4)
+        assert clean._value.get() - before == 4
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)

@@ -555,6 +555,10 @@ class PluginHost:
     def statuses(self) -> list[PluginStatus]:
         return [p.status() for p in self._set.plugins]
 
+    def has_active(self) -> bool:
+        """Whether ``run`` would call any plugin now."""
+        return any(p.state == "active" for p in self._set.plugins)
+
     # -- calls ----------------------------------------------------------------------------------
     def run(self, payload: bytes) -> list[tuple[str, int]]:
         """Run every active plugin on one event (JSON bytes) in this thread; never raises.
