@@ -320,6 +320,17 @@ def add_counting_arguments(ap: argparse.ArgumentParser) -> None:
         default="asgi",
         help="asgi: bare ASGI messages (the app's work only); httpx: through httpx.ASGITransport",
     )
+    ap.add_argument("--callgrind", action="store_true", help="count instructions (valgrind)")
+    ap.add_argument("--profile", type=int, default=0, help="cProfile: print the top N functions")
+    ap.add_argument("--profile-out", help="--profile: also write the pstats file here")
+    ap.add_argument("--keep", help="--callgrind: keep the callgrind.* file in this folder")
+    ap.add_argument("--child-helper", help=argparse.SUPPRESS)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--requests", type=int, default=1000, help="changes counted")
+    ap.add_argument("--concurrency", type=int, default=16, help="requests in flight")
     ap.add_argument(
         "--spread",
         type=int,
@@ -332,17 +343,6 @@ def add_counting_arguments(ap: argparse.ArgumentParser) -> None:
         help="PostgreSQL: no round-trip counting proxy (it runs in this process, so its own "
         "work would be counted with the app's)",
     )
-    ap.add_argument("--callgrind", action="store_true", help="count instructions (valgrind)")
-    ap.add_argument("--profile", type=int, default=0, help="cProfile: print the top N functions")
-    ap.add_argument("--profile-out", help="--profile: also write the pstats file here")
-    ap.add_argument("--keep", help="--callgrind: keep the callgrind.* file in this folder")
-    ap.add_argument("--child-helper", help=argparse.SUPPRESS)
-
-
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--requests", type=int, default=1000, help="changes counted")
-    ap.add_argument("--concurrency", type=int, default=16, help="requests in flight")
     add_counting_arguments(ap)
     args = ap.parse_args()
     if args.callgrind:
