@@ -356,7 +356,7 @@ class LoginFastPath:
         try:
             data = json.loads(raw)
             return LoginRequest.model_validate(data) if isinstance(data, dict) else None
-        except (ValueError, ValidationError):
+        except (ValueError, ValidationError, RecursionError):  # nested too deep: the route's
             return None
 
     def _find_route(self) -> BaseRoute | None:
