@@ -8,6 +8,7 @@
     .venv/bin/python bench/auth_me.py --callgrind                # + instructions per request
     .venv/bin/python bench/auth_me.py --callgrind --client asgi  # the app's work only
     .venv/bin/python bench/auth_me.py --profile tottime          # cProfile of the requests
+    .venv/bin/python bench/auth_me.py --serve 3                  # server CPU per request
 
 The app runs in-process (``create_app`` over a started process, all middleware) behind
 ``httpx.ASGITransport``. One user logs in once; then:
@@ -22,6 +23,10 @@ The app runs in-process (``create_app`` over a started process, all middleware) 
   a first burst had opened them (each one churn: an overflow connection closed on check-in
   and opened again), and the most checkouts granted to other requests while one request
   waited (first come, first served keeps it below the number of clients).
+
+``--serve N`` measures a real ``arcana serve`` instead: ``wrk -t1 -c16`` on ``/auth/me`` with
+an admin's bearer, 2 s of warm-up, then N runs of 5 s, each printing requests per second and
+the server's CPU time (user + system, from ``/proc``) per request, then the medians.
 
 ``--callgrind`` re-runs the sequential part under ``valgrind --tool=callgrind`` (instrumentation
 on only around the counted requests, as in ``bench/tracing.py``) and prints instructions per
@@ -43,6 +48,7 @@ import cProfile
 import importlib.util
 import os
 import pstats
+import shutil
 import subprocess
 import tempfile
 from collections.abc import Awaitable, Callable
@@ -221,16 +227,63 @@ async def counts(args: argparse.Namespace) -> None:
 
 
 # -- instructions (--callgrind) -----------------------------------------------------------------
-def _tracing_bench() -> Any:
-    """``bench/tracing.py``'s callgrind helpers (``Counted``, ``build_helper``)."""
-    spec = importlib.util.spec_from_file_location(
-        "bench_tracing", Path(__file__).with_name("tracing.py")
-    )
+def _bench_module(name: str) -> Any:
+    """A sibling script of ``bench/`` as a module (this folder is kept off ``sys.path``)."""
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", Path(__file__).with_name(name))
     assert spec is not None
     assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
+
+
+def _tracing_bench() -> Any:
+    """``bench/tracing.py``'s callgrind helpers (``Counted``, ``build_helper``)."""
+    return _bench_module("tracing.py")
+
+
+# -- a real server (--serve) --------------------------------------------------------------------
+def serve(args: argparse.Namespace) -> None:
+    lg = _bench_module("loadgen.py")
+    work = Path(tempfile.mkdtemp(prefix="arcana-auth-me-"))
+    env = lg.arcana_env(work, lg.free_port(), database_url=args.database_url)
+    if args.redis_url:
+        env["ARCANA_REDIS_URL"] = args.redis_url
+        env["ARCANA_REDIS_PREFIX"] = f"bench-auth-me-{os.getpid()}"
+    arcana = str(Path(sys.executable).parent / "arcana")
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        subprocess.run([arcana, "migrate"], env=env, cwd=work, check=True, capture_output=True)
+        email = f"me-{os.getpid()}@example.com"
+        create = [arcana, "users", "create", "--email", email, "--name", "Bench", "--admin"]
+        subprocess.run(
+            [*create, "--password-stdin"],
+            input=PASSWORD + "\n",
+            text=True,
+            env=env,
+            cwd=work,
+            check=True,
+            capture_output=True,
+        )
+        base = lg.start_serve(env, work, procs)
+        r = httpx.post(f"{base}/api/v1/auth/login", json={"email": email, "password": PASSWORD})
+        r.raise_for_status()
+        token = r.json()["access_token"]
+        lua = f'wrk.headers["Authorization"] = "Bearer {token}"\n'
+        url = f"{base}/api/v1/auth/me"
+        lg.run_wrk(url, 2, 16, lua, threads=1)
+        results = []
+        for _ in range(args.serve):
+            result = lg.run_wrk_measured(procs[0].pid, url, 5, 16, lua, threads=1)
+            assert result.errors == 0, result
+            print(f"  {result.rps:8,.0f} req/s  {result.cpu_us:6,.0f} µs server CPU per request")
+            results.append(result)
+        med = lg.median_result(results)
+        print(f"median: {med.rps:,.0f} req/s, {med.cpu_us:,.0f} µs server CPU per request")
+    finally:
+        lg.stop_processes(procs)
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def _asgi_get(app: Any, target: str, token: str) -> Callable[[], Awaitable[int]]:
@@ -365,6 +418,12 @@ def main() -> None:
         "or bare ASGI messages (the app's work only)",
     )
     ap.add_argument(
+        "--serve",
+        type=int,
+        metavar="N",
+        help="measure N runs against a real arcana serve instead (see the module doc)",
+    )
+    ap.add_argument(
         "--profile",
         metavar="SORT",
         help="cProfile the sequential requests instead (e.g. tottime, cumulative)",
@@ -375,6 +434,9 @@ def main() -> None:
         return
     if args.profile:
         asyncio.run(counted_child(args, "-"))
+        return
+    if args.serve:
+        serve(args)
         return
     asyncio.run(counts(args))
     if args.callgrind:

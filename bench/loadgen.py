@@ -281,11 +281,11 @@ def process_tree_cpu(pid: int) -> float:
 
 
 def run_wrk_measured(
-    pid: int, url: str, seconds: float, connections: int, lua: str | None
+    pid: int, url: str, seconds: float, connections: int, lua: str | None, threads: int = 2
 ) -> Result:
     """``run_wrk`` with the CPU time the server ``pid`` spent per request (``Result.cpu_us``)."""
     before = process_tree_cpu(pid)
-    r = run_wrk(url, seconds, connections, lua)
+    r = run_wrk(url, seconds, connections, lua, threads)
     used = process_tree_cpu(pid) - before
     r.cpu_us = used / r.requests * 1e6 if r.requests else None
     return r
