@@ -294,3 +294,46 @@ async def test_registration_queues_one_welcome_mail() -> None:
     assert jobs.calls == 3
     [welcome] = jobs.of_type(WELCOME_EMAIL_JOB)
     assert welcome.payload == {"user_id": user.id, "email": "ada@example.com", "name": "Ada"}
+
+
+async def test_concurrent_misses_of_one_list_page_share_one_build(catalog: Catalog) -> None:
+    """When a cached page expires every request for it misses at once: they share one build
+    (one rows query, one count) instead of each running its own; a write in between starts a
+    build of its own for the requests that come after it."""
+    from arcana.api.product_json import PAGE_JSON
+
+    await catalog.create()
+    query = ProductQuery.build(page=0, size=10)
+    calls = 0
+    factory = catalog.uow
+    original = factory.__call__
+
+    def counting() -> object:
+        uow = original()
+        page = uow.products.page
+        if getattr(page, "counted", False):  # the fake's repository is shared: wrapped once
+            return uow
+
+        async def counted(*args: object, **kwargs: object) -> object:
+            nonlocal calls
+            calls += 1
+            await asyncio.sleep(0)  # let the other requests arrive while it runs
+            return await page(*args, **kwargs)
+
+        counted.counted = True  # type: ignore[attr-defined]
+        uow.products.page = counted
+        return uow
+
+    catalog.service._read_uow = counting  # type: ignore[assignment]
+    bodies = await asyncio.gather(
+        *(catalog.service.list_encoded(query, PAGE_JSON) for _ in range(20))
+    )
+    assert calls == 1
+    assert len(set(bodies)) == 1
+    catalog.clock.advance(ProductCache.COUNT_TTL + 1)  # the page expires
+    await asyncio.gather(*(catalog.service.list_encoded(query, PAGE_JSON) for _ in range(20)))
+    assert calls == 2
+    second = await catalog.create()  # bumps the lists' generation
+    after = await catalog.service.list_encoded(query, PAGE_JSON)
+    assert calls == 3
+    assert second.id.encode() in after

@@ -259,6 +259,8 @@ class ProductService:
         self._stock = stock
         """Stock changes by group commit (embedded SQLite); ``None``: one unit of work each."""
         self._read_uow = read_uow or uow  # for reads: no transaction round trips
+        self._list_builds: dict[tuple[str, str, str], asyncio.Future[bytes]] = {}
+        """List pages being built, by (generation, encoding, page key): see ``list_encoded``."""
         self.cache = cache
         self._audit = audit
         self._clock = clock or SystemClock()
@@ -292,16 +294,35 @@ class ProductService:
 
     async def list_encoded(self, query: ProductQuery, encoding: Encoding[ProductPage]) -> bytes:
         """A list page in ``encoding``: from the cache when this page was built since the last
-        product write, else one rows query (plus a count unless the total is cached)."""
+        product write, else one rows query (plus a count unless the total is cached).
+
+        Concurrent misses of one page under one generation share one build: when a cached
+        page expires (its short TTL) every request for it misses at once, and each running
+        its own count over the catalog stalled the loop (p99 160 to 240 ms at 64 connections on
+        100,000 rows, ``make bench-http``). A request that read the generation before a write
+        bumped it is concurrent with that write and may get either state; one that reads it
+        after the bump gets a build of its own."""
         gen = await self.cache.generation(LISTS)
         key = _list_key(query)
-        if gen is not None:
-            cached = await self.cache.get_list(gen, encoding.name, key)
-            if cached is not None:
-                return cached
+        if gen is None:
+            return encoding.encode(await self.list_products(query))
+        cached = await self.cache.get_list(gen, encoding.name, key)
+        if cached is not None:
+            return cached
+        flight = (gen, encoding.name, key)
+        build = self._list_builds.get(flight)
+        if build is None:
+            build = asyncio.ensure_future(self._build_list(query, encoding, gen, key))
+            self._list_builds[flight] = build
+            build.add_done_callback(lambda _done: self._list_builds.pop(flight, None))
+        # Shielded: a caller that goes away does not cancel the build the others wait for.
+        return await asyncio.shield(build)
+
+    async def _build_list(
+        self, query: ProductQuery, encoding: Encoding[ProductPage], gen: str, key: str
+    ) -> bytes:
         body = encoding.encode(await self.list_products(query))
-        if gen is not None:
-            await self.cache.populate_list(gen, encoding.name, key, body)
+        await self.cache.populate_list(gen, encoding.name, key, body)
         return body
 
     async def cached_list_encoded(
