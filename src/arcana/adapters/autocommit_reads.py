@@ -30,8 +30,10 @@ class AutocommitReads:
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine.execution_options(isolation_level="AUTOCOMMIT")
-        self._compiled: dict[int, DriverStatement] = {}
-        """Statement (by identity: module-level constants) → its compiled form."""
+        self._compiled: dict[Any, DriverStatement] = {}
+        """Statement → its compiled form. Keyed by the statement object itself (identity
+        hash): it stays referenced here, so no later statement can take its place, as one
+        could take a collected statement's ``id()``."""
 
     async def execute(
         self, statement: Executable, params: Mapping[str, Any] | None = None
@@ -48,12 +50,12 @@ class AutocommitReads:
         """The first row of ``statement`` as a mapping of column names (``None``: no row), run
         on the driver's connection (``adapters/driver_statements.py``) unless a trace is
         sampled (SQLAlchemy's execution then makes the statement's span). ``statement`` must
-        be built once: compiled forms are kept by its identity."""
+        be built once (a module-level constant): each one's compiled form is kept."""
         if tracing.recording():
             row = (await self.execute(statement, params)).mappings().first()
             return cast(Mapping[str, Any] | None, row)
-        compiled = self._compiled.get(id(statement))
+        compiled = self._compiled.get(statement)
         if compiled is None:
             compiled = DriverStatement(statement, self._engine.dialect)
-            self._compiled[id(statement)] = compiled
+            self._compiled[statement] = compiled
         return await fetch_row(self._engine, compiled, params)
