@@ -5,6 +5,7 @@ outbox rows (at-least-once) while a refused one has none."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -64,36 +65,64 @@ async def test_concurrent_changes_share_transactions_and_keep_their_events(
     assert events["product.out_of_stock"] == 1
 
 
+def insert_product(name: str) -> Callable[[Connection], str]:
+    """A write that inserts product ``name`` and returns the name."""
+
+    def write(conn: Connection) -> str:
+        conn.execute(
+            text(
+                "INSERT INTO products (id, name, description, price, stock, category, status,"
+                " created_at, updated_at) VALUES (:id, :id, '', 1, 1, 'c', 'Draft',"
+                " '2026-01-01 00:00:00', '2026-01-01 00:00:00')"
+            ),
+            {"id": name},
+        )
+        return name
+
+    return write
+
+
+async def stored_stock(container: App) -> dict[str, int]:
+    async with container.db.engine.connect() as conn:
+        rows = await conn.execute(select(products.c.id, products.c.stock))
+        return {str(product_id): int(stock) for product_id, stock in rows}
+
+
 async def test_a_failing_write_is_undone_alone(container: App) -> None:
     gc = writer(container)
-
-    def good(name: str):  # type: ignore[no-untyped-def]
-        def write(conn: Connection) -> str:
-            conn.execute(
-                text(
-                    "INSERT INTO products (id, name, description, price, stock, category, status,"
-                    " created_at, updated_at) VALUES (:id, :id, '', 1, 1, 'c', 'Draft',"
-                    " '2026-01-01 00:00:00', '2026-01-01 00:00:00')"
-                ),
-                {"id": name},
-            )
-            return name
-
-        return write
 
     def bad(conn: Connection) -> None:
         conn.execute(text("UPDATE products SET stock = 5 WHERE id = 'p-1'"))
         raise ValueError("refused after writing")
 
     results = await asyncio.gather(
-        gc.run(good("p-1")), gc.run(bad), gc.run(good("p-2")), return_exceptions=True
+        gc.run(insert_product("p-1")),
+        gc.run(bad),
+        gc.run(insert_product("p-2")),
+        return_exceptions=True,
     )
     assert results[0] == "p-1"
     assert isinstance(results[1], ValueError)
     assert results[2] == "p-2"
-    async with container.db.engine.connect() as conn:
-        stored = dict((await conn.execute(select(products.c.id, products.c.stock))).all())
-    assert stored == {"p-1": 1, "p-2": 1}  # the failed write's UPDATE is gone, the rest stays
+    # The failed write's UPDATE is gone, the rest stays.
+    assert await stored_stock(container) == {"p-1": 1, "p-2": 1}
+
+
+async def test_a_lone_failing_write_is_undone(container: App) -> None:
+    """A batch of one write runs without a savepoint: its transaction is rolled back."""
+    gc = writer(container)
+
+    def bad(conn: Connection) -> None:
+        insert_product("p-1")(conn)
+        raise ValueError("refused after writing")
+
+    before = gc.batches
+    with pytest.raises(ValueError, match="refused after writing"):
+        await gc.run(bad)
+    assert gc.batches == before + 1  # alone in its batch
+    assert await stored_stock(container) == {}
+    assert await gc.run(insert_product("p-2")) == "p-2"  # the writer goes on
+    assert await stored_stock(container) == {"p-2": 1}
 
 
 async def test_a_failed_commit_fails_every_write_of_the_batch(container: App) -> None:

@@ -30,6 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.dml import Insert
 
 from arcana.adapters.database import Database, translate_error
+from arcana.adapters.driver_statements import DriverStatement, sqlite_driver, sqlite_execute
 from arcana.adapters.group_commit import SqliteGroupCommit
 from arcana.adapters.tables import auth_sessions, password_reset_tokens, refresh_tokens, users
 from arcana.domain.users import (
@@ -665,18 +666,24 @@ class GroupCommitSessionStarts:
     ``add_session_if_generation`` and ``add_token``, run by the group commit writer in one hop
     to its thread, in a transaction shared with concurrent writes. The generation check holds
     because the writer's transaction owns SQLite's write lock (``BEGIN IMMEDIATE``), which a
-    password reset or change also needs for its update."""
+    password reset or change also needs for its update. The two statements run on the driver
+    (``adapters/driver_statements.py``), compiled once for it."""
 
     def __init__(self, writer: SqliteGroupCommit) -> None:
         self._writer = writer
+        self._session = DriverStatement(_INSERT_SESSION_IF_GENERATION, writer.dialect, ())
+        self._token = DriverStatement(_INSERT_TOKEN, writer.dialect, ())
 
     async def start(self, session: Session, token: RefreshToken, generation: int) -> bool:
         params = _session_start_params(session, token, generation)
+        session_sql, session_args = self._session.sql, self._session.args(params)
+        token_sql, token_args = self._token.sql, self._token.args(params)
 
         def write(conn: Connection) -> bool:
-            if _rowcount(conn.execute(_INSERT_SESSION_IF_GENERATION, params)) != 1:
+            driver = sqlite_driver(conn)
+            if sqlite_execute(driver, session_sql, session_args).rowcount != 1:
                 return False
-            conn.execute(_INSERT_TOKEN, params)
+            sqlite_execute(driver, token_sql, token_args)
             return True
 
         try:
