@@ -214,6 +214,60 @@ async def test_a_login_whose_generation_moved_on_writes_no_session(
     assert await written(*fresh) == (1, 1)
 
 
+async def test_a_login_step_stores_what_sqlalchemy_binds(
+    client: httpx.AsyncClient, container: App
+) -> None:
+    """The session and token rows of the login step (on SQLite written by the driver itself,
+    with statements compiled once) compare equal, in SQL, to the same values bound by
+    SQLAlchemy: on SQLite, timestamps in SQLAlchemy's text form, which its comparisons and
+    the other writers use."""
+    u = await register_and_login(client)
+    user = await container.users.get_user(u["id"])
+    assert user is not None
+    now = datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
+    session = Session(
+        id=str(uuid.uuid4()),
+        user_id=user.id,
+        created_at=now,
+        last_used_at=now,
+        expires_at=now + timedelta(days=1),
+        user_agent="agent/1",
+        ip="10.0.0.1",
+    )
+    token = RefreshToken(
+        id=str(uuid.uuid4()),
+        session_id=session.id,
+        user_id=user.id,
+        token_hash=uuid.uuid4().hex,
+        created_at=now,
+    )
+    assert await container.infra.session_starts().start(session, token, user.generation)
+    async with container.db.engine.connect() as conn:
+        sessions = await conn.scalar(
+            select(func.count()).where(
+                auth_sessions.c.id == session.id,
+                auth_sessions.c.user_id == user.id,
+                auth_sessions.c.created_at == now,
+                auth_sessions.c.last_used_at == now,
+                auth_sessions.c.expires_at == now + timedelta(days=1),
+                auth_sessions.c.user_agent == "agent/1",
+                auth_sessions.c.ip == "10.0.0.1",
+                auth_sessions.c.revoked_at.is_(None),
+            )
+        )
+        tokens = await conn.scalar(
+            select(func.count()).where(
+                refresh_tokens.c.id == token.id,
+                refresh_tokens.c.session_id == session.id,
+                refresh_tokens.c.user_id == user.id,
+                refresh_tokens.c.token_hash == token.token_hash,
+                refresh_tokens.c.created_at == now,
+                refresh_tokens.c.revoked_at.is_(None),
+            )
+        )
+    assert (sessions, tokens) == (1, 1)
+
+
 @pytest.mark.parametrize("backend", ["postgres"], indirect=True)
 async def test_a_login_runs_two_statements_on_postgresql(
     client: httpx.AsyncClient, container: App, monkeypatch: pytest.MonkeyPatch

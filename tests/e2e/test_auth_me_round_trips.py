@@ -18,6 +18,7 @@ import httpx
 import pytest
 from sqlalchemy import event
 
+from arcana.adapters.driver_statements import sqlite_driver
 from arcana.bootstrap import App
 from arcana.config import Settings
 from arcana.lifecycle import Lifecycle
@@ -38,10 +39,11 @@ def settings(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> Se
 
 
 class Wire:
-    """What reaches the database and Redis: every statement SQLAlchemy runs (on the engine and
-    on the SQLite reader threads' engine), every query asyncpg runs outside a prepared
-    statement of SQLAlchemy's (``BEGIN``, ``COMMIT``, ``ROLLBACK``, pings, ``SET``, and
-    statements run on its connection directly), every Redis command."""
+    """What reaches the database and Redis: every statement SQLAlchemy runs on the engine,
+    every statement of the SQLite reader threads' connections (SQLAlchemy's and those run on
+    the driver directly, seen by sqlite3's trace callback), every query asyncpg runs outside a
+    prepared statement of SQLAlchemy's (``BEGIN``, ``COMMIT``, ``ROLLBACK``, pings, ``SET``,
+    and statements run on its connection directly), every Redis command."""
 
     def __init__(self, container: App) -> None:
         self.statements: Counter[str] = Counter()
@@ -49,10 +51,15 @@ class Wire:
         self.redis = 0
         db = container.db
         self._engines = [db.engine.sync_engine]
-        if db.sqlite_reads is not None:
-            self._engines.append(db.sqlite_reads._engine)
         for engine in self._engines:
             event.listen(engine, "before_cursor_execute", self._statement)
+        self._traced: list[Any] = []
+        if db.sqlite_reads is not None:
+            # Every reader thread's connection (the test opened them all before counting).
+            for conn in db.sqlite_reads._connections:
+                driver = sqlite_driver(conn)
+                driver.set_trace_callback(self._traced_statement)
+                self._traced.append(driver)
         self._loggers: list[Any] = []
         if not db.is_sqlite:
             # Every pooled connection (the test opened them all before counting).
@@ -75,6 +82,9 @@ class Wire:
     def _statement(self, conn: Any, cursor: Any, statement: str, *args: Any) -> None:
         self.statements[statement.split(None, 1)[0].upper()] += 1
 
+    def _traced_statement(self, statement: str) -> None:
+        self._statement(None, None, statement)
+
     def _query(self, record: Any) -> None:
         self.asyncpg.append(record.query)
 
@@ -83,6 +93,8 @@ class Wire:
             event.remove(engine, "before_cursor_execute", self._statement)
         for conn in self._loggers:
             conn.remove_query_logger(self._query)
+        for driver in self._traced:
+            driver.set_trace_callback(None)
         if hasattr(self, "_redis"):
             redis, original = self._redis
             redis.execute_command = original
@@ -116,7 +128,8 @@ async def test_me_is_one_select_and_nothing_else(
     await asyncio.sleep(0.05)  # asyncpg hands its query log to the loop
     # The user's row and the token's state (generation, ended session) in one SELECT; on
     # PostgreSQL in autocommit (no BEGIN / ROLLBACK around it), with no pool pre-ping, run on
-    # the driver's connection directly (asyncpg logs it; SQLAlchemy runs nothing).
+    # the driver's connection directly (asyncpg logs it; SQLAlchemy runs nothing); on SQLite
+    # on a reader thread's connection.
     if container.db.is_sqlite:
         assert dict(counted.statements) == {"SELECT": n}
         assert counted.asyncpg == []

@@ -29,6 +29,16 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 
+def _typed(type_: Any, dialect: Any) -> Any:
+    """The type whose processors SQLAlchemy's execution applies to a value of ``type_``.
+    sqlite3 takes and gives timestamps as text, which the SQLite dialect's own types convert
+    (``dialect_impl``: its DATETIME writes and parses SQLAlchemy's text form). asyncpg converts
+    values itself; there the declared type is used (its own ``process_bind_param`` and
+    ``process_result_value``), since the dialect's numeric type builds its result processor
+    from the column's type code, which only a result carries."""
+    return type_.dialect_impl(dialect) if dialect.name == "sqlite" else type_
+
+
 class DriverStatement:
     """One statement's compiled form (see the module doc). ``columns``: those of the rows it
     returns (default: the statement's selected columns)."""
@@ -38,13 +48,16 @@ class DriverStatement:
         self.sql: str = compiled.string
         binds = [compiled.binds[name] for name in compiled.positiontup or ()]
         # (name, the value bound in the statement itself, the type's bind processor)
-        self._params = [(b.key, b.value, b.type.bind_processor(dialect)) for b in binds]
+        self._params = [
+            (b.key, b.value, _typed(b.type, dialect).bind_processor(dialect)) for b in binds
+        ]
         if columns is None:
             columns = statement.selected_columns
         # (position, name, the type's result processor): a row is read by position, which
         # an asyncpg record and a sqlite3 tuple both offer.
         self._columns = [
-            (i, c.key, c.type.result_processor(dialect, None)) for i, c in enumerate(columns)
+            (i, c.key, _typed(c.type, dialect).result_processor(dialect, None))
+            for i, c in enumerate(columns)
         ]
 
     def args(self, params: Mapping[str, Any]) -> list[Any]:

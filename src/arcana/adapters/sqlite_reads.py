@@ -7,6 +7,10 @@ small pool of reader threads, each with a connection of its own, and comes back 
 result: one hop. The connections are in autocommit (no BEGIN): each statement reads the latest
 commit (WAL lets readers run beside the writer), as a ``SELECT`` outside a transaction did on
 the aiosqlite connections.
+
+``first_row`` serves the hottest reads (a login's user look-up, the bearer's user on every
+``GET /auth/me``) on the driver's connection, with the statement compiled once
+(``adapters/driver_statements.py``), as ``AutocommitReads.first_row`` does on PostgreSQL.
 """
 
 from __future__ import annotations
@@ -15,17 +19,18 @@ import asyncio
 import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import Connection, Engine, Executable, Result, create_engine, event
 from sqlalchemy.engine import make_url
 
 from arcana import tracing
+from arcana.adapters.driver_statements import DriverStatement, sqlite_driver, sqlite_execute
 
 
 class SqliteReads:
-    """Offers the one method repositories call on a session, ``execute``, for read-only units
-    of work (see the module doc)."""
+    """Offers what repositories call on a session in a read-only unit of work, ``execute``, and
+    ``first_row`` for the reads that use it (see the module doc)."""
 
     THREADS = 2
 
@@ -40,15 +45,49 @@ class SqliteReads:
         self._executor: ThreadPoolExecutor | None = None
         self._local = threading.local()
         self._connections: list[Connection] = []
+        self._compiled: dict[Any, DriverStatement] = {}
+        """Statement → its compiled form, keyed by the statement object (see
+        ``AutocommitReads``)."""
+
+    def _pool(self) -> ThreadPoolExecutor:
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(self.THREADS, thread_name_prefix="sqlite-reader")
+        return self._executor
+
+    async def first_row(
+        self, statement: Any, params: Mapping[str, Any]
+    ) -> Mapping[str, Any] | None:
+        """The first row of ``statement`` as a mapping of column names (``None``: no row), run
+        on the driver's connection of a reader thread unless a trace is sampled (``execute``
+        then makes the statement's span). ``statement`` must be built once (a module-level
+        constant): each one's compiled form is kept."""
+        if tracing.recording():
+            row = (await self.execute(statement, params)).mappings().first()
+            return cast(Mapping[str, Any] | None, row)
+        compiled = self._compiled.get(statement)
+        if compiled is None:
+            compiled = DriverStatement(statement, self._engine.dialect)
+            self._compiled[statement] = compiled
+        loop = asyncio.get_running_loop()
+        args = compiled.args(params)
+        return await loop.run_in_executor(self._pool(), self._first_row, compiled, args)
+
+    def _first_row(self, compiled: DriverStatement, args: list[Any]) -> Mapping[str, Any] | None:
+        cursor = sqlite_execute(sqlite_driver(self._connection()), compiled.sql, args)
+        try:
+            record = cursor.fetchone()
+        finally:
+            # Resets the statement: one left unfinished would keep its read snapshot open.
+            cursor.close()
+        return None if record is None else compiled.row(record)
 
     async def execute(
         self, statement: Executable, params: Mapping[str, Any] | None = None
     ) -> Result[Any]:
-        if self._executor is None:
-            self._executor = ThreadPoolExecutor(self.THREADS, thread_name_prefix="sqlite-reader")
+        executor = self._pool()
         loop = asyncio.get_running_loop()
         if not tracing.recording():
-            return await loop.run_in_executor(self._executor, self._execute, statement, params)
+            return await loop.run_in_executor(executor, self._execute, statement, params)
         # The SQL spans of the engine's own connections, made here: the reader thread does not
         # carry the request's trace context.
         text = str(statement)
@@ -59,13 +98,18 @@ class SqliteReads:
             "db.query.text": text[:2000],
         }
         with tracing.span(f"sql {operation}", attributes, kind="client"):
-            return await loop.run_in_executor(self._executor, self._execute, statement, params)
+            return await loop.run_in_executor(executor, self._execute, statement, params)
 
-    def _execute(self, statement: Executable, params: Mapping[str, Any] | None) -> Result[Any]:
+    def _connection(self) -> Connection:
+        """This reader thread's connection."""
         conn: Connection | None = getattr(self._local, "conn", None)
         if conn is None or conn.invalidated:
             conn = self._local.conn = self._engine.connect()
             self._connections.append(conn)
+        return conn
+
+    def _execute(self, statement: Executable, params: Mapping[str, Any] | None) -> Result[Any]:
+        conn = self._connection()
         try:
             return conn.execute(statement, params).freeze()()
         except Exception:

@@ -131,8 +131,9 @@ class SqlUserRepository:
 
     async def _first(self, statement: Any, params: dict[str, Any]) -> Mapping[str, Any] | None:
         """The first row of a statement built once, by column name. In a read-only unit of
-        work on PostgreSQL it runs on the driver directly (``AutocommitReads.first_row``):
-        the hot reads (the bearer's user, a login's look-up) skip SQLAlchemy's execution."""
+        work it runs on the driver directly (``AutocommitReads.first_row`` on PostgreSQL,
+        ``SqliteReads.first_row`` on a SQLite file): the hot reads (the bearer's user, a
+        login's look-up) skip SQLAlchemy's execution."""
         first_row = getattr(self._s, "first_row", None)
         if first_row is not None:
             found: Mapping[str, Any] | None = await first_row(statement, params)
