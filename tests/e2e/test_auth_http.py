@@ -165,6 +165,29 @@ async def test_login_returns_token_pair_and_audits(
     assert "user_agent" in logins[0].metadata
 
 
+def _session_and_token(
+    user_id: str, now: datetime, user_agent: str | None = None, ip: str | None = None
+) -> tuple[Session, RefreshToken]:
+    """A new session of ``user_id`` and its first refresh token, as a login makes them."""
+    session = Session(
+        id=str(uuid.uuid4()),
+        user_id=user_id,
+        created_at=now,
+        last_used_at=now,
+        expires_at=now + timedelta(days=1),
+        user_agent=user_agent,
+        ip=ip,
+    )
+    token = RefreshToken(
+        id=str(uuid.uuid4()),
+        session_id=session.id,
+        user_id=user_id,
+        token_hash=uuid.uuid4().hex,
+        created_at=now,
+    )
+    return session, token
+
+
 async def test_a_login_whose_generation_moved_on_writes_no_session(
     client: httpx.AsyncClient, container: App
 ) -> None:
@@ -175,24 +198,9 @@ async def test_a_login_whose_generation_moved_on_writes_no_session(
     assert before is not None
     resp = await client.post(f"{AUTH}/logout-all", headers=bearer(u["access_token"]))
     assert resp.status_code == 204, resp.text
-    now = datetime.now(UTC)
 
     def attempt() -> tuple[Session, RefreshToken]:
-        session = Session(
-            id=str(uuid.uuid4()),
-            user_id=u["id"],
-            created_at=now,
-            last_used_at=now,
-            expires_at=now + timedelta(days=1),
-        )
-        token = RefreshToken(
-            id=str(uuid.uuid4()),
-            session_id=session.id,
-            user_id=u["id"],
-            token_hash=uuid.uuid4().hex,
-            created_at=now,
-        )
-        return session, token
+        return _session_and_token(u["id"], datetime.now(UTC))
 
     async def written(session: Session, token: RefreshToken) -> tuple[int, int]:
         async with container.db.engine.connect() as conn:
@@ -225,22 +233,7 @@ async def test_a_login_step_stores_what_sqlalchemy_binds(
     user = await container.users.get_user(u["id"])
     assert user is not None
     now = datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
-    session = Session(
-        id=str(uuid.uuid4()),
-        user_id=user.id,
-        created_at=now,
-        last_used_at=now,
-        expires_at=now + timedelta(days=1),
-        user_agent="agent/1",
-        ip="10.0.0.1",
-    )
-    token = RefreshToken(
-        id=str(uuid.uuid4()),
-        session_id=session.id,
-        user_id=user.id,
-        token_hash=uuid.uuid4().hex,
-        created_at=now,
-    )
+    session, token = _session_and_token(user.id, now, "agent/1", "10.0.0.1")
     assert await container.infra.session_starts().start(session, token, user.generation)
     async with container.db.engine.connect() as conn:
         sessions = await conn.scalar(
@@ -269,12 +262,56 @@ async def test_a_login_step_stores_what_sqlalchemy_binds(
 
 
 @pytest.mark.parametrize("backend", ["postgres"], indirect=True)
+async def test_a_login_step_on_a_connection_the_server_ended_is_503_and_dropped(
+    client: httpx.AsyncClient, container: App, pg_url: str
+) -> None:
+    """The login step runs on the driver directly: a pooled connection whose server session is
+    gone answers as an outage (503, nothing written) and does not go back to the pool."""
+    import asyncpg
+
+    from arcana.errors import ServiceUnavailable
+
+    u = await register_and_login(client)
+    user = await container.users.get_user(u["id"])
+    assert user is not None
+    starts = container.infra.session_starts()
+    admin = await asyncpg.connect(pg_url.replace("postgresql+asyncpg://", "postgresql://"))
+    try:
+        ended = await admin.fetchval(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE application_name = 'arcana' AND datname = current_database()"
+        )
+    finally:
+        await admin.close()
+    assert ended >= 1
+    refused: list[Session] = []
+    for _ in range(container.db.engine.sync_engine.pool.size() + 10):
+        session, token = _session_and_token(user.id, datetime.now(UTC))
+        try:
+            assert await starts.start(session, token, user.generation)
+            break
+        except ServiceUnavailable:
+            refused.append(session)
+    else:
+        pytest.fail("every login step after the connections ended was refused")
+    assert refused  # a dead connection was drawn, and answered as an outage
+    for _ in range(5):  # and not again: it was dropped, not checked back in
+        assert await starts.start(*_session_and_token(user.id, datetime.now(UTC)), user.generation)
+    async with container.db.engine.connect() as conn:
+        written = await conn.scalar(
+            select(func.count()).where(auth_sessions.c.id.in_([s.id for s in refused]))
+        )
+    assert written == 0
+
+
+@pytest.mark.parametrize("backend", ["postgres"], indirect=True)
 async def test_a_login_runs_two_statements_on_postgresql(
     client: httpx.AsyncClient, container: App, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The user read (on the driver directly), then one statement for the session and its
-    token (it was a share lock, two inserts and the commit's round trips in between), which
-    commits by itself: no ``BEGIN``/``COMMIT`` round trips around it."""
+    """The user read, then one statement for the session and its token (it was a share lock,
+    two inserts and the commit's round trips in between), which commits by itself: no
+    ``BEGIN``/``COMMIT`` round trips around it. Both run on the driver directly: SQLAlchemy
+    runs nothing."""
     import asyncpg
     from sqlalchemy import event
 
@@ -300,13 +337,21 @@ async def test_a_login_runs_two_statements_on_postgresql(
         return await fetchrow(self, query, *args, **kwargs)
 
     monkeypatch.setattr(asyncpg.connection.Connection, "fetchrow", on_driver)
+    execute = asyncpg.connection.Connection.execute
+
+    async def write_on_driver(self: Any, query: str, *args: Any, **kwargs: Any) -> Any:
+        # A write run on the driver directly (``execute_count``).
+        statements.append(query.split(None, 1)[0].upper() + " on the driver")
+        return await execute(self, query, *args, **kwargs)
+
+    monkeypatch.setattr(asyncpg.connection.Connection, "execute", write_on_driver)
     engine = container.db.engine.sync_engine
     event.listen(engine, "before_cursor_execute", count)
     try:
         await login(client, u["email"])
     finally:
         event.remove(engine, "before_cursor_execute", count)
-    assert statements == ["SELECT on the driver", "WITH"], statements
+    assert statements == ["SELECT on the driver", "WITH on the driver"], statements
 
 
 @pytest.mark.overrides(audit=RecordingAuditSink)

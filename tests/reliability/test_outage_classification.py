@@ -54,6 +54,8 @@ def test_statement_errors_are_not_outages(cause: BaseException) -> None:
 
 
 def test_nul_in_text_is_bad_input() -> None:
-    err = wrapped(asyncpg.exceptions.CharacterNotInRepertoireError("invalid byte sequence 0x00"))
-    assert is_unstorable_text(err)
+    nul = asyncpg.exceptions.CharacterNotInRepertoireError("invalid byte sequence 0x00")
+    assert is_unstorable_text(wrapped(nul))
+    assert is_unstorable_text(nul)  # from a statement run on the driver directly
     assert not is_unstorable_text(wrapped(asyncpg.exceptions.UniqueViolationError("dup")))
+    assert not is_unstorable_text(asyncpg.exceptions.UniqueViolationError("dup"))

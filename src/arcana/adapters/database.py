@@ -88,9 +88,12 @@ _UNSTORABLE_TEXT_STATES = {"22021", "22P05"}
 def is_unstorable_text(exc: BaseException) -> bool:
     """True when PostgreSQL refused a parameter because of a NUL (or unencodable) character:
     bad input that slipped past validation, to be answered 422, never 500."""
-    if not isinstance(exc, DBAPIError) or exc.orig is None:
+    # Wrapped by SQLAlchemy's execution, or the driver's own from a statement run on it
+    # directly (``driver_statements``).
+    orig = exc.orig if isinstance(exc, DBAPIError) else exc
+    if orig is None:
         return False
-    state = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
+    state = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
     return state in _UNSTORABLE_TEXT_STATES
 
 

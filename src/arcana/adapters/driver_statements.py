@@ -19,8 +19,9 @@ execution of the two inserts, with ``BEGIN`` and the savepoint, cost the writer 
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from typing import Any
 
 import asyncpg
@@ -82,10 +83,28 @@ async def fetch_row(
     was not asked for, so the connection goes back to the pool with nothing to roll back).
     Not behind a transaction pooler (PgBouncer): a statement's prepare and its execution could
     reach two different server connections."""
-    raw = await engine.raw_connection()
-    driver: Any = raw.driver_connection  # asyncpg's Connection
-    try:
+    async with _pooled_driver(engine) as driver:
         record = await driver.fetchrow(statement.sql, *statement.args(params))
+    return statement.row(record) if record is not None else None
+
+
+async def execute_count(
+    engine: AsyncEngine, statement: DriverStatement, params: Mapping[str, Any]
+) -> int:
+    """The rows a write statement changed (its command tag's count), run as ``fetch_row``
+    runs a read: alone on a pooled connection, in autocommit, so the statement is its own
+    transaction and is committed when this returns."""
+    async with _pooled_driver(engine) as driver:
+        tag: str = await driver.execute(statement.sql, *statement.args(params))
+    return int(tag.rsplit(" ", 1)[-1])
+
+
+@contextlib.asynccontextmanager
+async def _pooled_driver(engine: AsyncEngine) -> AsyncIterator[Any]:
+    """asyncpg's connection of a connection checked out of the engine's pool for the block."""
+    raw = await engine.raw_connection()
+    try:
+        yield raw.driver_connection
     except Exception as exc:
         # The connection's state after a failed statement is unknown: it is closed rather
         # than handed to the next request.
@@ -101,7 +120,6 @@ async def fetch_row(
         raise
     finally:
         raw.close()
-    return statement.row(record) if record is not None else None
 
 
 def sqlite_driver(conn: Connection) -> sqlite3.Connection:

@@ -29,8 +29,14 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.dml import Insert
 
+from arcana import tracing
 from arcana.adapters.database import Database, translate_error
-from arcana.adapters.driver_statements import DriverStatement, sqlite_driver, sqlite_execute
+from arcana.adapters.driver_statements import (
+    DriverStatement,
+    execute_count,
+    sqlite_driver,
+    sqlite_execute,
+)
 from arcana.adapters.group_commit import SqliteGroupCommit
 from arcana.adapters.tables import auth_sessions, password_reset_tokens, refresh_tokens, users
 from arcana.domain.users import (
@@ -588,30 +594,35 @@ _START_SESSION = insert(refresh_tokens).from_select(
 
 
 class SqlSessionStarts:
-    """``SessionStarts`` on PostgreSQL, on a Core connection: one statement (the user row
-    share-locked while its generation matches, the session, the token) that commits by itself
-    (autocommit: one round trip where a unit of work takes five; a single statement is its own
-    transaction, so the lock is held until its commit as inside ``BEGIN``/``COMMIT``). Behind
-    a transaction pooler (PgBouncer) it keeps ``BEGIN``/``COMMIT``, which pin the statement's
-    prepare and execution to one server connection. A reset or change that updates the user
-    row either committed before (no row matches) or waits for this commit and then revokes the
-    new session with the others."""
+    """``SessionStarts`` on PostgreSQL: one statement (the user row share-locked while its
+    generation matches, the session, the token) that commits by itself (autocommit: one round
+    trip where a unit of work takes five; a single statement is its own transaction, so the
+    lock is held until its commit as inside ``BEGIN``/``COMMIT``), run on asyncpg directly,
+    compiled once (``adapters/driver_statements.py``), unless a trace is sampled (SQLAlchemy's
+    execution then makes the statement's span). Behind a transaction pooler (PgBouncer) it
+    keeps ``BEGIN``/``COMMIT`` through SQLAlchemy, which pin the statement's prepare and
+    execution to one server connection. A reset or change that updates the user row either
+    committed before (no row matches) or waits for this commit and then revokes the new
+    session with the others."""
 
     def __init__(self, db: Database) -> None:
         self._db = db
         self._autocommit = (
             None if db.pooled else db.engine.execution_options(isolation_level="AUTOCOMMIT")
         )
+        self._compiled = DriverStatement(_START_SESSION, db.engine.dialect, ())
 
     async def start(self, session: Session, token: RefreshToken, generation: int) -> bool:
         params = _session_start_params(session, token, generation)
         try:
-            if self._autocommit is not None:
+            if self._autocommit is None:
+                async with self._db.engine.begin() as conn:
+                    result = await conn.execute(_START_SESSION, params)
+            elif tracing.recording():
                 async with self._autocommit.connect() as conn:
                     result = await conn.execute(_START_SESSION, params)
             else:
-                async with self._db.engine.begin() as conn:
-                    result = await conn.execute(_START_SESSION, params)
+                return await execute_count(self._db.engine, self._compiled, params) == 1
         except Exception as exc:
             translated = translate_error(exc)
             if translated is not None:
