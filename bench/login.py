@@ -13,9 +13,14 @@ then counted too), ``--requests`` successful logins one after the other for one 
 relay and the job worker off. Argon2 runs at its minimum cost (8 KiB, t=1), so what is counted
 is everything a login does but the hash. It prints the process CPU per login
 (``time.process_time()`` over the counted logins: CPU, not wall time, so a loaded machine
-inflates it less than a timing, but does not leave it untouched); ``--callgrind`` counts
-instructions instead (every thread of the process, instrumentation on only around the counted
-logins, the helper of ``bench/stock.py``), which does not depend on the machine's load.
+inflates it less than a timing, but does not leave it untouched), each thread's share (its
+own CPU clock: the event loop, the Argon2 threads, SQLite's reader and writer threads) and,
+on PostgreSQL, the CPU of the server's backends serving this database (from ``/proc``: the
+server must run on this machine); ``--callgrind`` counts instructions instead (every thread
+of the process, instrumentation on only around the counted logins, the helper of
+``bench/stock.py``), which does not depend on the machine's load. The event loop is uvloop,
+as under ``arcana serve`` (``--loop asyncio`` for the standard one, which ``--profile`` sees
+into).
 
 The database named in ``--database-url`` must exist; it is migrated and its tables emptied.
 """
@@ -31,13 +36,19 @@ sys.path.insert(0, str(HERE.parent))  # for tests.conftest
 
 import argparse
 import asyncio
+import contextlib
 import cProfile
 import importlib.util
 import json
+import os
 import pstats
 import tempfile
+import threading
 import time
 from typing import Any
+
+import asyncpg
+import uvloop
 
 from arcana.adapters.database import Database
 from arcana.adapters.migrator import migrate
@@ -66,8 +77,60 @@ def settings_for(folder: Path, database_url: str | None) -> Settings:
     return stock.settings_for(folder, database_url, argon2_memory_kib=8, argon2_time_cost=1)
 
 
-async def run(folder: Path, args: argparse.Namespace, counted: Any) -> float:
-    """CPU seconds per login over the counted logins."""
+def thread_cpu() -> dict[int, tuple[str, float]]:
+    """Each live thread of this process: its name and CPU seconds so far (its own clock)."""
+    out = {}
+    for t in threading.enumerate():
+        if t.ident is not None:
+            with contextlib.suppress(OSError):
+                out[t.ident] = (t.name, time.clock_gettime(time.pthread_getcpuclockid(t.ident)))
+    return out
+
+
+async def backend_cpu(database_url: str) -> float:
+    """CPU seconds so far of the PostgreSQL backends connected to the URL's database (user +
+    system, from ``/proc``; 0 when the server is not on this machine)."""
+    dsn = database_url.replace("postgresql+asyncpg://", "postgresql://")
+    conn = await asyncpg.connect(dsn)
+    try:
+        pids = await conn.fetch(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+            "AND pid <> pg_backend_pid()"
+        )
+    finally:
+        await conn.close()
+    ticks = 0
+    for (pid,) in pids:
+        with contextlib.suppress(OSError):
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            ticks += int(fields[11]) + int(fields[12])  # utime, stime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+class Cpu:
+    """CPU per login: the process, each thread, the PostgreSQL backends."""
+
+    def __init__(self) -> None:
+        self.process = 0.0
+        self.threads: list[tuple[str, float]] = []
+        self.backends: float | None = None
+
+    def report(self, logins: int, client: str) -> str:
+        per_login = self.process / logins * 1000
+        lines = [f"process CPU per login: {per_login:.3f} ms ({logins} logins, {client})"]
+        for name, seconds in sorted(self.threads, key=lambda t: -t[1]):
+            if seconds / logins >= 1e-6:
+                lines.append(f"  thread {name:<24} {seconds / logins * 1e6:8.1f} µs per login")
+        if self.backends is not None:
+            lines.append(
+                f"PostgreSQL backends' CPU per login: {self.backends / logins * 1e6:.0f} µs "
+                "(/proc, 10 ms ticks)"
+            )
+        return "\n".join(lines)
+
+
+async def run(folder: Path, args: argparse.Namespace, counted: Any) -> Cpu:
+    """CPU over the counted logins."""
     stock = _stock_bench()
     if args.database_url is not None:
         db = Database(settings_for(folder, args.database_url))
@@ -75,6 +138,7 @@ async def run(folder: Path, args: argparse.Namespace, counted: Any) -> float:
         await db.dispose()
         await truncate_all(args.database_url)
     process = Lifecycle.build(settings_for(folder, args.database_url))
+    cpu = Cpu()
     await process.start()
     try:
         await process.app.users.create_user(EMAIL, "Bench", PASSWORD)
@@ -87,12 +151,21 @@ async def run(folder: Path, args: argparse.Namespace, counted: Any) -> float:
         target = "/api/v1/auth/login"
         for _ in range(50):  # warm the code paths, the pool and the prepared statements
             await post(target, body)
+        backends0 = await backend_cpu(args.database_url) if args.database_url else None
         with counted:
+            threads0 = thread_cpu()
             t0 = time.process_time()
             for _ in range(args.requests):
                 await post(target, body)
-            cpu = time.process_time() - t0
-        return cpu / args.requests
+            cpu.process = time.process_time() - t0
+            threads1 = thread_cpu()
+        cpu.threads = [
+            (name, seconds - threads0.get(ident, (name, 0.0))[1])
+            for ident, (name, seconds) in threads1.items()
+        ]
+        if backends0 is not None and args.database_url:
+            cpu.backends = await backend_cpu(args.database_url) - backends0
+        return cpu
     finally:
         await process.stop()
 
@@ -100,17 +173,18 @@ async def run(folder: Path, args: argparse.Namespace, counted: Any) -> float:
 def child(args: argparse.Namespace, helper: str | None) -> None:
     profile = cProfile.Profile() if args.profile else None
     counted = _stock_bench().Counted(helper, profile)
+    runner = uvloop.run if args.loop == "uvloop" else asyncio.run
     with tempfile.TemporaryDirectory() as tmp:
-        cpu = asyncio.run(run(Path(tmp), args, counted))
+        cpu = runner(run(Path(tmp), args, counted))
     if helper is None and profile is None:
-        print(f"process CPU per login: {cpu * 1000:.3f} ms ({args.requests} logins, {args.client})")
+        print(cpu.report(args.requests, args.client))
     if profile is not None:
         stats = pstats.Stats(profile)
         stats.sort_stats(args.sort).print_stats(args.profile)
 
 
 def callgrind(args: argparse.Namespace) -> None:
-    child_args = ["--requests", str(args.requests), "--client", args.client]
+    child_args = ["--requests", str(args.requests), "--client", args.client, "--loop", args.loop]
     if args.database_url:
         child_args += ["--database-url", args.database_url]
     if args.browser:
@@ -125,6 +199,9 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=300, help="logins counted")
     ap.add_argument("--browser", action="store_true", help="send X-Arcana-Client: browser")
     ap.add_argument("--sort", default="tottime", help="--profile: pstats sort key")
+    ap.add_argument(
+        "--loop", choices=("uvloop", "asyncio"), default="uvloop", help="the event loop"
+    )
     _stock_bench().add_counting_arguments(ap)
     args = ap.parse_args()
     if args.callgrind:

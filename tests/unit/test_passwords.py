@@ -91,7 +91,7 @@ async def test_a_freed_hashing_thread_starts_the_queued_verification_without_the
         second = asyncio.create_task(slots.verify("h", "p"))
         await asyncio.to_thread(hasher.started[0].wait, 5)
         # Until the second task has either reached the pool or parked on the admission limit.
-        while not (slots._pool._work_queue.qsize() or slots._all.locked()):
+        while not (slots._pool.queued() or slots._all.locked()):
             await asyncio.sleep(0)
         # From here the event loop is blocked (no await) while the first hash ends.
         hasher.gates[0].set()

@@ -25,7 +25,6 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
@@ -35,6 +34,7 @@ from sqlalchemy.engine import make_url
 
 from arcana import tracing
 from arcana.adapters.driver_statements import sqlite_driver, sqlite_execute
+from arcana.adapters.loop_threads import LoopThreads
 
 T = TypeVar("T")
 
@@ -71,7 +71,7 @@ class SqliteGroupCommit:
         # would open and commit transactions of its own around statements).
         event.listen(self._engine, "connect", _manual_transactions)
         event.listen(self._engine, "begin", _begin_immediate)
-        self._executor: ThreadPoolExecutor | None = None  # started by the first batch
+        self._thread = LoopThreads(1, "sqlite-writer")  # started by the first batch
         self._conn: Connection | None = None  # used on the executor's thread only
         self._queue: deque[_Write] = deque()
         self._task: asyncio.Task[None] | None = None
@@ -101,10 +101,6 @@ class SqliteGroupCommit:
             return cast(T, await write.future)
 
     async def _drain(self) -> None:
-        loop = asyncio.get_running_loop()
-        if self._executor is None:
-            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-writer")
-        executor = self._executor
         while self._queue:
             batch: list[_Write] = []
             while self._queue and len(batch) < self.MAX_BATCH:
@@ -115,7 +111,7 @@ class SqliteGroupCommit:
                 continue
             try:
                 async with self._writing():
-                    await loop.run_in_executor(executor, self._run_batch, batch)
+                    await self._thread.run(self._run_batch, batch)
             except BaseException as exc:  # BEGIN or COMMIT failed: nothing of the batch stays
                 for write in batch:
                     if not write.future.done():
@@ -184,10 +180,10 @@ class SqliteGroupCommit:
         task, self._task = self._task, None
         if task is not None:
             await asyncio.gather(task, return_exceptions=True)
-        executor, self._executor = self._executor, None
-        if executor is not None:
-            await asyncio.get_running_loop().run_in_executor(executor, self._close_connection)
-            executor.shutdown(wait=True)
+        thread, self._thread = self._thread, LoopThreads(1, "sqlite-writer")
+        if self._conn is not None:  # the queue is drained: no batch runs now
+            await thread.run(self._close_connection)
+        thread.shutdown(wait=True)
         self._engine.dispose()
 
     def _close_connection(self) -> None:

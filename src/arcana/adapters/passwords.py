@@ -9,13 +9,13 @@ import contextvars
 import math
 import secrets
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 from argon2 import PasswordHasher, Type
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
 from arcana import tracing
+from arcana.adapters.loop_threads import LoopThreads
 from arcana.errors import ServiceUnavailable
 from arcana.metrics import PASSWORD_HASHES, PASSWORD_SLOTS_BUSY
 
@@ -74,7 +74,7 @@ class HashingSlots:
         self._hasher = hasher
         self._slots = max(1, slots)
         self._wait = wait_seconds
-        self._pool = ThreadPoolExecutor(max_workers=self._slots, thread_name_prefix="argon2")
+        self._pool = LoopThreads(self._slots, "argon2")
         # Twice as many operations admitted as there are threads: one running and one queued
         # in the pool per thread, so a thread that finishes a hash starts the next at once.
         # With exactly ``slots`` admitted, the next hash could only start after the event
@@ -84,8 +84,14 @@ class HashingSlots:
         self._new = asyncio.Semaphore(max(1, self._slots - 1))
 
     async def _acquire(self, sem: asyncio.Semaphore, op: str) -> None:
+        if not sem.locked():  # free now, and nobody waiting: acquiring does not suspend
+            await sem.acquire()
+            return
+        # ``asyncio.timeout`` rather than ``wait_for``: the latter runs the wait in a task of
+        # its own, created and scheduled for every hash that has to queue.
         try:
-            await asyncio.wait_for(sem.acquire(), self._wait)
+            async with asyncio.timeout(self._wait):
+                await sem.acquire()
         except TimeoutError:
             PASSWORD_SLOTS_BUSY.labels(op).inc()
             raise ServiceUnavailable(
@@ -99,7 +105,7 @@ class HashingSlots:
             PASSWORD_HASHES.labels(op).inc()
             # The caller's context goes along, so the argon2 span joins the request's trace.
             ctx = contextvars.copy_context()
-            return await asyncio.get_running_loop().run_in_executor(self._pool, ctx.run, fn)
+            return await self._pool.run(ctx.run, fn)
         finally:
             self._all.release()
 
@@ -120,4 +126,4 @@ class HashingSlots:
         return self._hasher.dummy_hash()
 
     def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._pool.shutdown(wait=False, cancel_pending=True)

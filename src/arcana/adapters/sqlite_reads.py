@@ -15,10 +15,8 @@ the aiosqlite connections.
 
 from __future__ import annotations
 
-import asyncio
 import threading
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, cast
 
 from sqlalchemy import Connection, Engine, Executable, Result, create_engine, event
@@ -26,6 +24,7 @@ from sqlalchemy.engine import make_url
 
 from arcana import tracing
 from arcana.adapters.driver_statements import DriverStatement, sqlite_driver, sqlite_execute
+from arcana.adapters.loop_threads import LoopThreads
 
 
 class SqliteReads:
@@ -42,17 +41,12 @@ class SqliteReads:
             pool_size=self.THREADS,
         )
         event.listen(self._engine, "connect", on_connect)
-        self._executor: ThreadPoolExecutor | None = None
+        self._threads = LoopThreads(self.THREADS, "sqlite-reader")
         self._local = threading.local()
         self._connections: list[Connection] = []
         self._compiled: dict[Any, DriverStatement] = {}
         """Statement → its compiled form, keyed by the statement object (see
         ``AutocommitReads``)."""
-
-    def _pool(self) -> ThreadPoolExecutor:
-        if self._executor is None:
-            self._executor = ThreadPoolExecutor(self.THREADS, thread_name_prefix="sqlite-reader")
-        return self._executor
 
     async def first_row(
         self, statement: Any, params: Mapping[str, Any]
@@ -68,9 +62,7 @@ class SqliteReads:
         if compiled is None:
             compiled = DriverStatement(statement, self._engine.dialect)
             self._compiled[statement] = compiled
-        loop = asyncio.get_running_loop()
-        args = compiled.args(params)
-        return await loop.run_in_executor(self._pool(), self._first_row, compiled, args)
+        return await self._threads.run(self._first_row, compiled, compiled.args(params))
 
     def _first_row(self, compiled: DriverStatement, args: list[Any]) -> Mapping[str, Any] | None:
         cursor = sqlite_execute(sqlite_driver(self._connection()), compiled.sql, args)
@@ -84,10 +76,8 @@ class SqliteReads:
     async def execute(
         self, statement: Executable, params: Mapping[str, Any] | None = None
     ) -> Result[Any]:
-        executor = self._pool()
-        loop = asyncio.get_running_loop()
         if not tracing.recording():
-            return await loop.run_in_executor(executor, self._execute, statement, params)
+            return await self._threads.run(self._execute, statement, params)
         # The SQL spans of the engine's own connections, made here: the reader thread does not
         # carry the request's trace context.
         text = str(statement)
@@ -98,7 +88,7 @@ class SqliteReads:
             "db.query.text": text[:2000],
         }
         with tracing.span(f"sql {operation}", attributes, kind="client"):
-            return await loop.run_in_executor(executor, self._execute, statement, params)
+            return await self._threads.run(self._execute, statement, params)
 
     def _connection(self) -> Connection:
         """This reader thread's connection."""
@@ -118,9 +108,8 @@ class SqliteReads:
             raise
 
     async def close(self) -> None:
-        executor, self._executor = self._executor, None
-        if executor is not None:
-            executor.shutdown(wait=True)
+        threads, self._threads = self._threads, LoopThreads(self.THREADS, "sqlite-reader")
+        threads.shutdown(wait=True)
         for conn in self._connections:
             conn.close()
         self._connections.clear()
