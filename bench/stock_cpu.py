@@ -15,7 +15,8 @@ CPU time (user + system) from ``/proc``, not wall time:
 - ``backends``: the backends connected to this database only (meaningful on a shared cluster).
 
 Each round is measured until the relay has delivered every outbox row the round wrote, so the
-relay's statements are counted with the changes that caused them. Also per change: the
+relay's statements are counted with the changes that caused them. Also per change: WAL
+records, bytes and flushes (``pg_stat_wal``, the whole cluster), the
 ``pg_stat_user_tables`` counters of ``products`` and ``outbox`` (updates, HOT updates, inserts,
 deletes) and, where ``pg_stat_statements`` is loaded, each statement's calls and execution time.
 """
@@ -130,6 +131,7 @@ def snapshot(dsn: str, postmaster: int) -> dict[str, Any]:
             "pg_stat_user_tables WHERE relname IN ('products', 'outbox')",
         )
     }
+    wal = dict(query(dsn, "SELECT wal_records, wal_bytes, wal_sync FROM pg_stat_wal")[0])
     statements: dict[str, tuple[int, float]] = {}
     try:
         for r in query(
@@ -145,6 +147,7 @@ def snapshot(dsn: str, postmaster: int) -> dict[str, Any]:
         "cluster_system": cluster_system_cpu(postmaster),
         "backends": pids_cpu(backends),
         "tables": tables,
+        "wal": wal,
         "statements": statements,
     }
 
@@ -219,6 +222,11 @@ def main() -> None:
                 f"this database's backends {row['backends']:.0f} µs), "
                 f"total {row['total']:.0f} µs",
                 flush=True,
+            )
+            w = {k: (after["wal"][k] - before["wal"][k]) / changes for k in after["wal"]}
+            print(
+                f"  WAL (the whole cluster) per change: {w['wal_records']:.1f} records, "
+                f"{w['wal_bytes']:.0f} bytes, {w['wal_sync']:.2f} flushes (fsync)"
             )
             for table in ("products", "outbox"):
                 b, a = before["tables"].get(table), after["tables"].get(table)
