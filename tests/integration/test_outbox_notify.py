@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from decimal import Decimal
 from pathlib import Path
@@ -63,50 +63,48 @@ async def listening(container: App) -> AsyncIterator[Listener]:
         await conn.close()
 
 
+Write = Callable[[], Awaitable[object]]
+
+
+async def event_commit(container: App) -> Write:
+    return lambda: commit_events(container, product_event())
+
+
+async def stock_change(container: App) -> Write:
+    p = await container.products.create(
+        "admin-1", NewProduct(name="Hot", price=Decimal("1"), stock=1000)
+    )
+    return lambda: container.products.adjust_stock("admin-1", p.id, 1)
+
+
+writes = pytest.mark.parametrize("prepare", [event_commit, stock_change], ids=["uow", "stock"])
+
+
 @postgres
-async def test_a_commit_of_a_process_without_a_relay_notifies(container: App) -> None:
+@writes
+async def test_a_write_of_a_process_without_a_relay_notifies(
+    container: App, prepare: Callable[[App], Awaitable[Write]]
+) -> None:
+    write = await prepare(container)
     assert container.db.notifies_outbox
     async with listening(container) as listener:
-        await commit_events(container, product_event())
+        await write()
         assert await listener.received_before_sentinel() == [""]
 
 
 @postgres
-async def test_a_commit_of_a_process_whose_relay_runs_does_not_notify(
-    process: Lifecycle,
+@writes
+async def test_a_write_of_a_process_whose_relay_runs_does_not_notify(
+    process: Lifecycle, prepare: Callable[[App], Awaitable[Write]]
 ) -> None:
     container = process.app
+    write = await prepare(container)
     process.start_relay()
     assert not container.db.notifies_outbox
     async with listening(container) as listener:
-        await commit_events(container, product_event())
+        await write()
         assert await listener.received_before_sentinel() == []
     # Woken in-process: delivered without a NOTIFY (the fallback poll is 2 s away at least).
-    await wait_for(lambda: _none_pending(container), timeout=10)
-
-
-@postgres
-async def test_a_stock_change_of_a_process_without_a_relay_notifies(container: App) -> None:
-    p = await container.products.create(
-        "admin-1", NewProduct(name="Hot", price=Decimal("1"), stock=1000)
-    )
-    async with listening(container) as listener:
-        await container.products.adjust_stock("admin-1", p.id, 1)
-        assert await listener.received_before_sentinel() == [""]
-
-
-@postgres
-async def test_a_stock_change_of_a_process_whose_relay_runs_does_not_notify(
-    process: Lifecycle,
-) -> None:
-    container = process.app
-    p = await container.products.create(
-        "admin-1", NewProduct(name="Hot", price=Decimal("1"), stock=1000)
-    )
-    process.start_relay()
-    async with listening(container) as listener:
-        await container.products.adjust_stock("admin-1", p.id, 1)
-        assert await listener.received_before_sentinel() == []
     await wait_for(lambda: _none_pending(container), timeout=10)
 
 

@@ -6,6 +6,9 @@ Revises: 0007
 
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
+
 from alembic import op
 
 revision = "0008"
@@ -28,21 +31,11 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    if op.get_bind().dialect.name != "postgresql":
-        return
-    op.execute(
-        """
-        CREATE OR REPLACE FUNCTION arcana_outbox_notify() RETURNS trigger AS $$
-        BEGIN
-            PERFORM pg_notify('arcana_outbox', '');
-            RETURN NULL;
-        END;
-        $$ LANGUAGE plpgsql
-        """
-    )
-    op.execute(
-        """
-        CREATE TRIGGER outbox_notify AFTER INSERT ON outbox
-        FOR EACH STATEMENT EXECUTE FUNCTION arcana_outbox_notify()
-        """
-    )
+    # Back to 0005's trigger, created exactly as 0005 creates it (PostgreSQL only there too).
+    path = Path(__file__).with_name("0005_events.py")
+    spec = importlib.util.spec_from_file_location("arcana_migration_0005", path)
+    assert spec is not None
+    assert spec.loader is not None
+    revision_0005 = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(revision_0005)
+    revision_0005.upgrade()
