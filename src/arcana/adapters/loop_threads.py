@@ -25,9 +25,7 @@ from typing import Any, TypeVar, cast
 
 T = TypeVar("T")
 
-_Call = tuple[
-    Callable[..., Any], tuple[Any, ...], asyncio.Future[Any], asyncio.AbstractEventLoop
-]
+_Call = tuple[Callable[..., Any], tuple[Any, ...], asyncio.Future[Any], asyncio.AbstractEventLoop]
 
 
 class LoopThreads:
