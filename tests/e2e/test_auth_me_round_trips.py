@@ -54,12 +54,13 @@ class Wire:
         for engine in self._engines:
             event.listen(engine, "before_cursor_execute", self._statement)
         self._traced: list[Any] = []
+        self._reader_engine: Any = None
         if db.sqlite_reads is not None:
-            # Every reader thread's connection (the test opened them all before counting).
+            # Every reader thread's connection: those open now, and any a thread opens later.
             for conn in db.sqlite_reads._connections:
-                driver = sqlite_driver(conn)
-                driver.set_trace_callback(self._traced_statement)
-                self._traced.append(driver)
+                self._trace(sqlite_driver(conn))
+            self._reader_engine = db.sqlite_reads._engine
+            event.listen(self._reader_engine, "connect", self._on_connect)
         self._loggers: list[Any] = []
         if not db.is_sqlite:
             # Every pooled connection (the test opened them all before counting).
@@ -85,6 +86,13 @@ class Wire:
     def _traced_statement(self, statement: str) -> None:
         self._statement(None, None, statement)
 
+    def _trace(self, driver: Any) -> None:
+        driver.set_trace_callback(self._traced_statement)
+        self._traced.append(driver)
+
+    def _on_connect(self, dbapi_connection: Any, _record: Any) -> None:
+        self._trace(dbapi_connection)
+
     def _query(self, record: Any) -> None:
         self.asyncpg.append(record.query)
 
@@ -93,6 +101,8 @@ class Wire:
             event.remove(engine, "before_cursor_execute", self._statement)
         for conn in self._loggers:
             conn.remove_query_logger(self._query)
+        if self._reader_engine is not None:
+            event.remove(self._reader_engine, "connect", self._on_connect)
         for driver in self._traced:
             driver.set_trace_callback(None)
         if hasattr(self, "_redis"):
