@@ -47,8 +47,8 @@ import threading
 import time
 from typing import Any
 
-import asyncpg
 import uvloop
+from sqlalchemy import text
 
 from arcana.adapters.database import Database
 from arcana.adapters.migrator import migrate
@@ -87,24 +87,20 @@ def thread_cpu() -> dict[int, tuple[str, float]]:
     return out
 
 
-async def backend_cpu(database_url: str) -> float:
-    """CPU seconds so far of the PostgreSQL backends connected to the URL's database (user +
+async def backend_cpu(engine: Any) -> float:
+    """CPU seconds so far of the PostgreSQL backends connected to the app's database (user +
     system, from ``/proc``; 0 when the server is not on this machine)."""
-    dsn = database_url.replace("postgresql+asyncpg://", "postgresql://")
-    conn = await asyncpg.connect(dsn)
-    try:
-        pids = await conn.fetch(
-            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
-            "AND pid <> pg_backend_pid()"
-        )
-    finally:
-        await conn.close()
+    async with engine.connect() as conn:
+        pids = (await conn.execute(text(_BACKENDS))).scalars().all()
     ticks = 0
-    for (pid,) in pids:
+    for pid in pids:
         with contextlib.suppress(OSError):
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
             ticks += int(fields[11]) + int(fields[12])  # utime, stime
     return ticks / os.sysconf("SC_CLK_TCK")
+
+
+_BACKENDS = "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
 
 
 class Cpu:
@@ -151,7 +147,8 @@ async def run(folder: Path, args: argparse.Namespace, counted: Any) -> Cpu:
         target = "/api/v1/auth/login"
         for _ in range(50):  # warm the code paths, the pool and the prepared statements
             await post(target, body)
-        backends0 = await backend_cpu(args.database_url) if args.database_url else None
+        engine = process.app.db.engine
+        backends0 = await backend_cpu(engine) if args.database_url else None
         with counted:
             threads0 = thread_cpu()
             t0 = time.process_time()
@@ -164,7 +161,7 @@ async def run(folder: Path, args: argparse.Namespace, counted: Any) -> Cpu:
             for ident, (name, seconds) in threads1.items()
         ]
         if backends0 is not None and args.database_url:
-            cpu.backends = await backend_cpu(args.database_url) - backends0
+            cpu.backends = await backend_cpu(engine) - backends0
         return cpu
     finally:
         await process.stop()

@@ -92,6 +92,21 @@ async def truncate_all(url: str) -> None:
         await conn.close()
 
 
+async def end_server_sessions(url: str) -> int:
+    """End (``pg_terminate_backend``) every server session of the app on ``url``'s database,
+    as a server restart or an idle-session kill would; how many were ended."""
+    dsn = url.replace("postgresql+asyncpg://", "postgresql://")
+    admin = await asyncpg.connect(dsn)
+    try:
+        ended = await admin.fetchval(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE application_name = 'arcana' AND datname = current_database()"
+        )
+    finally:
+        await admin.close()
+    return int(ended)
+
+
 # -- Redis -----------------------------------------------------------------------------------
 @pytest.fixture(scope="session")
 async def redis_session() -> AsyncIterator[str]:

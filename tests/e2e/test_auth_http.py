@@ -29,7 +29,7 @@ from tests.auth_support import (
     register_and_login,
     run_reset_requests,
 )
-from tests.conftest import truncate_all
+from tests.conftest import end_server_sessions, truncate_all
 
 AUTH = "/api/v1/auth"
 
@@ -267,23 +267,13 @@ async def test_a_login_step_on_a_connection_the_server_ended_is_503_and_dropped(
 ) -> None:
     """The login step runs on the driver directly: a pooled connection whose server session is
     gone answers as an outage (503, nothing written) and does not go back to the pool."""
-    import asyncpg
-
     from arcana.errors import ServiceUnavailable
 
     u = await register_and_login(client)
     user = await container.users.get_user(u["id"])
     assert user is not None
     starts = container.infra.session_starts()
-    admin = await asyncpg.connect(pg_url.replace("postgresql+asyncpg://", "postgresql://"))
-    try:
-        ended = await admin.fetchval(
-            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-            "WHERE application_name = 'arcana' AND datname = current_database()"
-        )
-    finally:
-        await admin.close()
-    assert ended >= 1
+    assert await end_server_sessions(pg_url) >= 1
     refused: list[Session] = []
     for _ in range(container.db.engine.sync_engine.pool.size() + 10):
         session, token = _session_and_token(user.id, datetime.now(UTC))

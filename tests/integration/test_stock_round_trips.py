@@ -8,7 +8,6 @@ from decimal import Decimal
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import asyncpg
 import pytest
 from sqlalchemy import func, select
 
@@ -16,7 +15,7 @@ from arcana.adapters.tables import outbox, products
 from arcana.domain.products import STOCK_MAX, NewProduct
 from arcana.errors import ServiceUnavailable
 from arcana.lifecycle import Lifecycle
-from tests.conftest import base_settings, truncate_all
+from tests.conftest import base_settings, end_server_sessions, truncate_all
 from tests.pg_wire import WireCounter
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -125,16 +124,7 @@ async def test_a_change_on_a_connection_the_server_ended_is_503_and_the_connecti
     service = process.app.products
     p = await service.create("admin-1", NewProduct(name="Cut", price=Decimal("1"), stock=1000))
     await service.adjust_stock("admin-1", p.id, 1)
-    dsn = pg_url.replace("postgresql+asyncpg://", "postgresql://")
-    admin = await asyncpg.connect(dsn)
-    try:
-        ended = await admin.fetchval(
-            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-            "WHERE application_name = 'arcana' AND datname = current_database()"
-        )
-    finally:
-        await admin.close()
-    assert ended >= 1
+    assert await end_server_sessions(pg_url) >= 1
     pooled = process.app.db.engine.sync_engine.pool.size() + 10  # every connection it may hold
     refused = 0
     for _ in range(pooled + 1):

@@ -15,25 +15,21 @@ execution at all (``adapters/driver_statements.py``).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, cast
+from typing import Any
 
 from sqlalchemy import Executable, Result
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from arcana import tracing
-from arcana.adapters.driver_statements import DriverStatement, fetch_row
+from arcana.adapters.driver_statements import DriverStatement, FirstRowReads, fetch_row
 
 
-class AutocommitReads:
+class AutocommitReads(FirstRowReads):
     """Offers what repositories call on a session in a read-only unit of work, ``execute``,
     and ``first_row`` for the reads that use it (see the module doc)."""
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine.execution_options(isolation_level="AUTOCOMMIT")
-        self._compiled: dict[Any, DriverStatement] = {}
-        """Statement → its compiled form. Keyed by the statement object itself (identity
-        hash): it stays referenced here, so no later statement can take its place, as one
-        could take a collected statement's ``id()``."""
+        super().__init__(self._engine.dialect)
 
     async def execute(
         self, statement: Executable, params: Mapping[str, Any] | None = None
@@ -44,18 +40,7 @@ class AutocommitReads:
             # the connection, which goes back to the pool here.
             return result.freeze()()
 
-    async def first_row(
-        self, statement: Any, params: Mapping[str, Any]
+    async def _fetch_first(
+        self, compiled: DriverStatement, params: Mapping[str, Any]
     ) -> Mapping[str, Any] | None:
-        """The first row of ``statement`` as a mapping of column names (``None``: no row), run
-        on the driver's connection (``adapters/driver_statements.py``) unless a trace is
-        sampled (SQLAlchemy's execution then makes the statement's span). ``statement`` must
-        be built once (a module-level constant): each one's compiled form is kept."""
-        if tracing.recording():
-            row = (await self.execute(statement, params)).mappings().first()
-            return cast(Mapping[str, Any] | None, row)
-        compiled = self._compiled.get(statement)
-        if compiled is None:
-            compiled = DriverStatement(statement, self._engine.dialect)
-            self._compiled[statement] = compiled
         return await fetch_row(self._engine, compiled, params)

@@ -22,12 +22,14 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import asyncpg
-from sqlalchemy import Connection
+from sqlalchemy import Connection, Executable, Result
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
+
+from arcana import tracing
 
 
 def _typed(type_: Any, dialect: Any) -> Any:
@@ -73,6 +75,45 @@ class DriverStatement:
             key: record[i] if process is None else process(record[i])
             for i, key, process in self._columns
         }
+
+
+class FirstRowReads:
+    """``first_row`` of a read-only unit of work's stand-in for a session (``AutocommitReads``
+    on PostgreSQL, ``SqliteReads`` on a SQLite file): the first row of a statement built once,
+    as a mapping of column names (``None``: no row), run on the driver with the statement's
+    compiled form (``_fetch_first``), unless a trace is sampled (``execute``, SQLAlchemy's
+    execution, then makes the statement's span)."""
+
+    def __init__(self, dialect: Any) -> None:
+        self._dialect = dialect
+        self._compiled: dict[Any, DriverStatement] = {}
+        """Statement → its compiled form. Keyed by the statement object itself (identity
+        hash): it stays referenced here, so no later statement can take its place, as one
+        could take a collected statement's ``id()``."""
+
+    async def execute(
+        self, statement: Executable, params: Mapping[str, Any] | None = None
+    ) -> Result[Any]:
+        raise NotImplementedError
+
+    async def _fetch_first(
+        self, compiled: DriverStatement, params: Mapping[str, Any]
+    ) -> Mapping[str, Any] | None:
+        raise NotImplementedError
+
+    async def first_row(
+        self, statement: Any, params: Mapping[str, Any]
+    ) -> Mapping[str, Any] | None:
+        """``statement`` must be built once (a module-level constant): each one's compiled
+        form is kept."""
+        if tracing.recording():
+            row = (await self.execute(statement, params)).mappings().first()
+            return cast(Mapping[str, Any] | None, row)
+        compiled = self._compiled.get(statement)
+        if compiled is None:
+            compiled = DriverStatement(statement, self._dialect)
+            self._compiled[statement] = compiled
+        return await self._fetch_first(compiled, params)
 
 
 async def fetch_row(

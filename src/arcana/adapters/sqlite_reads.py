@@ -17,17 +17,22 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Mapping
-from typing import Any, cast
+from typing import Any
 
 from sqlalchemy import Connection, Engine, Executable, Result, create_engine, event
 from sqlalchemy.engine import make_url
 
 from arcana import tracing
-from arcana.adapters.driver_statements import DriverStatement, sqlite_driver, sqlite_execute
+from arcana.adapters.driver_statements import (
+    DriverStatement,
+    FirstRowReads,
+    sqlite_driver,
+    sqlite_execute,
+)
 from arcana.adapters.loop_threads import LoopThreads
 
 
-class SqliteReads:
+class SqliteReads(FirstRowReads):
     """Offers what repositories call on a session in a read-only unit of work, ``execute``, and
     ``first_row`` for the reads that use it (see the module doc)."""
 
@@ -41,27 +46,14 @@ class SqliteReads:
             pool_size=self.THREADS,
         )
         event.listen(self._engine, "connect", on_connect)
+        super().__init__(self._engine.dialect)
         self._threads = LoopThreads(self.THREADS, "sqlite-reader")
         self._local = threading.local()
         self._connections: list[Connection] = []
-        self._compiled: dict[Any, DriverStatement] = {}
-        """Statement → its compiled form, keyed by the statement object (see
-        ``AutocommitReads``)."""
 
-    async def first_row(
-        self, statement: Any, params: Mapping[str, Any]
+    async def _fetch_first(
+        self, compiled: DriverStatement, params: Mapping[str, Any]
     ) -> Mapping[str, Any] | None:
-        """The first row of ``statement`` as a mapping of column names (``None``: no row), run
-        on the driver's connection of a reader thread unless a trace is sampled (``execute``
-        then makes the statement's span). ``statement`` must be built once (a module-level
-        constant): each one's compiled form is kept."""
-        if tracing.recording():
-            row = (await self.execute(statement, params)).mappings().first()
-            return cast(Mapping[str, Any] | None, row)
-        compiled = self._compiled.get(statement)
-        if compiled is None:
-            compiled = DriverStatement(statement, self._engine.dialect)
-            self._compiled[statement] = compiled
         return await self._threads.run(self._first_row, compiled, compiled.args(params))
 
     def _first_row(self, compiled: DriverStatement, args: list[Any]) -> Mapping[str, Any] | None:
