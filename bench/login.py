@@ -6,6 +6,7 @@
     .venv/bin/python bench/login.py --callgrind                      # instructions (valgrind)
     .venv/bin/python bench/login.py --profile 30                     # cProfile, top functions
     .venv/bin/python bench/login.py --client httpx                   # + the httpx client's work
+    .venv/bin/python bench/login.py --serve 4000                     # a real arcana serve
 
 In-process: the whole ASGI app (``create_app`` over a started process, all middleware) driven
 with bare ASGI messages (``--client httpx``: through ``httpx.ASGITransport``, whose own work is
@@ -42,9 +43,12 @@ import importlib.util
 import json
 import os
 import pstats
+import signal
+import subprocess
 import tempfile
 import threading
 import time
+import urllib.request
 from typing import Any
 
 import uvloop
@@ -191,6 +195,108 @@ def callgrind(args: argparse.Namespace) -> None:
     print(f"instructions per login (callgrind, {args.client}): {total / args.requests / 1e6:.2f} M")
 
 
+def _auth_bench() -> Any:
+    """``bench/auth.py`` (its ``LoginConnection`` client and ``free_port``)."""
+    spec = importlib.util.spec_from_file_location("bench_auth", HERE / "auth.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _ticks(pid: int) -> int:
+    """User + system CPU ticks of a process so far (0 once it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0
+    return int(fields[11]) + int(fields[12])  # utime, stime
+
+
+def serve(args: argparse.Namespace) -> None:
+    """``--serve N``: CPU per login of a real ``arcana serve`` (all its threads, from ``/proc``)
+    over N logins by ``--clients`` keep-alive clients (``bench/auth.py``'s), Argon2 at its
+    minimum cost as above; on PostgreSQL also its backends' CPU."""
+    auth = _auth_bench()
+    work = Path(tempfile.mkdtemp(prefix="bench-login-serve-"))
+    port = auth.free_port()
+    env = {
+        **os.environ,
+        "ARCANA_HTTP_PORT": str(port),
+        "ARCANA_GRPC_PORT": "0",
+        "ARCANA_LOG_LEVEL": "WARNING",
+        "ARCANA_JWT_SECRET": "bench-secret-" + "x" * 40,
+        "ARCANA_LOGIN_MAX_FAILURES_PER_IP": "1000000",
+        "ARCANA_REGISTER_LIMIT_PER_IP": "1000000000",
+        "ARCANA_ARGON2_MEMORY_KIB": "8",
+        "ARCANA_ARGON2_TIME_COST": "1",
+        "ARCANA_DATABASE_URL": args.database_url or f"sqlite+aiosqlite:///{work}/bench.db",
+    }
+    env.pop("ARCANA_REDIS_URL", None)
+    arcana = str(Path(sys.executable).parent / "arcana")
+    if args.database_url:
+        subprocess.run([arcana, "migrate"], env=env, cwd=work, check=True, capture_output=True)
+    log = (work / "serve.log").open("wb")
+    proc = subprocess.Popen([arcana, "serve"], env=env, cwd=work, stdout=log, stderr=log)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        for _ in range(600):
+            healthz = base + "/healthz"
+            with contextlib.suppress(OSError), urllib.request.urlopen(healthz, timeout=1) as r:
+                if r.status == 200:
+                    break
+            time.sleep(0.1)
+        emails = [f"serve{i}-{os.urandom(3).hex()}@example.com" for i in range(args.clients)]
+        for email in emails:
+            body = json.dumps({"email": email, "name": "Bench", "password": auth.PASSWORD})
+            request = urllib.request.Request(
+                base + "/api/v1/auth/register",
+                body.encode(),
+                {"content-type": "application/json"},
+            )
+            urllib.request.urlopen(request, timeout=30).close()
+
+        async def drive(count: int) -> None:
+            left = [count]
+
+            async def client(email: str) -> None:
+                connection = auth.LoginConnection("127.0.0.1", port, email)
+                while left[0] > 0:
+                    left[0] -= 1
+                    status, answer = await connection.login()
+                    assert status == 200, answer
+                await connection.close()
+
+            await asyncio.gather(*(client(e) for e in emails))
+
+        async def backends() -> list[int]:
+            if not args.database_url:
+                return []
+            engine = Database(settings_for(work, args.database_url)).engine
+            async with engine.connect() as conn:
+                query = _BACKENDS + " AND application_name = 'arcana' AND pid <> pg_backend_pid()"
+                pids = [int(p) for p in (await conn.execute(text(query))).scalars()]
+            await engine.dispose()
+            return pids
+
+        asyncio.run(drive(500))  # warm: connections, statements, caches
+        pids = asyncio.run(backends())
+        server0, db0 = _ticks(proc.pid), sum(_ticks(p) for p in pids)
+        asyncio.run(drive(args.serve))
+        server1 = _ticks(proc.pid)
+        db1 = sum(_ticks(p) for p in pids)
+        hz = os.sysconf("SC_CLK_TCK")
+        line = f"arcana serve CPU per login: {(server1 - server0) / hz / args.serve * 1e6:.0f} µs"
+        if pids:
+            line += f"; PostgreSQL backends: {(db1 - db0) / hz / args.serve * 1e6:.0f} µs"
+        print(f"{line} ({args.serve} logins, {args.clients} clients, /proc, 10 ms ticks)")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+        log.close()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--requests", type=int, default=300, help="logins counted")
@@ -199,9 +305,15 @@ def main() -> None:
     ap.add_argument(
         "--loop", choices=("uvloop", "asyncio"), default="uvloop", help="the event loop"
     )
+    ap.add_argument(
+        "--serve", type=int, default=0, help="N logins against a real arcana serve (/proc CPU)"
+    )
+    ap.add_argument("--clients", type=int, default=16, help="--serve: concurrent clients")
     _stock_bench().add_counting_arguments(ap)
     args = ap.parse_args()
-    if args.callgrind:
+    if args.serve:
+        serve(args)
+    elif args.callgrind:
         callgrind(args)
     else:
         child(args, args.child_helper)
