@@ -20,7 +20,7 @@ from redis.exceptions import RedisError
 from arcana import tracing
 from arcana.adapters.jobqueue import redis_scripts as lua
 from arcana.adapters.jobqueue.new_jobs import new_job, new_job_id
-from arcana.adapters.jobqueue.script_call import ScriptCall
+from arcana.adapters.jobqueue.script_call import BULK_HEAD, BULK_INT, Arg, ScriptCall
 from arcana.domain.jobs import Job, JobQueue, JobRequest, JobStatus, Priority, QueueStats
 from arcana.errors import InvalidState, NotFound, ServiceUnavailable
 
@@ -78,7 +78,7 @@ class RedisJobQueue(JobQueue):
         self._route = [self.base + k for k in lua.FIXED_KEYS]
         self._ttl_ms = int(finished_ttl * 1000)
         r = redis.register_script
-        self._enqueue = ScriptCall(redis, r(lua.ENQUEUE), self._route)
+        self._enqueue = ScriptCall(redis, r(lua.ENQUEUE), self._route, [self.base])
         self._fetch = r(lua.FETCH)
         self._heartbeat = r(lua.HEARTBEAT)
         self._complete = r(lua.COMPLETE)
@@ -97,34 +97,43 @@ class RedisJobQueue(JobQueue):
         return await self._enqueue_all([(r, new_job_id()) for r in requests])
 
     async def _enqueue_all(self, items: list[tuple[JobRequest, str]]) -> list[Job]:
-        args: list[Any] = [self.base]
-        trace_context = tracing.current_traceparent() or ""
+        trace_context = (tracing.current_traceparent() or "").encode()
+        args: list[Arg] = []  # for redis-py's call (see ``ScriptCall``)
+        packed: list[bytes] = []  # the same as bulk strings, for our own connection
+        delays: list[int] = []
         for request, job_id in items:
-            args += [
-                job_id,
-                request.job_type,
-                orjson.dumps(request.payload),
-                int(request.priority),
-                request.max_retries,
-                int(max(request.delay_seconds, 0.0) * 1000),
-                request.unique_key or "",
-                trace_context,
-            ]
+            jid = job_id.encode()
+            typ = request.job_type.encode()
+            payload = orjson.dumps(request.payload)
+            priority = int(request.priority)
+            delay_ms = int(max(request.delay_seconds, 0.0) * 1000)
+            uk = (request.unique_key or "").encode()
+            args += (jid, typ, payload, priority, request.max_retries, delay_ms, uk, trace_context)
+            packed += (
+                BULK_HEAD[len(jid)], jid, b"\r\n",
+                BULK_HEAD[len(typ)], typ, b"\r\n",
+                BULK_HEAD[len(payload)], payload, b"\r\n",
+                BULK_INT[priority],
+                BULK_INT[request.max_retries],
+                BULK_INT[delay_ms],
+                BULK_HEAD[len(uk)], uk, b"\r\n",
+                BULK_HEAD[len(trace_context)], trace_context, b"\r\n",
+            )  # fmt: skip
+            delays.append(delay_ms)
         try:
-            rows = await self._enqueue(args)
+            rows = await self._enqueue(args, b"".join(packed))
         except RedisError as exc:
             raise ServiceUnavailable("The job queue is unreachable; try again shortly") from exc
         jobs: list[Job] = []
-        for (request, _), row in zip(items, rows, strict=True):
-            created, job_id, created_ms, at_ms = int(row[0]), _s(row[1]), row[2], row[3]
-            if created:
-                created_at = _ms(created_ms)
-                scheduled_at = _ms(at_ms)
-                assert created_at is not None
-                assert scheduled_at is not None
+        for (request, job_id), delay_ms, row in zip(items, delays, rows, strict=True):
+            if row.__class__ is int:  # created at ``row`` ms, due ``delay_ms`` later
+                created_at = datetime.fromtimestamp(row / 1000, UTC)
+                scheduled_at = (
+                    datetime.fromtimestamp((row + delay_ms) / 1000, UTC) if delay_ms else created_at
+                )
                 jobs.append(new_job(request, job_id, created_at, scheduled_at=scheduled_at))
-            else:
-                existing = await self.get(job_id)
+            else:  # the id of the job already there
+                existing = await self.get(_s(row))
                 if existing is None:  # finished and pruned in between: enqueue afresh
                     return await self._enqueue_all(items)
                 existing.existing = True
