@@ -58,6 +58,46 @@ def _ms(value: Any) -> datetime | None:
     return datetime.fromtimestamp(int(float(text)) / 1000, UTC)
 
 
+def _trace_context() -> bytes:
+    return (tracing.current_traceparent() or "").encode()
+
+
+def _job_args(
+    request: JobRequest, job_id: str, trace_context: bytes
+) -> tuple[tuple[Arg, ...], bytes, int]:
+    """One job's eight ``ENQUEUE`` arguments: as values (for redis-py's call, see
+    ``ScriptCall``), packed as the protocol's bulk strings (for our own connection), and the
+    delay in ms that was sent."""
+    jid = job_id.encode()
+    typ = request.job_type.encode()
+    payload = orjson.dumps(request.payload)
+    priority = int(request.priority)
+    delay_ms = int(max(request.delay_seconds, 0.0) * 1000)
+    uk = (request.unique_key or "").encode()
+    packed = b"".join((
+        BULK_HEAD[len(jid)], jid, b"\r\n",
+        BULK_HEAD[len(typ)], typ, b"\r\n",
+        BULK_HEAD[len(payload)], payload, b"\r\n",
+        BULK_INT[priority],
+        BULK_INT[request.max_retries],
+        BULK_INT[delay_ms],
+        BULK_HEAD[len(uk)], uk, b"\r\n",
+        BULK_HEAD[len(trace_context)], trace_context, b"\r\n",
+    ))  # fmt: skip
+    args = (jid, typ, payload, priority, request.max_retries, delay_ms, uk, trace_context)
+    return args, packed, delay_ms
+
+
+def _created(request: JobRequest, job_id: str, created_ms: int, delay_ms: int) -> Job:
+    """The job an enqueue created at ``created_ms`` (the script's reply): due ``delay_ms``
+    later, as the script stored it."""
+    created_at = datetime.fromtimestamp(created_ms / 1000, UTC)
+    scheduled_at = (
+        datetime.fromtimestamp((created_ms + delay_ms) / 1000, UTC) if delay_ms else created_at
+    )
+    return new_job(request, job_id, created_at, scheduled_at=scheduled_at)
+
+
 @contextlib.contextmanager
 def _reachable() -> Iterator[None]:
     """Operator reads and writes answer 503 rather than 500 while Redis is down."""
@@ -88,8 +128,19 @@ class RedisJobQueue(JobQueue):
         self._retry = r(lua.RETRY_DEAD)
 
     # -- producers ------------------------------------------------------------------------
+    # A single awaited enqueue is the everyday call (a service's outbox relay, an API request),
+    # so it has a path of its own without the batch's lists and loops: the same helpers, one
+    # round trip, the Job built from the reply.
     async def enqueue(self, request: JobRequest, *, job_id: str | None = None) -> Job:
-        return (await self._enqueue_all([(request, job_id or new_job_id())]))[0]
+        job_id = job_id or new_job_id()
+        args, packed, delay_ms = _job_args(request, job_id, _trace_context())
+        [row] = await self._call_enqueue(args, packed)
+        if row.__class__ is int:
+            return _created(request, job_id, row, delay_ms)
+        existing = await self._existing(row)
+        if existing is None:
+            return await self.enqueue(request, job_id=job_id)
+        return existing
 
     async def enqueue_many(self, requests: Sequence[JobRequest]) -> list[Job]:
         if not requests:
@@ -97,48 +148,40 @@ class RedisJobQueue(JobQueue):
         return await self._enqueue_all([(r, new_job_id()) for r in requests])
 
     async def _enqueue_all(self, items: list[tuple[JobRequest, str]]) -> list[Job]:
-        trace_context = (tracing.current_traceparent() or "").encode()
-        args: list[Arg] = []  # for redis-py's call (see ``ScriptCall``)
-        packed: list[bytes] = []  # the same as bulk strings, for our own connection
+        trace_context = _trace_context()
+        args: list[Arg] = []
+        packed: list[bytes] = []
         delays: list[int] = []
         for request, job_id in items:
-            jid = job_id.encode()
-            typ = request.job_type.encode()
-            payload = orjson.dumps(request.payload)
-            priority = int(request.priority)
-            delay_ms = int(max(request.delay_seconds, 0.0) * 1000)
-            uk = (request.unique_key or "").encode()
-            args += (jid, typ, payload, priority, request.max_retries, delay_ms, uk, trace_context)
-            packed += (
-                BULK_HEAD[len(jid)], jid, b"\r\n",
-                BULK_HEAD[len(typ)], typ, b"\r\n",
-                BULK_HEAD[len(payload)], payload, b"\r\n",
-                BULK_INT[priority],
-                BULK_INT[request.max_retries],
-                BULK_INT[delay_ms],
-                BULK_HEAD[len(uk)], uk, b"\r\n",
-                BULK_HEAD[len(trace_context)], trace_context, b"\r\n",
-            )  # fmt: skip
+            job_args, job_packed, delay_ms = _job_args(request, job_id, trace_context)
+            args += job_args
+            packed.append(job_packed)
             delays.append(delay_ms)
-        try:
-            rows = await self._enqueue(args, b"".join(packed))
-        except RedisError as exc:
-            raise ServiceUnavailable("The job queue is unreachable; try again shortly") from exc
+        rows = await self._call_enqueue(args, b"".join(packed))
         jobs: list[Job] = []
         for (request, job_id), delay_ms, row in zip(items, delays, rows, strict=True):
-            if row.__class__ is int:  # created at ``row`` ms, due ``delay_ms`` later
-                created_at = datetime.fromtimestamp(row / 1000, UTC)
-                scheduled_at = (
-                    datetime.fromtimestamp((row + delay_ms) / 1000, UTC) if delay_ms else created_at
-                )
-                jobs.append(new_job(request, job_id, created_at, scheduled_at=scheduled_at))
-            else:  # the id of the job already there
-                existing = await self.get(_s(row))
-                if existing is None:  # finished and pruned in between: enqueue afresh
-                    return await self._enqueue_all(items)
-                existing.existing = True
-                jobs.append(existing)
+            if row.__class__ is int:
+                jobs.append(_created(request, job_id, row, delay_ms))
+                continue
+            existing = await self._existing(row)
+            if existing is None:
+                return await self._enqueue_all(items)
+            jobs.append(existing)
         return jobs
+
+    async def _call_enqueue(self, args: Sequence[Arg], packed: bytes) -> Any:
+        try:
+            return await self._enqueue(args, packed)
+        except RedisError as exc:
+            raise ServiceUnavailable("The job queue is unreachable; try again shortly") from exc
+
+    async def _existing(self, job_id: Any) -> Job | None:
+        """The job already there (same id, or holding the unique key) that an enqueue answered
+        with; ``None`` if it finished and was pruned in between (then enqueue afresh)."""
+        existing = await self.get(_s(job_id))
+        if existing is not None:
+            existing.existing = True
+        return existing
 
     # -- reading --------------------------------------------------------------------------
     async def get(self, job_id: str) -> Job | None:
