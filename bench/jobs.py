@@ -197,7 +197,7 @@ class Saq(Lib):
         await self.app.queue.disconnect()
 
     def keys(self) -> list[str]:
-        return ["saq:bench-saq*", "bench-saq*"]
+        return ["saq:bench-saq*", "saq:job:bench-saq:*", "bench-saq*"]
 
 
 def clean(lib: Lib) -> None:
