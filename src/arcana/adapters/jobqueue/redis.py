@@ -98,13 +98,16 @@ def _created(request: JobRequest, job_id: str, created_ms: int, delay_ms: int) -
     return new_job(request, job_id, created_at, scheduled_at=scheduled_at)
 
 
+_UNREACHABLE = "The job queue is unreachable; try again shortly"
+
+
 @contextlib.contextmanager
 def _reachable() -> Iterator[None]:
     """Operator reads and writes answer 503 rather than 500 while Redis is down."""
     try:
         yield
     except RedisError as exc:
-        raise ServiceUnavailable("The job queue is unreachable; try again shortly") from exc
+        raise ServiceUnavailable(_UNREACHABLE) from exc
 
 
 class RedisJobQueue(JobQueue):
@@ -134,7 +137,10 @@ class RedisJobQueue(JobQueue):
     async def enqueue(self, request: JobRequest, *, job_id: str | None = None) -> Job:
         job_id = job_id or new_job_id()
         args, packed, delay_ms = _job_args(request, job_id, _trace_context())
-        [row] = await self._call_enqueue(args, packed)
+        try:
+            [row] = await self._enqueue(args, packed)
+        except RedisError as exc:
+            raise ServiceUnavailable(_UNREACHABLE) from exc
         if row.__class__ is int:
             return _created(request, job_id, row, delay_ms)
         existing = await self._existing(row)
@@ -157,7 +163,10 @@ class RedisJobQueue(JobQueue):
             args += job_args
             packed.append(job_packed)
             delays.append(delay_ms)
-        rows = await self._call_enqueue(args, b"".join(packed))
+        try:
+            rows = await self._enqueue(args, b"".join(packed))
+        except RedisError as exc:
+            raise ServiceUnavailable(_UNREACHABLE) from exc
         jobs: list[Job] = []
         for (request, job_id), delay_ms, row in zip(items, delays, rows, strict=True):
             if row.__class__ is int:
@@ -168,12 +177,6 @@ class RedisJobQueue(JobQueue):
                 return await self._enqueue_all(items)
             jobs.append(existing)
         return jobs
-
-    async def _call_enqueue(self, args: Sequence[Arg], packed: bytes) -> Any:
-        try:
-            return await self._enqueue(args, packed)
-        except RedisError as exc:
-            raise ServiceUnavailable("The job queue is unreachable; try again shortly") from exc
 
     async def _existing(self, job_id: Any) -> Job | None:
         """The job already there (same id, or holding the unique key) that an enqueue answered
