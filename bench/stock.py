@@ -104,6 +104,9 @@ async def run(
         url += "?ssl=disable"
     process = Lifecycle.build(settings_for(folder, url))
     await process.start()
+    # As under ``arcana serve``, whose relay these commits wake in-process, so they send no
+    # NOTIFY (``Database.notifies_outbox``); the relay itself stays off, as said above.
+    process.app.db.local_relay = True
     try:
         c = process.app
         await insert_principals(c)

@@ -80,7 +80,8 @@ class Lifecycle:
         self.start_metrics_sampler()
 
     def start_relay(self) -> None:
-        """This process's outbox relay, woken by every commit of this process."""
+        """This process's outbox relay, woken by every commit of this process (so these
+        commits need not notify other processes: ``Database.notifies_outbox``)."""
         relay = self.app.events.relay
         if self.runtime.spawn("outbox-relay", relay.run):
 
@@ -88,6 +89,7 @@ class Lifecycle:
                 relay.wake()
 
             self.app.commits.add(wake)
+            self.app.db.local_relay = True
 
     def start_audit_plugins(self) -> None:
         """Load the plugins, run them on emitted audit events, follow reloads made elsewhere."""
@@ -130,5 +132,7 @@ class Lifecycle:
 
     async def stop(self) -> None:
         self.drain()
+        # What commits while the relay stops wakes another process's relay.
+        self.app.db.local_relay = False
         await self.runtime.stop()
         await close_resources(self.app)

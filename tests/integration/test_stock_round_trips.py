@@ -31,6 +31,10 @@ async def proxied(pg_url: str, tmp_path: Path) -> AsyncIterator[tuple[Lifecycle,
         url = f"postgresql+asyncpg://{parts.username}@127.0.0.1:{proxy.port}{parts.path}"
         settings = base_settings(database_url=f"{url}?ssl=disable", var_dir=tmp_path / "var")
         async with Lifecycle.running(settings, migrate_embedded=False) as process:
+            # As under ``arcana serve``, whose relay these commits wake in-process (so they
+            # send no NOTIFY). The relay itself is not started: its statements would be
+            # counted with the changes'.
+            process.app.db.local_relay = True
             yield process, proxy
 
 
@@ -74,6 +78,27 @@ async def test_a_stock_change_is_one_round_trip_without_begin_or_commit(
     assert counts.parses == 0, counts  # prepared once, reused
     assert await stored_stock(process, p.id) == 1001
     assert await updated_events(process, p.id) == 21
+
+
+async def test_a_process_without_a_relay_takes_the_transaction_with_its_notify(
+    proxied: tuple[Lifecycle, WireCounter],
+) -> None:
+    """Its commit must wake the relay of another process: the NOTIFY goes in the change's
+    transaction, which an autocommitted statement does not have."""
+    process, proxy = proxied
+    process.app.db.local_relay = False
+    service = process.app.products
+    p = await service.create("admin-1", NewProduct(name="Hot", price=Decimal("1"), stock=1000))
+    await service.adjust_stock("admin-1", p.id, 1)
+    proxy.reset()
+    await service.adjust_stock("admin-1", p.id, 1)
+    counts = proxy.reset()
+    # BEGIN, the change with its outbox row, the NOTIFY, COMMIT.
+    assert counts.round_trips == 4, counts
+    assert counts.executes == 2, counts
+    assert [q.split()[0].rstrip(";") for q in counts.queries] == ["BEGIN", "COMMIT"], counts
+    assert await stored_stock(process, p.id) == 1002
+    assert await updated_events(process, p.id) == 2
 
 
 async def test_a_refused_one_statement_change_leaves_no_event(

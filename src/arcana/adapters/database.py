@@ -205,6 +205,24 @@ class Database:
             None if self.is_sqlite or self.pooled else AutocommitReads(self.engine)
         )
         """Read-only units of work on a bare connection in autocommit (PostgreSQL, direct)."""
+        self.local_relay = False
+        """An outbox relay of this process runs and every commit of this process wakes it
+        (``Lifecycle.start_relay``). Until then a PostgreSQL transaction that writes outbox
+        rows sends ``NOTIFY arcana_outbox`` too, so that the relay of another process wakes
+        (``notifies_outbox``)."""
+
+    @property
+    def notifies_outbox(self) -> bool:
+        """Whether a transaction that writes outbox rows also notifies other processes.
+
+        Not while this process's own relay runs: that relay is woken in-process by every
+        commit and drains until the outbox is empty (when another process's relay holds the
+        outbox, it looks again shortly), so a NOTIFY would only cost. And it costs much: a
+        transaction that notifies holds a cluster-wide lock from its commit until it ends
+        (PostgreSQL serialises its notification queue so), which makes concurrent commits
+        flush the WAL one after the other instead of together, and it wakes every listener
+        (migration 0008 dropped the trigger that notified on every outbox insert)."""
+        return not self.is_sqlite and not self.local_relay
 
     @contextlib.asynccontextmanager
     async def writing(self) -> AsyncIterator[None]:

@@ -6,9 +6,16 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
+from sqlalchemy import func, select
+
 from arcana.domain.events import DomainEvent
 from arcana.domain.jobs import JobRequest
 from arcana.domain.timestamps import utcnow
+
+NOTIFY_CHANNEL = "arcana_outbox"
+"""Relays of other processes LISTEN here (``Database.notifies_outbox``)."""
+NOTIFY_RELAYS = select(func.pg_notify(NOTIFY_CHANNEL, ""))
+"""PostgreSQL: sent by a transaction that writes outbox rows, delivered at its commit."""
 
 
 def outbox_rows(

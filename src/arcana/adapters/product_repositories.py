@@ -27,7 +27,7 @@ from arcana import tracing
 from arcana.adapters.database import Database, translate_error
 from arcana.adapters.driver_statements import DriverStatement, fetch_row
 from arcana.adapters.group_commit import SqliteGroupCommit
-from arcana.adapters.outbox_rows import outbox_rows
+from arcana.adapters.outbox_rows import NOTIFY_RELAYS, outbox_rows
 from arcana.adapters.tables import outbox, products
 from arcana.domain.events import DomainEvent
 from arcana.domain.products import (
@@ -277,7 +277,9 @@ class SqlStockChanges:
     event's insert when there is one, ``COMMIT``; a refused change rolls back.
 
     Behind a transaction pooler (PgBouncer) every change takes the transaction: outside one,
-    a statement's prepare and its execution could reach two different server connections."""
+    a statement's prepare and its execution could reach two different server connections. So
+    does a process without a relay of its own, whose transaction also notifies the relays of
+    other processes (``Database.notifies_outbox``)."""
 
     def __init__(
         self, db: Database, after_commit: Callable[[list[DomainEvent]], None] | None = None
@@ -305,7 +307,10 @@ class SqlStockChanges:
             params[f"outbox_{key}"] = value
         row: Mapping[Any, Any] | None
         try:
-            if self._quiet is not None:
+            # In autocommit there is no transaction to send the NOTIFY of a process without
+            # a relay of its own (see ``Database.notifies_outbox``): such a process takes
+            # the transaction.
+            if self._quiet is not None and not self._db.notifies_outbox:
                 if tracing.recording():  # SQLAlchemy's execution makes the statement's span
                     async with self._autocommit.connect() as conn:
                         result = await conn.execute(_ADJUST_QUIET_STOCK, params)
@@ -325,6 +330,8 @@ class SqlStockChanges:
                 level = level_events(product.stock - delta, product.stock)
                 if level:
                     await conn.execute(insert(outbox), outbox_rows(level, (), trace_context))
+                if self._db.notifies_outbox:
+                    await conn.execute(NOTIFY_RELAYS)
         except _Refused as refused:  # rolled back: the outbox row went with it
             return StockChange(None, refused.exists)
         except Exception as exc:

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from arcana import tracing
 from arcana.adapters.database import Database, translate_error
-from arcana.adapters.outbox_rows import outbox_rows
+from arcana.adapters.outbox_rows import NOTIFY_RELAYS, outbox_rows
 from arcana.adapters.product_repositories import SqlProductRepository
 from arcana.adapters.tables import outbox
 from arcana.adapters.user_repositories import (
@@ -136,6 +136,8 @@ class SqlUnitOfWork:
         if self._read_only:
             raise RuntimeError("a read-only unit of work cannot commit")
         wrote = await self._insert_recorded() or self._wrote
+        if wrote and self._db.notifies_outbox:
+            await self.session.execute(NOTIFY_RELAYS)
         await self.session.commit()
         self._committed = True
         events = [*self._written, *self._events]

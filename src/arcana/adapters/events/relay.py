@@ -5,7 +5,8 @@ mode); job requests go to the job queue with the outbox row id as job id, so a r
 twice still makes one job. Publish-then-mark gives at-least-once delivery.
 
 The relay sleeps until woken: by a commit in this process (``wake``), by a PostgreSQL
-``NOTIFY arcana_outbox`` from a commit in another process, or by a slow fallback poll.
+``NOTIFY arcana_outbox`` from a commit in a process without a relay of its own
+(``Database.notifies_outbox``), or by a slow fallback poll.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from sqlalchemy.engine import make_url
 from arcana import tracing
 from arcana.adapters.database import Database, is_connectivity_error
 from arcana.adapters.events.outbox import OutboxRow, SqlOutbox
+from arcana.adapters.outbox_rows import NOTIFY_CHANNEL
 from arcana.domain.delivery import JobEnqueuer
 from arcana.domain.jobs import JobRequest
 from arcana.domain.timestamps import utcnow
@@ -37,8 +39,6 @@ from arcana.metrics import (
 )
 
 log = logging.getLogger(__name__)
-
-NOTIFY_CHANNEL = "arcana_outbox"
 
 
 class DeliveryError(Exception):
