@@ -241,3 +241,21 @@ async def test_a_job_pruned_between_the_reply_and_the_read_is_enqueued_afresh(
     assert misses == [first.id]
     assert in_batch.existing
     assert in_batch.id == first.id
+
+
+async def test_the_trace_context_is_stored_through_the_kept_connection(
+    queue: RedisJobQueue, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An unsampled trace is not recorded, so the enqueue takes our own connection, and the
+    job still keeps the trace context it was enqueued under (packed with its arguments)."""
+    from arcana import tracing
+
+    traceparent = f"00-{'a1' * 16}-{'b2' * 8}-00"
+    monkeypatch.setattr(tracing, "current_traceparent", lambda: traceparent)
+    job = await queue.enqueue(JobRequest("system.noop"))
+    [batched] = await queue.enqueue_many([JobRequest("system.noop")])
+    assert channel_of(queue).open
+    for job_id in (job.id, batched.id):
+        stored = await queue.get(job_id)
+        assert stored is not None
+        assert stored.trace_context == traceparent
