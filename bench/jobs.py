@@ -3,11 +3,20 @@
     make bench-jobs        # creates bench/.venv with the other libraries, then runs this
 
 No-op jobs, library defaults except one worker process per "process". Measures:
-enqueue throughput one at a time (awaiting each) and batched (our ``enqueue_many``; the others
-have no batch call, so 500 concurrent enqueues — dramatiq's client is synchronous, so one at a
-time); processing throughput with 1 and 2 worker processes over a pre-filled queue (from the
-first to the last completion, so start-up is excluded) and worker CPU per job; enqueue->start
-latency p50/p99 with an idle worker and one job every 10 ms.
+enqueue throughput one at a time (awaiting each; see below) and batched (our ``enqueue_many``;
+the others have no batch call, so 500 concurrent enqueues — dramatiq's client is synchronous,
+so one at a time); processing throughput with 1 and 2 worker processes over a pre-filled queue
+(from the first to the last completion, so start-up is excluded) and worker CPU per job;
+enqueue->start latency p50/p99 with an idle worker and one job every 10 ms.
+
+Single enqueues are measured alike for every library, in a phase of their own before the
+per-library runs: each library's client is set up and warmed up (``BENCH_N_WARMUP`` calls, 500:
+connections opened, scripts loaded, code paths run), then ``BENCH_SINGLE_ROUNDS`` rounds (5) give
+each library ``BENCH_N_SINGLE`` awaited calls (5,000) in turn, the order rotated from round to
+round, so a slow spell of the machine falls on every library alike; each library's keys are
+cleared after each of its rounds, outside the timing. The table shows each library's median
+round; every round's rate is printed below it. Each library makes its own idiomatic single call
+(dramatiq's synchronous ``send``, taskiq's ``kiq``, SAQ's ``enqueue``, our ``enqueue``).
 
 Redis: BENCH_REDIS_URL (default db 12 of the local server); only this benchmark's keys are
 touched.
@@ -24,6 +33,7 @@ import loadgen  # first: it takes this folder off sys.path (see bench/loadgen.py
 import argparse
 import asyncio
 import atexit
+import functools
 import os
 import shutil
 import statistics
@@ -45,7 +55,9 @@ sys.path.insert(0, str(APPS))
 os.environ.setdefault("BENCH_REDIS_URL", "redis://127.0.0.1:6379/12")
 REDIS_URL = os.environ["BENCH_REDIS_URL"]
 
-N_SINGLE = int(os.environ.get("BENCH_N_SINGLE", "1000"))
+N_SINGLE = int(os.environ.get("BENCH_N_SINGLE", "5000"))
+SINGLE_ROUNDS = int(os.environ.get("BENCH_SINGLE_ROUNDS", "5"))
+N_WARMUP = int(os.environ.get("BENCH_N_WARMUP", "500"))
 N_BATCH = int(os.environ.get("BENCH_N_BATCH", "10000"))
 N_LATENCY = int(os.environ.get("BENCH_N_LATENCY", "300"))
 
@@ -185,7 +197,7 @@ class Saq(Lib):
         await self.app.queue.disconnect()
 
     def keys(self) -> list[str]:
-        return ["saq:bench-saq*", "bench-saq*"]
+        return ["saq:bench-saq*", "saq:job:bench-saq:*", "bench-saq*"]
 
 
 def clean(lib: Lib) -> None:
@@ -282,29 +294,58 @@ async def latency(lib: Lib) -> tuple[float, float]:
     return statistics.median(lat), p99
 
 
+async def single_enqueues(libs: list[Lib]) -> dict[str, list[float]]:
+    """Awaited single enqueues per second, each round's, per library (see the module doc)."""
+    for lib in libs:
+        clean(lib)
+        await _singles(lib, N_WARMUP)
+        clean(lib)
+    rates: dict[str, list[float]] = {lib.tag: [] for lib in libs}
+    for r in range(SINGLE_ROUNDS):
+        shift = r % len(libs)
+        for lib in libs[shift:] + libs[:shift]:
+            t = await timed(functools.partial(_singles, lib, N_SINGLE))
+            rates[lib.tag].append(N_SINGLE / t)
+            clean(lib)
+    return rates
+
+
 async def run_lib(lib: Lib) -> dict[str, float]:
-    await lib.setup()
     out: dict[str, float] = {}
-    try:
-        clean(lib)
-        t = await timed(lambda: _singles(lib))
-        out["enq1"] = N_SINGLE / t
-        t = await timed(lambda: lib.enqueue_batch(N_BATCH))
-        out["enqb"] = N_BATCH / t
-        out["p1"], out["cpu1"] = await process(lib, 1, N_SINGLE + N_BATCH)
-        clean(lib)
-        await lib.enqueue_batch(N_BATCH)
-        out["p2"], out["cpu2"] = await process(lib, 2, N_BATCH)
-        clean(lib)
-        out["p50"], out["p99"] = await latency(lib)
-        clean(lib)
-    finally:
-        await lib.close()
+    clean(lib)
+    t = await timed(lambda: lib.enqueue_batch(N_BATCH))
+    out["enqb"] = N_BATCH / t
+    out["p1"], out["cpu1"] = await process(lib, 1, N_BATCH)
+    clean(lib)
+    await lib.enqueue_batch(N_BATCH)
+    out["p2"], out["cpu2"] = await process(lib, 2, N_BATCH)
+    clean(lib)
+    out["p50"], out["p99"] = await latency(lib)
+    clean(lib)
     return out
 
 
-async def _singles(lib: Lib) -> None:
-    for _ in range(N_SINGLE):
+async def run_all(libs: list[Lib]) -> tuple[dict[str, dict[str, float]], dict[str, list[float]]]:
+    """Every library set up once, in one event loop: the single-enqueue phase across all of
+    them, then each library's own runs."""
+    for lib in libs:
+        await lib.setup()
+    try:
+        print("… single enqueues, all libraries in turn", file=sys.stderr, flush=True)
+        singles = await single_enqueues(libs)
+        results: dict[str, dict[str, float]] = {}
+        for lib in libs:
+            print(f"… {lib.name}", file=sys.stderr, flush=True)
+            results[lib.tag] = await run_lib(lib)
+            results[lib.tag]["enq1"] = statistics.median(singles[lib.tag])
+    finally:
+        for lib in libs:
+            await lib.close()
+    return results, singles
+
+
+async def _singles(lib: Lib, n: int) -> None:
+    for _ in range(n):
         await lib.enqueue_one(None)
 
 
@@ -343,18 +384,14 @@ def main() -> None:
     names = options.libraries or list(libs)
     if unknown := set(names) - set(libs):
         ap.error(f"unknown libraries: {', '.join(sorted(unknown))}")
-    results: dict[str, dict[str, float]] = {}
-    for name in names:
-        lib = libs[name]
-        print(f"… {lib.name}", file=sys.stderr, flush=True)
-        results[name] = uvloop.run(run_lib(lib))
+    results, singles = uvloop.run(run_all([libs[name] for name in names]))
     header = (
         f"{'library':<15}{'enqueue/s':>11}{'batched/s':>11}{'1 proc/s':>10}"
         f"{'µs CPU/job':>11}{'2 procs/s':>11}{'p50 ms':>8}{'p99 ms':>8}"
     )
     print(
-        f"\nno-op jobs, Redis {REDIS_URL}; single={N_SINGLE}, batch={N_BATCH}, "
-        f"latency={N_LATENCY} jobs at 100/s"
+        f"\nno-op jobs, Redis {REDIS_URL}; single={N_SINGLE} x {SINGLE_ROUNDS} interleaved "
+        f"rounds (median), batch={N_BATCH}, latency={N_LATENCY} jobs at 100/s"
     )
     print(header)
     print("-" * len(header))
@@ -363,6 +400,9 @@ def main() -> None:
             f"{libs[name].name:<15}{r['enq1']:>11.0f}{r['enqb']:>11.0f}{r['p1']:>10.0f}"
             f"{r['cpu1']:>11.0f}{r['p2']:>11.0f}{r['p50']:>8.2f}{r['p99']:>8.2f}"
         )
+    print("\nsingle enqueue/s, each round:")
+    for name, rates in singles.items():
+        print(f"  {libs[name].name:<15}" + " ".join(f"{x:>7.0f}" for x in rates))
     others = [r for n, r in results.items() if n != "arcana"]
     if "arcana" in results and others:
         ours = results["arcana"]

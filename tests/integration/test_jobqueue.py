@@ -91,6 +91,29 @@ async def test_delayed_job_waits_for_its_time(queue: JobQueue) -> None:
     assert await wait_for(fetched, timeout=10) == [job.id]
 
 
+async def test_enqueue_describes_the_job_as_stored(queue: JobQueue) -> None:
+    """The ``Job`` an enqueue returns is built from its reply, not read back: it matches what
+    ``get`` reads, times included, delayed or not, alone or in a batch, new or already there."""
+    requests = [
+        JobRequest("system.echo", {"message": "é"}, priority=Priority.HIGH, max_retries=5),
+        JobRequest("system.noop", {"n": 1}, delay_seconds=90.5, unique_key="describe"),
+        JobRequest("system.noop", {"n": 2}, unique_key="describe"),  # held by the one before
+    ]
+    single = [await queue.enqueue(r) for r in requests]
+    batch = await queue.enqueue_many(requests[:2]) + await queue.enqueue_many(requests[2:])
+    assert [j.existing for j in single] == [False, False, True]
+    assert [j.existing for j in batch] == [False, True, True]
+    assert single[2].id == single[1].id == batch[1].id == batch[2].id
+    assert single[1].status is JobStatus.SCHEDULED
+    assert single[1].scheduled_at - single[1].created_at == timedelta(seconds=90.5)
+    for job in single + batch:
+        stored = await queue.get(job.id)
+        assert stored is not None
+        assert stored.existing is False
+        stored.existing = job.existing
+        assert stored == job
+
+
 async def test_failure_retries_with_backoff_then_dead_then_retry_from_dead(
     queue: JobQueue,
 ) -> None:

@@ -14,7 +14,7 @@ from redis.asyncio import Redis
 from arcana.adapters.jobqueue.redis import RedisJobQueue
 from arcana.adapters.jobqueue.script_call import _Channel, _plain_tcp
 from arcana.adapters.redis_client import connect_redis
-from arcana.domain.jobs import JobRequest, JobStatus
+from arcana.domain.jobs import Job, JobRequest, JobStatus
 from arcana.errors import ServiceUnavailable
 from tests.app_support import private_redis
 from tests.reliability.stack import PrivateRedis
@@ -214,3 +214,48 @@ async def test_the_kept_connection_works_under_uvloop(private_redis: PrivateRedi
     is_open, before, after = await asyncio.to_thread(uvloop.run, scenario())
     assert is_open
     assert after == before, "one kept connection, not one per enqueue"
+
+
+async def test_a_job_pruned_between_the_reply_and_the_read_is_enqueued_afresh(
+    redis: Redis, queue: RedisJobQueue, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The script answers "already there" with the job's id; when that job is gone by the time
+    it is read (finished and pruned in between), the enqueue runs again, alone or in a batch."""
+    first = await queue.enqueue(JobRequest("system.noop", unique_key="held"))
+    real_get = queue.get
+    misses: list[str] = []
+
+    async def get_missing_once(job_id: str) -> Job | None:
+        if not misses:
+            misses.append(job_id)
+            return None
+        return await real_get(job_id)
+
+    monkeypatch.setattr(queue, "get", get_missing_once)
+    again = await queue.enqueue(JobRequest("system.noop", unique_key="held"))
+    assert misses == [first.id]
+    assert again.existing
+    assert again.id == first.id
+    misses.clear()
+    [in_batch] = await queue.enqueue_many([JobRequest("system.noop", unique_key="held")])
+    assert misses == [first.id]
+    assert in_batch.existing
+    assert in_batch.id == first.id
+
+
+async def test_the_trace_context_is_stored_through_the_kept_connection(
+    queue: RedisJobQueue, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An unsampled trace is not recorded, so the enqueue takes our own connection, and the
+    job still keeps the trace context it was enqueued under (packed with its arguments)."""
+    from arcana import tracing
+
+    traceparent = f"00-{'a1' * 16}-{'b2' * 8}-00"
+    monkeypatch.setattr(tracing, "current_traceparent", lambda: traceparent)
+    job = await queue.enqueue(JobRequest("system.noop"))
+    [batched] = await queue.enqueue_many([JobRequest("system.noop")])
+    assert channel_of(queue).open
+    for job_id in (job.id, batched.id):
+        stored = await queue.get(job_id)
+        assert stored is not None
+        assert stored.trace_context == traceparent

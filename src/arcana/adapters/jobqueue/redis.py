@@ -20,7 +20,7 @@ from redis.exceptions import RedisError
 from arcana import tracing
 from arcana.adapters.jobqueue import redis_scripts as lua
 from arcana.adapters.jobqueue.new_jobs import new_job, new_job_id
-from arcana.adapters.jobqueue.script_call import ScriptCall
+from arcana.adapters.jobqueue.script_call import BULK_HEAD, BULK_INT, Arg, ScriptCall
 from arcana.domain.jobs import Job, JobQueue, JobRequest, JobStatus, Priority, QueueStats
 from arcana.errors import InvalidState, NotFound, ServiceUnavailable
 
@@ -58,13 +58,56 @@ def _ms(value: Any) -> datetime | None:
     return datetime.fromtimestamp(int(float(text)) / 1000, UTC)
 
 
+def _trace_context() -> bytes:
+    return (tracing.current_traceparent() or "").encode()
+
+
+def _job_args(
+    request: JobRequest, job_id: str, trace_context: bytes
+) -> tuple[tuple[Arg, ...], bytes, int]:
+    """One job's eight ``ENQUEUE`` arguments: as values (for redis-py's call, see
+    ``ScriptCall``), packed as the protocol's bulk strings (for our own connection), and the
+    delay in ms that was sent."""
+    jid = job_id.encode()
+    typ = request.job_type.encode()
+    payload = orjson.dumps(request.payload)
+    priority = int(request.priority)
+    delay_ms = int(max(request.delay_seconds, 0.0) * 1000)
+    uk = (request.unique_key or "").encode()
+    packed = b"".join((
+        BULK_HEAD[len(jid)], jid, b"\r\n",
+        BULK_HEAD[len(typ)], typ, b"\r\n",
+        BULK_HEAD[len(payload)], payload, b"\r\n",
+        BULK_INT[priority],
+        BULK_INT[request.max_retries],
+        BULK_INT[delay_ms],
+        BULK_HEAD[len(uk)], uk, b"\r\n",
+        BULK_HEAD[len(trace_context)], trace_context, b"\r\n",
+    ))  # fmt: skip
+    args = (jid, typ, payload, priority, request.max_retries, delay_ms, uk, trace_context)
+    return args, packed, delay_ms
+
+
+def _created(request: JobRequest, job_id: str, created_ms: int, delay_ms: int) -> Job:
+    """The job an enqueue created at ``created_ms`` (the script's reply): due ``delay_ms``
+    later, as the script stored it."""
+    created_at = datetime.fromtimestamp(created_ms / 1000, UTC)
+    scheduled_at = (
+        datetime.fromtimestamp((created_ms + delay_ms) / 1000, UTC) if delay_ms else created_at
+    )
+    return new_job(request, job_id, created_at, scheduled_at=scheduled_at)
+
+
+_UNREACHABLE = "The job queue is unreachable; try again shortly"
+
+
 @contextlib.contextmanager
 def _reachable() -> Iterator[None]:
     """Operator reads and writes answer 503 rather than 500 while Redis is down."""
     try:
         yield
     except RedisError as exc:
-        raise ServiceUnavailable("The job queue is unreachable; try again shortly") from exc
+        raise ServiceUnavailable(_UNREACHABLE) from exc
 
 
 class RedisJobQueue(JobQueue):
@@ -78,7 +121,7 @@ class RedisJobQueue(JobQueue):
         self._route = [self.base + k for k in lua.FIXED_KEYS]
         self._ttl_ms = int(finished_ttl * 1000)
         r = redis.register_script
-        self._enqueue = ScriptCall(redis, r(lua.ENQUEUE), self._route)
+        self._enqueue = ScriptCall(redis, r(lua.ENQUEUE), self._route, [self.base])
         self._fetch = r(lua.FETCH)
         self._heartbeat = r(lua.HEARTBEAT)
         self._complete = r(lua.COMPLETE)
@@ -88,8 +131,22 @@ class RedisJobQueue(JobQueue):
         self._retry = r(lua.RETRY_DEAD)
 
     # -- producers ------------------------------------------------------------------------
+    # A single awaited enqueue is the everyday call (a service's outbox relay, an API request),
+    # so it has a path of its own without the batch's lists and loops: the same helpers, one
+    # round trip, the Job built from the reply.
     async def enqueue(self, request: JobRequest, *, job_id: str | None = None) -> Job:
-        return (await self._enqueue_all([(request, job_id or new_job_id())]))[0]
+        job_id = job_id or new_job_id()
+        args, packed, delay_ms = _job_args(request, job_id, _trace_context())
+        try:
+            [row] = await self._enqueue(args, packed)
+        except RedisError as exc:
+            raise ServiceUnavailable(_UNREACHABLE) from exc
+        if row.__class__ is int:
+            return _created(request, job_id, row, delay_ms)
+        existing = await self._existing(row)
+        if existing is None:
+            return await self.enqueue(request, job_id=job_id)
+        return existing
 
     async def enqueue_many(self, requests: Sequence[JobRequest]) -> list[Job]:
         if not requests:
@@ -97,39 +154,37 @@ class RedisJobQueue(JobQueue):
         return await self._enqueue_all([(r, new_job_id()) for r in requests])
 
     async def _enqueue_all(self, items: list[tuple[JobRequest, str]]) -> list[Job]:
-        args: list[Any] = [self.base]
-        trace_context = tracing.current_traceparent() or ""
+        trace_context = _trace_context()
+        args: list[Arg] = []
+        packed: list[bytes] = []
+        delays: list[int] = []
         for request, job_id in items:
-            args += [
-                job_id,
-                request.job_type,
-                orjson.dumps(request.payload),
-                int(request.priority),
-                request.max_retries,
-                int(max(request.delay_seconds, 0.0) * 1000),
-                request.unique_key or "",
-                trace_context,
-            ]
+            job_args, job_packed, delay_ms = _job_args(request, job_id, trace_context)
+            args += job_args
+            packed.append(job_packed)
+            delays.append(delay_ms)
         try:
-            rows = await self._enqueue(args)
+            rows = await self._enqueue(args, b"".join(packed))
         except RedisError as exc:
-            raise ServiceUnavailable("The job queue is unreachable; try again shortly") from exc
+            raise ServiceUnavailable(_UNREACHABLE) from exc
         jobs: list[Job] = []
-        for (request, _), row in zip(items, rows, strict=True):
-            created, job_id, created_ms, at_ms = int(row[0]), _s(row[1]), row[2], row[3]
-            if created:
-                created_at = _ms(created_ms)
-                scheduled_at = _ms(at_ms)
-                assert created_at is not None
-                assert scheduled_at is not None
-                jobs.append(new_job(request, job_id, created_at, scheduled_at=scheduled_at))
-            else:
-                existing = await self.get(job_id)
-                if existing is None:  # finished and pruned in between: enqueue afresh
-                    return await self._enqueue_all(items)
-                existing.existing = True
-                jobs.append(existing)
+        for (request, job_id), delay_ms, row in zip(items, delays, rows, strict=True):
+            if row.__class__ is int:
+                jobs.append(_created(request, job_id, row, delay_ms))
+                continue
+            existing = await self._existing(row)
+            if existing is None:
+                return await self._enqueue_all(items)
+            jobs.append(existing)
         return jobs
+
+    async def _existing(self, job_id: Any) -> Job | None:
+        """The job already there (same id, or holding the unique key) that an enqueue answered
+        with; ``None`` if it finished and was pruned in between (then enqueue afresh)."""
+        existing = await self.get(_s(job_id))
+        if existing is not None:
+            existing.existing = True
+        return existing
 
     # -- reading --------------------------------------------------------------------------
     async def get(self, job_id: str) -> Job | None:

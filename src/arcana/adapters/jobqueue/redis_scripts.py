@@ -67,9 +67,9 @@ end
 """
 
 # ARGV: base, then 8 fields per job: id, type, payload, priority, max_retries, delay_ms,
-# unique_key ('' = none), trace context ('' = none). Returns per job:
-# {1, id, created_ms, scheduled_ms} when created (the times as text or as integers),
-# {0, existing_id, 0, 0} otherwise.
+# unique_key ('' = none), trace context ('' = none). Returns per job: its creation time in ms
+# (an integer) when created, the id of the job already there (text) otherwise. The client knows
+# the rest of a created job: it is due at the creation time plus the delay_ms it sent.
 ENQUEUE = (
     PRELUDE
     + """
@@ -92,7 +92,7 @@ for i = 2, #ARGV, 8 do
     end
   end
   if existing then
-    table.insert(out, {0, existing, 0, 0})
+    table.insert(out, existing)
   else
     local seq = redis.call('INCR', b .. 'seq')
     local at = now
@@ -110,7 +110,7 @@ for i = 2, #ARGV, 8 do
       'seq', string.format('%d', seq), 'uk', uk)
     if tc ~= '' then redis.call('HSET', jk, 'tc', tc) end
     if uk ~= '' then redis.call('HSET', b .. 'unique', uk, id) end
-    table.insert(out, {1, id, now, at})
+    table.insert(out, tonumber(now))
   end
 end
 if woke then wake(b) end

@@ -10,11 +10,13 @@ in those layers.
 
 So the common case does not go through redis-py's connection at all: ``_Channel`` is a bare
 ``asyncio.Protocol`` on one TCP connection that this call opens itself. The fixed part of the
-command (``EVALSHA <sha> <n> <key>``) is packed once; a call writes its bytes and waits on a
-future; replies are parsed by hiredis (the C parser redis-py itself uses) and handed to the
-futures in order. Redis answers the commands of one connection in the order they were sent, so
-concurrent callers share the connection safely (pipelined), and a caller cancelled while
-waiting leaves its reply to be read and dropped, so the connection stays in step.
+command (``EVALSHA <sha> <n> <key>...`` and any leading arguments every call passes) is packed
+once, and a caller that knows the shape of its arguments may hand them over already packed
+(``BULK_HEAD``, ``BULK_INT``); a call writes its bytes and waits on a future; replies are parsed
+by hiredis (the C parser redis-py itself uses) and handed to the futures in order. Redis
+answers the commands of one connection in the order they were sent, so concurrent callers
+share the connection safely (pipelined), and a caller cancelled while waiting leaves its reply
+to be read and dropped, so the connection stays in step.
 
 Timeouts cost nothing per call: a watchdog timer, re-armed every ``socket_timeout`` while the
 connection is open, aborts it when a reply was outstanding at the previous tick and none came
@@ -34,7 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, cast
 
 import hiredis
@@ -84,13 +86,37 @@ _HONOURED = {
 }
 
 
+class _Made(dict[int, bytes]):
+    """``make(n)`` for each ``n`` asked, made on first use and kept for 0 <= n <= 4096 (so the
+    table stays small whatever it is asked). Packing a command is the largest part of a single
+    enqueue's own work in the client; a look-up here costs a fraction of a ``bytes`` format."""
+
+    def __init__(self, make: Callable[[int], bytes]) -> None:
+        super().__init__()
+        self._make = make
+
+    def __missing__(self, n: int) -> bytes:
+        made = self._make(n)
+        if 0 <= n <= 4096:
+            self[int(n)] = made
+        return made
+
+
+BULK_HEAD = _Made(lambda n: b"$%d\r\n" % n)
+"""The header of a bulk string of ``n`` bytes: a bulk string is ``BULK_HEAD[len(raw)] + raw +
+b"\\r\\n"``."""
+BULK_INT = _Made(lambda n: b"$%d\r\n%d\r\n" % (len(b"%d" % n), n))
+"""The integer ``n`` as a whole bulk string (Redis takes every argument as a string)."""
+ARRAY_HEAD = _Made(lambda n: b"*%d\r\n" % n)
+
+
 def _bulk(value: Arg) -> bytes:
     raw = value if isinstance(value, bytes) else str(value).encode()
-    return b"$%d\r\n%s\r\n" % (len(raw), raw)
+    return b"".join((BULK_HEAD[len(raw)], raw, b"\r\n"))
 
 
 def _command(*args: Arg) -> bytes:
-    return b"*%d\r\n%s" % (len(args), b"".join(_bulk(a) for a in args))
+    return ARRAY_HEAD[len(args)] + b"".join([_bulk(a) for a in args])
 
 
 def _plain_tcp(redis: Redis) -> dict[str, Any] | None:
@@ -195,39 +221,47 @@ class _Channel(asyncio.Protocol):
 
 
 class ScriptCall:
-    """Calls ``script`` with ``keys`` (see the module doc)."""
+    """Calls ``script`` with ``keys`` and ``args`` (leading arguments every call passes, then
+    each call's own; see the module doc)."""
 
-    def __init__(self, redis: Redis, script: AsyncScript, keys: Sequence[str]) -> None:
+    def __init__(
+        self, redis: Redis, script: AsyncScript, keys: Sequence[str], args: Sequence[Arg] = ()
+    ) -> None:
         self._redis = redis
         self._script = script
         self._keys = list(keys)
+        self._args = list(args)
         self._options = None if is_cluster(redis) else _plain_tcp(redis)
-        head: list[Arg] = ["EVALSHA", script.sha, len(self._keys), *self._keys]
+        head: list[Arg] = ["EVALSHA", script.sha, len(self._keys), *self._keys, *self._args]
         self._head_count = len(head)
         self._head = b"".join(_bulk(a) for a in head)
         self._channel: _Channel | None = None
         self._opening: asyncio.Lock | None = None
 
-    async def __call__(self, args: Sequence[Arg]) -> Any:
+    async def __call__(self, args: Sequence[Arg], packed: bytes | None = None) -> Any:
+        """The script's reply to this call's ``args``. ``packed`` is the same ``args`` already
+        packed as the protocol's bulk strings (``BULK_HEAD``, ``BULK_INT``), from a caller that
+        packs its known shape of arguments more cheaply than one conversion per argument."""
         if self._options is None or tracing.recording():
-            return await self._script(keys=self._keys, args=list(args))
-        packed = b"*%d\r\n%s%s" % (
-            self._head_count + len(args),
-            self._head,
-            b"".join([_bulk(a) for a in args]),
-        )
+            return await self._through_redis_py(args)
+        if packed is None:
+            packed = b"".join([_bulk(a) for a in args])
+        command = b"".join((ARRAY_HEAD[self._head_count + len(args)], self._head, packed))
         channel = self._channel
         try:
             if channel is None or not channel.open:
                 channel = await self._open()
-            reply = await channel.send(packed)
+            reply = await channel.send(command)
         except (RedisConnectionError, RedisTimeoutError, OSError, TimeoutError):
-            return await self._script(keys=self._keys, args=list(args))
+            return await self._through_redis_py(args)
         if reply.__class__ is ResponseError:
             if str(reply).startswith("NOSCRIPT"):
-                return await self._script(keys=self._keys, args=list(args))
+                return await self._through_redis_py(args)
             raise reply
         return reply
+
+    async def _through_redis_py(self, args: Sequence[Arg]) -> Any:
+        return await self._script(keys=self._keys, args=[*self._args, *args])
 
     async def _open(self) -> _Channel:
         """Open our connection (once, whoever asks first): connect, ``AUTH``, ``SELECT``."""
