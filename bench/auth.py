@@ -245,11 +245,9 @@ async def under_attack(
     return lat, refused, codes
 
 
-def run_mode(
-    mode: str, scenario: str, args: argparse.Namespace, workdir: Path
-) -> dict[str, object]:
-    clients, seconds = args.clients, args.seconds
-    port = free_port()
+def serve_env(port: int) -> dict[str, str]:
+    """The environment of the benchmarked ``arcana serve`` (``bench/login.py --serve`` too):
+    no Redis, the per-address limits lifted."""
     env = {
         **os.environ,
         "ARCANA_HTTP_PORT": str(port),
@@ -261,6 +259,15 @@ def run_mode(
         "ARCANA_REGISTER_LIMIT_PER_IP": "1000000000",
     }
     env.pop("ARCANA_REDIS_URL", None)
+    return env
+
+
+def run_mode(
+    mode: str, scenario: str, args: argparse.Namespace, workdir: Path
+) -> dict[str, object]:
+    clients, seconds = args.clients, args.seconds
+    port = free_port()
+    env = serve_env(port)
     dbname = None
     if mode == "postgres":
         import asyncpg

@@ -65,14 +65,19 @@ PASSWORD = "Bench-Passw0rd-123"
 EMAIL = "login-bench@example.com"
 
 
-def _stock_bench() -> Any:
-    """``bench/stock.py``'s in-process clients and callgrind helper (``Counted``, …)."""
-    spec = importlib.util.spec_from_file_location("bench_stock", HERE / "stock.py")
+def _bench(name: str) -> Any:
+    """``bench/{name}.py`` as a module (this folder is kept off ``sys.path``)."""
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", HERE / f"{name}.py")
     assert spec is not None
     assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def _stock_bench() -> Any:
+    """``bench/stock.py``'s in-process clients and callgrind helper (``Counted``, …)."""
+    return _bench("stock")
 
 
 def settings_for(folder: Path, database_url: str | None) -> Settings:
@@ -195,16 +200,6 @@ def callgrind(args: argparse.Namespace) -> None:
     print(f"instructions per login (callgrind, {args.client}): {total / args.requests / 1e6:.2f} M")
 
 
-def _auth_bench() -> Any:
-    """``bench/auth.py`` (its ``LoginConnection`` client and ``free_port``)."""
-    spec = importlib.util.spec_from_file_location("bench_auth", HERE / "auth.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def _ticks(pid: int) -> int:
     """User + system CPU ticks of a process so far (0 once it is gone)."""
     try:
@@ -218,22 +213,15 @@ def serve(args: argparse.Namespace) -> None:
     """``--serve N``: CPU per login of a real ``arcana serve`` (all its threads, from ``/proc``)
     over N logins by ``--clients`` keep-alive clients (``bench/auth.py``'s), Argon2 at its
     minimum cost as above; on PostgreSQL also its backends' CPU."""
-    auth = _auth_bench()
+    auth = _bench("auth")  # its LoginConnection client, free_port and serve_env
     work = Path(tempfile.mkdtemp(prefix="bench-login-serve-"))
     port = auth.free_port()
     env = {
-        **os.environ,
-        "ARCANA_HTTP_PORT": str(port),
-        "ARCANA_GRPC_PORT": "0",
-        "ARCANA_LOG_LEVEL": "WARNING",
-        "ARCANA_JWT_SECRET": "bench-secret-" + "x" * 40,
-        "ARCANA_LOGIN_MAX_FAILURES_PER_IP": "1000000",
-        "ARCANA_REGISTER_LIMIT_PER_IP": "1000000000",
+        **auth.serve_env(port),
         "ARCANA_ARGON2_MEMORY_KIB": "8",
         "ARCANA_ARGON2_TIME_COST": "1",
         "ARCANA_DATABASE_URL": args.database_url or f"sqlite+aiosqlite:///{work}/bench.db",
     }
-    env.pop("ARCANA_REDIS_URL", None)
     arcana = str(Path(sys.executable).parent / "arcana")
     if args.database_url:
         subprocess.run([arcana, "migrate"], env=env, cwd=work, check=True, capture_output=True)
