@@ -43,6 +43,7 @@ import importlib.util
 import json
 import os
 import pstats
+import shutil
 import signal
 import subprocess
 import tempfile
@@ -283,6 +284,7 @@ def serve(args: argparse.Namespace) -> None:
         proc.send_signal(signal.SIGTERM)
         proc.wait(30)
         log.close()
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def main() -> None:
