@@ -6,7 +6,9 @@ One ``arcana serve`` process (embedded: SQLite + in-process cache, default setti
 100 000 products from ``arcana demo-data``, a bare FastAPI and a bare Starlette server (same
 uvicorn settings) returning the same product JSON from memory. Every scenario runs ``--rounds``
 times, interleaved, at 64 connections; the table shows medians and ratios to the ceilings.
-Also measured: ``GET /auth/me`` with an admin's bearer (token check + one row). With wrk,
+Also measured: ``GET /auth/me`` with an admin's bearer (token check + one row), and stock
+changes each followed by a read of the first list page, from which the cost of a first read
+after a write is derived (``print_first_read``). With wrk,
 ``server CPU µs/req`` is the CPU time (user + system, every process) the server under test
 spent per answered request: its own cost, unlike req/s whatever shares the cores.
 
@@ -41,6 +43,27 @@ from loadgen import (
     wait_http,
     wrk_cycle_lua,
 )
+
+AFTER_WRITE = "POST /products/{id}/stock (1000 rows), each then GET /products?size=10"
+
+
+def print_first_read(med: dict[str, Result], fast: float, writes_alone: str) -> None:
+    """The first read after a write, from two rows of the same run.
+
+    A read can only be the first after a write if writes come as often as reads, so this
+    scenario's rate is mostly the writes'. What a read adds is the difference: a pair (a
+    change, then a read) takes ``2 / rate`` of the machine, the change alone ``1 / rate`` of
+    the writes-only scenario; the rest is the read, whose rate alone is its inverse."""
+    pair = 2 / med[AFTER_WRITE].rps
+    write = 1 / med[writes_alone].rps
+    if pair <= write:
+        print("\nfirst read after a write: not measurable in this run (pairs as fast as writes)")
+        return
+    read = 1 / (pair - write)
+    print(
+        f"\nfirst read after a write (derived: a pair's time less a write's, same run): "
+        f"{read:,.0f} reads/s, {read / fast:.2f}x bare FastAPI"
+    )
 
 
 def admin_token(env: dict[str, str], work: Path, base: str) -> str:
@@ -153,6 +176,22 @@ def main() -> None:
             writes,
             [(f"/api/v1/products/{i}/stock", '{"quantity_change": 1}') for i in spread],
         )
+        # The same changes, each followed by a read of the first list page: every write
+        # retires the cached pages, so each read is a first read after a write (concurrent
+        # ones share one build, as they would in service).
+        list_path = "/api/v1/products?size=10"
+        after_write_lua = wrk_cycle_lua(
+            "POST",
+            writes,
+            [
+                request
+                for i in spread
+                for request in (
+                    (f"/api/v1/products/{i}/stock", '{"quantity_change": 1}'),
+                    (list_path, None),
+                )
+            ],
+        )
         scenarios: list[tuple[str, str, str | None]] = [
             ("bare Starlette (memory)", bare["starlette"], None),
             ("bare FastAPI (memory)", bare["fastapi"], None),
@@ -171,6 +210,7 @@ def main() -> None:
                     spread_lua,
                 ),
             )
+            scenarios.insert(6, (AFTER_WRITE, f"{base}{list_path}", after_write_lua))
         print(
             f"load generator: {'wrk' if use_wrk else 'python httpx'}; "
             f"{args.connections} connections, {args.rounds} rounds x {args.duration}s; "
@@ -221,6 +261,8 @@ def main() -> None:
                 f"| {name} | {r.rps:,.0f} | {r.p50_ms:.2f} | {r.p99_ms:.2f} | "
                 f"{r.rps / fast:.2f} | {r.rps / star:.2f} | {cpu} | {r.errors} / {r.timeouts} |"
             )
+        if AFTER_WRITE in med:
+            print_first_read(med, fast, f"POST /products/{{id}}/stock ({len(spread)} rows)")
         print(
             f"\nEach scenario started with the outbox relayed (waited {settling:.1f} s in all "
             "for the relay to catch up after the write scenarios)."

@@ -190,10 +190,11 @@ def _lua_string(text: str) -> str:
 
 
 def wrk_cycle_lua(
-    method: str, headers: dict[str, str], requests: list[tuple[str | None, str]]
+    method: str, headers: dict[str, str], requests: list[tuple[str | None, str | None]]
 ) -> str:
     """A wrk script that sends ``requests`` (``(path or None for the URL's, body)``) in this
-    order, over and over, each wrk thread starting at its own place in the list.
+    order, over and over, each wrk thread starting at its own place in the list. A request
+    without a body (``None``) is a ``GET``; the others use ``method``.
 
     Every request is formatted once, in ``init``, and ``request()`` only hands out the next
     string: ``wrk.format`` (header table walk, string building) per request is Lua work on the
@@ -201,10 +202,14 @@ def wrk_cycle_lua(
     lines = [f"wrk.method = {_lua_string(method)}"]
     lines += [f"wrk.headers[{_lua_string(k)}] = {_lua_string(v)}" for k, v in headers.items()]
     lines.append("local wanted = {")
-    lines += [
-        f"  {{{'nil' if path is None else _lua_string(path)}, {_lua_string(body)}}},"
-        for path, body in requests
-    ]
+    for path, body in requests:
+        # {path, body, method}: nil path, the URL's; nil method, wrk.method
+        fields = [
+            "nil" if path is None else _lua_string(path),
+            "nil" if body is None else _lua_string(body),
+            '"GET"' if body is None else "nil",
+        ]
+        lines.append(f"  {{{', '.join(fields)}}},")
     lines += [
         "}",
         "local threads = 0",
@@ -216,7 +221,7 @@ def wrk_cycle_lua(
         "local formatted = {}",
         "local i = 0",
         "function init(args)",
-        "  for k, r in ipairs(wanted) do formatted[k] = wrk.format(nil, r[1], nil, r[2]) end",
+        "  for k, r in ipairs(wanted) do formatted[k] = wrk.format(r[3], r[1], nil, r[2]) end",
         "  i = start or 0",
         "end",
         "function request()",
