@@ -20,7 +20,12 @@ from typing import Any
 from sqlalchemy import Executable, Result
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from arcana.adapters.driver_statements import DriverStatement, FirstRowReads, fetch_row
+from arcana.adapters.driver_statements import (
+    DriverStatement,
+    FirstRowReads,
+    fetch_row,
+    fetch_rows,
+)
 
 
 class AutocommitReads(FirstRowReads):
@@ -44,3 +49,8 @@ class AutocommitReads(FirstRowReads):
         self, compiled: DriverStatement, params: Mapping[str, Any]
     ) -> Mapping[str, Any] | None:
         return await fetch_row(self._engine, compiled, params)
+
+    async def _fetch_all(
+        self, compiled: DriverStatement, params: Mapping[str, Any]
+    ) -> list[Mapping[str, Any]]:
+        return await fetch_rows(self._engine, compiled, params)

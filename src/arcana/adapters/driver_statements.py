@@ -101,6 +101,18 @@ class FirstRowReads:
     ) -> Mapping[str, Any] | None:
         raise NotImplementedError
 
+    async def _fetch_all(
+        self, compiled: DriverStatement, params: Mapping[str, Any]
+    ) -> list[Mapping[str, Any]]:
+        raise NotImplementedError
+
+    def _compiled_form(self, statement: Any) -> DriverStatement:
+        compiled = self._compiled.get(statement)
+        if compiled is None:
+            compiled = DriverStatement(statement, self._dialect)
+            self._compiled[statement] = compiled
+        return compiled
+
     async def first_row(
         self, statement: Any, params: Mapping[str, Any]
     ) -> Mapping[str, Any] | None:
@@ -109,11 +121,16 @@ class FirstRowReads:
         if tracing.recording():
             row = (await self.execute(statement, params)).mappings().first()
             return cast(Mapping[str, Any] | None, row)
-        compiled = self._compiled.get(statement)
-        if compiled is None:
-            compiled = DriverStatement(statement, self._dialect)
-            self._compiled[statement] = compiled
-        return await self._fetch_first(compiled, params)
+        return await self._fetch_first(self._compiled_form(statement), params)
+
+    async def all_rows(self, statement: Any, params: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+        """Every row, as ``first_row`` reads the first (the same rule on ``statement``): a
+        list page built after a write, where SQLAlchemy's execution cost more than the
+        statement (``bench/RESULTS.md``)."""
+        if tracing.recording():
+            rows = (await self.execute(statement, params)).mappings().all()
+            return cast(list[Mapping[str, Any]], rows)
+        return await self._fetch_all(self._compiled_form(statement), params)
 
 
 async def fetch_row(
@@ -127,6 +144,15 @@ async def fetch_row(
     async with _pooled_driver(engine) as driver:
         record = await driver.fetchrow(statement.sql, *statement.args(params))
     return statement.row(record) if record is not None else None
+
+
+async def fetch_rows(
+    engine: AsyncEngine, statement: DriverStatement, params: Mapping[str, Any]
+) -> list[Mapping[str, Any]]:
+    """Every row of the statement, run as ``fetch_row`` runs it."""
+    async with _pooled_driver(engine) as driver:
+        records = await driver.fetch(statement.sql, *statement.args(params))
+    return [statement.row(record) for record in records]
 
 
 async def execute_count(

@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import (
     BigInteger,
     Connection,
+    Integer,
     Select,
     and_,
     bindparam,
@@ -88,6 +89,16 @@ _ADJUST_QUIET_STOCK = select(_CHANGED).add_cte(
     .from_select(_OUTBOX_COLUMNS, select(*_OUTBOX_PARAMS).select_from(_CHANGED))
     .cte("recorded")
 )
+
+
+# The first pages of the whole catalog (no filter), the list's hot read.
+_PAGE = (
+    select(products)
+    .order_by(*_ORDER)
+    .limit(bindparam("size", type_=Integer))
+    .offset(bindparam("offset", type_=Integer))
+)
+_COUNT = select(func.count()).select_from(products)
 
 
 def _aware(value: datetime) -> datetime:
@@ -186,6 +197,17 @@ class SqlProductRepository:
     async def page(
         self, query: ProductQuery, with_total: bool = True
     ) -> tuple[list[Product], int | None]:
+        all_rows = getattr(self._session, "all_rows", None)
+        unfiltered = query.category is None and query.status is None
+        if all_rows is not None and unfiltered and query.name_contains is None:
+            # The catalog's pages, built again after every write: on the driver directly in
+            # a read-only unit of work (``FirstRowReads.all_rows``).
+            params = {"size": query.size, "offset": query.page * query.size}
+            found = await all_rows(_PAGE, params)
+            total: int | None = None
+            if with_total:
+                total = int((await self._session.execute(_COUNT)).scalar_one())
+            return [_to_product(r) for r in found], total
         rows_stmt = (
             self._filtered(select(products), query)
             .order_by(*_ORDER)
@@ -193,7 +215,7 @@ class SqlProductRepository:
             .offset(query.page * query.size)
         )
         rows = (await self._session.execute(rows_stmt)).mappings().all()
-        total: int | None = None
+        total = None
         if with_total:
             count_stmt = self._filtered(select(func.count()).select_from(products), query)
             total = int((await self._session.execute(count_stmt)).scalar_one())

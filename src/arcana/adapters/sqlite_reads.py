@@ -65,6 +65,19 @@ class SqliteReads(FirstRowReads):
             cursor.close()
         return None if record is None else compiled.row(record)
 
+    async def _fetch_all(
+        self, compiled: DriverStatement, params: Mapping[str, Any]
+    ) -> list[Mapping[str, Any]]:
+        return await self._threads.run(self._all_rows, compiled, compiled.args(params))
+
+    def _all_rows(self, compiled: DriverStatement, args: list[Any]) -> list[Mapping[str, Any]]:
+        cursor = sqlite_execute(sqlite_driver(self._connection()), compiled.sql, args)
+        try:
+            records = cursor.fetchall()
+        finally:
+            cursor.close()
+        return [compiled.row(record) for record in records]
+
     async def execute(
         self, statement: Executable, params: Mapping[str, Any] | None = None
     ) -> Result[Any]:
