@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import uuid
@@ -381,15 +382,13 @@ async def test_list_totals_follow_writes(client: httpx.AsyncClient, container: A
     assert await total(category="y") == 0
 
 
-async def test_stock_fast_path_skips_fastapi_dependencies(
-    client: httpx.AsyncClient, container: App
-) -> None:
-    """A plain admin stock change is answered before FastAPI's routing and dependencies (see
-    ``ProductFastPaths``): with the route's services dependency broken it still works."""
+@contextlib.asynccontextmanager
+async def _routes_broken(container: App) -> AsyncIterator[httpx.AsyncClient]:
+    """A client of an app whose routes fail on their services dependency: what answers is a
+    fast path."""
     from arcana.api.app import create_app
     from arcana.api.deps import get_services
 
-    p = await create_product(client, container, stock=5)
     app = create_app(container)
 
     async def broken() -> None:
@@ -398,11 +397,43 @@ async def test_stock_fast_path_skips_fastapi_dependencies(
     app.dependency_overrides[get_services] = broken
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as own:
+        yield own
+
+
+async def test_stock_fast_path_skips_fastapi_dependencies(
+    client: httpx.AsyncClient, container: App
+) -> None:
+    """A plain admin stock change is answered before FastAPI's routing and dependencies (see
+    ``ProductFastPaths``): with the route's services dependency broken it still works."""
+    p = await create_product(client, container, stock=5)
+    async with _routes_broken(container) as own:
         r = await own.post(
             f"{BASE}/{p['id']}/stock", json={"quantity_change": 2}, headers=admin_headers(container)
         )
     assert r.status_code == 200, r.text
     assert r.json()["stock"] == 7
+
+
+async def test_list_fast_path_builds_a_missed_page_without_the_route(
+    client: httpx.AsyncClient, container: App
+) -> None:
+    """A plain list request whose page is not cached (after a write) is built by the fast
+    path with the route's own service call: with the route's services dependency broken it
+    still answers, the same bytes as the route answers once the dependency is back."""
+    p = await create_product(client, container, stock=5)
+    async with _routes_broken(container) as own:
+        r = await own.post(
+            f"{BASE}/{p['id']}/stock", json={"quantity_change": 2}, headers=admin_headers(container)
+        )
+        assert r.status_code == 200, r.text
+        fast = await own.get(f"{BASE}?size=10&page=0")  # the first read after the write
+    assert fast.status_code == 200, fast.text
+    assert [(i["id"], i["stock"]) for i in fast.json()["data"]] == [(p["id"], 7)]
+    await container.products.cache.invalidate("lists")
+    routed = await client.get(f"{BASE}?size=10&page=0&q=")  # a search term: the route
+    assert routed.status_code == 200, routed.text
+    assert routed.json() == fast.json()
+    assert fast.headers["content-type"] == routed.headers["content-type"]
 
 
 async def test_stock_fast_path_answers_as_the_route(

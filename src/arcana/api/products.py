@@ -7,6 +7,7 @@ no database round trip and no model validation on a hit.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 from collections.abc import AsyncIterator, Callable
@@ -233,8 +234,9 @@ class ProductFastPaths:
     """Pure-ASGI fast paths for the hot product routes, before FastAPI's routing and dependency
     machinery runs (in profiles they cost more than the work of these routes):
 
-    - cache hits of ``GET {prefix}/products/{id}`` and of list pages
-      (``GET {prefix}/products?page=&size=&category=&status=``), answered with the cached bytes;
+    - cache hits of ``GET {prefix}/products/{id}``, answered with the cached bytes, and list
+      pages (``GET {prefix}/products?page=&size=&category=&status=``), cached or built by the
+      route's own service call;
     - ``POST {prefix}/products/{id}/stock`` with a plain ``Bearer`` token of an admin and a
       ``Content-Length`` body that is a valid change (see ``_stock``).
 
@@ -275,9 +277,14 @@ class ProductFastPaths:
             elif path == self._list_path:
                 query = _simple_list_query(scope["query_string"])
                 if query is not None:
-                    body = await scope["app"].state.services.products.cached_list_encoded(
-                        query, PAGE_JSON
-                    )
+                    catalog = scope["app"].state.services.products
+                    body = await catalog.cached_list_encoded(query, PAGE_JSON)
+                    if body is None:
+                        # A page built again (after a write, or expired): the route's own
+                        # call for this query. Should it fail, nothing was sent and a read has
+                        # nothing to undo: the route reads again and answers the error.
+                        with contextlib.suppress(Exception):
+                            body = await catalog.list_encoded(query, PAGE_JSON)
             if body is not None:
                 scope["route"] = self._find_route(scope)
                 await send(
