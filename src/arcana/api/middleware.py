@@ -7,7 +7,6 @@ the latter costs an extra task and stream per call.
 from __future__ import annotations
 
 import logging
-import os
 import re
 import time
 
@@ -19,6 +18,7 @@ from arcana import tracing
 from arcana.api.problems import problem_response
 from arcana.errors import PayloadTooLarge
 from arcana.metrics import HTTP_LATENCY, HTTP_REQUESTS
+from arcana.request_ids import new_request_id
 
 log = logging.getLogger("arcana.api")
 
@@ -67,9 +67,7 @@ class RequestContextMiddleware:
             elif name == b"traceparent":
                 traceparent = value.decode("latin-1")[:128]
         if not request_id:
-            # 32 random hex digits, as uuid4().hex gives them, without building a UUID object
-            # (several times the cost of the random bytes, on every request).
-            request_id = os.urandom(16).hex()
+            request_id = new_request_id()
         scope.setdefault("state", {})["request_id"] = request_id
         structlog.contextvars.bind_contextvars(request_id=request_id)
         rid_header = (b"x-request-id", request_id.encode())
