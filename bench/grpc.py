@@ -201,12 +201,13 @@ async def _arcana_server(port: int, work: Path) -> tuple[Any, str, Any]:
     """``GrpcServer`` as ``arcana serve`` builds it, on an embedded container."""
     from decimal import Decimal
 
+    from prometheus_client import REGISTRY
+
     import arcana.rpc.server as rpc_server
     from arcana.config import Settings
     from arcana.domain.products import NewProduct
     from arcana.lifecycle import Lifecycle
     from arcana.log import configure_logging
-    from arcana.metrics import GRPC_REQUESTS
 
     # The health loop reads the database every 2 s: a cost per second, not per call.
     rpc_server.HEALTH_INTERVAL = 3600.0
@@ -231,7 +232,9 @@ async def _arcana_server(port: int, work: Path) -> tuple[Any, str, Any]:
     async def close() -> str:
         await server.stop(0)
         await process.stop()
-        ok = GRPC_REQUESTS.labels("GetProduct", "OK")._value.get()
+        ok = REGISTRY.get_sample_value(
+            "arcana_grpc_requests_total", {"method": "GetProduct", "code": "OK"}
+        )
         return f"calls={int(ok)}"
 
     return server, product.id, close

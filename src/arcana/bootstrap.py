@@ -264,8 +264,8 @@ def wire_catalog(infra: Infrastructure, audit: AuditSink) -> CatalogArea:
     cache = ProductCache(
         infra.cache,
         infra.settings.cache.ttl,
-        on_hit=CACHE_REQUESTS.labels("product", "hit").inc,
-        on_miss=CACHE_REQUESTS.labels("product", "miss").inc,
+        on_hit=CACHE_REQUESTS.incrementer("product", "hit"),
+        on_miss=CACHE_REQUESTS.incrementer("product", "miss"),
     )
     return CatalogArea(
         ProductService(

@@ -7,6 +7,7 @@ Format: ``json`` (``ARCANA_LOG_JSON``) decides when set; unset, a terminal (stde
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import os
 import sys
@@ -27,6 +28,20 @@ def add_trace_ids(
         event_dict.setdefault("trace_id", ids[0])
         event_dict.setdefault("span_id", ids[1])
     return event_dict
+
+
+def _structlog_var(key: str) -> contextvars.ContextVar[Any]:
+    """structlog's own context variable for ``key``: the one ``bind_contextvars`` sets and
+    ``merge_contextvars`` reads (created here if it is not yet). Setting it directly costs one
+    ``ContextVar.set``; ``bind_contextvars`` builds a dict and a key string on every call."""
+    token = structlog.contextvars.bind_contextvars(**{key: None})[key]
+    token.var.reset(token)
+    return token.var
+
+
+# ``REQUEST_ID.set(rid)`` is ``bind_contextvars(request_id=rid)``; ``REQUEST_ID.reset(token)``
+# undoes it as ``unbind_contextvars`` would when nothing was bound before.
+REQUEST_ID = _structlog_var("request_id")
 
 
 def wants_json(json: bool | None, env: str | None, isatty: bool) -> bool:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from arcana.loop_metrics import CallMetrics, LoopCounter
+
 HTTP_REQUESTS = Counter(
     "arcana_http_requests_total",
     "HTTP requests by route template and status",
@@ -16,7 +18,9 @@ HTTP_LATENCY = Histogram(
     ["method", "route"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
-CACHE_REQUESTS = Counter("arcana_cache_requests_total", "Cache look-ups", ["cache", "result"])
+# Counted on the event loop's thread by the product cache, on every cached read
+# (``arcana.loop_metrics``).
+CACHE_REQUESTS = LoopCounter("arcana_cache_requests_total", "Cache look-ups", ["cache", "result"])
 CACHE_ERRORS = Counter("arcana_cache_errors_total", "Cache backend errors (degraded to a miss)")
 DB_UNAVAILABLE = Counter(
     "arcana_db_unavailable_total", "Requests answered 503 because the database was unreachable"
@@ -108,13 +112,11 @@ AUDIT_STORE_ERRORS = Counter(
 )
 AUDIT_QUEUE_DEPTH = Gauge("arcana_audit_queue_depth", "Audit events waiting for the plugins")
 # -- products / gRPC --
-GRPC_REQUESTS = Counter(
-    "arcana_grpc_requests_total", "gRPC calls by method and status code", ["method", "code"]
-)
-GRPC_LATENCY = Histogram(
-    "arcana_grpc_request_duration_seconds",
-    "gRPC call latency by method",
-    ["method"],
+# Recorded by the gRPC handlers on the event loop's thread, without prometheus-client's locks
+# (``arcana.loop_metrics``); exposed as a Counter and a Histogram with these labels would be.
+GRPC_CALLS = CallMetrics(
+    requests=("arcana_grpc_requests", "gRPC calls by method and status code"),
+    latency=("arcana_grpc_request_duration_seconds", "gRPC call latency by method"),
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
 EVENTS_STREAM_CLIENTS = Gauge(

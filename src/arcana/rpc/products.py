@@ -7,12 +7,10 @@ serialized once and cached by the catalog beside the JSON form (``PRODUCT_PB``, 
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import grpc
 from google.protobuf import empty_pb2
-from google.protobuf.message import Message
 from google.protobuf.message_factory import GetMessageClass
 
 from arcana.domain.products import (
@@ -66,24 +64,22 @@ PAGE_PB: Encoding[ProductPage] = Encoding(
 )
 
 
-def _serializer(message: type[Message]) -> Callable[[Message | bytes], bytes]:
-    """A response serializer that also takes a response serialized already (a cache hit)."""
-    serialize = message.SerializeToString
-
-    def serialized(response: Message | bytes) -> bytes:
-        return response if isinstance(response, bytes) else serialize(response)
-
-    return serialized
+# Methods whose servicer answers the serialized response (bytes from the catalog's cache or
+# encoder, never a message): registered without a serializer, so grpc sends the bytes as they
+# are, with no call into Python per response.
+ENCODED_METHODS = frozenset({"GetProduct", "ListProducts"})
 
 
 def add_product_service(servicer: pb_grpc.ProductServiceServicer, server: Instrumented) -> None:
     """What the generated ``add_ProductServiceServicer_to_server`` does, built from the service
-    descriptor, except that each method may answer bytes of its response message."""
+    descriptor, except that the ``ENCODED_METHODS`` answer bytes of their response message."""
     handlers = {
         method.name: grpc.unary_unary_rpc_method_handler(
             getattr(servicer, method.name),
             request_deserializer=GetMessageClass(method.input_type).FromString,
-            response_serializer=_serializer(GetMessageClass(method.output_type)),
+            response_serializer=None
+            if method.name in ENCODED_METHODS
+            else GetMessageClass(method.output_type).SerializeToString,
         )
         for method in SERVICE.methods
     }
