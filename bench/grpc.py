@@ -8,7 +8,10 @@ interceptors). With ``h2load`` installed (Debian's nghttp2-client) the main tabl
 gRPC servers and the cached REST route with it (64 calls in flight: 4 HTTP/2 connections x 16
 streams; REST over 64 HTTP/1.1 connections), because the Python grpc.aio client saturates
 before either server does: ``vs bare gRPC`` is the figure to watch, ``vs REST`` is for
-information. The older table (a Python asyncio client for both transports) follows it.
+information. Its ``loop CPU µs/call`` column is the CPU time of each server's event-loop thread
+per call (from ``/proc``): on two cores shared with h2load that thread is what bounds a Python
+gRPC server, and the column moves much less with the machine's load than calls/s do. The older
+table (a Python asyncio client for both transports) follows it.
 
     .venv/bin/python bench/grpc.py --callgrind    # instructions per call (valgrind), any load
     make bench-grpc ARGS=--callgrind              # the same
@@ -346,6 +349,12 @@ def callgrind(small: int, large: int, keep: Path | None) -> None:
 _HZ = os.sysconf("SC_CLK_TCK")
 
 
+def _loop_cpu(pid: int) -> float:
+    """CPU seconds (user + sys) of a process's main thread: the event loop's, in both servers."""
+    stat = Path(f"/proc/{pid}/task/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(stat[11]) + int(stat[12])) / _HZ
+
+
 def _thread_names(pid: int) -> dict[str, str]:
     """Thread id → Python thread name (``py-spy dump``), else the kernel's ``comm``."""
     names = {}
@@ -499,20 +508,34 @@ def main() -> None:
                 "data": body,
                 "headers": GRPC_HEADERS,
             }
+            serving = procs[0].pid
+            targets = {
+                "bare grpc.aio servicer (memory)": (
+                    bare.pid,
+                    f"http://127.0.0.1:{bare_port}{GET_PRODUCT}",
+                    grpc_kw,
+                ),
+                "gRPC GetProduct cached": (
+                    serving,
+                    f"http://127.0.0.1:{grpc_port}{GET_PRODUCT}",
+                    grpc_kw,
+                ),
+                "REST GET /products/{id} cached": (
+                    serving,
+                    url,
+                    {"clients": args.connections, "streams": 1, "h1": True},
+                ),
+            }
+            loop_us: dict[str, list[float]] = {name: [] for name in h2}
             for _ in range(args.rounds):
-                h2["bare grpc.aio servicer (memory)"].append(
-                    run_h2load(
-                        lg, f"http://127.0.0.1:{bare_port}{GET_PRODUCT}", args.duration, **grpc_kw
-                    )
-                )
-                h2["gRPC GetProduct cached"].append(
-                    run_h2load(
-                        lg, f"http://127.0.0.1:{grpc_port}{GET_PRODUCT}", args.duration, **grpc_kw
-                    )
-                )
-                h2["REST GET /products/{id} cached"].append(
-                    run_h2load(lg, url, args.duration, clients=args.connections, streams=1, h1=True)
-                )
+                for name, (server_pid, target, kw) in targets.items():
+                    before = _loop_cpu(server_pid)
+                    result = run_h2load(lg, target, args.duration, **kw)
+                    h2[name].append(result)
+                    # h2load's rate covers the measured seconds; the CPU also covers its 1 s
+                    # warm-up, taken to run at the same rate.
+                    calls = result.rps * (args.duration + 1)
+                    loop_us[name].append((_loop_cpu(server_pid) - before) / calls * 1e6)
             bare.terminate()
             bare.wait(10)
             hm = {k: lg.median_result(v) for k, v in h2.items()}
@@ -522,14 +545,23 @@ def main() -> None:
                 f"\nh2load, {args.connections} in flight, {args.rounds} rounds x "
                 f"{args.duration}s, medians"
             )
-            print("| scenario | req/s | p50 ms | p99 ms | vs bare gRPC | vs REST | errors |")
+            print(
+                "| scenario | req/s | p50 ms | p99 ms | vs bare gRPC | vs REST | errors "
+                "| loop CPU µs/call |"
+            )
             ceiling, rest = ceiling or float("nan"), rest or float("nan")
-            print("|---|---:|---:|---:|---:|---:|---:|")
+            print("|---|---:|---:|---:|---:|---:|---:|---:|")
             for name, r in hm.items():
+                cpu = sorted(loop_us[name])[len(loop_us[name]) // 2]
                 print(
                     f"| {name} | {r.rps:,.0f} | {r.p50_ms:.2f} | {r.p99_ms:.2f} | "
-                    f"{r.rps / ceiling:.2f} | {r.rps / rest:.2f} | {r.errors} |"
+                    f"{r.rps / ceiling:.2f} | {r.rps / rest:.2f} | {r.errors} | {cpu:.1f} |"
                 )
+            print(
+                "loop CPU: user + sys time of the server's event-loop thread per call (median "
+                "of rounds); steadier than req/s on a shared machine, and where a server's own "
+                "per-call work shows"
+            )
         else:
             print("h2load not installed: only the Python-client table", file=sys.stderr)
         spec = json.dumps([f"127.0.0.1:{grpc_port}", pid, args.duration, args.connections])
