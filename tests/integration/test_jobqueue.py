@@ -114,6 +114,23 @@ async def test_enqueue_describes_the_job_as_stored(queue: JobQueue) -> None:
         assert stored == job
 
 
+async def test_a_delay_under_the_stores_resolution_is_described_as_stored(
+    queue: JobQueue,
+) -> None:
+    """Redis keeps due times in whole milliseconds: a 0.4 ms delay is stored due at once, as a
+    queued job, and the ``Job`` the enqueue returns says the same (it said scheduled)."""
+    for job in [
+        await queue.enqueue(JobRequest("system.noop", delay_seconds=0.0004)),
+        *await queue.enqueue_many([JobRequest("system.noop", delay_seconds=0.0004)]),
+    ]:
+        stored = await queue.get(job.id)
+        assert stored is not None
+        assert (job.status, job.scheduled_at) == (stored.status, stored.scheduled_at)
+        assert job.status is (
+            JobStatus.SCHEDULED if job.scheduled_at > job.created_at else JobStatus.QUEUED
+        )
+
+
 async def test_failure_retries_with_backoff_then_dead_then_retry_from_dead(
     queue: JobQueue,
 ) -> None:

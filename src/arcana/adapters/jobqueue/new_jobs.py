@@ -33,7 +33,9 @@ def new_job(
     trace_context: str | None = None,
 ) -> Job:
     """``scheduled_at`` defaults to ``created_at`` plus the request's delay; a backend whose
-    store sets the times (Redis, in its script) passes both as stored."""
+    store sets the times (Redis, in its script) passes both as stored. Scheduled means due
+    later than created, as stored: Redis keeps whole milliseconds, so a delay under one is
+    stored (and described) as a queued job."""
     delay = request.delay_seconds
     if scheduled_at is None:
         scheduled_at = created_at + timedelta(seconds=max(delay, 0.0))
@@ -47,7 +49,7 @@ def new_job(
         request.priority,
         request.max_retries,
         0,
-        _SCHEDULED if delay > 0 else _QUEUED,
+        _SCHEDULED if scheduled_at > created_at else _QUEUED,
         created_at,
         scheduled_at,
         unique_key=request.unique_key,
