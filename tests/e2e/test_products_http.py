@@ -5,9 +5,11 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
+import logging
 import uuid
 from collections.abc import AsyncIterator
 from decimal import Decimal
+from typing import Any
 
 import httpx
 import pytest
@@ -434,6 +436,38 @@ async def test_list_fast_path_builds_a_missed_page_without_the_route(
     assert routed.status_code == 200, routed.text
     assert routed.json() == fast.json()
     assert fast.headers["content-type"] == routed.headers["content-type"]
+
+
+async def test_list_fast_path_build_failure_is_logged_and_the_route_answers(
+    client: httpx.AsyncClient,
+    container: App,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A missed page whose build fails in the fast path is logged there, and the route
+    (which builds it again) answers: the client sees no difference."""
+    p = await create_product(client, container, stock=5)
+    build = container.products.list_encoded
+    calls = 0
+
+    async def failing_once(*args: Any, **kwargs: Any) -> bytes:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RuntimeError("page build failed")
+        return await build(*args, **kwargs)
+
+    monkeypatch.setattr(container.products, "list_encoded", failing_once)
+    await container.products.cache.invalidate("lists")
+    with caplog.at_level(logging.WARNING, logger="arcana.api"):
+        r = await client.get(f"{BASE}?size=10&page=0")
+    assert r.status_code == 200, r.text
+    assert [i["id"] for i in r.json()["data"]] == [p["id"]]
+    assert calls == 2  # the fast path's build, then the route's
+    assert any(
+        "list page build failed in the fast path (RuntimeError)" in rec.getMessage()
+        for rec in caplog.records
+    )
 
 
 async def test_stock_fast_path_answers_as_the_route(

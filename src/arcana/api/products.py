@@ -7,9 +7,9 @@ no database round trip and no model validation on a hit.
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
+import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any
 
@@ -58,6 +58,8 @@ from arcana.domain.products import (
 from arcana.domain.timestamps import iso_z
 from arcana.errors import ArcanaError, ValidationFailed
 from arcana.services.identity import IdentityService
+
+log = logging.getLogger("arcana.api")
 
 router = APIRouter(prefix="/products", tags=["products"])
 
@@ -283,8 +285,15 @@ class ProductFastPaths:
                         # A page built again (after a write, or expired): the route's own
                         # call for this query. Should it fail, nothing was sent and a read has
                         # nothing to undo: the route reads again and answers the error.
-                        with contextlib.suppress(Exception):
+                        try:
                             body = await catalog.list_encoded(query, PAGE_JSON)
+                        except Exception as exc:
+                            log.warning(
+                                "list page build failed in the fast path (%s); the route "
+                                "reads again",
+                                type(exc).__name__,
+                                exc_info=exc,
+                            )
             if body is not None:
                 scope["route"] = self._find_route(scope)
                 await send(
