@@ -89,3 +89,20 @@ async def post_past_the_body_limit(
     }
     await app(scope, receive, send)
     return sent
+
+
+@asynccontextmanager
+async def routes_broken(container: App) -> AsyncIterator[httpx.AsyncClient]:
+    """A client of an app whose routes fail on their services dependency: what answers is a
+    fast path (``ProductFastPaths``, ``MeFastPath``)."""
+    from arcana.api.deps import get_services
+
+    app = create_app(container)
+
+    async def broken() -> None:
+        raise RuntimeError("the route ran")
+
+    app.dependency_overrides[get_services] = broken
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as own:
+        yield own

@@ -16,11 +16,11 @@ from sqlalchemy import delete, func, select
 from arcana.adapters.tables import auth_sessions, outbox, refresh_tokens, users
 from arcana.api.app import create_app
 from arcana.api.auth import MeFastPath
-from arcana.api.deps import get_services
 from arcana.bootstrap import App
 from arcana.config import Settings
 from arcana.domain.users import RefreshToken, Session
 from arcana.lifecycle import Lifecycle
+from tests.app_support import routes_broken
 from tests.auth_support import (
     PASSWORD,
     RecordingAuditSink,
@@ -439,14 +439,7 @@ async def test_me_fast_path_skips_fastapi_dependencies(
     """A plain bearer's ``/me`` is answered before FastAPI's routing and dependencies (see
     ``MeFastPath``): with the route's services dependency broken it still works."""
     u = await register_and_login(client)
-    app = create_app(container)
-
-    async def broken() -> None:
-        raise RuntimeError("the route ran")
-
-    app.dependency_overrides[get_services] = broken
-    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-    async with httpx.AsyncClient(transport=transport, base_url="http://test") as own:
+    async with routes_broken(container) as own:
         resp = await own.get(f"{AUTH}/me", headers=bearer(u["access_token"]))
     assert resp.status_code == 200, resp.text
     assert resp.json()["id"] == u["id"]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import logging
@@ -17,7 +16,7 @@ from sqlalchemy import select
 
 from arcana.bootstrap import App
 from arcana.metrics import HTTP_REQUESTS
-from tests.app_support import post_past_the_body_limit
+from tests.app_support import post_past_the_body_limit, routes_broken
 from tests.products_support import BASE, admin_headers, create_product, user_headers
 
 pytestmark = [
@@ -384,31 +383,13 @@ async def test_list_totals_follow_writes(client: httpx.AsyncClient, container: A
     assert await total(category="y") == 0
 
 
-@contextlib.asynccontextmanager
-async def _routes_broken(container: App) -> AsyncIterator[httpx.AsyncClient]:
-    """A client of an app whose routes fail on their services dependency: what answers is a
-    fast path."""
-    from arcana.api.app import create_app
-    from arcana.api.deps import get_services
-
-    app = create_app(container)
-
-    async def broken() -> None:
-        raise RuntimeError("the route ran")
-
-    app.dependency_overrides[get_services] = broken
-    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-    async with httpx.AsyncClient(transport=transport, base_url="http://test") as own:
-        yield own
-
-
 async def test_stock_fast_path_skips_fastapi_dependencies(
     client: httpx.AsyncClient, container: App
 ) -> None:
     """A plain admin stock change is answered before FastAPI's routing and dependencies (see
     ``ProductFastPaths``): with the route's services dependency broken it still works."""
     p = await create_product(client, container, stock=5)
-    async with _routes_broken(container) as own:
+    async with routes_broken(container) as own:
         r = await own.post(
             f"{BASE}/{p['id']}/stock", json={"quantity_change": 2}, headers=admin_headers(container)
         )
@@ -423,7 +404,7 @@ async def test_list_fast_path_builds_a_missed_page_without_the_route(
     path with the route's own service call: with the route's services dependency broken it
     still answers, the same bytes as the route answers once the dependency is back."""
     p = await create_product(client, container, stock=5)
-    async with _routes_broken(container) as own:
+    async with routes_broken(container) as own:
         r = await own.post(
             f"{BASE}/{p['id']}/stock", json={"quantity_change": 2}, headers=admin_headers(container)
         )
