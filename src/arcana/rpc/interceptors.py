@@ -105,8 +105,8 @@ def instrument(
     A call of a method open to all costs one coroutine besides the servicer's: the parsing,
     error mapping, deadline and metrics are inline in ``handler``, which awaits the servicer's
     coroutine directly; only admin methods await ``authorized`` in between. Each layer was a
-    coroutine or a Python call of its own, together about a tenth of the calls a second of a
-    cached ``GetProduct`` (``bench/grpc.py``)."""
+    coroutine or a Python call of its own; what the layers cost a cached ``GetProduct`` in
+    event-loop time is measured in ``bench/RESULTS.md`` (issue 16, sixth pass)."""
     name = _short(method)
     span_name = f"grpc {method}"
     span_attributes = {"rpc.system": "grpc", "rpc.method": name}
@@ -136,8 +136,8 @@ def instrument(
         trailing metadata, bound to the log context), the deadline (a call past it stops its
         work: the task is cancelled at the deadline) and errors mapped to status codes. grpc
         calls it with two arguments; with tracing on, ``traced`` calls it again inside the
-        span. Written out inline: each Python call on this path costs the cached read a
-        measurable share of its calls a second."""
+        span. Written out inline: every Python call on this path shows in the event loop's
+        CPU per call."""
         if current is _UNTRACED:
             if tracing.ENABLED:
                 return await traced(data, context)
