@@ -12,8 +12,9 @@ after a write is derived (``print_first_read``). With wrk,
 ``server CPU µs/req`` is the CPU time (user + system, every process) the server under test
 spent per answered request: its own cost, unlike req/s whatever shares the cores.
 
-``--database-url`` runs it on PostgreSQL; ``--redis-url`` in Redis mode, where
-``--workers N`` starts ``arcana serve --workers N`` (run it with 1 and with 2 to compare).
+``--database-url`` runs it on PostgreSQL (an empty database: it refuses one that holds
+products); ``--redis-url`` in Redis mode, where ``--workers N`` starts
+``arcana serve --workers N`` (run it with 1 and with 2 to compare).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import loadgen  # first: it takes this folder off sys.path (see bench/loadgen.py
 
 # isort: split
 import argparse
+import asyncio
 import json
 import os
 import random
@@ -64,6 +66,22 @@ def print_first_read(med: dict[str, Result], fast: float, writes_alone: str) -> 
         f"\nfirst read after a write (derived: a pair's time less a write's, same run): "
         f"{read:,.0f} reads/s, {read / fast:.2f}x bare FastAPI"
     )
+
+
+def products_stored(url: str) -> int:
+    """How many products the database at ``url`` holds (after ``arcana migrate``)."""
+    from sqlalchemy import text
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    async def count() -> int:
+        engine = create_async_engine(url)
+        try:
+            async with engine.connect() as conn:
+                return int((await conn.execute(text("SELECT count(*) FROM products"))).scalar_one())
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(count())
 
 
 def admin_token(env: dict[str, str], work: Path, base: str) -> str:
@@ -126,6 +144,11 @@ def main() -> None:
         subprocess.run(
             [str(BIN / "arcana"), "migrate"], env=env, cwd=work, check=True, capture_output=True
         )
+        if args.database_url and (stored := products_stored(args.database_url)):
+            raise SystemExit(
+                f"--database-url already holds {stored} products (and perhaps the bench admin): "
+                "the benchmark needs an empty database, e.g. dropdb and createdb it first"
+            )
         loadgen.demo_data(env, work, args.rows)
         base = loadgen.start_serve(env, work, procs, "--workers", str(args.workers))
         pid = loadgen.first_product_id(base)
