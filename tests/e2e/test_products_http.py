@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
+import structlog
 from sqlalchemy import select
 
 from arcana.bootstrap import App
@@ -449,6 +450,37 @@ async def test_list_fast_path_build_failure_is_logged_and_the_route_answers(
         "list page build failed in the fast path (RuntimeError)" in rec.getMessage()
         for rec in caplog.records
     )
+
+
+async def test_log_lines_of_a_request_carry_its_request_id(
+    client: httpx.AsyncClient, container: App, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A line logged while a request is handled has that request's id in its context (the
+    README's promise), and the id is gone from the context once the request is answered."""
+    seen: list[object] = []
+
+    class Context(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(structlog.contextvars.get_contextvars().get("request_id"))
+
+    build = container.products.list_encoded
+
+    async def failing(*args: Any, **kwargs: Any) -> bytes:
+        monkeypatch.setattr(container.products, "list_encoded", build)
+        raise RuntimeError("page build failed")
+
+    monkeypatch.setattr(container.products, "list_encoded", failing)
+    await container.products.cache.invalidate("lists")
+    handler = Context(logging.WARNING)
+    logging.getLogger("arcana.api").addHandler(handler)
+    try:
+        r = await client.get(f"{BASE}?size=10&page=0", headers={"X-Request-ID": "logged-1"})
+    finally:
+        logging.getLogger("arcana.api").removeHandler(handler)
+    assert r.status_code == 200, r.text
+    assert r.headers["x-request-id"] == "logged-1"
+    assert seen == ["logged-1"]
+    assert "request_id" not in structlog.contextvars.get_contextvars()
 
 
 async def test_stock_fast_path_answers_as_the_route(

@@ -10,13 +10,13 @@ import logging
 import re
 import time
 
-import structlog
 from prometheus_client import Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from arcana import tracing
 from arcana.api.problems import problem_response
 from arcana.errors import PayloadTooLarge
+from arcana.log import REQUEST_ID
 from arcana.metrics import HTTP_LATENCY, HTTP_REQUESTS
 from arcana.request_ids import new_request_id
 
@@ -69,7 +69,7 @@ class RequestContextMiddleware:
         if not request_id:
             request_id = new_request_id()
         scope.setdefault("state", {})["request_id"] = request_id
-        structlog.contextvars.bind_contextvars(request_id=request_id)
+        bound = REQUEST_ID.set(request_id)  # structlog's ``request_id`` (``arcana.log``)
         rid_header = (b"x-request-id", request_id.encode())
         status = 500
         started = False
@@ -84,7 +84,10 @@ class RequestContextMiddleware:
 
         limit = self.max_body_bytes
         if content_length > limit:
-            await self._too_large(scope, receive, send, request_id)
+            try:
+                await self._too_large(scope, receive, send, request_id)
+            finally:
+                REQUEST_ID.reset(bound)
             return
         received = 0
 
@@ -146,7 +149,7 @@ class RequestContextMiddleware:
                 if status >= 500:
                     tracing.set_error(current, f"HTTP {status}")
             span_cm.__exit__(None, None, None)
-            structlog.contextvars.unbind_contextvars("request_id")
+            REQUEST_ID.reset(bound)
 
     async def _too_large(self, scope: Scope, receive: Receive, send: Send, request_id: str) -> None:
         HTTP_REQUESTS.labels(scope["method"], "unmatched", "413").inc()
