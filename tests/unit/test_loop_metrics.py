@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import pytest
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
 from arcana.loop_metrics import CallMetrics, LoopCounter
@@ -59,3 +60,6 @@ def test_loop_counter_exposes_what_a_counter_would_with_children_at_zero() -> No
     # A second incrementer of the same child adds to the same count.
     counter.incrementer("product", "hit")()
     assert ours.get_sample_value("v_lookups_total", {"cache": "product", "result": "hit"}) == 4
+    # Label values must match the label names, as ``Counter.labels`` insists.
+    with pytest.raises(ValueError, match="expected labels"):
+        counter.incrementer("product")
