@@ -484,3 +484,45 @@ async def test_health_check_is_instrumented_like_the_product_service(
     bad = _calls("Check", "INVALID_ARGUMENT")
     assert await rpc_code(raw(b"\x0a\xff\xff\xff\xff\x0f")) == grpc.StatusCode.INVALID_ARGUMENT
     assert _calls("Check", "INVALID_ARGUMENT") == bad + 1
+
+
+async def test_concurrent_calls_each_see_only_their_own_metadata(
+    client: httpx.AsyncClient, container: App, stub: pb_grpc.ProductServiceStub
+) -> None:
+    """The handler grpc finds for a call carries that call's metadata (grpc has already read
+    it to find the handler): under many calls in flight at once, mixing readers with admin and
+    user writers, each call echoes its own request id and is authorized by its own token."""
+    admin = admin_headers(container)
+    p = (await client.post(BASE, json={"name": "M", "price": 1, "stock": 0}, headers=admin)).json()
+    await stub.GetProduct(pb.GetProductRequest(id=p["id"]))  # cached from here on
+    admin_token, user_token = admin_md(container)[0], user_md(container)[0]
+
+    async def read(i: int) -> None:
+        call = stub.GetProduct(
+            pb.GetProductRequest(id=p["id"]), metadata=(("x-request-id", f"read-{i}"),)
+        )
+        assert (await call).id == p["id"]
+        assert ("x-request-id", f"read-{i}") in tuple(await call.trailing_metadata() or ())
+
+    async def write(i: int, as_admin: bool) -> None:
+        token = admin_token if as_admin else user_token
+        call = stub.UpdateStock(
+            pb.UpdateStockRequest(product_id=p["id"], quantity_change=1),
+            metadata=(token, ("x-request-id", f"write-{i}")),
+        )
+        if as_admin:
+            await call
+            trailing = await call.trailing_metadata()
+        else:
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await call
+            assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
+            trailing = info.value.trailing_metadata()
+        assert ("x-request-id", f"write-{i}") in tuple(trailing or ())
+
+    calls: list[Any] = []
+    for i in range(120):
+        calls.append(read(i))
+        calls.append(write(i, as_admin=i % 2 == 0))
+    await asyncio.gather(*calls)
+    assert (await stub.GetProduct(pb.GetProductRequest(id=p["id"]))).stock == 60

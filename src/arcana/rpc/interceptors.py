@@ -9,12 +9,22 @@ once, at registration, by one handler that does all of the above inline with its
 metric children, name and auth rule already looked up. Streaming methods (reflection, health's
 ``Watch``) pass through unchanged, as they did through the interceptors. The principal reaches
 the servicer through a context variable.
+
+Every method is found through one generic handler (``_Lookup``), none is registered with
+grpc.aio as a "registered method". To find a handler grpc has already copied the call's
+metadata out of grpc core (``HandlerCallDetails.invocation_metadata``); the generic handler
+hands that copy to the call's handler, bound to it for this call only, so the handler does not
+copy it a second time (``context.invocation_metadata()`` builds a new tuple on every read). A
+registered method is looked up without the call details, so it would have to. Registering also
+costs every call of any method: grpc.aio waits on one pending request per registered method
+for each call it accepts.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -34,6 +44,9 @@ from arcana.services.identity import IdentityService
 log = logging.getLogger("arcana.rpc")
 
 Handler = Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
+Metadata = Sequence[tuple[str, Any]]
+# ``instrument``'s handler: the call's metadata, the request's bytes, the servicer context.
+InstrumentedHandler = Callable[[Metadata, bytes, grpc.aio.ServicerContext], Awaitable[Any]]
 
 current_principal: contextvars.ContextVar[Principal | None] = contextvars.ContextVar(
     "grpc_principal", default=None
@@ -77,7 +90,7 @@ def _status_of(context: grpc.aio.ServicerContext, exc: BaseException | None) -> 
     return name if isinstance(name, str) else str(code)
 
 
-def _bearer(metadata: Sequence[tuple[str, Any]]) -> str | None:
+def _bearer(metadata: Metadata) -> str | None:
     """The token of the ``authorization`` metadata (the last one wins), ``None`` if absent."""
     token = None
     for key, value in metadata:
@@ -95,12 +108,14 @@ def instrument(
     identity: IdentityService,
     admin_methods: frozenset[str],
     deserializer: Callable[[bytes], Any] | None = None,
-) -> Handler:
+    serializer: Callable[[Any], bytes] | None = None,
+) -> InstrumentedHandler:
     """``behaviour`` (a unary-unary servicer method) with every layer of the module docstring,
-    built once per method. The handler returned takes the request's bytes and parses them with
-    ``deserializer`` itself; bytes that are not a valid message become a ``Malformed`` (grpc
-    would answer UNKNOWN and log a trace when its own deserializing fails; this way the client
-    gets INVALID_ARGUMENT).
+    built once per method. The handler returned takes the call's metadata and the request's
+    bytes, parses them with ``deserializer`` itself and answers the response serialized with
+    ``serializer`` (as it is without one). Bytes that are not a valid message become a
+    ``Malformed`` (grpc would answer UNKNOWN and log a trace when its own deserializing fails;
+    this way the client gets INVALID_ARGUMENT).
 
     A call of a method open to all costs one coroutine besides the servicer's: the parsing,
     error mapping, deadline and metrics are inline in ``handler``, which awaits the servicer's
@@ -113,7 +128,7 @@ def instrument(
     record = GRPC_CALLS.method(name).record
 
     async def authorized(
-        request: Any, context: grpc.aio.ServicerContext, metadata: Sequence[tuple[str, Any]]
+        request: Any, context: grpc.aio.ServicerContext, metadata: Metadata
     ) -> Any:
         """An admin method: the bearer checked first, malformed bytes refused after that."""
         principal = await identity.authenticate(_bearer(metadata))
@@ -130,21 +145,23 @@ def instrument(
     admin = name in admin_methods
 
     async def handler(
-        data: bytes, context: grpc.aio.ServicerContext, current: Any = _UNTRACED
+        metadata: Metadata,
+        data: bytes,
+        context: grpc.aio.ServicerContext,
+        current: Any = _UNTRACED,
     ) -> Any:
         """Metrics, the request id (from ``x-request-id`` metadata or a new one, echoed in the
         trailing metadata, bound to the log context), the deadline (a call past it stops its
         work: the task is cancelled at the deadline) and errors mapped to status codes. grpc
-        calls it with two arguments; with tracing on, ``traced`` calls it again inside the
-        span. Written out inline: every Python call on this path shows in the event loop's
-        CPU per call."""
+        calls it with two arguments (``_Lookup`` bound the metadata); with tracing on,
+        ``traced`` calls it again inside the span. Written out inline: every Python call on
+        this path shows in the event loop's CPU per call."""
         if current is _UNTRACED:
             if tracing.ENABLED:
-                return await traced(data, context)
+                return await traced(metadata, data, context)
             current = None
         t0 = _perf_counter()
         exc: BaseException | None = None
-        metadata = context.invocation_metadata() or ()
         request_id = ""
         for key, value in metadata:
             if key == "x-request-id" and isinstance(value, str) and 0 < len(value) <= 128:
@@ -169,10 +186,12 @@ def instrument(
                     work = behaviour(request, context)
                 remaining = context.time_remaining()
                 if remaining is None:
-                    return await work
+                    response = await work
+                    return response if serializer is None else serializer(response)
                 try:
                     async with asyncio.timeout(max(remaining, 0.0)):
-                        return await work
+                        response = await work
+                    return response if serializer is None else serializer(response)
                 except TimeoutError:
                     await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline exceeded")
             except ArcanaError as error:
@@ -201,78 +220,100 @@ def instrument(
                 if code not in _NOT_SPAN_ERRORS:
                     tracing.set_error(current, code)
 
-    async def traced(data: bytes, context: grpc.aio.ServicerContext) -> Any:
+    async def traced(metadata: Metadata, data: bytes, context: grpc.aio.ServicerContext) -> Any:
         parent = None
-        for key, value in context.invocation_metadata() or ():
+        for key, value in metadata:
             if key == "traceparent":
                 parent = str(value)[:128]
         with tracing.span(span_name, span_attributes, kind="server", parent=parent) as current:
-            return await handler(data, context, current)
+            return await handler(metadata, data, context, current)
 
     return handler
 
 
-class _InstrumentedGeneric(grpc.GenericRpcHandler):  # type: ignore[misc]
-    def __init__(self, inner: grpc.GenericRpcHandler, owner: Instrumented) -> None:
-        self._inner = inner
+class _CallHandler:
+    """What grpc.aio reads of a unary-unary method handler (``grpc.RpcMethodHandler``), made
+    for one call: ``unary_unary`` is the method's instrumented handler with the call's
+    metadata bound to it. The handler parses and serializes itself."""
+
+    __slots__ = ("unary_unary",)
+    request_streaming = False
+    response_streaming = False
+    request_deserializer = None
+    response_serializer = None
+
+    def __init__(self, unary_unary: Callable[[bytes, grpc.aio.ServicerContext], Any]) -> None:
+        self.unary_unary = unary_unary
+
+
+class _Lookup(grpc.GenericRpcHandler):  # type: ignore[misc]
+    """The server's one generic handler: the instrumented handler of a unary-unary method,
+    bound to the call's metadata; a streaming method's handler as its service gave it."""
+
+    def __init__(self, owner: Instrumented) -> None:
         self._owner = owner
 
-    def service(self, details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
-        return self._owner.wrap(details.method, self._inner.service(details))
+    def service(self, details: grpc.HandlerCallDetails) -> Any:
+        method = details.method
+        handler = self._owner.handlers.get(method)
+        if handler is None:
+            for generic in self._owner.generic:
+                found = generic.service(details)
+                if found is not None:
+                    if found.unary_unary is None:
+                        return found
+                    handler = self._owner.wrap(method, found)
+                    break
+            else:
+                return None
+        # ``partial`` (not a closure) because grpc.aio tells a coroutine handler from a
+        # blocking one with ``inspect.iscoroutinefunction``, which looks through a partial.
+        return _CallHandler(functools.partial(handler, details.invocation_metadata or ()))
 
 
 class Instrumented:
     """Stands for a ``grpc.aio.Server`` while services register (the generated
-    ``add_…_to_server`` functions call only the two methods below): it registers them on the
-    server with every unary-unary handler instrumented once (``instrument``)."""
+    ``add_…_to_server`` functions call only the two methods below) and installs ``_Lookup``
+    as the server's only generic handler: a service's unary-unary handlers are instrumented
+    once (``instrument``), the first time each is found."""
 
     def __init__(
-        self,
-        server: grpc.aio.Server,
-        identity: IdentityService,
-        admin_methods: frozenset[str],
-        registered: frozenset[str],
+        self, server: grpc.aio.Server, identity: IdentityService, admin_methods: frozenset[str]
     ) -> None:
-        self._server = server
-        self._registered = registered
         self._identity = identity
         self._admin_methods = admin_methods
-        # One instrumented handler per method, shared by the registered and generic look-ups.
-        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
+        # Instrumented handlers by method; the services' generic handlers, asked in order for
+        # any other method.
+        self.handlers: dict[str, InstrumentedHandler] = {}
+        self.generic: list[grpc.GenericRpcHandler] = []
+        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, InstrumentedHandler]] = {}
+        server.add_generic_rpc_handlers((_Lookup(self),))
 
-    def wrap(
-        self, method: str, handler: grpc.RpcMethodHandler | None
-    ) -> grpc.RpcMethodHandler | None:
-        if handler is None or handler.unary_unary is None:
-            return handler
+    def wrap(self, method: str, handler: grpc.RpcMethodHandler) -> InstrumentedHandler:
+        """The instrumented form of a unary-unary ``handler``, built once per method."""
         known = self._wrapped.get(method)
         if known is not None and known[0] is handler:
             return known[1]
-        wrapped = grpc.unary_unary_rpc_method_handler(
-            instrument(
-                handler.unary_unary,
-                method,
-                self._identity,
-                self._admin_methods,
-                handler.request_deserializer,
-            ),
-            response_serializer=handler.response_serializer,
+        wrapped = instrument(
+            handler.unary_unary,
+            method,
+            self._identity,
+            self._admin_methods,
+            handler.request_deserializer,
+            handler.response_serializer,
         )
         self._wrapped[method] = (handler, wrapped)
         return wrapped
 
     def add_generic_rpc_handlers(self, handlers: Sequence[grpc.GenericRpcHandler]) -> None:
-        self._server.add_generic_rpc_handlers(
-            tuple(_InstrumentedGeneric(h, self) for h in handlers)
-        )
+        self.generic.extend(handlers)
 
     def add_registered_method_handlers(
         self, service: str, handlers: dict[str, grpc.RpcMethodHandler]
     ) -> None:
-        wrapped = {
-            name: self.wrap(f"/{service}/{name}", h)
-            for name, h in handlers.items()
-            if f"/{service}/{name}" in self._registered
-        }
-        if wrapped:
-            self._server.add_registered_method_handlers(service, wrapped)
+        """Not registered with grpc (see the module docstring): the unary-unary handlers are
+        instrumented now and found by ``_Lookup`` without asking the generic handlers."""
+        for name, handler in handlers.items():
+            if handler.unary_unary is not None:
+                method = f"/{service}/{name}"
+                self.handlers[method] = self.wrap(method, handler)
