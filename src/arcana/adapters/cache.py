@@ -26,6 +26,9 @@ class MemoryCache:
         self._max = max_entries
 
     async def get(self, key: str) -> bytes | None:
+        return self.get_now(key)
+
+    def get_now(self, key: str) -> bytes | None:
         item = self._data.get(key)
         if item is None:
             return None

@@ -273,9 +273,10 @@ class ProductFastPaths:
             if len(path) == self._length and path.startswith(self.prefix):
                 product_id = path[-36:]
                 if is_canonical_product_id(product_id):
-                    body = await scope["app"].state.services.products.cached_encoded(
+                    catalog = scope["app"].state.services.products
+                    body = catalog.cached_encoded_now(
                         product_id, PRODUCT_JSON
-                    )
+                    ) or await catalog.cached_encoded(product_id, PRODUCT_JSON)
             elif path == self._list_path:
                 query = _simple_list_query(scope["query_string"])
                 if query is not None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from types import TracebackType
-from typing import Protocol, Self
+from typing import Protocol, Self, runtime_checkable
 
 from arcana.domain.events import DomainEvent
 from arcana.domain.jobs import JobRequest
@@ -45,6 +45,14 @@ class Cache(Protocol):
     async def delete(self, *keys: str) -> None: ...
 
     async def ping(self) -> bool: ...
+
+
+@runtime_checkable
+class LocalCache(Cache, Protocol):
+    """A cache in this process's memory, which can also answer a read without awaiting (the
+    embedded mode's). A hot read path takes ``get_now`` to skip a coroutine per look-up."""
+
+    def get_now(self, key: str) -> bytes | None: ...
 
 
 class UnitOfWork(Protocol):

@@ -65,7 +65,7 @@ PAGE_PB: Encoding[ProductPage] = Encoding(
 
 
 # Methods whose servicer answers the serialized response (bytes from the catalog's cache or
-# encoder, never a message): registered without a serializer, so grpc sends the bytes as they
+# encoder, never a message): their handlers have no serializer, so the bytes are sent as they
 # are, with no call into Python per response.
 ENCODED_METHODS = frozenset({"GetProduct", "ListProducts"})
 
@@ -106,7 +106,9 @@ class ProductServicer(pb_grpc.ProductServiceServicer):
         other id, and a miss, take ``get_encoded`` (which counts the miss)."""
         product_id = request.id
         if is_canonical_product_id(product_id):
-            body = await self._products.cached_encoded(product_id, PRODUCT_PB)
+            body = self._products.cached_encoded_now(
+                product_id, PRODUCT_PB
+            ) or await self._products.cached_encoded(product_id, PRODUCT_PB)
             if body is not None:
                 return body
         return await self._products.get_encoded(product_id, PRODUCT_PB)

@@ -21,7 +21,7 @@ from datetime import datetime
 from typing import Any, Generic, TypeVar
 
 from arcana.domain.audit import AuditEvent, AuditSink
-from arcana.domain.ports import Cache, Clock, SystemClock
+from arcana.domain.ports import Cache, Clock, LocalCache, SystemClock
 from arcana.domain.products import (
     QUANTITY_CHANGE,
     STOCK_MAX,
@@ -110,6 +110,7 @@ class ProductCache:
         self._on_miss = on_miss or (lambda: None)
         self._pending: set[str] = set()
         self._retry_task: asyncio.Task[None] | None = None
+        self._get_now = cache.get_now if isinstance(cache, LocalCache) else None
 
     @staticmethod
     def _gen_key(product_id: str) -> str:
@@ -164,12 +165,28 @@ class ProductCache:
     async def current(self, product_id: str, form: str) -> bytes | None:
         """``existing_generation`` then ``get`` (a miss not counted) in one call: the hot path
         of a cached read, where each awaited layer is a measurable part of the call."""
+        if self._get_now is not None:
+            return self.current_now(product_id, form)
         if product_id in self._pending:
             return None
         gen = await self._cache.get(f"product:{product_id}:v")
         if gen is None:
             return None
         value = await self._cache.get(f"product:{product_id}:{gen.decode()}:{form}")
+        if value is not None:
+            self._on_hit()
+        return value
+
+    def current_now(self, product_id: str, form: str) -> bytes | None:
+        """``current`` without awaiting, for a cache in this process's memory; ``None`` on a
+        miss and always with any other cache (the caller then awaits ``current``)."""
+        get = self._get_now
+        if get is None or product_id in self._pending:
+            return None
+        gen = get(f"product:{product_id}:v")
+        if gen is None:
+            return None
+        value = get(f"product:{product_id}:{gen.decode()}:{form}")
         if value is not None:
             self._on_hit()
         return value
@@ -291,6 +308,12 @@ class ProductService:
         """Hot path: the cached bytes of a product whose id is already canonical, or ``None``
         (the caller then takes ``get_encoded``, which counts the miss and loads the row)."""
         return await self.cache.current(canonical_id, encoding.name)
+
+    def cached_encoded_now(self, canonical_id: str, encoding: Encoding[Product]) -> bytes | None:
+        """``cached_encoded`` without awaiting when the cache is in this process's memory;
+        ``None`` on a miss and with a shared cache (the caller then awaits
+        ``cached_encoded``)."""
+        return self.cache.current_now(canonical_id, encoding.name)
 
     async def list_encoded(self, query: ProductQuery, encoding: Encoding[ProductPage]) -> bytes:
         """A list page in ``encoding``: from the cache when this page was built since the last
