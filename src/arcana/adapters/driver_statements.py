@@ -179,7 +179,12 @@ async def _pooled_driver(engine: AsyncEngine) -> AsyncIterator[Any]:
         if not isinstance(exc, asyncpg.PostgresError):
             # The driver's own (client-side) error, such as a session the server ended
             # while the connection sat in the pool: an outage, as SQLAlchemy's execution
-            # would take it (``translate_error`` answers 503).
+            # would take it (``translate_error`` answers 503). As SQLAlchemy's execution
+            # does on a disconnect (``Connection._handle_dbapi_exception``), every connection
+            # the pool opened before this one is taken as dead too and opened again when next
+            # checked out: after a server restart one request answers 503, not one per
+            # pooled connection. (``Pool._invalidate`` is SQLAlchemy's own call for this.)
+            engine.sync_engine.pool._invalidate(raw, exc)
             raise ConnectionError(f"database connection unusable: {exc!r}") from exc
         raise
     except BaseException:  # cancelled mid-statement: the same
