@@ -33,7 +33,8 @@ AUTH_REFRESH_REUSE = Counter(
     "arcana_auth_refresh_reuse_total", "Rotated-away refresh tokens presented (family revoked)"
 )
 LOGIN_LIMITER_ERRORS = Counter(
-    "arcana_login_limiter_errors_total", "Login limiter backend errors (failed open)"
+    "arcana_login_limiter_errors_total",
+    "Attempt limiter backend errors (counted in the process instead)",
 )
 PASSWORD_HASHES = Counter(
     "arcana_password_hashes_total", "Argon2 operations started, by kind", ["op"]

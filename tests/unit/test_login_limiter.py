@@ -2,8 +2,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from arcana.adapters.login_limiter import MemoryAttemptQuota, MemoryLoginLimiter
+from arcana.adapters.login_limiter import (
+    MemoryAttemptQuota,
+    MemoryLoginLimiter,
+    RedisAttemptQuota,
+    RedisLoginLimiter,
+)
+from arcana.adapters.redis_client import connect_redis
 from tests.fakes import FakeClock
+from tests.process import free_port
 
 
 def seconds(clock: FakeClock) -> Callable[[], float]:
@@ -59,3 +66,24 @@ async def test_memory_limiter_refunds_an_attempt_that_checked_nothing() -> None:
     assert await limiter.reserve("a@x", "1.1.1.1") == 0
     await limiter.refund("a@x", "1.1.1.1")
     assert await limiter.reserve("a@x", "1.1.1.1") == 0
+
+
+async def test_redis_limiters_count_in_the_process_while_redis_is_unreachable() -> None:
+    """The service's own Redis client, whose Redis refuses connections (nothing listens on the
+    port): the limits still hold, counted in this process, instead of letting every attempt
+    through."""
+    redis = connect_redis(f"redis://127.0.0.1:{free_port()}/0")
+    try:
+        limiter = RedisLoginLimiter(redis, "t", 2, 100, 60)
+        assert await limiter.reserve("a@x.io", "10.0.0.1") == 0
+        assert await limiter.reserve("a@x.io", "10.0.0.1") == 0
+        assert await limiter.reserve("a@x.io", "10.0.0.1") > 0  # the third guess waits
+        await limiter.release("b@x.io", "10.0.0.1")  # a success elsewhere is harmless
+        assert await limiter.reserve("a@x.io", "10.0.0.2") > 0  # the account is still locked
+        await limiter.refund("a@x.io", "10.0.0.1")  # an attempt that checked nothing
+        assert await limiter.reserve("a@x.io", "10.0.0.1") == 0
+        quota = RedisAttemptQuota(redis, "t")
+        assert await quota.hit("register", "10.0.0.1", 1, 60) == 0
+        assert await quota.hit("register", "10.0.0.1", 1, 60) > 0
+    finally:
+        await redis.aclose()

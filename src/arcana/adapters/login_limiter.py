@@ -9,9 +9,12 @@ step with the check (one Lua call; in memory one synchronous step on the event l
 back on success. So a burst of parallel guesses gets at most the limit's worth of Argon2
 verifications, however many arrive at once.
 
-Redis down: the limiters *fail open* — logins keep working, unthrottled, with a rate-limited
-warning and ``arcana_login_limiter_errors_total`` counting. Failing closed would turn a cache
-outage into a total login outage; the bounded hashing slots still cap how fast guesses go.
+Redis down: the Redis limiters fall back to the in-process ones (``Memory*``, same limits)
+for as long as a call fails, with a rate-limited warning and
+``arcana_login_limiter_errors_total`` counting. Logins keep working and each process still
+enforces the limits on what it sees (with N processes, a client spread over all of them gets
+up to N times a limit). Failing closed would turn a cache outage into a total login outage;
+failing open would let a guesser who can take Redis down go unthrottled.
 
 All keys of one call share the hash tag ``{limits}`` so a Lua call touching two of them stays on
 one Redis Cluster slot.
@@ -112,7 +115,9 @@ class _Degraded:
         now = time.monotonic()
         if now - self._last_warning > 10:
             self._last_warning = now
-            log.warning("attempt limiter %s failed, allowing requests unthrottled: %s", op, exc)
+            log.warning(
+                "attempt limiter %s failed, counting in this process only: %s", op, exc
+            )
 
 
 class RedisLoginLimiter(_Degraded):
@@ -132,6 +137,9 @@ class RedisLoginLimiter(_Degraded):
         self._reserve = redis.register_script(_RESERVE)
         self._release = redis.register_script(_RELEASE)
         self._refund = redis.register_script(_REFUND)
+        # Counts while Redis fails. An attempt reserved in one and settled in the other is
+        # given back to the wrong one, which only ever leaves the other one stricter.
+        self._fallback = MemoryLoginLimiter(max_per_account, max_per_address, window_seconds)
 
     def _keys(self, account: str, address: str) -> list[str]:
         return [
@@ -150,7 +158,7 @@ class RedisLoginLimiter(_Degraded):
                 )
         except (RedisError, OSError) as exc:
             self._degraded("reserve", exc)
-            return 0
+            return await self._fallback.reserve(account, address)
         return _seconds(wait) if wait > 0 else 0
 
     async def release(self, account: str, address: str) -> None:
@@ -159,6 +167,7 @@ class RedisLoginLimiter(_Degraded):
                 await self._release(keys=self._keys(account, address))
         except (RedisError, OSError) as exc:
             self._degraded("release", exc)
+            await self._fallback.release(account, address)
 
     async def refund(self, account: str, address: str) -> None:
         try:
@@ -166,6 +175,7 @@ class RedisLoginLimiter(_Degraded):
                 await self._refund(keys=self._keys(account, address))
         except (RedisError, OSError) as exc:
             self._degraded("refund", exc)
+            await self._fallback.refund(account, address)
 
 
 class MemoryLoginLimiter:
@@ -258,6 +268,7 @@ class RedisAttemptQuota(_Degraded):
         super().__init__()
         self._prefix = f"{prefix}:{{limits}}:quota"
         self._hit = redis.register_script(_HIT)
+        self._fallback = MemoryAttemptQuota()  # counts while Redis fails (module docstring)
 
     async def hit(self, bucket: str, key: str, limit: int, window_seconds: int) -> int:
         name = f"{self._prefix}:{bucket}:{_digest(key)}"
@@ -266,7 +277,7 @@ class RedisAttemptQuota(_Degraded):
                 wait = int(await self._hit(keys=[name], args=[limit, window_seconds * 1000]))
         except (RedisError, OSError) as exc:
             self._degraded("quota", exc)
-            return 0
+            return await self._fallback.hit(bucket, key, limit, window_seconds)
         return _seconds(wait) if wait > 0 else 0
 
 
