@@ -115,9 +115,7 @@ class _Degraded:
         now = time.monotonic()
         if now - self._last_warning > 10:
             self._last_warning = now
-            log.warning(
-                "attempt limiter %s failed, counting in this process only: %s", op, exc
-            )
+            log.warning("attempt limiter %s failed, counting in this process only: %s", op, exc)
 
 
 class RedisLoginLimiter(_Degraded):
