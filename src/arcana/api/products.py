@@ -274,9 +274,9 @@ class ProductFastPaths:
                 product_id = path[-36:]
                 if is_canonical_product_id(product_id):
                     catalog = scope["app"].state.services.products
-                    body = catalog.cached_encoded_now(
-                        product_id, PRODUCT_JSON
-                    ) or await catalog.cached_encoded(product_id, PRODUCT_JSON)
+                    body = catalog.cached_encoded_now(product_id, PRODUCT_JSON)
+                    if body is None:
+                        body = await catalog.cached_encoded(product_id, PRODUCT_JSON)
             elif path == self._list_path:
                 query = _simple_list_query(scope["query_string"])
                 if query is not None:

@@ -106,9 +106,9 @@ class ProductServicer(pb_grpc.ProductServiceServicer):
         other id, and a miss, take ``get_encoded`` (which counts the miss)."""
         product_id = request.id
         if is_canonical_product_id(product_id):
-            body = self._products.cached_encoded_now(
-                product_id, PRODUCT_PB
-            ) or await self._products.cached_encoded(product_id, PRODUCT_PB)
+            body = self._products.cached_encoded_now(product_id, PRODUCT_PB)
+            if body is None:
+                body = await self._products.cached_encoded(product_id, PRODUCT_PB)
             if body is not None:
                 return body
         return await self._products.get_encoded(product_id, PRODUCT_PB)
