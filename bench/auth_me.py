@@ -24,9 +24,10 @@ The app runs in-process (``create_app`` over a started process, all middleware) 
   and opened again), and the most checkouts granted to other requests while one request
   waited (first come, first served keeps it below the number of clients).
 
-``--serve N`` measures a real ``arcana serve`` instead: ``wrk -t1 -c16`` on ``/auth/me`` with
-an admin's bearer, 2 s of warm-up, then N runs of 5 s, each printing requests per second and
-the server's CPU time (user + system, from ``/proc``) per request, then the medians.
+``--serve N`` measures a real ``arcana serve`` instead: ``wrk -t1 -c16`` (``--connections``) on
+``/auth/me`` with an admin's bearer, 2 s of warm-up, then N runs of 5 s, each printing requests
+per second and the server's CPU time (user + system, from ``/proc``) per request, then the
+medians.
 
 ``--callgrind`` re-runs the sequential part under ``valgrind --tool=callgrind`` (instrumentation
 on only around the counted requests, as in ``bench/tracing.py``) and prints instructions per
@@ -272,10 +273,10 @@ def serve(args: argparse.Namespace) -> None:
         token = r.json()["access_token"]
         lua = f'wrk.headers["Authorization"] = "Bearer {token}"\n'
         url = f"{base}/api/v1/auth/me"
-        lg.run_wrk(url, 2, 16, lua, threads=1)
+        lg.run_wrk(url, 2, args.connections, lua, threads=1)
         results = []
         for _ in range(args.serve):
-            result = lg.run_wrk_measured(procs[0].pid, url, 5, 16, lua, threads=1)
+            result = lg.run_wrk_measured(procs[0].pid, url, 5, args.connections, lua, threads=1)
             assert result.errors == 0, result
             print(f"  {result.rps:8,.0f} req/s  {result.cpu_us:6,.0f} µs server CPU per request")
             results.append(result)
@@ -422,6 +423,9 @@ def main() -> None:
         type=int,
         metavar="N",
         help="measure N runs against a real arcana serve instead (see the module doc)",
+    )
+    ap.add_argument(
+        "--connections", type=int, default=16, help="for --serve: wrk's connections (default 16)"
     )
     ap.add_argument(
         "--profile",

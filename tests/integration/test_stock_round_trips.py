@@ -9,9 +9,12 @@ from decimal import Decimal
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import asyncpg
 import pytest
 from sqlalchemy import func, select
 
+from arcana.adapters.product_repositories import SqlStockChanges
+from arcana.adapters.stock_batches import StockBatches
 from arcana.adapters.tables import outbox, products
 from arcana.domain.products import STOCK_MAX, NewProduct
 from arcana.errors import ServiceUnavailable
@@ -124,8 +127,16 @@ async def test_a_change_on_a_connection_the_server_ended_is_503_and_the_connecti
     process, _ = proxied
     service = process.app.products
     p = await service.create("admin-1", NewProduct(name="Cut", price=Decimal("1"), stock=1000))
-    # Several changes at once: the pool holds several connections when the server ends them.
-    await asyncio.gather(*(service.adjust_stock("admin-1", p.id, 1) for _ in range(4)))
+    await service.adjust_stock("admin-1", p.id, 1)
+    # The pool holds several connections when the server ends them: four checked out at once
+    # (concurrent changes would share one, in one batch).
+    together = asyncio.Barrier(4)
+
+    async def hold() -> None:
+        async with process.app.db.engine.connect():
+            await together.wait()
+
+    await asyncio.gather(*(hold() for _ in range(4)))
     assert await end_server_sessions(pg_url) >= 2
     pooled = process.app.db.engine.sync_engine.pool.size() + 10  # every connection it may hold
     refused = 0
@@ -142,8 +153,8 @@ async def test_a_change_on_a_connection_the_server_ended_is_503_and_the_connecti
     assert refused == 1
     for _ in range(5):
         await service.adjust_stock("admin-1", p.id, 1)
-    assert await stored_stock(process, p.id) == 1010
-    assert await updated_events(process, p.id) == 10
+    assert await stored_stock(process, p.id) == 1007
+    assert await updated_events(process, p.id) == 7
 
 
 async def test_the_driver_path_stores_and_answers_what_sqlalchemy_reads_back(
@@ -175,3 +186,149 @@ async def test_the_driver_path_stores_and_answers_what_sqlalchemy_reads_back(
     assert event.data["id"] == event.id
     assert event.created_at.tzinfo is not None
     assert event.data["timestamp"].startswith(event.created_at.strftime("%Y-%m-%dT%H:%M:%S"))
+
+
+# -- group commit: concurrent changes in one round trip (``adapters/stock_batches.py``) ------------
+def batches_of(process: Lifecycle) -> StockBatches:
+    stock = process.app.products._stock
+    assert isinstance(stock, SqlStockChanges)
+    assert stock._quiet is not None
+    return stock._quiet
+
+
+async def test_concurrent_changes_share_round_trips_and_each_gets_its_own_answer(
+    proxied: tuple[Lifecycle, WireCounter],
+) -> None:
+    process, proxy = proxied
+    service = process.app.products
+    made = [
+        await service.create("admin-1", NewProduct(name=f"P{i}", price=Decimal("1"), stock=100))
+        for i in range(5)
+    ]
+    await service.adjust_stock("admin-1", made[0].id, 1)  # the connection and its statement ready
+    batches = batches_of(process)
+    sent_before = batches.batches
+    proxy.reset()
+    # Ten +1 changes on each of five products, in one burst.
+    changes = [p.id for p in made for _ in range(10)]
+    answers = await asyncio.gather(*(service.adjust_stock("admin-1", pid, 1) for pid in changes))
+    counts = proxy.reset()
+    assert counts.executes == 50, counts  # every change ran its own statement
+    assert counts.round_trips < 50, counts  # but not in a round trip of its own
+    assert counts.queries == [], counts  # each batch is one implicit transaction, no BEGIN
+    assert batches.batches - sent_before == counts.round_trips
+    assert batches.rerun == 0
+    # Every caller sees the row as its own change left it: one product's ten answers are ten
+    # different stock levels, 102 to 111 for the first (101 before the burst), 101 to 110 else.
+    for i, p in enumerate(made):
+        seen = sorted(a.stock for a, pid in zip(answers, changes, strict=True) if pid == p.id)
+        first = 102 if i == 0 else 101
+        assert seen == list(range(first, first + 10)), (i, seen)
+        assert await stored_stock(process, p.id) == first + 9
+        assert await updated_events(process, p.id) == (11 if i == 0 else 10)
+
+
+async def test_refused_changes_in_a_batch_answer_alone_and_leave_no_event(
+    proxied: tuple[Lifecycle, WireCounter],
+) -> None:
+    """A change the one statement refuses (near 0, below 0, above the maximum, no such product)
+    comes back from its batch without a row and takes the transactional path on its own."""
+    process, _ = proxied
+    service = process.app.products
+    low = await service.create("admin-1", NewProduct(name="Low", price=Decimal("1"), stock=12))
+    hot = await service.create("admin-1", NewProduct(name="Hot", price=Decimal("1"), stock=500))
+    missing = "00000000-0000-4000-8000-000000000000"
+    outcomes = await asyncio.gather(
+        service.adjust_stock("admin-1", hot.id, 1),
+        service.adjust_stock("admin-1", low.id, -5),  # leaves 7: a level event, transactional
+        service.adjust_stock("admin-1", hot.id, -1000),  # below 0
+        service.adjust_stock("admin-1", hot.id, STOCK_MAX),  # above the maximum
+        service.adjust_stock("admin-1", missing, 1),
+        service.adjust_stock("admin-1", hot.id, 1),
+        return_exceptions=True,
+    )
+    assert [type(o).__name__ for o in outcomes] == [
+        "Product",
+        "Product",
+        "InsufficientStock",
+        "ValidationFailed",
+        "NotFound",
+        "Product",
+    ]
+    assert await stored_stock(process, hot.id) == 502
+    assert await updated_events(process, hot.id) == 2
+    assert await stored_stock(process, low.id) == 7
+    assert await updated_events(process, low.id) == 1
+    assert batches_of(process).rerun == 0
+
+
+async def test_a_change_that_fails_in_a_batch_fails_alone(
+    proxied: tuple[Lifecycle, WireCounter], pg_url: str
+) -> None:
+    """PostgreSQL's error in one statement undoes its whole batch; the others are made again,
+    one by one, and only the failing change answers with the error."""
+    process, _ = proxied
+    service = process.app.products
+    good = [
+        await service.create("admin-1", NewProduct(name=f"G{i}", price=Decimal("1"), stock=100))
+        for i in range(3)
+    ]
+    bad = await service.create("admin-1", NewProduct(name="Bad", price=Decimal("1"), stock=100))
+    await service.adjust_stock("admin-1", good[0].id, 0 + 1)
+    admin = await asyncpg.connect(pg_url.replace("postgresql+asyncpg://", "postgresql://"))
+    try:
+        # A real error raised by the server, for the one product only.
+        await admin.execute(
+            """CREATE FUNCTION arcana_test_refuse() RETURNS trigger LANGUAGE plpgsql AS
+               $$ BEGIN RAISE EXCEPTION 'refused by the test'; END $$;
+               CREATE TRIGGER arcana_test_refuse BEFORE UPDATE ON products FOR EACH ROW
+               WHEN (NEW.name = 'Bad') EXECUTE FUNCTION arcana_test_refuse();"""
+        )
+        batches = batches_of(process)
+        rerun_before = batches.rerun
+        calls = [*(p.id for p in good for _ in range(4)), bad.id, *(p.id for p in good)]
+        outcomes = await asyncio.gather(
+            *(service.adjust_stock("admin-1", pid, 1) for pid in calls), return_exceptions=True
+        )
+    finally:
+        await admin.execute(
+            "DROP TRIGGER IF EXISTS arcana_test_refuse ON products;"
+            "DROP FUNCTION IF EXISTS arcana_test_refuse();"
+        )
+        await admin.close()
+    failed = [pid for pid, o in zip(calls, outcomes, strict=True) if isinstance(o, Exception)]
+    assert failed == [bad.id], outcomes
+    assert "refused by the test" in str(outcomes[calls.index(bad.id)])
+    assert batches.rerun > rerun_before  # the burst did go out in a batch, and was undone
+    assert await stored_stock(process, bad.id) == 100
+    assert await updated_events(process, bad.id) == 0
+    assert [await stored_stock(process, p.id) for p in good] == [106, 105, 105]
+    assert [await updated_events(process, p.id) for p in good] == [6, 5, 5]
+
+
+async def test_batches_of_two_processes_never_deadlock(
+    proxied: tuple[Lifecycle, WireCounter], pg_url: str, tmp_path: Path
+) -> None:
+    """Each batch locks its rows in product order, so two processes' batches over the same
+    products in opposite orders wait for each other at most, never in a cycle (which
+    PostgreSQL would end by failing one: a batch run again change by change)."""
+    first, _ = proxied
+    settings = base_settings(database_url=pg_url, var_dir=tmp_path / "other")
+    async with Lifecycle.running(settings, migrate_embedded=False) as second:
+        second.app.db.local_relay = True
+        made = [
+            await first.app.products.create(
+                "admin-1", NewProduct(name=f"D{i}", price=Decimal("1"), stock=1000)
+            )
+            for i in range(8)
+        ]
+        ids = [p.id for p in made]
+        rerun_before = batches_of(first).rerun, batches_of(second).rerun
+        for _ in range(5):
+            await asyncio.gather(
+                *(first.app.products.adjust_stock("admin-1", pid, 1) for pid in ids),
+                *(second.app.products.adjust_stock("admin-1", pid, 1) for pid in reversed(ids)),
+            )
+        assert (batches_of(first).rerun, batches_of(second).rerun) == rerun_before
+        assert batches_of(second).batches >= 5
+        assert [await stored_stock(first, pid) for pid in ids] == [1010] * 8

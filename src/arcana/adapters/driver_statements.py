@@ -141,7 +141,7 @@ async def fetch_row(
     was not asked for, so the connection goes back to the pool with nothing to roll back).
     Not behind a transaction pooler (PgBouncer): a statement's prepare and its execution could
     reach two different server connections."""
-    async with _pooled_driver(engine) as driver:
+    async with pooled_driver(engine) as driver:
         record = await driver.fetchrow(statement.sql, *statement.args(params))
     return statement.row(record) if record is not None else None
 
@@ -150,7 +150,7 @@ async def fetch_rows(
     engine: AsyncEngine, statement: DriverStatement, params: Mapping[str, Any]
 ) -> list[Mapping[str, Any]]:
     """Every row of the statement, run as ``fetch_row`` runs it."""
-    async with _pooled_driver(engine) as driver:
+    async with pooled_driver(engine) as driver:
         records = await driver.fetch(statement.sql, *statement.args(params))
     return [statement.row(record) for record in records]
 
@@ -161,13 +161,13 @@ async def execute_count(
     """The rows a write statement changed (its command tag's count), run as ``fetch_row``
     runs a read: alone on a pooled connection, in autocommit, so the statement is its own
     transaction and is committed when this returns."""
-    async with _pooled_driver(engine) as driver:
+    async with pooled_driver(engine) as driver:
         tag: str = await driver.execute(statement.sql, *statement.args(params))
     return int(tag.rsplit(" ", 1)[-1])
 
 
 @contextlib.asynccontextmanager
-async def _pooled_driver(engine: AsyncEngine) -> AsyncIterator[Any]:
+async def pooled_driver(engine: AsyncEngine) -> AsyncIterator[Any]:
     """asyncpg's connection of a connection checked out of the engine's pool for the block."""
     raw = await engine.raw_connection()
     try:

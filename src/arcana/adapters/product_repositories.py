@@ -26,9 +26,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from arcana import tracing
 from arcana.adapters.database import Database, translate_error
-from arcana.adapters.driver_statements import DriverStatement, fetch_row
+from arcana.adapters.driver_statements import DriverStatement
 from arcana.adapters.group_commit import SqliteGroupCommit
 from arcana.adapters.outbox_rows import NOTIFY_RELAYS, outbox_rows
+from arcana.adapters.stock_batches import StockBatches
 from arcana.adapters.tables import outbox, products
 from arcana.domain.events import DomainEvent
 from arcana.domain.products import (
@@ -84,11 +85,18 @@ _CHANGED = (
     .returning(*products.c)
     .cte("changed")
 )
-_ADJUST_QUIET_STOCK = select(_CHANGED).add_cte(
+_RECORDED_FROM_CHANGED = (
     insert(outbox)
     .from_select(_OUTBOX_COLUMNS, select(*_OUTBOX_PARAMS).select_from(_CHANGED))
     .cte("recorded")
 )
+_ADJUST_QUIET_STOCK = select(_CHANGED).add_cte(_RECORDED_FROM_CHANGED)
+# The same, with the change's key (its outbox row id) beside the row, for a batch of changes
+# (``adapters/stock_batches.py``), whose rows come back together.
+_CHANGE_KEY = "outbox_id"
+_ADJUST_QUIET_STOCK_KEYED = select(
+    _CHANGED, cast(_OUTBOX_PARAMS[0], outbox.c.id.type).label("change")
+).add_cte(_RECORDED_FROM_CHANGED)
 
 
 # The first pages of the whole catalog (no filter), the list's hot read.
@@ -292,7 +300,9 @@ class SqlStockChanges:
     A change that leaves ``QUIET_STOCK`` or more in stock (every change but those near 0) is
     one round trip: one statement in autocommit, ``WITH changed AS (UPDATE products … RETURNING),
     recorded AS (INSERT INTO outbox … SELECT … FROM changed) SELECT … FROM changed``, committed
-    by itself, so the row lock is held for that statement only. When it changes nothing (the
+    by itself. Changes that arrive together share a round trip and a commit
+    (``adapters/stock_batches.py``): each its own statement, the batch one implicit
+    transaction, the row locks held until the batch commits. When it changes nothing (the
     change would leave less than ``QUIET_STOCK``, go out of bounds, or the product is missing)
     the change is made in a transaction instead: ``BEGIN``, the same change with the outbox row
     inserted unconditionally (``WITH recorded AS (INSERT INTO outbox …) UPDATE …``), the level
@@ -309,11 +319,13 @@ class SqlStockChanges:
         self._db = db
         self._after_commit = after_commit
         self._autocommit = db.engine.execution_options(isolation_level="AUTOCOMMIT")
-        self._quiet = (
-            None
-            if db.pooled
-            else DriverStatement(_ADJUST_QUIET_STOCK, db.engine.dialect, products.c)
-        )
+        self._quiet: StockBatches | None = None
+        if not db.pooled:
+            keyed = _ADJUST_QUIET_STOCK_KEYED
+            statement = DriverStatement(
+                keyed, db.engine.dialect, [*products.c, keyed.selected_columns.change]
+            )
+            self._quiet = StockBatches(db.engine, statement, key=_CHANGE_KEY, order="product_id")
 
     async def adjust_stock(
         self,
@@ -338,7 +350,7 @@ class SqlStockChanges:
                         result = await conn.execute(_ADJUST_QUIET_STOCK, params)
                         row = result.mappings().first()
                 else:
-                    row = await fetch_row(self._db.engine, self._quiet, params)
+                    row = await self._quiet.run(params)
                 if row is not None:
                     product = _to_product(row)
                     if self._after_commit is not None:
