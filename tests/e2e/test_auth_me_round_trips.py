@@ -200,3 +200,34 @@ async def test_me_answers_503_when_no_connection_is_free(settings: Settings, bac
             # And the pool lost nothing: the next request gets the connection back.
             r = await c.get("/api/v1/auth/me", headers=bearer(user["access_token"]))
             assert r.status_code == 200, r.text
+
+
+# PostgreSQL only: there, the bearer's reads that arrive together share a round trip.
+@pytest.mark.parametrize("backend", ["postgres", "postgres-no-redis"], indirect=True)
+async def test_concurrent_reads_share_round_trips_and_each_sees_its_own_token(
+    client: httpx.AsyncClient, container: App
+) -> None:
+    users = [await register_and_login(client) for _ in range(4)]
+    # A second session of the first user, ended: its token must die inside a batch too.
+    ended = await login(client, users[0]["email"])
+    r = await client.post("/api/v1/auth/logout", json={"refresh_token": ended["refresh_token"]})
+    assert r.status_code == 204, r.text
+    reads = container.db.autocommit_reads
+    assert reads is not None
+    tokens = [u["access_token"] for u in users]
+    await asyncio.gather(*(client.get("/api/v1/auth/me", headers=bearer(t)) for t in tokens * 2))
+    before = sum(b.round_trips for b in reads._batches.values())
+    asked = [*tokens * 5, *[ended["access_token"]] * 3]
+    answers = await asyncio.gather(
+        *(client.get("/api/v1/auth/me", headers=bearer(t)) for t in asked)
+    )
+    sent = sum(b.round_trips for b in reads._batches.values()) - before
+    assert 0 < sent < len(asked)  # not a round trip each
+    assert sum(b.rerun for b in reads._batches.values()) == 0
+    emails = {u["access_token"]: u["email"] for u in users}
+    for token, answer in zip(asked, answers, strict=True):
+        if token == ended["access_token"]:
+            assert answer.status_code == 401, answer.text
+        else:
+            assert answer.status_code == 200, answer.text
+            assert answer.json()["email"] == emails[token]

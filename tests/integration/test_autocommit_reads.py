@@ -1,6 +1,6 @@
 """PostgreSQL's read-only statements on the driver's connection (``AutocommitReads.first_row``):
-rows by column name, the pool's own connections, and a statement interrupted mid-way leaves
-the pool usable."""
+rows by column name, the pool's own connections, and a caller that gives up mid-statement
+leaves the pool usable."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
+import asyncpg
 import pytest
 from sqlalchemy import bindparam, func, literal, select, text
 
@@ -17,7 +18,7 @@ from tests.conftest import base_settings, wait_for
 _ECHO = select(literal(7).label("n"), bindparam("word").label("word")).where(
     bindparam("keep") == literal(True)
 )
-_SLEEP = select(func.pg_sleep(30).label("slept"), literal(1).label("n"))
+_WAITS = select(func.pg_advisory_xact_lock(literal(4242)).label("waited"), literal(1).label("n"))
 
 
 @pytest.fixture
@@ -43,26 +44,37 @@ async def test_first_row_by_column_name_or_none(db: Database) -> None:
     assert _pool(db).checkedout() == 0
 
 
-async def test_an_interrupted_statement_leaves_the_pool_usable(
-    db: Database,
+async def test_a_caller_that_gives_up_mid_statement_leaves_the_pool_usable(
+    db: Database, pg_url: str
 ) -> None:
+    """The caller has its cancellation at once. Its statement, already sent (with any other
+    runs of its batch), goes on to its end (bounded by the statement timeout); then the
+    connection goes back to the pool, and every connection the pool hands out is usable."""
     reads = db.autocommit_reads
     assert reads is not None
     await reads.first_row(_ECHO, {"word": "warm", "keep": True})
-    task = asyncio.create_task(reads.first_row(_SLEEP, {}))
+    holder = await asyncpg.connect(pg_url.replace("postgresql+asyncpg://", "postgresql://"))
+    try:
+        await holder.execute("SELECT pg_advisory_lock(4242)")
+        task = asyncio.create_task(reads.first_row(_WAITS, {}))
 
-    async def sleeping() -> bool:
-        async with db.engine.connect() as conn:
-            query = "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep%'"
-            return bool((await conn.execute(text(query))).scalar())
+        async def waiting() -> bool:
+            async with db.engine.connect() as conn:
+                query = (
+                    "SELECT count(*) FROM pg_stat_activity "
+                    "WHERE query LIKE 'SELECT pg_advisory_xact_lock%' AND wait_event_type = 'Lock'"
+                )
+                return bool((await conn.execute(text(query))).scalar())
 
-    await wait_for(sleeping, timeout=10)
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
-    assert _pool(db).checkedout() == 0
-    # Every connection the pool hands out next is usable (none comes back with the
-    # interrupted statement still running on it).
+        await wait_for(waiting, timeout=10)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert _pool(db).checkedout() == 1  # the statement still waits for its lock
+    finally:
+        await holder.execute("SELECT pg_advisory_unlock(4242)")
+        await holder.close()
+    await wait_for(lambda: _pool(db).checkedout() == 0, timeout=10)
     rows = await asyncio.gather(
         *(reads.first_row(_ECHO, {"word": str(i), "keep": True}) for i in range(6))
     )

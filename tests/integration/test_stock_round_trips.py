@@ -11,15 +11,15 @@ from urllib.parse import urlsplit
 
 import asyncpg
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from arcana.adapters.product_repositories import SqlStockChanges
-from arcana.adapters.stock_batches import StockBatches
+from arcana.adapters.statement_batches import StatementBatches
 from arcana.adapters.tables import outbox, products
 from arcana.domain.products import STOCK_MAX, NewProduct
 from arcana.errors import ServiceUnavailable
 from arcana.lifecycle import Lifecycle
-from tests.conftest import base_settings, end_server_sessions, truncate_all
+from tests.conftest import base_settings, end_server_sessions, truncate_all, wait_for
 from tests.pg_wire import WireCounter
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -188,8 +188,8 @@ async def test_the_driver_path_stores_and_answers_what_sqlalchemy_reads_back(
     assert event.data["timestamp"].startswith(event.created_at.strftime("%Y-%m-%dT%H:%M:%S"))
 
 
-# -- group commit: concurrent changes in one round trip (``adapters/stock_batches.py``) ------------
-def batches_of(process: Lifecycle) -> StockBatches:
+# -- group commit: concurrent changes in one round trip (``adapters/statement_batches.py``) --
+def batches_of(process: Lifecycle) -> StatementBatches:
     stock = process.app.products._stock
     assert isinstance(stock, SqlStockChanges)
     assert stock._quiet is not None
@@ -205,9 +205,10 @@ async def test_concurrent_changes_share_round_trips_and_each_gets_its_own_answer
         await service.create("admin-1", NewProduct(name=f"P{i}", price=Decimal("1"), stock=100))
         for i in range(5)
     ]
-    await service.adjust_stock("admin-1", made[0].id, 1)  # the connection and its statement ready
+    # The connection and both forms of the statement ready: alone, and batched.
+    await asyncio.gather(*(service.adjust_stock("admin-1", made[0].id, 1) for _ in range(3)))
     batches = batches_of(process)
-    sent_before = batches.batches
+    sent_before = batches.round_trips
     proxy.reset()
     # Ten +1 changes on each of five products, in one burst.
     changes = [p.id for p in made for _ in range(10)]
@@ -216,16 +217,17 @@ async def test_concurrent_changes_share_round_trips_and_each_gets_its_own_answer
     assert counts.executes == 50, counts  # every change ran its own statement
     assert counts.round_trips < 50, counts  # but not in a round trip of its own
     assert counts.queries == [], counts  # each batch is one implicit transaction, no BEGIN
-    assert batches.batches - sent_before == counts.round_trips
+    assert counts.parses == 0, counts
+    assert batches.round_trips - sent_before == counts.round_trips
     assert batches.rerun == 0
     # Every caller sees the row as its own change left it: one product's ten answers are ten
-    # different stock levels, 102 to 111 for the first (101 before the burst), 101 to 110 else.
+    # different stock levels, 104 to 113 for the first (103 before the burst), 101 to 110 else.
     for i, p in enumerate(made):
         seen = sorted(a.stock for a, pid in zip(answers, changes, strict=True) if pid == p.id)
-        first = 102 if i == 0 else 101
+        first = 104 if i == 0 else 101
         assert seen == list(range(first, first + 10)), (i, seen)
         assert await stored_stock(process, p.id) == first + 9
-        assert await updated_events(process, p.id) == (11 if i == 0 else 10)
+        assert await updated_events(process, p.id) == (13 if i == 0 else 10)
 
 
 async def test_refused_changes_in_a_batch_answer_alone_and_leave_no_event(
@@ -330,5 +332,42 @@ async def test_batches_of_two_processes_never_deadlock(
                 *(second.app.products.adjust_stock("admin-1", pid, 1) for pid in reversed(ids)),
             )
         assert (batches_of(first).rerun, batches_of(second).rerun) == rerun_before
-        assert batches_of(second).batches >= 5
+        assert batches_of(second).round_trips >= 5
         assert [await stored_stock(first, pid) for pid in ids] == [1010] * 8
+
+
+async def test_a_batch_waiting_for_a_row_lock_does_not_hold_up_other_products(
+    proxied: tuple[Lifecycle, WireCounter], pg_url: str
+) -> None:
+    """Another transaction holds one product's row: the change of that product waits for it,
+    and a change of another product, arriving meanwhile, is made without waiting."""
+    process, _ = proxied
+    service = process.app.products
+    held = await service.create("admin-1", NewProduct(name="Held", price=Decimal("1"), stock=100))
+    free = await service.create("admin-1", NewProduct(name="Free", price=Decimal("1"), stock=100))
+    holder = await asyncpg.connect(pg_url.replace("postgresql+asyncpg://", "postgresql://"))
+    lock = holder.transaction()
+    await lock.start()
+    try:
+        await holder.execute("SELECT 1 FROM products WHERE id = $1 FOR UPDATE", held.id)
+        waiting = asyncio.create_task(service.adjust_stock("admin-1", held.id, 1))
+
+        async def blocked() -> bool:
+            # Not on ``holder``: inside its transaction, pg_stat_activity is one snapshot.
+            async with process.app.db.engine.connect() as conn:
+                count = await conn.scalar(
+                    text(
+                        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                        "AND query LIKE 'WITH changed AS%'"
+                    )
+                )
+            return bool(count)
+
+        await wait_for(blocked, timeout=10)
+        changed = await asyncio.wait_for(service.adjust_stock("admin-1", free.id, 1), 10)
+        assert changed.stock == 101
+        assert not waiting.done()
+    finally:
+        await lock.rollback()
+        await holder.close()
+    assert (await asyncio.wait_for(waiting, 10)).stock == 101

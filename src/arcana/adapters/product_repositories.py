@@ -29,7 +29,7 @@ from arcana.adapters.database import Database, translate_error
 from arcana.adapters.driver_statements import DriverStatement
 from arcana.adapters.group_commit import SqliteGroupCommit
 from arcana.adapters.outbox_rows import NOTIFY_RELAYS, outbox_rows
-from arcana.adapters.stock_batches import StockBatches
+from arcana.adapters.statement_batches import BATCH_KEY_COLUMN, StatementBatches
 from arcana.adapters.tables import outbox, products
 from arcana.domain.events import DomainEvent
 from arcana.domain.products import (
@@ -91,12 +91,9 @@ _RECORDED_FROM_CHANGED = (
     .cte("recorded")
 )
 _ADJUST_QUIET_STOCK = select(_CHANGED).add_cte(_RECORDED_FROM_CHANGED)
-# The same, with the change's key (its outbox row id) beside the row, for a batch of changes
-# (``adapters/stock_batches.py``), whose rows come back together.
-_CHANGE_KEY = "outbox_id"
-_ADJUST_QUIET_STOCK_KEYED = select(
-    _CHANGED, cast(_OUTBOX_PARAMS[0], outbox.c.id.type).label("change")
-).add_cte(_RECORDED_FROM_CHANGED)
+# The same in a batch of changes (``adapters/statement_batches.py``), whose rows come back
+# together: each with its change's place in the batch.
+_ADJUST_QUIET_STOCK_BATCHED = select(_CHANGED, BATCH_KEY_COLUMN).add_cte(_RECORDED_FROM_CHANGED)
 
 
 # The first pages of the whole catalog (no filter), the list's hot read.
@@ -301,7 +298,7 @@ class SqlStockChanges:
     one round trip: one statement in autocommit, ``WITH changed AS (UPDATE products … RETURNING),
     recorded AS (INSERT INTO outbox … SELECT … FROM changed) SELECT … FROM changed``, committed
     by itself. Changes that arrive together share a round trip and a commit
-    (``adapters/stock_batches.py``): each its own statement, the batch one implicit
+    (``adapters/statement_batches.py``): each its own statement, the batch one implicit
     transaction, the row locks held until the batch commits. When it changes nothing (the
     change would leave less than ``QUIET_STOCK``, go out of bounds, or the product is missing)
     the change is made in a transaction instead: ``BEGIN``, the same change with the outbox row
@@ -319,13 +316,17 @@ class SqlStockChanges:
         self._db = db
         self._after_commit = after_commit
         self._autocommit = db.engine.execution_options(isolation_level="AUTOCOMMIT")
-        self._quiet: StockBatches | None = None
+        self._quiet: StatementBatches | None = None
         if not db.pooled:
-            keyed = _ADJUST_QUIET_STOCK_KEYED
-            statement = DriverStatement(
-                keyed, db.engine.dialect, [*products.c, keyed.selected_columns.change]
+            dialect = db.engine.dialect
+            batched = _ADJUST_QUIET_STOCK_BATCHED
+            columns = [*products.c, batched.selected_columns.batch_key]
+            self._quiet = StatementBatches(
+                db.engine,
+                DriverStatement(_ADJUST_QUIET_STOCK, dialect, products.c),
+                DriverStatement(batched, dialect, columns),
+                order="product_id",
             )
-            self._quiet = StockBatches(db.engine, statement, key=_CHANGE_KEY, order="product_id")
 
     async def adjust_stock(
         self,
@@ -350,7 +351,7 @@ class SqlStockChanges:
                         result = await conn.execute(_ADJUST_QUIET_STOCK, params)
                         row = result.mappings().first()
                 else:
-                    row = await self._quiet.run(params)
+                    row = await self._quiet.first_row(params)
                 if row is not None:
                     product = _to_product(row)
                     if self._after_commit is not None:
