@@ -3,9 +3,10 @@ PostgreSQL in one round trip (group commit for a write, one exchange for reads).
 
 Why: under load each request ran its statement alone on a pooled connection, in autocommit: a
 round trip, an execution and (for a write) a commit per request, 64 connections' commits taking
-turns at the write-ahead log. For the stock change, on the same 1,000 products, asyncpg alone
-(no HTTP) made 3,100 changes a second at 200 µs of client CPU and 300 µs of PostgreSQL CPU per
-change one by one, and 12,900 a second at 31 µs and 46 µs in batches (``bench/RESULTS.md``).
+turns at the write-ahead log. Batched, a stock change on ``arcana serve`` under 64 connections
+cost 250-370 µs of server CPU and 90-110 µs of PostgreSQL CPU instead of 500-580 and 300-320,
+and a ``GET /auth/me`` 110-150 µs of server CPU instead of 210-280 (``bench/RESULTS.md``,
+eighth pass).
 
 How: a run is queued with its parameters; one drain task at a time takes everything waiting (up
 to ``MAX_BATCH``) and runs it with asyncpg's ``fetchmany``: every run's statement is bound and
