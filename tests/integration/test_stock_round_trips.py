@@ -276,7 +276,7 @@ async def test_a_change_that_fails_in_a_batch_fails_alone(
         for i in range(3)
     ]
     bad = await service.create("admin-1", NewProduct(name="Bad", price=Decimal("1"), stock=100))
-    await service.adjust_stock("admin-1", good[0].id, 0 + 1)
+    await service.adjust_stock("admin-1", good[0].id, 1)
     admin = await asyncpg.connect(pg_url.replace("postgresql+asyncpg://", "postgresql://"))
     try:
         # A real error raised by the server, for the one product only.

@@ -31,6 +31,10 @@ each run is made again alone, so the failing one alone gets its error. A connect
 mid-batch fails every run of the batch with the outage, as it would have failed each alone.
 Not behind a transaction pooler (PgBouncer): a statement's prepare and its execution could
 reach two different server connections.
+
+A caller that gives up (cancelled) has its cancellation at once. Its run is dropped if it was
+not sent yet; once sent, it goes on with its batch (the others of the batch want their rows)
+until it ends, within the statement timeout, and the connection then goes back to the pool.
 """
 
 from __future__ import annotations
@@ -88,8 +92,9 @@ class StatementBatches:
         self._queue: deque[_Run] = deque()
         self._drains: set[asyncio.Task[None]] = set()
         self._progress = 0.0
-        self._watch: asyncio.TimerHandle | None = None
         """The loop's time when a batch was last sent or came back."""
+        self._watch: asyncio.TimerHandle | None = None
+        """The pending look at whether batches stall (``_watch_stall``), if any."""
         self.round_trips = 0
         """Exchanges with PostgreSQL, a batch or a lone run each (for tests and benchmarks)."""
         self.rerun = 0
