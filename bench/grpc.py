@@ -25,6 +25,14 @@ thread of the server is counted. Two call counts per server, subtracted, leave t
 call without the connection set-up and the signals; the count does not depend on how loaded the
 machine is.
 
+    .venv/bin/python bench/grpc.py --callgrind --cache-sim   # + cache misses, mispredictions
+
+``--cache-sim`` adds valgrind's cache and branch simulation to the same runs, one count per
+thread: for each server's event-loop thread (the main thread), instructions, L1 misses, misses
+of an L2 of this machine's geometry (``/sys/devices/system/cpu/cpu0/cache/index2``) taken as
+the last level, and branch mispredictions per call. Instructions alone do not show what a
+larger working set per call costs; these do, still independent of the machine's load.
+
     .venv/bin/python bench/grpc.py --wakeups      # thread wake-ups and CPU time, any load
 
 ``--wakeups`` counts what callgrind does not see, on the processes the h2load table drives (the
@@ -285,14 +293,61 @@ def _h2load_calls(port: int, body: Path, n: int) -> None:
         raise SystemExit(f"h2load did not complete {n} calls:\n{out}")
 
 
-def _instructions(kind: str, n: int, helper: str, work: Path) -> int:
-    """Instructions the server executed (all threads) while ``n`` calls were driven."""
+# The events of ``--cache-sim``, as callgrind names them.
+_EVENTS = (
+    *("Ir", "Dr", "Dw"),
+    *("I1mr", "D1mr", "D1mw", "ILmr", "DLmr", "DLmw"),
+    *("Bc", "Bcm", "Bi", "Bim"),
+)
+
+
+def _l2_geometry() -> str:
+    """This machine's per-core L2 (size,ways,line) for valgrind's ``--LL``: what the event
+    loop's thread misses there goes to the shared L3 or memory. valgrind otherwise simulates
+    the last level (here a 32 MiB L3), where nearly nothing misses."""
+    base = Path("/sys/devices/system/cpu/cpu0/cache/index2")
+    try:
+        size = (base / "size").read_text().strip()
+        ways = int((base / "ways_of_associativity").read_text())
+        line = int((base / "coherency_line_size").read_text())
+    except (OSError, ValueError):
+        return "1048576,16,64"
+    factor = {"K": 1024, "M": 1024 * 1024}.get(size[-1], 1)
+    return f"{int(size.rstrip('KM')) * factor},{ways},{line}"
+
+
+def _totals(path: Path) -> list[int]:
+    for text in path.read_text().splitlines():
+        if text.startswith("totals:"):
+            return [int(x) for x in text.split()[1:]]
+    raise SystemExit(f"no totals in {path}")
+
+
+def _instructions(kind: str, n: int, helper: str, work: Path, cache_sim: bool = False) -> Any:
+    """Instructions the server executed (all threads) while ``n`` calls were driven. With
+    ``cache_sim``: the event-loop thread's events (``_EVENTS``, the simulated L1 and this
+    machine's L2 as the last level), with the instructions of all threads as ``"all Ir"``.
+    valgrind has been seen to abort on the stop signal now and then: one more try."""
+    for attempt in (1, 2):
+        try:
+            return _counted(kind, n, helper, work, cache_sim)
+        except SystemExit:
+            if attempt == 2:
+                raise
+            print(f"{kind}, {n} calls: counting failed, once more", file=sys.stderr)
+    raise AssertionError("unreachable")
+
+
+def _counted(kind: str, n: int, helper: str, work: Path, cache_sim: bool) -> Any:
     import signal
 
     port = lg.free_port()
     out = work / f"callgrind.{kind}.{n}"
     cmd = ["valgrind", "-q", "--tool=callgrind", "--instr-atstart=no"]
     cmd += [f"--callgrind-out-file={out}"]
+    if cache_sim:
+        cmd += ["--cache-sim=yes", "--branch-sim=yes", "--separate-threads=yes"]
+        cmd += [f"--LL={_l2_geometry()}"]
     cmd += [sys.executable, __file__, "--callgrind-server", kind, str(port), helper]
     env = {**os.environ, "PYTHONHASHSEED": "0"}
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, text=True)
@@ -315,10 +370,54 @@ def _instructions(kind: str, n: int, helper: str, work: Path) -> int:
             proc.kill()
     if calls != f"calls={500 + n}":
         raise SystemExit(f"{kind} server answered {calls!r} OK, expected {500 + n}")
-    for text in out.read_text().splitlines():
-        if text.startswith("totals:"):
-            return int(text.split()[1])
-    raise SystemExit(f"no totals in {out}")
+    if not cache_sim:
+        return _totals(out)[0]
+    # One file per thread (``-01`` is the main thread, which runs the event loop).
+    events = dict(zip(_EVENTS, _totals(work / f"{out.name}-01"), strict=True))
+    events["all Ir"] = sum(_totals(p)[0] for p in work.glob(f"{out.name}-*"))
+    return events
+
+
+def cache_sim(small: int, large: int, keep: Path | None) -> None:
+    """``--callgrind --cache-sim``: per call, the event-loop thread's instructions, simulated
+    L1 and L2 misses and branch mispredictions, for both servers."""
+    if not have_h2load() or shutil.which("valgrind") is None:
+        raise SystemExit("--callgrind needs h2load and valgrind")
+    with tempfile.TemporaryDirectory() as tmp:
+        work = keep or Path(tmp)
+        work.mkdir(parents=True, exist_ok=True)
+        helper = _helper(work)
+        per_call: dict[str, dict[str, float]] = {}
+        for kind in ("bare", "arcana"):
+            few = _instructions(kind, small, helper, work, cache_sim=True)
+            many = _instructions(kind, large, helper, work, cache_sim=True)
+            per_call[kind] = {k: (many[k] - few[k]) / (large - small) for k in many}
+    print(
+        f"\nper GetProduct call ({large} - {small} calls), event-loop thread; caches simulated "
+        f"(L1 as valgrind finds it, L2 {_l2_geometry()} = size,ways,line as last level)"
+    )
+    rows = (
+        ("instructions", ("Ir",)),
+        ("L1 misses (instruction + data)", ("I1mr", "D1mr", "D1mw")),
+        ("L2 misses, instruction", ("ILmr",)),
+        ("L2 misses, data", ("DLmr", "DLmw")),
+        ("branch mispredictions", ("Bcm", "Bim")),
+        ("instructions, all threads", ("all Ir",)),
+    )
+    print("| per call | bare grpc.aio servicer | gRPC GetProduct cached | vs bare gRPC |")
+    print("|---|---:|---:|---:|")
+    for label, keys in rows:
+        bare = sum(per_call["bare"][k] for k in keys)
+        arcana = sum(per_call["arcana"][k] for k in keys)
+        print(f"| {label} | {bare:,.0f} | {arcana:,.0f} | {arcana / bare:.2f} |")
+
+
+def _helper(work: Path) -> str:
+    source, helper = work / "cg.c", work / "libbenchcg.so"
+    source.write_text(_HELPER_C)
+    cc = os.environ.get("CC", "cc")
+    subprocess.run([cc, "-O1", "-shared", "-fPIC", "-o", str(helper), str(source)], check=True)
+    return str(helper)
 
 
 def callgrind(small: int, large: int, keep: Path | None) -> None:
@@ -327,14 +426,11 @@ def callgrind(small: int, large: int, keep: Path | None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = keep or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
-        source, helper = work / "cg.c", work / "libbenchcg.so"
-        source.write_text(_HELPER_C)
-        cc = os.environ.get("CC", "cc")
-        subprocess.run([cc, "-O1", "-shared", "-fPIC", "-o", str(helper), str(source)], check=True)
+        helper = _helper(work)
         per_call: dict[str, float] = {}
         for kind in ("bare", "arcana"):
-            few = _instructions(kind, small, str(helper), work)
-            many = _instructions(kind, large, str(helper), work)
+            few = _instructions(kind, small, helper, work)
+            many = _instructions(kind, large, helper, work)
             per_call[kind] = (many - few) / (large - small)
             print(f"{kind}: {few:,} instructions for {small} calls, {many:,} for {large}")
     ratio = per_call["arcana"] / per_call["bare"]
@@ -483,13 +579,19 @@ def main() -> None:
     ap.add_argument("--callgrind", action="store_true", help="instructions per call instead")
     ap.add_argument("--calls", type=int, nargs=2, default=(500, 2500), metavar=("FEW", "MANY"))
     ap.add_argument("--keep", type=Path, help="with --callgrind: keep the callgrind files here")
+    ap.add_argument(
+        "--cache-sim",
+        action="store_true",
+        help="with --callgrind: the event-loop thread's simulated cache misses and branch "
+        "mispredictions per call",
+    )
     ap.add_argument("--wakeups", action="store_true", help="thread wake-ups and CPU per call")
     args = ap.parse_args()
     if args.wakeups:
         wakeups_main(2000, 8000, args.rounds)
         return
     if args.callgrind:
-        callgrind(*args.calls, args.keep)
+        (cache_sim if args.cache_sim else callgrind)(*args.calls, args.keep)
         return
     with _serving() as (work, base, pid, grpc_port, procs):
         url = f"{base}/api/v1/products/{pid}"
