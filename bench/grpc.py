@@ -343,6 +343,8 @@ def _counted(kind: str, n: int, helper: str, work: Path, cache_sim: bool) -> Any
 
     port = lg.free_port()
     out = work / f"callgrind.{kind}.{n}"
+    for stale in [out, *work.glob(f"{out.name}-*")]:  # a failed try's files, one per thread
+        stale.unlink(missing_ok=True)
     cmd = ["valgrind", "-q", "--tool=callgrind", "--instr-atstart=no"]
     cmd += [f"--callgrind-out-file={out}"]
     if cache_sim:
