@@ -323,10 +323,10 @@ def _totals(path: Path) -> list[int]:
     raise SystemExit(f"no totals in {path}")
 
 
-def _instructions(kind: str, n: int, helper: str, work: Path, cache_sim: bool = False) -> Any:
-    """Instructions the server executed (all threads) while ``n`` calls were driven. With
-    ``cache_sim``: the event-loop thread's events (``_EVENTS``, the simulated L1 and this
-    machine's L2 as the last level), with the instructions of all threads as ``"all Ir"``.
+def _instructions(kind: str, n: int, helper: str, work: Path, cache_sim: bool) -> dict[str, int]:
+    """What the server executed while ``n`` calls were driven: ``{"Ir": instructions}`` of all
+    threads; with ``cache_sim``, the event-loop thread's events (``_EVENTS``: the simulated L1
+    and this machine's L2 as the last level) and all threads' instructions as ``"all Ir"``.
     valgrind has been seen to abort on the stop signal now and then: one more try."""
     for attempt in (1, 2):
         try:
@@ -338,7 +338,7 @@ def _instructions(kind: str, n: int, helper: str, work: Path, cache_sim: bool = 
     raise AssertionError("unreachable")
 
 
-def _counted(kind: str, n: int, helper: str, work: Path, cache_sim: bool) -> Any:
+def _counted(kind: str, n: int, helper: str, work: Path, cache_sim: bool) -> dict[str, int]:
     import signal
 
     port = lg.free_port()
@@ -373,27 +373,53 @@ def _counted(kind: str, n: int, helper: str, work: Path, cache_sim: bool) -> Any
     if calls != f"calls={500 + n}":
         raise SystemExit(f"{kind} server answered {calls!r} OK, expected {500 + n}")
     if not cache_sim:
-        return _totals(out)[0]
+        return {"Ir": _totals(out)[0]}
     # One file per thread (``-01`` is the main thread, which runs the event loop).
     events = dict(zip(_EVENTS, _totals(work / f"{out.name}-01"), strict=True))
     events["all Ir"] = sum(_totals(p)[0] for p in work.glob(f"{out.name}-*"))
     return events
 
 
-def cache_sim(small: int, large: int, keep: Path | None) -> None:
-    """``--callgrind --cache-sim``: per call, the event-loop thread's instructions, simulated
-    L1 and L2 misses and branch mispredictions, for both servers."""
+def _per_call(
+    small: int, large: int, keep: Path | None, cache_sim: bool
+) -> dict[str, dict[str, float]]:
+    """Each server's counts per call: two runs (``small`` and ``large`` calls) subtracted."""
     if not have_h2load() or shutil.which("valgrind") is None:
         raise SystemExit("--callgrind needs h2load and valgrind")
+    per_call: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         work = keep or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
-        helper = _helper(work)
-        per_call: dict[str, dict[str, float]] = {}
+        source, helper = work / "cg.c", work / "libbenchcg.so"
+        source.write_text(_HELPER_C)
+        cc = os.environ.get("CC", "cc")
+        subprocess.run([cc, "-O1", "-shared", "-fPIC", "-o", str(helper), str(source)], check=True)
         for kind in ("bare", "arcana"):
-            few = _instructions(kind, small, helper, work, cache_sim=True)
-            many = _instructions(kind, large, helper, work, cache_sim=True)
+            few = _instructions(kind, small, str(helper), work, cache_sim)
+            many = _instructions(kind, large, str(helper), work, cache_sim)
             per_call[kind] = {k: (many[k] - few[k]) / (large - small) for k in many}
+            total = "all Ir" if cache_sim else "Ir"
+            print(
+                f"{kind}: {few[total]:,} instructions for {small} calls, "
+                f"{many[total]:,} for {large}"
+            )
+    return per_call
+
+
+def callgrind(small: int, large: int, keep: Path | None) -> None:
+    per_call = _per_call(small, large, keep, cache_sim=False)
+    bare, arcana = per_call["bare"]["Ir"], per_call["arcana"]["Ir"]
+    print(f"\ninstructions per GetProduct call (server, all threads; {large} - {small} calls)")
+    print("| server | instructions/call | vs bare gRPC |")
+    print("|---|---:|---:|")
+    print(f"| bare grpc.aio servicer (memory) | {bare:,.0f} | 1.00 |")
+    print(f"| gRPC GetProduct cached | {arcana:,.0f} | {arcana / bare:.2f} |")
+
+
+def cache_sim(small: int, large: int, keep: Path | None) -> None:
+    """``--callgrind --cache-sim``: per call, the event-loop thread's instructions, simulated
+    L1 and L2 misses and branch mispredictions, for both servers."""
+    per_call = _per_call(small, large, keep, cache_sim=True)
     print(
         f"\nper GetProduct call ({large} - {small} calls), event-loop thread; caches simulated "
         f"(L1 as valgrind finds it, L2 {_l2_geometry()} = size,ways,line as last level)"
@@ -412,35 +438,6 @@ def cache_sim(small: int, large: int, keep: Path | None) -> None:
         bare = sum(per_call["bare"][k] for k in keys)
         arcana = sum(per_call["arcana"][k] for k in keys)
         print(f"| {label} | {bare:,.0f} | {arcana:,.0f} | {arcana / bare:.2f} |")
-
-
-def _helper(work: Path) -> str:
-    source, helper = work / "cg.c", work / "libbenchcg.so"
-    source.write_text(_HELPER_C)
-    cc = os.environ.get("CC", "cc")
-    subprocess.run([cc, "-O1", "-shared", "-fPIC", "-o", str(helper), str(source)], check=True)
-    return str(helper)
-
-
-def callgrind(small: int, large: int, keep: Path | None) -> None:
-    if not have_h2load() or shutil.which("valgrind") is None:
-        raise SystemExit("--callgrind needs h2load and valgrind")
-    with tempfile.TemporaryDirectory() as tmp:
-        work = keep or Path(tmp)
-        work.mkdir(parents=True, exist_ok=True)
-        helper = _helper(work)
-        per_call: dict[str, float] = {}
-        for kind in ("bare", "arcana"):
-            few = _instructions(kind, small, helper, work)
-            many = _instructions(kind, large, helper, work)
-            per_call[kind] = (many - few) / (large - small)
-            print(f"{kind}: {few:,} instructions for {small} calls, {many:,} for {large}")
-    ratio = per_call["arcana"] / per_call["bare"]
-    print(f"\ninstructions per GetProduct call (server, all threads; {large} - {small} calls)")
-    print("| server | instructions/call | vs bare gRPC |")
-    print("|---|---:|---:|")
-    print(f"| bare grpc.aio servicer (memory) | {per_call['bare']:,.0f} | 1.00 |")
-    print(f"| gRPC GetProduct cached | {per_call['arcana']:,.0f} | {ratio:.2f} |")
 
 
 # -- thread wake-ups and CPU time (--wakeups) -------------------------------------------------
