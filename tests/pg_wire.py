@@ -76,6 +76,7 @@ class WireCounter:
         self.port = 0
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._closing = False
 
     def reset(self) -> WireCounts:
         """The counts so far, and a fresh tally from now on."""
@@ -89,6 +90,7 @@ class WireCounter:
 
     async def __aexit__(self, *exc: object) -> None:
         assert self._server is not None
+        self._closing = True
         self._server.close()
         for task in list(self._tasks):
             task.cancel()
@@ -98,11 +100,34 @@ class WireCounter:
         await self._server.wait_closed()
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Forward one client connection. Both of its sockets are closed however it ends
+        (cancelled while connecting upstream, or accepted after ``__aexit__`` began): an
+        unclosed ``StreamWriter`` warns when it is collected, in whatever test runs then."""
         task = asyncio.current_task()
         assert task is not None
         self._tasks.add(task)
-        self.counts.connections += 1
-        up_reader, up_writer = await asyncio.open_connection(*self._target)
+        up_writer: asyncio.StreamWriter | None = None
+        try:
+            if self._closing:
+                return
+            self.counts.connections += 1
+            up_reader, up_writer = await asyncio.open_connection(*self._target)
+            await self._forward(reader, writer, up_reader, up_writer)
+        except (ConnectionError, asyncio.CancelledError):
+            pass  # the server went away, or this counter is closing
+        finally:
+            writer.close()
+            if up_writer is not None:
+                up_writer.close()
+            self._tasks.discard(task)
+
+    async def _forward(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        up_reader: asyncio.StreamReader,
+        up_writer: asyncio.StreamWriter,
+    ) -> None:
         client = _Stream()
 
         def on_client(data: bytes) -> None:
@@ -130,11 +155,4 @@ class WireCounter:
             finally:
                 dst.close()
 
-        try:
-            await asyncio.gather(
-                pump(reader, up_writer, on_client), pump(up_reader, writer, on_server)
-            )
-        except (ConnectionError, asyncio.CancelledError):
-            pass
-        finally:
-            self._tasks.discard(task)
+        await asyncio.gather(pump(reader, up_writer, on_client), pump(up_reader, writer, on_server))
