@@ -77,7 +77,7 @@ bench/.venv/.jobs-ready: pyproject.toml | $(UV)
 	touch $@
 
 bench-jobs: bench/.venv/.jobs-ready
-	bench/.venv/bin/python bench/jobs.py
+	bench/.venv/bin/python bench/jobs.py $(ARGS)
 
 # `arcana serve --server uvicorn` and `--server granian` in one run: make bench-servers ARGS="--duration 1 --rounds 1" to check.
 bench-servers: $(STAMP)

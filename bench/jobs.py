@@ -18,6 +18,14 @@ cleared after each of its rounds, outside the timing. The table shows each libra
 round; every round's rate is printed below it. Each library makes its own idiomatic single call
 (dramatiq's synchronous ``send``, taskiq's ``kiq``, SAQ's ``enqueue``, our ``enqueue``).
 
+Placement (``--no-placement`` skips it): on this host kind a wake-up across virtual CPUs costs
+tens of microseconds, more than a client library's own work per call, and the scheduler decides
+from run to run whether the client and Redis share a CPU. So the single-enqueue phase runs once
+more in each placement, against a private ``redis-server`` pinned to CPU 0 (started here, when
+``redis-server`` is on ``PATH`` and there are two CPUs): the client on CPU 0 (same CPU as Redis)
+and on CPU 1 (other CPU), each in a process of its own. Beside each, the round trip of a bare
+``PING`` on a raw socket: what any client pays per call there before doing any work.
+
 Redis: BENCH_REDIS_URL (default db 12 of the local server); only this benchmark's keys are
 touched.
 
@@ -34,8 +42,10 @@ import argparse
 import asyncio
 import atexit
 import functools
+import json
 import os
 import shutil
+import socket
 import statistics
 import subprocess
 import sys
@@ -43,6 +53,8 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
 
 import redis as sync_redis
 
@@ -349,6 +361,83 @@ async def _singles(lib: Lib, n: int) -> None:
         await lib.enqueue_one(None)
 
 
+def ping_round_trip_us(url: str, n: int = 5000) -> float:
+    """Median of five timings of ``n`` bare ``PING`` round trips on a raw socket, in µs: the
+    floor under any client's awaited call in the calling process's placement."""
+    parts = urlsplit(url)
+    with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 6379)) as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        times = []
+        for _ in range(6):  # the first is a warm-up
+            t0 = time.perf_counter()
+            for _ in range(n):
+                sock.sendall(b"*1\r\n$4\r\nPING\r\n")
+                if sock.recv(64) != b"+PONG\r\n":
+                    raise SystemExit("unexpected reply to PING")
+            times.append((time.perf_counter() - t0) / n * 1e6)
+    return statistics.median(times[1:])
+
+
+async def _singles_json(names: list[str]) -> None:
+    """``--singles-json``: only the single-enqueue phase, then a bare ``PING``'s round trip;
+    one JSON line on stdout (for ``placement``, which runs this pinned to a CPU)."""
+    libs = [lib for lib in all_libs() if lib.tag in names]
+    for lib in libs:
+        await lib.setup()
+    try:
+        rates = await single_enqueues(libs)
+    finally:
+        for lib in libs:
+            await lib.close()
+    print(json.dumps({"rates": rates, "ping_us": ping_round_trip_us(REDIS_URL)}))
+
+
+def placement(names: list[str]) -> list[tuple[str, dict[str, Any]]] | str:
+    """The single-enqueue phase with the client on Redis's CPU and on the other one (see the
+    module doc). Returns each placement's results, or why it was not run."""
+    if not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2:
+        return "needs two CPUs this process may run on"
+    server = shutil.which("redis-server")
+    if server is None:
+        return "needs redis-server on PATH"
+    cpus = sorted(os.sched_getaffinity(0))[:2]
+    port = loadgen.free_port()
+    redis = subprocess.Popen(
+        [server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+        preexec_fn=lambda: os.sched_setaffinity(0, {cpus[0]}),
+    )
+    try:
+        probe = sync_redis.Redis(port=port)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                probe.ping()
+                break
+            except sync_redis.ConnectionError:
+                if time.monotonic() > deadline or redis.poll() is not None:
+                    raise SystemExit("the private redis-server did not start") from None
+                time.sleep(0.05)
+        probe.close()
+        out: list[tuple[str, dict[str, Any]]] = []
+        for label, cpu in (("same CPU as Redis", cpus[0]), ("other CPU", cpus[1])):
+            print(f"… single enqueues, {label}", file=sys.stderr, flush=True)
+            done = subprocess.run(
+                [sys.executable, __file__, "--singles-json", *names],
+                env={**os.environ, "BENCH_REDIS_URL": f"redis://127.0.0.1:{port}/0"},
+                preexec_fn=functools.partial(os.sched_setaffinity, 0, {cpu}),
+                capture_output=True,
+                text=True,
+            )
+            if done.returncode != 0:
+                raise SystemExit(f"single enqueues ({label}) failed:\n{done.stderr}")
+            out.append((label, json.loads(done.stdout.splitlines()[-1])))
+        return out
+    finally:
+        redis.terminate()
+        redis.wait(10)
+
+
 async def _count_enqueues(n: int) -> None:
     """Warm up, then ``n`` awaited enqueues; the set-up costs the same for every ``n``."""
     lib = Ours()
@@ -364,10 +453,15 @@ async def _count_enqueues(n: int) -> None:
         clean(lib)
 
 
+def all_libs() -> list[Lib]:
+    """Every library, in table order."""
+    return [Ours(), Dramatiq(), Taskiq(), Saq()]
+
+
 def main() -> None:
     import uvloop
 
-    libs = {lib.tag: lib for lib in (Ours(), Dramatiq(), Taskiq(), Saq())}
+    libs = {lib.tag: lib for lib in all_libs()}
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("libraries", nargs="*", help=f"some of {', '.join(libs)} (default: all)")
     ap.add_argument(
@@ -377,6 +471,12 @@ def main() -> None:
         help="only N single awaited enqueues of ours, for an instruction count: run under "
         "valgrind --tool=callgrind with two N and subtract (see bench/RESULTS.md)",
     )
+    ap.add_argument(
+        "--no-placement",
+        action="store_true",
+        help="skip the single enqueues with the client on Redis's CPU and on the other one",
+    )
+    ap.add_argument("--singles-json", action="store_true", help=argparse.SUPPRESS)
     options = ap.parse_args()
     if options.count_enqueues is not None:
         uvloop.run(_count_enqueues(options.count_enqueues))
@@ -384,6 +484,9 @@ def main() -> None:
     names = options.libraries or list(libs)
     if unknown := set(names) - set(libs):
         ap.error(f"unknown libraries: {', '.join(sorted(unknown))}")
+    if options.singles_json:
+        uvloop.run(_singles_json(names))
+        return
     results, singles = uvloop.run(run_all([libs[name] for name in names]))
     header = (
         f"{'library':<15}{'enqueue/s':>11}{'batched/s':>11}{'1 proc/s':>10}"
@@ -414,6 +517,27 @@ def main() -> None:
             f"batched enqueue {ours['enqb'] / max(r['enqb'] for r in others):.2f}x, "
             f"single enqueue {ours['enq1'] / max(r['enq1'] for r in others):.2f}x"
         )
+    if options.no_placement:
+        return
+    placed = placement(names)
+    if isinstance(placed, str):
+        print(f"\nsingle enqueue by placement: not run ({placed})")
+        return
+    print(
+        f"\nsingle enqueue/s by placement: a private redis-server on one CPU, this client on the "
+        f"same CPU or the other; {N_SINGLE} x {SINGLE_ROUNDS} interleaved rounds (median)"
+    )
+    head = f"{'placement':<19}{'PING µs':>8}" + "".join(f"{libs[n].name:>15}" for n in names)
+    head += "  ours / fastest other" if "arcana" in names and len(names) > 1 else ""
+    print(head)
+    print("-" * len(head))
+    for label, got in placed:
+        medians = {n: statistics.median(got["rates"][n]) for n in names}
+        row = f"{label:<19}{got['ping_us']:>8.1f}" + "".join(f"{medians[n]:>15.0f}" for n in names)
+        if "arcana" in names and len(names) > 1:
+            best = max(v for n, v in medians.items() if n != "arcana")
+            row += f"  {medians['arcana'] / best:>20.2f}x"
+        print(row)
 
 
 if __name__ == "__main__":
