@@ -27,7 +27,7 @@ async def main() -> None:
     async def noop(ctx: JobContext) -> None:
         record(ctx.payload.get("t"))
 
-    worker = Worker(queue, registry)  # library defaults: concurrency 16, batches of 32
+    worker = Worker(queue, registry)  # library defaults: concurrency 32, batches of 32
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)

@@ -146,6 +146,37 @@ class CountingQueue:
         return n
 
 
+class FetchRecordingQueue(CountingQueue):
+    """The worker's queue, recording how many jobs each fetch asked for and got."""
+
+    def __init__(self, queue: Any) -> None:
+        super().__init__(queue)
+        self.fetches: list[tuple[int, int]] = []
+
+    async def fetch(self, worker_id: str, limit: int, lease: float) -> list[Job]:
+        jobs: list[Job] = await self._queue.fetch(worker_id, limit, lease)
+        self.fetches.append((limit, len(jobs)))
+        return jobs
+
+
+async def test_default_worker_leases_a_whole_batch_per_fetch(qc: App) -> None:
+    """With the default settings one fetch round trip carries ``ARCANA_JOB_BATCH_SIZE`` jobs:
+    a fetch asks for at most the free slots, so a concurrency below the batch size would cap
+    every batch at the concurrency."""
+    batch = qc.settings.jobs.batch_size
+    worker = build_worker(qc)
+    queue = FetchRecordingQueue(worker.queue)
+    worker.queue = queue  # type: ignore[assignment]
+    jobs = await qc.queue.enqueue_many([JobRequest("system.noop") for _ in range(2 * batch)])
+    w = Running(worker)
+    try:
+        for job in jobs:
+            await finished(qc, job, JobStatus.SUCCEEDED)
+    finally:
+        await w.close()
+    assert queue.fetches[0] == (batch, batch), queue.fetches
+
+
 async def test_heartbeat_keeps_a_job_longer_than_its_lease(qc: App) -> None:
     """The job runs until its first lease is long over and the other worker's reaper has
     looked at it twice since: without heartbeats that reaper hands it out again (two runs).

@@ -50,7 +50,7 @@ class Worker:
         queue: JobQueue,
         registry: HandlerRegistry,
         *,
-        concurrency: int = 16,
+        concurrency: int = 32,
         batch_size: int = 32,
         lease_seconds: float = 30.0,
         reap_interval: float = 1.0,
