@@ -70,7 +70,7 @@ def register(app: typer.Typer) -> None:
             "--concurrency",
             "-c",
             min=1,
-            help="Jobs run at once [env ARCANA_WORKER_CONCURRENCY, default 16]",
+            help="Jobs run at once [env ARCANA_WORKER_CONCURRENCY, default 32]",
         ),
         metrics_port: int = typer.Option(
             None,
