@@ -161,6 +161,9 @@ class JobSettings(_Group):
     partitions: int = Field(default=1, ge=1, le=64, validation_alias="queue_partitions")
     """Redis queue partitions, each under its own hash tag (1 = the historical keys)."""
     worker_concurrency: int = Field(default=32, ge=1, validation_alias="worker_concurrency")
+    worker_alive_file: Path | None = Field(default=None, validation_alias="worker_alive_file")
+    """Touched by ``arcana worker`` every few seconds while its event loop turns (a liveness
+    probe checks its age); unset: no file."""
     lease_seconds: float = Field(default=30.0, gt=0, validation_alias="job_lease_seconds")
     reap_interval: float = Field(default=1.0, gt=0, validation_alias="job_reap_interval")
     batch_size: int = Field(default=32, ge=1, validation_alias="job_batch_size")

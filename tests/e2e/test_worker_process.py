@@ -4,6 +4,7 @@ the ``arcana jobs`` commands."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import subprocess
@@ -16,7 +17,7 @@ import pytest
 
 from arcana.bootstrap import App
 from arcana.config import Settings
-from arcana.domain.jobs import JobRequest
+from arcana.domain.jobs import JobRequest, JobStatus
 from arcana.lifecycle import Lifecycle
 from tests.conftest import REDIS_URL, base_settings, wait_for
 from tests.process import ArcanaProcess, arcana_bin
@@ -178,3 +179,39 @@ def test_jobs_commands(tmp_path: Path) -> None:
     dead = run_cli(["jobs", "dead", "--json"], env, tmp_path)
     assert dead.returncode == 0
     assert json.loads(dead.stdout)["total"] == 0
+
+
+@pytest.mark.parametrize("wsettings", ["sqlite"], indirect=True)  # the same on every backend
+async def test_alive_file_is_touched_while_running_and_removed_on_exit(
+    wc: App, wsettings: Settings, tmp_path: Path
+) -> None:
+    """What the worker Deployment's liveness probe reads (``deploy/k8s/worker.yaml``)."""
+    alive = tmp_path / "alive"
+    env = {**worker_env(wsettings), "ARCANA_WORKER_ALIVE_FILE": str(alive)}
+    with ArcanaProcess(["worker"], env, tmp_path, "alive.log") as proc:
+        job = await wc.queue.enqueue(JobRequest("system.echo", {"message": "up"}))
+
+        async def ran() -> bool:
+            got = await wc.queue.get(job.id)
+            return got is not None and got.status is JobStatus.SUCCEEDED
+
+        await wait_for(ran, timeout=60)  # the worker is running
+        assert alive.exists()
+        os.utime(alive, ns=(0, 0))  # as if last touched in 1970: the loop touches it again
+        await wait_for(lambda: alive.exists() and alive.stat().st_mtime_ns > 0, timeout=30)
+        proc.signal(signal.SIGTERM)
+        assert proc.proc is not None
+        assert proc.proc.wait(30) == 0, proc.log()
+    assert not alive.exists()
+
+
+def test_an_alive_file_that_cannot_be_written_stops_the_worker_at_once(tmp_path: Path) -> None:
+    env = {
+        "ARCANA_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'w.db'}",
+        "ARCANA_VAR_DIR": str(tmp_path / "var"),
+        "ARCANA_WORKER_ALIVE_FILE": str(tmp_path / "no-such-folder" / "alive"),
+    }
+    out = run_cli(["worker"], env, tmp_path)
+    assert out.returncode == 1, (out.stdout, out.stderr)
+    assert "ARCANA_WORKER_ALIVE_FILE" in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1, out.stderr

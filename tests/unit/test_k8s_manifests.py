@@ -6,7 +6,10 @@ read-only root filesystem."""
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -141,3 +144,33 @@ def test_secrets_are_not_in_the_config_map() -> None:
     secret_names = set(one("Secret", "arcana-secrets")["stringData"])
     assert {"ARCANA_JWT_SECRET", "ARCANA_DATABASE_URL", "ARCANA_REDIS_URL"} <= secret_names
     assert not secret_names & set(config())
+
+
+def test_worker_liveness_probe_reads_the_file_the_worker_touches(tmp_path: Path) -> None:
+    """The probes name the file of the container's ``ARCANA_WORKER_ALIVE_FILE``, and their
+    command, run here by ``sh`` on a stand-in file, passes on a fresh file and fails on one a
+    minute old or missing."""
+    from arcana.worker.alive_file import TOUCH_EVERY
+
+    (container,) = one("Deployment", "arcana-worker")["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    alive = env["ARCANA_WORKER_ALIVE_FILE"]
+    assert alive.startswith("/tmp/")  # the writable emptyDir, not the read-only root
+    assert "ARCANA_WORKER_ALIVE_FILE" in Settings.variables()
+    liveness, startup = container["livenessProbe"], container["startupProbe"]
+    assert liveness["exec"] == startup["exec"]
+    command = liveness["exec"]["command"]
+    assert alive in command[-1]
+    # A failed probe is retried: a stuck worker is restarted after failureThreshold periods.
+    assert liveness["periodSeconds"] * liveness["failureThreshold"] >= 30
+    stand_in = tmp_path / "alive"
+    run = [*command[:-1], command[-1].replace(alive, str(stand_in))]
+    assert subprocess.run(run).returncode != 0  # missing
+    stand_in.touch()
+    assert subprocess.run(run).returncode == 0  # fresh
+    stale = time.time() - 60
+    os.utime(stand_in, (stale, stale))
+    assert subprocess.run(run).returncode != 0  # a minute old
+    recent = time.time() - 4 * TOUCH_EVERY  # missed three touches: still alive
+    os.utime(stand_in, (recent, recent))
+    assert subprocess.run(run).returncode == 0

@@ -34,6 +34,14 @@ async def run_worker(settings: Settings, metrics_port: int | None = None) -> Non
         except OSError as exc:
             raise fail(f"cannot serve metrics on port {metrics_port}: {exc}") from None
         log.info("metrics on http://%s:%d/metrics", settings.http.host, port)
+    alive_file = settings.jobs.worker_alive_file
+    if alive_file is not None:
+        from arcana.worker.alive_file import touch
+
+        try:  # before anything starts: a path the probe can never see is a configuration error
+            touch(alive_file)
+        except OSError as exc:
+            raise fail(f"cannot write ARCANA_WORKER_ALIVE_FILE {alive_file}: {exc}") from None
     from arcana.lifecycle import Lifecycle
 
     process = Lifecycle.build(settings)
@@ -41,11 +49,20 @@ async def run_worker(settings: Settings, metrics_port: int | None = None) -> Non
         await process.start()
     except Exception as exc:
         await process.stop()
+        if alive_file is not None:
+            alive_file.unlink(missing_ok=True)
         raise fail(f"start-up failed: {exc}") from None
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    stopped = asyncio.Event()
+    alive: asyncio.Task[None] | None = None
+    if alive_file is not None:
+        from arcana.worker.alive_file import keep_alive
+
+        # Touched until the process has stopped, so the probe does not kill a draining worker.
+        alive = asyncio.create_task(keep_alive(alive_file, stopped), name="worker.alive_file")
     try:
         process.start_worker_loops()
         process.freeze_start_up_objects()
@@ -59,7 +76,12 @@ async def run_worker(settings: Settings, metrics_port: int | None = None) -> Non
         await stop.wait()
         log.info("arcana worker stopping")
     finally:
-        await process.stop()
+        try:
+            await process.stop()
+        finally:
+            stopped.set()
+            if alive is not None:
+                await alive
 
 
 def register(app: typer.Typer) -> None:
