@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import struct
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 
@@ -77,6 +76,13 @@ class WireCounter:
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._closing = False
+        self.held = False
+        """While true, what the server sends (its end of the connection too) is kept back
+        from the client until the client next sends something, which it then reads as the
+        answer: as when a server's goodbye reaches an idle pooled connection only once that
+        connection is used again (the client's event loop had not read it yet)."""
+        self.kept_endings = 0
+        """Connections the server ended while ``held``, whose ending the client has not read."""
 
     def reset(self) -> WireCounts:
         """The counts so far, and a fresh tally from now on."""
@@ -141,18 +147,40 @@ class WireCounter:
                 elif kind == b"P":
                     self.counts.parses += 1
 
-        def on_server(data: bytes) -> None:
-            pass
+        kept = bytearray()  # what the server sent while ``held``, not yet given to the client
+        server_ended = False
 
-        async def pump(
-            src: asyncio.StreamReader, dst: asyncio.StreamWriter, seen: Callable[[bytes], None]
-        ) -> None:
+        async def to_server() -> None:
+            nonlocal server_ended
             try:
-                while data := await src.read(65536):
-                    seen(data)
-                    dst.write(data)
-                    await dst.drain()
+                while data := await reader.read(65536):
+                    on_client(data)
+                    if kept:  # the client speaks again: now it reads what was kept back
+                        writer.write(bytes(kept))
+                        kept.clear()
+                        await writer.drain()
+                        if server_ended:
+                            writer.close()
+                    with contextlib.suppress(ConnectionError):  # the server may be gone
+                        up_writer.write(data)
+                        await up_writer.drain()
             finally:
-                dst.close()
+                up_writer.close()
 
-        await asyncio.gather(pump(reader, up_writer, on_client), pump(up_reader, writer, on_server))
+        async def to_client() -> None:
+            nonlocal server_ended
+            try:
+                while data := await up_reader.read(65536):
+                    if self.held or kept:
+                        kept.extend(data)
+                        continue
+                    writer.write(data)
+                    await writer.drain()
+                server_ended = True
+                if kept:
+                    self.kept_endings += 1
+            finally:
+                if not kept:
+                    writer.close()
+
+        await asyncio.gather(to_server(), to_client())

@@ -157,6 +157,55 @@ async def test_a_change_on_a_connection_the_server_ended_is_503_and_the_connecti
     assert await updated_events(process, p.id) == 7
 
 
+async def test_a_server_goodbye_read_as_the_next_answer_is_one_refusal_too(
+    proxied: tuple[Lifecycle, WireCounter], pg_url: str
+) -> None:
+    """The server's goodbye to an idle pooled connection (FATAL 57P01, admin_shutdown) can be
+    read only as the answer to the connection's next statement, when the event loop had not
+    read it before. asyncpg then raises a ``PostgresError`` of SQLSTATE class 08
+    (``ConnectionDoesNotExistError``: "closed in the middle of operation"), not its error for
+    a connection it knew was closed. It is an outage all the same: one refusal, and the other
+    pooled connections are taken as dead with it. The proxy keeps each goodbye back until the
+    connection is used, so this happens every time (on a loaded machine it happened now and
+    then: two refusals where one was expected)."""
+    process, proxy = proxied
+    service = process.app.products
+    p = await service.create("admin-1", NewProduct(name="Cut", price=Decimal("1"), stock=1000))
+    together = asyncio.Barrier(4)
+
+    async def hold() -> None:
+        async with process.app.db.engine.connect():
+            await together.wait()
+
+    await asyncio.gather(*(hold() for _ in range(4)))
+    proxy.held = True
+    ended = await end_server_sessions(pg_url)
+    assert ended >= 4
+    await wait_for(lambda: proxy.kept_endings >= ended, timeout=10)
+    proxy.held = False
+    pooled = process.app.db.engine.sync_engine.pool.size() + 10
+    refused: list[ServiceUnavailable] = []
+    for _ in range(pooled + 1):
+        try:
+            await service.adjust_stock("admin-1", p.id, 1)
+            break
+        except ServiceUnavailable as exc:
+            refused.append(exc)
+    else:
+        pytest.fail("every change after the connections ended was refused")
+    assert len(refused) == 1, [repr(e.__cause__) for e in refused]
+    chain: list[BaseException] = []
+    err: BaseException | None = refused[0]
+    while err is not None:
+        chain.append(err)
+        err = err.__cause__
+    # The path this test is about: the driver's error is a server-side one, of class 08.
+    driver = [e for e in chain if isinstance(e, asyncpg.PostgresError)]
+    assert driver, chain
+    assert str(driver[0].sqlstate).startswith("08"), chain
+    assert await stored_stock(process, p.id) == 1001
+
+
 async def test_the_driver_path_stores_and_answers_what_sqlalchemy_reads_back(
     proxied: tuple[Lifecycle, WireCounter],
 ) -> None:

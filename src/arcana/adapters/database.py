@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import (
 )
 
 from arcana.adapters.autocommit_reads import AutocommitReads
+from arcana.adapters.driver_statements import OUTAGE_SQLSTATE_CLASSES, OUTAGE_SQLSTATES
 from arcana.adapters.fair_pool import FairAsyncQueuePool
 from arcana.adapters.group_commit import SqliteGroupCommit
 from arcana.adapters.sqlite_reads import SqliteReads
@@ -45,10 +46,6 @@ _OUTAGE_ERRORS = {
     "InterfaceError",
     "TooManyConnectionsError",
 }
-# 08: connection exception; 57P01-57P03: admin/crash shutdown, cannot connect now (the server
-# is shutting down or starting up); 53300: too many connections.
-_OUTAGE_STATE_CLASSES = {"08"}
-_OUTAGE_STATES = {"57P01", "57P02", "57P03", "53300"}
 
 
 def is_connectivity_error(exc: BaseException) -> bool:
@@ -76,7 +73,7 @@ def is_connectivity_error(exc: BaseException) -> bool:
         if type(err).__name__ in _OUTAGE_ERRORS or isinstance(err, ConnectionError | OSError):
             return True
         state = str(getattr(err, "sqlstate", None) or "")
-        if state[:2] in _OUTAGE_STATE_CLASSES or state in _OUTAGE_STATES:
+        if state[:2] in OUTAGE_SQLSTATE_CLASSES or state in OUTAGE_SQLSTATES:
             return True
     return False
 

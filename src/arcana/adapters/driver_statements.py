@@ -166,6 +166,25 @@ async def execute_count(
     return int(tag.rsplit(" ", 1)[-1])
 
 
+OUTAGE_SQLSTATE_CLASSES = frozenset({"08"})
+"""Connection exception: the session is gone (or never was)."""
+OUTAGE_SQLSTATES = frozenset({"57P01", "57P02", "57P03", "53300"})
+"""Admin or crash shutdown, cannot connect now (the server stops or starts), too many
+connections."""
+
+
+def session_gone(exc: BaseException) -> bool:
+    """True when a statement failed because the connection's server session is gone, not
+    because of the statement. The driver's own (client-side) errors say so, and so do the
+    server's connection-class errors: asyncpg raises ``ConnectionDoesNotExistError`` (SQLSTATE
+    08003, a ``PostgresError``) when the server's goodbye is read as the answer to a
+    statement, because the event loop had not read it while the connection sat idle."""
+    if not isinstance(exc, asyncpg.PostgresError):
+        return True
+    state = str(exc.sqlstate or "")
+    return state[:2] in OUTAGE_SQLSTATE_CLASSES or state in OUTAGE_SQLSTATES
+
+
 @contextlib.asynccontextmanager
 async def pooled_driver(engine: AsyncEngine) -> AsyncIterator[Any]:
     """asyncpg's connection of a connection checked out of the engine's pool for the block."""
@@ -176,10 +195,10 @@ async def pooled_driver(engine: AsyncEngine) -> AsyncIterator[Any]:
         # The connection's state after a failed statement is unknown: it is closed rather
         # than handed to the next request.
         raw.invalidate(exc)
-        if not isinstance(exc, asyncpg.PostgresError):
-            # The driver's own (client-side) error, such as a session the server ended
-            # while the connection sat in the pool: an outage, as SQLAlchemy's execution
-            # would take it (``translate_error`` answers 503). As SQLAlchemy's execution
+        if session_gone(exc):
+            # A session the server ended while the connection sat in the pool: an outage,
+            # as SQLAlchemy's execution would take it (``translate_error`` answers 503). As
+            # SQLAlchemy's execution
             # does on a disconnect (``Connection._handle_dbapi_exception``), every connection
             # the pool opened before this one is taken as dead too and opened again when next
             # checked out: after a server restart one request answers 503, not one per
