@@ -65,6 +65,7 @@ from arcana.domain.users import AttemptQuota, LoginLimiter, SessionStarts, UserS
 from arcana.metrics import CACHE_REQUESTS
 from arcana.services.app import Services
 from arcana.services.auth import AuthPolicy, AuthService
+from arcana.services.completion import finish_abandoned_writes
 from arcana.services.events import build_event_handlers
 from arcana.services.health import HealthService, Probe
 from arcana.services.identity import IdentityService
@@ -453,7 +454,8 @@ async def open_resources(app: App, *, migrate_embedded: bool = True) -> None:
 async def close_resources(app: App) -> None:
     """After the background loops have stopped: pools, clients and engines."""
     app.auth_area.passwords.close()
-    await app.products.cache.aclose()
+    await finish_abandoned_writes(app.settings.shutdown_timeout)
+    await app.products.aclose()
     await app.queue.close()
     await app.db.dispose()
     if app.redis is not None:

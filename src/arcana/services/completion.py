@@ -26,6 +26,28 @@ def _abandoned_write_done(task: asyncio.Task[Any]) -> None:
         log.error("a write whose caller was cancelled failed", exc_info=exc)
 
 
+async def finish_abandoned_writes(timeout: float) -> None:
+    """At shutdown, after the servers have stopped and before the database and cache close:
+    writes whose caller went away get up to ``timeout`` seconds to reach their commit and the
+    cache update after it. Closed under them, such a write would fail halfway, the very thing
+    ``runs_to_completion`` is there to prevent. One still running after ``timeout`` is
+    cancelled (its transaction rolls back) rather than left to run on closed pools."""
+    if not _WRITES:
+        return
+    log.warning(
+        "waiting up to %.1f s for %d write(s) whose caller went away", timeout, len(_WRITES)
+    )
+    _done, pending = await asyncio.wait(set(_WRITES), timeout=timeout)
+    if pending:
+        log.error(
+            "%d write(s) whose caller went away were still running at shutdown: cancelled",
+            len(pending),
+        )
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+
+
 def runs_to_completion(
     write: Callable[_P, Coroutine[Any, Any, _R]],
 ) -> Callable[_P, Awaitable[_R]]:

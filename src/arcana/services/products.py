@@ -348,6 +348,17 @@ class ProductService:
         await self.cache.populate_list(gen, encoding.name, key, body)
         return body
 
+    async def aclose(self) -> None:
+        """At shutdown, once the servers have stopped: list builds still running for callers
+        that went away (a deadline, a hang-up) are cancelled and awaited, so that none of them
+        opens a database or Redis connection after those have closed; a build only fills the
+        cache. Then the cache's own retries stop."""
+        builds = list(self._list_builds.values())
+        for build in builds:
+            build.cancel()
+        await asyncio.gather(*builds, return_exceptions=True)
+        await self.cache.aclose()
+
     async def cached_list_encoded(
         self, query: ProductQuery, encoding: Encoding[ProductPage]
     ) -> bytes | None:
