@@ -33,18 +33,14 @@ import time
 import uuid
 from typing import Any
 
-from arcana.adapters.jobqueue.partitioned import PartitionedRedisJobQueue
-from arcana.adapters.jobqueue.redis import RedisJobQueue
+from arcana.adapters.jobqueue.layout import redis_queue
 from arcana.adapters.redis_client import connect_redis
 from arcana.domain.jobs import JobQueue, JobRequest
 from tests.rediscluster.cluster import LocalCluster, Node
 
 
 def make_queue(url: str, prefix: str, partitions: int) -> JobQueue:
-    redis = connect_redis(url)
-    if partitions == 1:
-        return RedisJobQueue(redis, prefix, finished_ttl=3600)
-    return PartitionedRedisJobQueue(redis, prefix, partitions, finished_ttl=3600)
+    return redis_queue(connect_redis(url), prefix, partitions, finished_ttl=3600)
 
 
 async def _drain(url: str, prefix: str, partitions: int, total: int, workers: int) -> int:

@@ -26,8 +26,7 @@ from arcana.adapters.cache import MemoryCache, RedisCache
 from arcana.adapters.database import Database
 from arcana.adapters.events import EventBus
 from arcana.adapters.events.outbox import SqlOutbox
-from arcana.adapters.jobqueue.partitioned import PartitionedRedisJobQueue
-from arcana.adapters.jobqueue.redis import RedisJobQueue
+from arcana.adapters.jobqueue.layout import check_queue_layout, redis_queue
 from arcana.adapters.jobqueue.sql import SqlJobQueue
 from arcana.adapters.jwt_tokens import JwtAccessTokens
 from arcana.adapters.login_limiter import (
@@ -292,11 +291,9 @@ def build_queue(infra: Infrastructure) -> JobQueue:
     if s.effective_queue_backend == "redis":
         if infra.redis is None:
             raise ValueError("ARCANA_QUEUE_BACKEND=redis needs ARCANA_REDIS_URL")
-        if s.jobs.partitions > 1:
-            return PartitionedRedisJobQueue(
-                infra.redis, s.redis.prefix, s.jobs.partitions, finished_ttl=s.jobs.finished_ttl
-            )
-        return RedisJobQueue(infra.redis, s.redis.prefix, finished_ttl=s.jobs.finished_ttl)
+        return redis_queue(
+            infra.redis, s.redis.prefix, s.jobs.partitions, finished_ttl=s.jobs.finished_ttl
+        )
     return SqlJobQueue(
         infra.db, finished_ttl=s.jobs.finished_ttl, poll_interval=s.jobs.poll_interval
     )
@@ -449,6 +446,10 @@ async def open_resources(app: App, *, migrate_embedded: bool = True) -> None:
         await migrate(app)
     if app.redis is not None:
         await prepare_redis(app.redis)
+        if app.settings.effective_queue_backend == "redis":
+            await check_queue_layout(
+                app.redis, app.settings.redis.prefix, app.settings.jobs.partitions
+            )
 
 
 async def close_resources(app: App) -> None:

@@ -14,7 +14,8 @@ class only routes:
 - operator views (stats, lists, get, retry): across all partitions; a list merges the
   partitions by what each set is ordered by (see ``_merged``).
 
-Changing the partition count strands the jobs of the old layout: drain the queue first.
+Changing the partition count would strand the jobs of the old layout, so a process does not
+start while that layout holds jobs to run (``layout.py``).
 """
 
 from __future__ import annotations

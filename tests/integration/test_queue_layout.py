@@ -1,0 +1,137 @@
+"""``ARCANA_QUEUE_PARTITIONS`` changed while the old layout still holds jobs: the process
+refuses to start instead of leaving those jobs unseen (real Redis, a prefix per test)."""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import uuid
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+from redis.asyncio import Redis
+
+from arcana.adapters.jobqueue.layout import (
+    FIELD,
+    QueueLayoutChanged,
+    check_queue_layout,
+    layout_key,
+    redis_queue,
+)
+from arcana.domain.jobs import JobQueue, JobRequest
+from tests.conftest import REDIS_URL
+from tests.process import arcana_bin
+
+
+@pytest.fixture
+async def redis() -> AsyncIterator[Redis]:
+    client = Redis.from_url(REDIS_URL)
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+@pytest.fixture
+def prefix(redis_session: str) -> str:
+    return f"{redis_session}-layout-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+async def queue(redis: Redis) -> AsyncIterator[Callable[[str, int], JobQueue]]:
+    """``queue(prefix, partitions)``; every queue made is closed at the end."""
+    made: list[JobQueue] = []
+
+    def make(prefix: str, partitions: int) -> JobQueue:
+        made.append(redis_queue(redis, prefix, partitions, finished_ttl=3600))
+        return made[-1]
+
+    yield make
+    for q in made:
+        await q.close()
+
+
+async def recorded(redis: Redis, prefix: str) -> int | None:
+    raw = await redis.hget(layout_key(prefix), FIELD)
+    return None if raw is None else int(raw)
+
+
+async def test_a_new_queue_records_its_count(redis: Redis, prefix: str) -> None:
+    await check_queue_layout(redis, prefix, 3)
+    assert await recorded(redis, prefix) == 3
+    await check_queue_layout(redis, prefix, 3)  # the same count again: nothing to check
+    assert await recorded(redis, prefix) == 3
+
+
+async def test_jobs_under_the_historical_keys_keep_a_new_count_from_starting(
+    redis: Redis, prefix: str, queue: Callable[[str, int], JobQueue]
+) -> None:
+    """A queue from before the count was recorded: its jobs are under one partition."""
+    job = await queue(prefix, 1).enqueue(JobRequest("system.noop"))
+    with pytest.raises(QueueLayoutChanged) as raised:
+        await check_queue_layout(redis, prefix, 4)
+    assert "ARCANA_QUEUE_PARTITIONS is 4" in str(raised.value)
+    assert "1 job(s) still to run" in str(raised.value)
+    assert "ARCANA_QUEUE_PARTITIONS=1" in str(raised.value)
+    assert await recorded(redis, prefix) is None  # nothing changed
+    assert await queue(prefix, 1).get(job.id) is not None
+
+
+async def test_the_new_count_starts_once_the_old_layout_is_drained(
+    redis: Redis,
+    prefix: str,
+    queue: Callable[[str, int], JobQueue],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Delayed and running jobs hold the change back; dead ones do not (they are logged: a
+    dead job that fails again on retry would never drain)."""
+    await check_queue_layout(redis, prefix, 3)
+    old = queue(prefix, 3)
+    await old.enqueue(JobRequest("system.noop", delay_seconds=0.001))
+    assert (await old.stats()).scheduled == 1
+    with pytest.raises(QueueLayoutChanged):
+        await check_queue_layout(redis, prefix, 1)  # a delayed job counts
+    doomed = await old.enqueue(JobRequest("system.noop", max_retries=0))
+    await old.reap()  # the delayed job is due by now: queued
+    leased = await old.fetch("w", 10, 30)
+    assert {j.id for j in leased} >= {doomed.id}
+    with pytest.raises(QueueLayoutChanged):
+        await check_queue_layout(redis, prefix, 1)  # running jobs count
+    assert await recorded(redis, prefix) == 3
+    await old.fail("w", doomed.id, "boom", 0)
+    await old.complete("w", [j.id for j in leased if j.id != doomed.id])
+    s = await old.stats()
+    assert (sum(s.depth.values()), s.scheduled, s.running, s.dead) == (0, 0, 0, 1)
+    with caplog.at_level(logging.WARNING, logger="arcana.jobs"):
+        await check_queue_layout(redis, prefix, 1)
+    assert await recorded(redis, prefix) == 1
+    assert any("1 dead job(s) stay under the old layout" in r.getMessage() for r in caplog.records)
+
+
+def test_arcana_worker_with_a_changed_count_exits_with_what_to_do(
+    prefix: str, tmp_path: Path
+) -> None:
+    """What an operator sees: what to do on stderr, exit status 1, no traceback."""
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "ARCANA_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'w.db'}",
+        "ARCANA_VAR_DIR": str(tmp_path / "var"),
+        "ARCANA_REDIS_URL": REDIS_URL,
+        "ARCANA_REDIS_PREFIX": prefix,
+    }
+    enqueued = subprocess.run(
+        [arcana_bin(), "jobs", "enqueue", "system.noop"],
+        env=env, capture_output=True, text=True, timeout=60, cwd=tmp_path,
+    )  # fmt: skip
+    assert enqueued.returncode == 0, enqueued.stderr
+    out = subprocess.run(
+        [arcana_bin(), "worker"],
+        env={**env, "ARCANA_QUEUE_PARTITIONS": "2"},
+        capture_output=True, text=True, timeout=60, cwd=tmp_path,
+    )  # fmt: skip
+    assert out.returncode == 1, (out.stdout, out.stderr)
+    last = out.stderr.strip().splitlines()[-1]  # after the start-up log lines
+    assert "ARCANA_QUEUE_PARTITIONS is 2" in last, last
+    assert "ARCANA_QUEUE_PARTITIONS=1" in last, last
+    assert "Traceback" not in out.stderr
