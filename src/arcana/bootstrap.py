@@ -26,7 +26,7 @@ from arcana.adapters.cache import MemoryCache, RedisCache
 from arcana.adapters.database import Database
 from arcana.adapters.events import EventBus
 from arcana.adapters.events.outbox import SqlOutbox
-from arcana.adapters.jobqueue.layout import check_queue_layout, redis_queue
+from arcana.adapters.jobqueue.layout import check_queue_layout_at_start, redis_queue
 from arcana.adapters.jobqueue.sql import SqlJobQueue
 from arcana.adapters.jwt_tokens import JwtAccessTokens
 from arcana.adapters.login_limiter import (
@@ -447,7 +447,7 @@ async def open_resources(app: App, *, migrate_embedded: bool = True) -> None:
     if app.redis is not None:
         await prepare_redis(app.redis)
         if app.settings.effective_queue_backend == "redis":
-            await check_queue_layout(
+            await check_queue_layout_at_start(
                 app.redis, app.settings.redis.prefix, app.settings.jobs.partitions
             )
 

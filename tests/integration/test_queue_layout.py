@@ -20,8 +20,9 @@ from arcana.adapters.jobqueue.layout import (
     redis_queue,
 )
 from arcana.domain.jobs import JobQueue, JobRequest
-from tests.conftest import REDIS_URL
-from tests.process import arcana_bin
+from arcana.lifecycle import Lifecycle
+from tests.conftest import REDIS_URL, base_settings
+from tests.process import arcana_bin, free_port
 
 
 @pytest.fixture
@@ -135,3 +136,27 @@ def test_arcana_worker_with_a_changed_count_exits_with_what_to_do(
     assert "ARCANA_QUEUE_PARTITIONS is 2" in last, last
     assert "ARCANA_QUEUE_PARTITIONS=1" in last, last
     assert "Traceback" not in out.stderr
+
+
+async def test_a_start_with_redis_unreachable_skips_the_check_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The service starts while Redis is down (reads and logins go on); the check waits for
+    the next start instead of stopping this one."""
+    settings = base_settings(
+        database_url=f"sqlite+aiosqlite:///{tmp_path / 'a.db'}",
+        redis_url=f"redis://127.0.0.1:{free_port()}/0",
+        var_dir=tmp_path / "var",
+        queue_partitions=2,
+    )
+    assert settings.effective_queue_backend == "redis"
+    process = Lifecycle.build(settings)
+    with caplog.at_level(logging.WARNING, logger="arcana.jobs"):
+        await process.start()
+    try:
+        assert any(
+            "queue layout not checked: Redis unreachable at start-up" in r.getMessage()
+            for r in caplog.records
+        )
+    finally:
+        await process.stop()

@@ -19,6 +19,8 @@ from __future__ import annotations
 import logging
 
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from arcana.adapters.jobqueue.partitioned import PartitionedRedisJobQueue
 from arcana.adapters.jobqueue.redis import RedisJobQueue
@@ -81,3 +83,18 @@ async def check_queue_layout(redis: Redis, prefix: str, partitions: int) -> None
             )
     if raw is None or recorded != partitions:
         await redis.hset(key, FIELD, str(partitions))
+
+
+async def check_queue_layout_at_start(redis: Redis, prefix: str, partitions: int) -> None:
+    """``check_queue_layout`` when a process starts. The service starts while Redis is down
+    (reads, logins and writes go on; jobs wait in the outbox), so an unreachable Redis skips
+    the check with a warning instead of stopping the start; the next start checks again."""
+    try:
+        await check_queue_layout(redis, prefix, partitions)
+    except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+        log.warning(
+            "queue layout not checked: Redis unreachable at start-up (%s); "
+            "ARCANA_QUEUE_PARTITIONS=%d is used as configured",
+            exc,
+            partitions,
+        )
