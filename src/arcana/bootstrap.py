@@ -25,6 +25,7 @@ from arcana import tracing
 from arcana.adapters.cache import MemoryCache, RedisCache
 from arcana.adapters.database import Database
 from arcana.adapters.events import EventBus
+from arcana.adapters.events.layout import check_events_layout_at_start
 from arcana.adapters.events.outbox import SqlOutbox
 from arcana.adapters.jobqueue.layout import check_queue_layout_at_start, redis_queue
 from arcana.adapters.jobqueue.sql import SqlJobQueue
@@ -446,6 +447,9 @@ async def open_resources(app: App, *, migrate_embedded: bool = True) -> None:
         await migrate(app)
     if app.redis is not None:
         await prepare_redis(app.redis)
+        await check_events_layout_at_start(
+            app.redis, app.settings.redis.prefix, app.settings.events.partitions
+        )
         if app.settings.effective_queue_backend == "redis":
             await check_queue_layout_at_start(
                 app.redis, app.settings.redis.prefix, app.settings.jobs.partitions

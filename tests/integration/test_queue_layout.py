@@ -12,13 +12,8 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 
-from arcana.adapters.jobqueue.layout import (
-    FIELD,
-    QueueLayoutChanged,
-    check_queue_layout,
-    layout_key,
-    redis_queue,
-)
+from arcana.adapters.jobqueue.layout import check_queue_layout, queue_layout, redis_queue
+from arcana.adapters.partition_layout import FIELD, LayoutChanged
 from arcana.domain.jobs import JobQueue, JobRequest
 from arcana.lifecycle import Lifecycle
 from tests.conftest import REDIS_URL, base_settings
@@ -54,7 +49,7 @@ async def queue(redis: Redis) -> AsyncIterator[Callable[[str, int], JobQueue]]:
 
 
 async def recorded(redis: Redis, prefix: str) -> int | None:
-    raw = await redis.hget(layout_key(prefix), FIELD)
+    raw = await redis.hget(queue_layout(prefix).key, FIELD)
     return None if raw is None else int(raw)
 
 
@@ -70,7 +65,7 @@ async def test_jobs_under_the_historical_keys_keep_a_new_count_from_starting(
 ) -> None:
     """A queue from before the count was recorded: its jobs are under one partition."""
     job = await queue(prefix, 1).enqueue(JobRequest("system.noop"))
-    with pytest.raises(QueueLayoutChanged) as raised:
+    with pytest.raises(LayoutChanged) as raised:
         await check_queue_layout(redis, prefix, 4)
     assert "ARCANA_QUEUE_PARTITIONS is 4" in str(raised.value)
     assert "1 job(s) still to run" in str(raised.value)
@@ -91,20 +86,20 @@ async def test_the_new_count_starts_once_the_old_layout_is_drained(
     old = queue(prefix, 3)
     await old.enqueue(JobRequest("system.noop", delay_seconds=0.001))
     assert (await old.stats()).scheduled == 1
-    with pytest.raises(QueueLayoutChanged):
+    with pytest.raises(LayoutChanged):
         await check_queue_layout(redis, prefix, 1)  # a delayed job counts
     doomed = await old.enqueue(JobRequest("system.noop", max_retries=0))
     await old.reap()  # the delayed job is due by now: queued
     leased = await old.fetch("w", 10, 30)
     assert {j.id for j in leased} >= {doomed.id}
-    with pytest.raises(QueueLayoutChanged):
+    with pytest.raises(LayoutChanged):
         await check_queue_layout(redis, prefix, 1)  # running jobs count
     assert await recorded(redis, prefix) == 3
     await old.fail("w", doomed.id, "boom", 0)
     await old.complete("w", [j.id for j in leased if j.id != doomed.id])
     s = await old.stats()
     assert (sum(s.depth.values()), s.scheduled, s.running, s.dead) == (0, 0, 0, 1)
-    with caplog.at_level(logging.WARNING, logger="arcana.jobs"):
+    with caplog.at_level(logging.WARNING, logger="arcana.layout"):
         await check_queue_layout(redis, prefix, 1)
     assert await recorded(redis, prefix) == 1
     assert any("1 dead job(s) stay under the old layout" in r.getMessage() for r in caplog.records)
@@ -151,7 +146,7 @@ async def test_a_start_with_redis_unreachable_skips_the_check_with_a_warning(
     )
     assert settings.effective_queue_backend == "redis"
     process = Lifecycle.build(settings)
-    with caplog.at_level(logging.WARNING, logger="arcana.jobs"):
+    with caplog.at_level(logging.WARNING, logger="arcana.layout"):
         await process.start()
     try:
         assert any(

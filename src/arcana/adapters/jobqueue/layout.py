@@ -1,43 +1,28 @@
-"""The Redis queue's partition count, recorded in Redis and checked when a process starts.
-
-Where a job's keys live depends on ``ARCANA_QUEUE_PARTITIONS`` (``adapters/partitions.py``). A
-process started with another count than the one the queue's jobs were written under would not
-see those jobs: they would wait, unseen, until the old count came back. So the count in use is
-recorded (``<prefix>:queue-layout``), and a process whose count differs from the recorded one
-refuses to start while the recorded layout still holds jobs waiting or running (queued,
-delayed, retrying, running). Once none are left, the new count is recorded and the process
-starts; dead jobs left under the old layout are logged (they stay readable and retryable with
-the old count), not waited for, since a dead job that fails again on retry would never drain.
-
-Before the count was recorded, only the historical layout (one partition) could hold jobs
-unless someone had changed the count already, so an unrecorded queue is checked as one
-partition.
-"""
+"""The Redis queue's partition count, recorded in Redis and checked when a process starts
+(``partition_layout.py`` says why)."""
 
 from __future__ import annotations
 
-import logging
+from collections.abc import Awaitable, Callable
 
 from redis.asyncio import Redis
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from arcana.adapters.jobqueue.partitioned import PartitionedRedisJobQueue
 from arcana.adapters.jobqueue.redis import RedisJobQueue
+from arcana.adapters.partition_layout import Layout, check_layout, check_layout_at_start
 from arcana.domain.jobs import JobQueue
 
-FIELD = "partitions"
 
-log = logging.getLogger("arcana.jobs")
-
-
-class QueueLayoutChanged(RuntimeError):
-    """The configured partition count differs from the recorded one, whose layout still
-    holds jobs."""
-
-
-def layout_key(prefix: str) -> str:
-    return f"{prefix}:queue-layout"
+def queue_layout(prefix: str) -> Layout:
+    return Layout(
+        name="queue",
+        key=f"{prefix}:queue-layout",
+        setting="ARCANA_QUEUE_PARTITIONS",
+        waiting="job(s) still to run",
+        drained_when="`arcana jobs stats` shows none queued, scheduled, retrying or running",
+        dead="dead job(s)",
+        runs_with="the workers",
+    )
 
 
 def redis_queue(redis: Redis, prefix: str, partitions: int, *, finished_ttl: float) -> JobQueue:
@@ -53,48 +38,25 @@ async def left_behind(queue: JobQueue) -> tuple[int, int]:
     return sum(s.depth.values()) + s.scheduled + s.retrying + s.running, s.dead
 
 
-async def check_queue_layout(redis: Redis, prefix: str, partitions: int) -> None:
-    """Record ``partitions`` as the queue's layout, unless another recorded layout still holds
-    jobs (then raise ``QueueLayoutChanged``, saying how to drain it)."""
-    key = layout_key(prefix)
-    raw = await redis.hget(key, FIELD)
-    recorded = int(raw) if raw is not None else 1
-    if recorded != partitions:
-        old = redis_queue(redis, prefix, recorded, finished_ttl=1.0)  # read only: stats
+def _left_behind_under(redis: Redis, prefix: str) -> Callable[[int], Awaitable[tuple[int, int]]]:
+    async def under(partitions: int) -> tuple[int, int]:
+        old = redis_queue(redis, prefix, partitions, finished_ttl=1.0)  # read only: stats
         try:
-            waiting, dead = await left_behind(old)
+            return await left_behind(old)
         finally:
             await old.close()
-        if waiting:
-            raise QueueLayoutChanged(
-                f"ARCANA_QUEUE_PARTITIONS is {partitions}, but {waiting} job(s) still to run "
-                f"are stored under {recorded} partition(s), where a process with {partitions} "
-                f"would not see them. Run the workers with ARCANA_QUEUE_PARTITIONS={recorded} "
-                f"until `arcana jobs stats` shows none queued, scheduled, retrying or running, "
-                f"then change it."
-            )
-        if dead:
-            log.warning(
-                "%d dead job(s) stay under the old layout of %d partition(s); "
-                "`arcana jobs dead` lists them with ARCANA_QUEUE_PARTITIONS=%d",
-                dead,
-                recorded,
-                recorded,
-            )
-    if raw is None or recorded != partitions:
-        await redis.hset(key, FIELD, str(partitions))
+
+    return under
+
+
+async def check_queue_layout(redis: Redis, prefix: str, partitions: int) -> None:
+    """Record ``partitions`` as the queue's layout, unless another recorded layout still holds
+    jobs to run (then raise ``LayoutChanged``, saying how to drain it)."""
+    await check_layout(redis, queue_layout(prefix), partitions, _left_behind_under(redis, prefix))
 
 
 async def check_queue_layout_at_start(redis: Redis, prefix: str, partitions: int) -> None:
-    """``check_queue_layout`` when a process starts. The service starts while Redis is down
-    (reads, logins and writes go on; jobs wait in the outbox), so an unreachable Redis skips
-    the check with a warning instead of stopping the start; the next start checks again."""
-    try:
-        await check_queue_layout(redis, prefix, partitions)
-    except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-        log.warning(
-            "queue layout not checked: Redis unreachable at start-up (%s); "
-            "ARCANA_QUEUE_PARTITIONS=%d is used as configured",
-            exc,
-            partitions,
-        )
+    """``check_queue_layout``; an unreachable Redis skips it with a warning."""
+    await check_layout_at_start(
+        redis, queue_layout(prefix), partitions, _left_behind_under(redis, prefix)
+    )
