@@ -162,6 +162,7 @@ def instrument(
             current = None
         t0 = _perf_counter()
         exc: BaseException | None = None
+        recorded = False  # an abort is counted before grpc sends its status (see below)
         request_id = ""
         for key, value in metadata:
             if key == "x-request-id" and isinstance(value, str) and 0 < len(value) <= 128:
@@ -193,16 +194,24 @@ def instrument(
                         response = await work
                     return response if serializer is None else serializer(response)
                 except TimeoutError:
+                    # grpc.aio's abort sends the status before it raises: the call is counted
+                    # first, so a client that has its answer also finds it in the metrics.
+                    record("DEADLINE_EXCEEDED", _perf_counter() - t0)
+                    recorded = True
                     await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline exceeded")
             except ArcanaError as error:
                 status = status_for(error)
                 if status is grpc.StatusCode.INTERNAL:
                     log.error("internal error in %s", method, exc_info=error)
+                record(status.name, _perf_counter() - t0)
+                recorded = True
                 await context.abort(status, message_for(error))
             except (asyncio.CancelledError, grpc.aio.AbortError, TimeoutError):
                 raise
             except Exception:
                 log.exception("unhandled error in %s", method)
+                record("INTERNAL", _perf_counter() - t0)
+                recorded = True
                 await context.abort(
                     grpc.StatusCode.INTERNAL, "INTERNAL: An unexpected error occurred"
                 )
@@ -214,7 +223,8 @@ def instrument(
             if code not in _QUIET:
                 log.info("grpc %s -> %s", method, code, extra={"request_id": request_id})
             REQUEST_ID.reset(bound)
-            record(code, _perf_counter() - t0)
+            if not recorded:
+                record(code, _perf_counter() - t0)
             if current is not None:
                 tracing.set_attributes(current, {"rpc.grpc.status_code": code})
                 if code not in _NOT_SPAN_ERRORS:
