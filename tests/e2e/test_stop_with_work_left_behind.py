@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from decimal import Decimal
 from pathlib import Path
 
@@ -21,6 +21,7 @@ import asyncpg
 import pytest
 
 from arcana.api.product_json import PAGE_JSON
+from arcana.bootstrap import App
 from arcana.domain.products import NewProduct, ProductChanges, ProductQuery
 from arcana.lifecycle import Lifecycle
 from tests.conftest import REDIS_URL, base_settings, truncate_all, wait_for
@@ -33,19 +34,29 @@ def dsn(pg_url: str) -> str:
 
 
 @pytest.fixture
-async def lifecycle(pg_url: str, redis_session: str, tmp_path: Path) -> AsyncIterator[Lifecycle]:
-    await truncate_all(pg_url)
-    settings = base_settings(
-        database_url=pg_url,
-        redis_url=REDIS_URL,
-        redis_prefix=f"{redis_session}-stop-{uuid.uuid4().hex[:8]}",
-        var_dir=tmp_path / "var",
-        shutdown_timeout=30,
-    )
-    process = Lifecycle.build(settings)
-    await process.start(migrate_embedded=False)
-    yield process  # each test stops it itself; this second stop is for a test that failed first
-    await process.stop()
+async def start(
+    pg_url: str, redis_session: str, tmp_path: Path
+) -> AsyncIterator[Callable[[float], Awaitable[Lifecycle]]]:
+    """``await start(shutdown_timeout)``: a started process. Each test stops it itself; the
+    second stop at the end is for a test that failed first."""
+    started: list[Lifecycle] = []
+
+    async def start(shutdown_timeout: float) -> Lifecycle:
+        await truncate_all(pg_url)
+        settings = base_settings(
+            database_url=pg_url,
+            redis_url=REDIS_URL,
+            redis_prefix=f"{redis_session}-stop-{uuid.uuid4().hex[:8]}",
+            var_dir=tmp_path / "var",
+            shutdown_timeout=shutdown_timeout,
+        )
+        started.append(Lifecycle.build(settings))
+        await started[-1].start(migrate_embedded=False)
+        return started[-1]
+
+    yield start
+    for process in started:
+        await process.stop()
 
 
 @contextlib.asynccontextmanager
@@ -75,6 +86,25 @@ async def waiting_on_the_lock(probe: asyncpg.Connection) -> bool:
     return bool(n)
 
 
+async def abandon_a_rename(app: App, product_id: str, lock: asyncpg.Connection) -> None:
+    """A rename whose caller is cancelled while it waits on ``lock``."""
+    caller = asyncio.create_task(
+        app.products.update("admin", product_id, ProductChanges(name="After"))
+    )
+    await wait_for(lambda: waiting_on_the_lock(lock))
+    caller.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await caller
+
+
+async def stored_name(pg_url: str, product_id: str) -> str:
+    conn = await asyncpg.connect(dsn(pg_url))
+    try:
+        return str(await conn.fetchval("SELECT name FROM products WHERE id = $1", product_id))
+    finally:
+        await conn.close()
+
+
 def running(qualname: str) -> list[asyncio.Task[object]]:
     return [
         t
@@ -84,10 +114,11 @@ def running(qualname: str) -> list[asyncio.Task[object]]:
 
 
 async def test_a_list_build_whose_caller_left_is_over_when_stop_returns(
-    lifecycle: Lifecycle, pg_url: str
+    start: Callable[[float], Awaitable[Lifecycle]], pg_url: str
 ) -> None:
     """Before, the build ran on past the stop and opened a Redis connection on the closed
     client, which nothing closed."""
+    lifecycle = await start(30)
     app = lifecycle.app
     async with products_locked(pg_url) as lock:
         caller = asyncio.create_task(app.products.list_encoded(ProductQuery(), PAGE_JSON))
@@ -104,21 +135,16 @@ async def test_a_list_build_whose_caller_left_is_over_when_stop_returns(
 
 
 async def test_stop_waits_for_a_write_whose_caller_left(
-    lifecycle: Lifecycle, pg_url: str, caplog: pytest.LogCaptureFixture
+    start: Callable[[float], Awaitable[Lifecycle]],
+    pg_url: str,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """The write commits and updates the cache before the pools close."""
-    app = lifecycle.app
-    product = await app.products.create("admin", NewProduct(name="Before", price=Decimal(1)))
-    stopping: asyncio.Task[None] | None = None
+    lifecycle = await start(30)
+    product = await lifecycle.app.products.create("admin", NewProduct("Before", Decimal(1)))
     with caplog.at_level(logging.WARNING, logger="arcana.services.completion"):
         async with products_locked(pg_url) as lock:
-            caller = asyncio.create_task(
-                app.products.update("admin", product.id, ProductChanges(name="After"))
-            )
-            await wait_for(lambda: waiting_on_the_lock(lock))
-            caller.cancel()
-            with pytest.raises(asyncio.CancelledError):
-                await caller
+            await abandon_a_rename(lifecycle.app, product.id, lock)
             stopping = asyncio.create_task(lifecycle.stop())
             await wait_for(
                 lambda: any("whose caller went away" in r.getMessage() for r in caplog.records)
@@ -126,39 +152,20 @@ async def test_stop_waits_for_a_write_whose_caller_left(
             assert not stopping.done()
         await asyncio.wait_for(stopping, 30)  # the lock is gone: the write ends, then the stop
     assert running("ProductService.update") == []
-    conn = await asyncpg.connect(dsn(pg_url))
-    try:
-        name = await conn.fetchval("SELECT name FROM products WHERE id = $1", product.id)
-    finally:
-        await conn.close()
-    assert name == "After"
+    assert await stored_name(pg_url, product.id) == "After"
     assert not any(r.levelno >= logging.ERROR for r in caplog.records)
 
 
 async def test_stop_cancels_a_write_still_waiting_after_the_shutdown_timeout(
-    pg_url: str, redis_session: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    start: Callable[[float], Awaitable[Lifecycle]],
+    pg_url: str,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
-    await truncate_all(pg_url)
-    settings = base_settings(
-        database_url=pg_url,
-        redis_url=REDIS_URL,
-        redis_prefix=f"{redis_session}-stop-{uuid.uuid4().hex[:8]}",
-        var_dir=tmp_path / "var",
-        shutdown_timeout=0.5,
-    )
-    lifecycle = Lifecycle.build(settings)
-    await lifecycle.start(migrate_embedded=False)
-    app = lifecycle.app
-    product = await app.products.create("admin", NewProduct(name="Before", price=Decimal(1)))
+    lifecycle = await start(0.5)
+    product = await lifecycle.app.products.create("admin", NewProduct("Before", Decimal(1)))
     with caplog.at_level(logging.WARNING, logger="arcana.services.completion"):
         async with products_locked(pg_url) as lock:
-            caller = asyncio.create_task(
-                app.products.update("admin", product.id, ProductChanges(name="After"))
-            )
-            await wait_for(lambda: waiting_on_the_lock(lock))
-            caller.cancel()
-            with pytest.raises(asyncio.CancelledError):
-                await caller
+            await abandon_a_rename(lifecycle.app, product.id, lock)
             await asyncio.wait_for(lifecycle.stop(), 30)  # the lock still held: bounded
             assert any(
                 "1 write(s) whose caller went away were still running at shutdown: cancelled"
@@ -166,9 +173,4 @@ async def test_stop_cancels_a_write_still_waiting_after_the_shutdown_timeout(
                 for r in caplog.records
             )
             assert running("ProductService.update") == []
-    conn = await asyncpg.connect(dsn(pg_url))
-    try:
-        name = await conn.fetchval("SELECT name FROM products WHERE id = $1", product.id)
-    finally:
-        await conn.close()
-    assert name == "Before"  # cancelled before its commit: rolled back, not half done
+    assert await stored_name(pg_url, product.id) == "Before"  # rolled back, not half done
