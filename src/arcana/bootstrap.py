@@ -441,18 +441,29 @@ async def migrate(app: App) -> None:
     await run_migrations(app.db)
 
 
-async def open_resources(app: App, *, migrate_embedded: bool = True) -> None:
-    """Embedded SQLite migrates itself so one command runs the service."""
+async def open_resources(
+    app: App, *, migrate_embedded: bool = True, enforce_layouts: bool = False
+) -> None:
+    """Embedded SQLite migrates itself so one command runs the service. ``enforce_layouts``:
+    this process runs the queue and the event stream (``arcana serve``, ``arcana worker``), so
+    it records their partition counts and refuses a changed one while the old layout holds
+    work (``adapters/partition_layout.py``); any other only notes a difference."""
     if migrate_embedded and app.settings.is_sqlite:
         await migrate(app)
     if app.redis is not None:
         await prepare_redis(app.redis)
         await check_events_layout_at_start(
-            app.redis, app.settings.redis.prefix, app.settings.events.partitions
+            app.redis,
+            app.settings.redis.prefix,
+            app.settings.events.partitions,
+            enforce=enforce_layouts,
         )
         if app.settings.effective_queue_backend == "redis":
             await check_queue_layout_at_start(
-                app.redis, app.settings.redis.prefix, app.settings.jobs.partitions
+                app.redis,
+                app.settings.redis.prefix,
+                app.settings.jobs.partitions,
+                enforce=enforce_layouts,
             )
 
 

@@ -61,8 +61,12 @@ class Lifecycle:
             await process.stop()
 
     # -- start ------------------------------------------------------------------------------
-    async def start(self, *, migrate_embedded: bool = True) -> None:
-        await open_resources(self.app, migrate_embedded=migrate_embedded)
+    async def start(self, *, migrate_embedded: bool = True, enforce_layouts: bool = False) -> None:
+        """``enforce_layouts`` for the processes that run the queue and the event stream
+        (``open_resources``)."""
+        await open_resources(
+            self.app, migrate_embedded=migrate_embedded, enforce_layouts=enforce_layouts
+        )
 
     def start_api_loops(self) -> None:
         """What every API process runs beside HTTP and gRPC."""

@@ -4,6 +4,7 @@ leaving them unseen (real Redis, a prefix per test)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import subprocess
 import uuid
@@ -114,7 +115,7 @@ async def test_the_new_count_starts_once_the_old_layout_is_drained(
     assert any("1 dead job(s) stay under the old layout" in r.getMessage() for r in caplog.records)
 
 
-def test_arcana_worker_with_a_changed_count_exits_with_what_to_do(
+def test_arcana_worker_or_serve_with_a_changed_count_exits_with_what_to_do(
     prefix: str, tmp_path: Path
 ) -> None:
     """What an operator sees: what to do on stderr, exit status 1, no traceback."""
@@ -140,6 +141,13 @@ def test_arcana_worker_with_a_changed_count_exits_with_what_to_do(
     assert "ARCANA_QUEUE_PARTITIONS is 2" in last, last
     assert "ARCANA_QUEUE_PARTITIONS=1" in last, last
     assert "Traceback" not in out.stderr
+    served = subprocess.run(
+        [arcana_bin(), "serve", "--port", str(free_port()), "--grpc-port", str(free_port())],
+        env={**env, "ARCANA_QUEUE_PARTITIONS": "2"},
+        capture_output=True, text=True, timeout=60, cwd=tmp_path,
+    )  # fmt: skip
+    assert served.returncode == 1, (served.stdout, served.stderr)
+    assert "ARCANA_QUEUE_PARTITIONS is 2" in served.stderr.strip().splitlines()[-1]
 
 
 async def test_a_start_with_redis_unreachable_skips_the_check_with_a_warning(
@@ -156,7 +164,7 @@ async def test_a_start_with_redis_unreachable_skips_the_check_with_a_warning(
     assert settings.effective_queue_backend == "redis"
     process = Lifecycle.build(settings)
     with caplog.at_level(logging.WARNING, logger="arcana.layout"):
-        await process.start()
+        await process.start(enforce_layouts=True)
     try:
         assert any(
             "queue layout not checked: Redis unreachable at start-up" in r.getMessage()
@@ -164,6 +172,34 @@ async def test_a_start_with_redis_unreachable_skips_the_check_with_a_warning(
         )
     finally:
         await process.stop()
+
+
+async def test_a_command_with_another_count_only_says_which_layout_it_sees(
+    redis: Redis, prefix: str, queue: Callable[[str, int], JobQueue], tmp_path: Path
+) -> None:
+    """How an operator lists the dead jobs left under an old count: a command (not ``serve``
+    or ``worker``) with that count neither refuses to run nor records its count."""
+    await check_queue_layout(redis, prefix, 2)
+    await queue(prefix, 2).enqueue(JobRequest("system.noop"))  # an enforced start would refuse
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "ARCANA_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'c.db'}",
+        "ARCANA_VAR_DIR": str(tmp_path / "var"),
+        "ARCANA_REDIS_URL": REDIS_URL,
+        "ARCANA_REDIS_PREFIX": prefix,
+        "ARCANA_QUEUE_PARTITIONS": "1",
+    }
+    out = await asyncio.to_thread(
+        subprocess.run,
+        [arcana_bin(), "jobs", "dead"],
+        env=env, capture_output=True, text=True, timeout=60, cwd=tmp_path,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert (
+        "ARCANA_QUEUE_PARTITIONS is 1, but the queue layout in use is recorded as 2 "
+        "partition(s): this command sees what is stored under 1"
+    ) in out.stderr
+    assert await recorded(redis, prefix) == 2
 
 
 # -- events ------------------------------------------------------------------------------------
@@ -226,7 +262,7 @@ async def test_a_start_with_another_count_refuses_while_events_wait(
     process = Lifecycle.build(settings)
     try:
         with pytest.raises(LayoutChanged, match="ARCANA_EVENTS_PARTITIONS=2"):
-            await process.start()
+            await process.start(enforce_layouts=True)
     finally:
         await process.stop()
     assert await recorded_events(redis, prefix) == 2

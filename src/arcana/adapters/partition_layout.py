@@ -4,11 +4,13 @@ Where the job queue's and the event stream's keys live depends on their partitio
 (``ARCANA_QUEUE_PARTITIONS``, ``ARCANA_EVENTS_PARTITIONS``; see ``partitions.py``). A process
 started with another count than the one the stored jobs or events were written under would not
 see them: they would wait, unseen, until the old count came back. So the count in use is
-recorded (``<prefix>:queue-layout``, ``<prefix>:events-layout``), and a process whose count
-differs from the recorded one refuses to start while the recorded layout still holds work
-(jobs to run, events not yet handled). Once none is left, the new count is recorded and the
-process starts. Dead jobs and events left under the old layout are logged, not waited for:
-they stay readable with the old count, and one that fails again on retry would never drain.
+recorded (``<prefix>:queue-layout``, ``<prefix>:events-layout``), and a process that runs them
+(``arcana serve``, ``arcana worker``) whose count differs from the recorded one refuses to
+start while the recorded layout still holds work (jobs to run, events not yet handled). Once
+none is left, the new count is recorded and the process starts. The other commands only warn of
+a difference: that is how an operator lists an old layout's dead jobs, with its count. Dead
+jobs and events left under the old layout are logged, not waited for: they stay readable with
+the old count, and one that fails again on retry would never drain.
 
 Before the counts were recorded, only the historical layout (one partition) could hold work
 unless someone had changed the count already, so an unrecorded layout is checked as one
@@ -88,18 +90,41 @@ async def check_layout(
         await redis.hset(layout.key, FIELD, str(partitions))
 
 
+async def note_layout(redis: Redis, layout: Layout, partitions: int) -> None:
+    """For a process that only inspects or changes a few items (the CLI's commands): neither
+    record nor refuse, but say so when ``partitions`` differs from the recorded count. An
+    operator lists or retries the dead jobs of an old layout this way, with the old count."""
+    raw = await redis.hget(layout.key, FIELD)
+    if raw is not None and int(raw) != partitions:
+        log.warning(
+            "%s is %d, but the %s layout in use is recorded as %d partition(s): this command "
+            "sees what is stored under %d",
+            layout.setting,
+            partitions,
+            layout.name,
+            int(raw),
+            partitions,
+        )
+
+
 async def check_layout_at_start(
     redis: Redis,
     layout: Layout,
     partitions: int,
     left_behind: Callable[[int], Awaitable[tuple[int, int]]],
+    *,
+    enforce: bool,
 ) -> None:
-    """``check_layout`` when a process starts. The service starts while Redis is down (reads,
-    logins and writes go on; jobs and events wait in the outbox), so an unreachable Redis
-    skips the check with a warning instead of stopping the start; the next start checks
-    again."""
+    """When a process starts: ``check_layout`` for one that runs the queue or the stream
+    (``enforce``: ``arcana serve``, ``arcana worker``), ``note_layout`` for any other. The
+    service starts while Redis is down (reads, logins and writes go on; jobs and events wait
+    in the outbox), so an unreachable Redis skips the check with a warning instead of stopping
+    the start; the next start checks again."""
     try:
-        await check_layout(redis, layout, partitions, left_behind)
+        if enforce:
+            await check_layout(redis, layout, partitions, left_behind)
+        else:
+            await note_layout(redis, layout, partitions)
     except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
         log.warning(
             "%s layout not checked: Redis unreachable at start-up (%s); %s=%d is used as "

@@ -45,7 +45,7 @@ async def serve(settings: Settings, *, with_worker: bool, reuse_port: bool = Fal
 
     process = Lifecycle.build(settings)
     try:
-        await process.start()
+        await process.start(enforce_layouts=True)
     except Exception as exc:
         await process.stop()
         raise fail(f"start-up failed: {exc}") from None

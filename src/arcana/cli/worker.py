@@ -46,7 +46,7 @@ async def run_worker(settings: Settings, metrics_port: int | None = None) -> Non
 
     process = Lifecycle.build(settings)
     try:
-        await process.start()
+        await process.start(enforce_layouts=True)
     except Exception as exc:
         await process.stop()
         if alive_file is not None:

@@ -66,8 +66,11 @@ async def check_events_layout(redis: Redis, prefix: str, partitions: int) -> Non
     await check_layout(redis, events_layout(prefix), partitions, _left_behind_under(redis, prefix))
 
 
-async def check_events_layout_at_start(redis: Redis, prefix: str, partitions: int) -> None:
-    """``check_events_layout``; an unreachable Redis skips it with a warning."""
+async def check_events_layout_at_start(
+    redis: Redis, prefix: str, partitions: int, *, enforce: bool
+) -> None:
+    """At start: enforced by the processes that run the stream, noted by any other
+    (``partition_layout.check_layout_at_start``)."""
     await check_layout_at_start(
-        redis, events_layout(prefix), partitions, _left_behind_under(redis, prefix)
+        redis, events_layout(prefix), partitions, _left_behind_under(redis, prefix), enforce=enforce
     )

@@ -55,8 +55,11 @@ async def check_queue_layout(redis: Redis, prefix: str, partitions: int) -> None
     await check_layout(redis, queue_layout(prefix), partitions, _left_behind_under(redis, prefix))
 
 
-async def check_queue_layout_at_start(redis: Redis, prefix: str, partitions: int) -> None:
-    """``check_queue_layout``; an unreachable Redis skips it with a warning."""
+async def check_queue_layout_at_start(
+    redis: Redis, prefix: str, partitions: int, *, enforce: bool
+) -> None:
+    """At start: enforced by the processes that run the queue, noted by any other
+    (``partition_layout.check_layout_at_start``)."""
     await check_layout_at_start(
-        redis, queue_layout(prefix), partitions, _left_behind_under(redis, prefix)
+        redis, queue_layout(prefix), partitions, _left_behind_under(redis, prefix), enforce=enforce
     )
