@@ -42,6 +42,7 @@ import argparse
 import asyncio
 import atexit
 import functools
+import importlib.util
 import json
 import os
 import shutil
@@ -392,39 +393,35 @@ async def _singles_json(names: list[str]) -> None:
     print(json.dumps({"rates": rates, "ping_us": ping_round_trip_us(REDIS_URL)}))
 
 
+def _private_redis_module() -> Any:
+    """``tests/private_redis.py`` (standard library only), loaded from its file: the repository
+    root stays off ``sys.path`` here, as this folder does."""
+    path = HERE.parent / "tests" / "private_redis.py"
+    spec = importlib.util.spec_from_file_location("bench_private_redis", path)
+    if spec is None or spec.loader is None:
+        raise SystemExit(f"cannot load {path}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def placement(names: list[str]) -> list[tuple[str, dict[str, Any]]] | str:
     """The single-enqueue phase with the client on Redis's CPU and on the other one (see the
     module doc). Returns each placement's results, or why it was not run."""
     if not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2:
         return "needs two CPUs this process may run on"
-    server = shutil.which("redis-server")
-    if server is None:
+    if shutil.which("redis-server") is None:
         return "needs redis-server on PATH"
     cpus = sorted(os.sched_getaffinity(0))[:2]
-    port = loadgen.free_port()
-    redis = subprocess.Popen(
-        [server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-        preexec_fn=lambda: os.sched_setaffinity(0, {cpus[0]}),
-    )
+    redis = _private_redis_module().PrivateRedis(APPS / "private-redis", cpu=cpus[0])
     try:
-        probe = sync_redis.Redis(port=port)
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                probe.ping()
-                break
-            except sync_redis.ConnectionError:
-                if time.monotonic() > deadline or redis.poll() is not None:
-                    raise SystemExit("the private redis-server did not start") from None
-                time.sleep(0.05)
-        probe.close()
+        redis.start(timeout=30)
         out: list[tuple[str, dict[str, Any]]] = []
         for label, cpu in (("same CPU as Redis", cpus[0]), ("other CPU", cpus[1])):
             print(f"… single enqueues, {label}", file=sys.stderr, flush=True)
             done = subprocess.run(
                 [sys.executable, __file__, "--singles-json", *names],
-                env={**os.environ, "BENCH_REDIS_URL": f"redis://127.0.0.1:{port}/0"},
+                env={**os.environ, "BENCH_REDIS_URL": redis.url},
                 preexec_fn=functools.partial(os.sched_setaffinity, 0, {cpu}),
                 capture_output=True,
                 text=True,
@@ -434,8 +431,7 @@ def placement(names: list[str]) -> list[tuple[str, dict[str, Any]]] | str:
             out.append((label, json.loads(done.stdout.splitlines()[-1])))
         return out
     finally:
-        redis.terminate()
-        redis.wait(10)
+        redis.stop()
 
 
 async def _count_enqueues(n: int) -> None:

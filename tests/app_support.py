@@ -17,7 +17,7 @@ from arcana.bootstrap import App
 from arcana.config import Settings
 from arcana.lifecycle import Lifecycle
 from tests.conftest import truncate_all
-from tests.reliability.stack import PrivateRedis
+from tests.private_redis import PrivateRedis
 
 ClientFactory = Callable[..., AbstractAsyncContextManager[tuple[httpx.AsyncClient, App]]]
 

@@ -17,7 +17,7 @@ from arcana.lifecycle import Lifecycle
 from tests.app_support import ClientFactory
 from tests.auth_support import PASSWORD, bearer, login, register_and_login
 from tests.conftest import truncate_all
-from tests.reliability.stack import PrivateRedis
+from tests.private_redis import PrivateRedis
 
 AUTH = "/api/v1/auth"
 

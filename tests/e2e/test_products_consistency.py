@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import shutil
 import subprocess
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -22,7 +21,7 @@ from arcana.domain.products import ProductChanges
 from arcana.lifecycle import Lifecycle
 from arcana.services.products import ProductCache, ProductService
 from tests.conftest import base_settings, insert_principals, truncate_all, wait_for
-from tests.process import free_port
+from tests.private_redis import PrivateRedis
 from tests.products_support import BASE, admin_headers, concurrent_stock_changes, create_product
 
 pytestmark = [
@@ -219,21 +218,14 @@ async def test_only_plain_list_queries_take_the_fast_path() -> None:
 
 @contextlib.contextmanager
 def private_redis(tmp: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    binary = shutil.which("redis-server")
-    if binary is None:  # pragma: no cover - the CI image has it
-        pytest.skip("redis-server binary not installed")
-    port = free_port()
-    proc = subprocess.Popen(
-        [binary, "--port", str(port), "--save", "", "--appendonly", "no", "--dir", str(tmp)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    """A ``redis-server`` of the test's own, answering ``PING``: (its URL, its process)."""
+    server = PrivateRedis(tmp / "private-redis")
+    server.start()
+    assert server.proc is not None
     try:
-        yield f"redis://127.0.0.1:{port}/0", proc
+        yield server.url, server.proc
     finally:
-        if proc.poll() is None:
-            proc.terminate()
-            proc.wait(10)
+        server.stop()
 
 
 @contextlib.asynccontextmanager

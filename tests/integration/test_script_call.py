@@ -17,7 +17,7 @@ from arcana.adapters.redis_client import connect_redis
 from arcana.domain.jobs import Job, JobRequest, JobStatus
 from arcana.errors import ServiceUnavailable
 from tests.app_support import private_redis
-from tests.reliability.stack import PrivateRedis
+from tests.private_redis import PrivateRedis
 
 __all__ = ["private_redis"]  # a fixture of this module
 

@@ -7,9 +7,6 @@ from __future__ import annotations
 import asyncio
 import email
 import email.policy
-import shutil
-import subprocess
-import time
 import uuid
 from collections import Counter
 from pathlib import Path
@@ -26,6 +23,7 @@ from arcana.lifecycle import Lifecycle
 from tests.auth_support import PASSWORD
 from tests.conftest import base_settings
 from tests.pgcluster import PrivateCluster
+from tests.private_redis import PrivateRedis
 from tests.process import ArcanaProcess, free_port
 from tests.reliability.support import TEST_SECRET, arcana_env, process
 
@@ -56,64 +54,6 @@ FAST_ENV: dict[str, str] = {
 
 REQUEST_TIMEOUT = 15.0
 """Longer than any configured database/Redis timeout: a request that takes this long hangs."""
-
-
-def redis_server_bin() -> str:
-    found = shutil.which("redis-server")
-    if found is None:
-        raise RuntimeError("redis-server not found")
-    return found
-
-
-class PrivateRedis:
-    """``redis-server`` on a free port, no persistence: stopping it is a real outage."""
-
-    def __init__(self, workdir: Path) -> None:
-        self.port = free_port()
-        self.workdir = workdir
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        self.proc = subprocess.Popen(
-            [
-                redis_server_bin(),
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(self.workdir),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            try:
-                import socket
-
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as s:
-                    s.sendall(b"PING\r\n")
-                    if s.recv(16).startswith(b"+PONG"):
-                        return
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError("private redis-server did not start")
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(10)
-        self.proc = None
 
 
 def read_mails(mail_dir: Path) -> list[email.message.EmailMessage]:

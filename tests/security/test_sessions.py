@@ -18,8 +18,8 @@ from arcana.rpc.gen.arcana.product.v1 import product_pb2 as pb
 from arcana.rpc.gen.arcana.product.v1 import product_pb2_grpc as pb_grpc
 from arcana.services.auth import AuthPolicy, AuthService, ClientInfo
 from tests.auth_support import PASSWORD, bearer, login, register_and_login
+from tests.private_redis import PrivateRedis
 from tests.products_support import grpc_stub_for
-from tests.reliability.stack import PrivateRedis
 from tests.security.conftest import AUTH, ClientFactory
 
 
