@@ -25,9 +25,9 @@ from arcana import tracing
 from arcana.adapters.cache import MemoryCache, RedisCache
 from arcana.adapters.database import Database
 from arcana.adapters.events import EventBus
-from arcana.adapters.events.layout import check_events_layout_at_start
+from arcana.adapters.events.layout import events_layout
 from arcana.adapters.events.outbox import SqlOutbox
-from arcana.adapters.jobqueue.layout import check_queue_layout_at_start, redis_queue
+from arcana.adapters.jobqueue.layout import queue_layout, redis_queue
 from arcana.adapters.jobqueue.sql import SqlJobQueue
 from arcana.adapters.jwt_tokens import JwtAccessTokens
 from arcana.adapters.login_limiter import (
@@ -38,6 +38,7 @@ from arcana.adapters.login_limiter import (
 )
 from arcana.adapters.mail import build_mailer
 from arcana.adapters.metrics_sampler import MetricsSampler
+from arcana.adapters.partition_layout import check_layout_at_start
 from arcana.adapters.passwords import Argon2PasswordHasher, HashingSlots
 from arcana.adapters.plugin_broadcast import (
     NullPluginReloadBroadcast,
@@ -452,16 +453,17 @@ async def open_resources(
         await migrate(app)
     if app.redis is not None:
         await prepare_redis(app.redis)
-        await check_events_layout_at_start(
+        prefix = app.settings.redis.prefix
+        await check_layout_at_start(
             app.redis,
-            app.settings.redis.prefix,
+            events_layout(app.redis, prefix),
             app.settings.events.partitions,
             enforce=enforce_layouts,
         )
         if app.settings.effective_queue_backend == "redis":
-            await check_queue_layout_at_start(
+            await check_layout_at_start(
                 app.redis,
-                app.settings.redis.prefix,
+                queue_layout(app.redis, prefix),
                 app.settings.jobs.partitions,
                 enforce=enforce_layouts,
             )

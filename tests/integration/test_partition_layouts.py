@@ -54,12 +54,12 @@ async def queue(redis: Redis) -> AsyncIterator[Callable[[str, int], JobQueue]]:
 
 
 async def recorded(redis: Redis, prefix: str) -> int | None:
-    raw = await redis.hget(queue_layout(prefix).key, FIELD)
+    raw = await redis.hget(queue_layout(redis, prefix).key, FIELD)
     return None if raw is None else int(raw)
 
 
 async def recorded_events(redis: Redis, prefix: str) -> int | None:
-    raw = await redis.hget(events_layout(prefix).key, FIELD)
+    raw = await redis.hget(events_layout(redis, prefix).key, FIELD)
     return None if raw is None else int(raw)
 
 

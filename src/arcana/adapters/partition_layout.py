@@ -55,21 +55,18 @@ class Layout:
     """What is logged and left behind, e.g. ``dead job(s)``."""
     runs_with: str
     """Which processes must run with the old count to drain it, e.g. ``the workers``."""
+    left_behind: Callable[[int], Awaitable[tuple[int, int]]]
+    """``left_behind(count)``: the work waiting and the dead work stored under ``count``
+    partitions."""
 
 
-async def check_layout(
-    redis: Redis,
-    layout: Layout,
-    partitions: int,
-    left_behind: Callable[[int], Awaitable[tuple[int, int]]],
-) -> None:
+async def check_layout(redis: Redis, layout: Layout, partitions: int) -> None:
     """Record ``partitions`` as the layout, unless another recorded layout still holds work
-    (then raise ``LayoutChanged``, saying how to drain it). ``left_behind(count)`` is the work
-    waiting and the dead work stored under ``count`` partitions."""
+    (then raise ``LayoutChanged``, saying how to drain it)."""
     raw = await redis.hget(layout.key, FIELD)
     recorded = int(raw) if raw is not None else 1
     if recorded != partitions:
-        waiting, dead = await left_behind(recorded)
+        waiting, dead = await layout.left_behind(recorded)
         if waiting:
             raise LayoutChanged(
                 f"{layout.setting} is {partitions}, but {waiting} {layout.waiting} "
@@ -108,12 +105,7 @@ async def note_layout(redis: Redis, layout: Layout, partitions: int) -> None:
 
 
 async def check_layout_at_start(
-    redis: Redis,
-    layout: Layout,
-    partitions: int,
-    left_behind: Callable[[int], Awaitable[tuple[int, int]]],
-    *,
-    enforce: bool,
+    redis: Redis, layout: Layout, partitions: int, *, enforce: bool
 ) -> None:
     """When a process starts: ``check_layout`` for one that runs the queue or the stream
     (``enforce``: ``arcana serve``, ``arcana worker``), ``note_layout`` for any other. The
@@ -122,7 +114,7 @@ async def check_layout_at_start(
     the start; the next start checks again."""
     try:
         if enforce:
-            await check_layout(redis, layout, partitions, left_behind)
+            await check_layout(redis, layout, partitions)
         else:
             await note_layout(redis, layout, partitions)
     except (RedisConnectionError, RedisTimeoutError, OSError) as exc:

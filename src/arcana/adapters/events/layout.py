@@ -11,10 +11,10 @@ from redis.exceptions import ResponseError
 
 from arcana.adapters.events.bus import event_streams
 from arcana.adapters.events.redis_stream import GROUP
-from arcana.adapters.partition_layout import Layout, check_layout, check_layout_at_start
+from arcana.adapters.partition_layout import Layout, check_layout
 
 
-def events_layout(prefix: str) -> Layout:
+def events_layout(redis: Redis, prefix: str) -> Layout:
     return Layout(
         name="events",
         key=f"{prefix}:events-layout",
@@ -24,6 +24,7 @@ def events_layout(prefix: str) -> Layout:
         "every event",
         dead="dead event(s)",
         runs_with="the API servers and workers",
+        left_behind=_left_behind_under(redis, prefix),
     )
 
 
@@ -63,14 +64,4 @@ def _left_behind_under(redis: Redis, prefix: str) -> Callable[[int], Awaitable[t
 async def check_events_layout(redis: Redis, prefix: str, partitions: int) -> None:
     """Record ``partitions`` as the event stream's layout, unless another recorded layout
     still holds events not yet handled (then raise ``LayoutChanged``)."""
-    await check_layout(redis, events_layout(prefix), partitions, _left_behind_under(redis, prefix))
-
-
-async def check_events_layout_at_start(
-    redis: Redis, prefix: str, partitions: int, *, enforce: bool
-) -> None:
-    """At start: enforced by the processes that run the stream, noted by any other
-    (``partition_layout.check_layout_at_start``)."""
-    await check_layout_at_start(
-        redis, events_layout(prefix), partitions, _left_behind_under(redis, prefix), enforce=enforce
-    )
+    await check_layout(redis, events_layout(redis, prefix), partitions)

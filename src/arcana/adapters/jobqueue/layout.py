@@ -9,11 +9,11 @@ from redis.asyncio import Redis
 
 from arcana.adapters.jobqueue.partitioned import PartitionedRedisJobQueue
 from arcana.adapters.jobqueue.redis import RedisJobQueue
-from arcana.adapters.partition_layout import Layout, check_layout, check_layout_at_start
+from arcana.adapters.partition_layout import Layout, check_layout
 from arcana.domain.jobs import JobQueue
 
 
-def queue_layout(prefix: str) -> Layout:
+def queue_layout(redis: Redis, prefix: str) -> Layout:
     return Layout(
         name="queue",
         key=f"{prefix}:queue-layout",
@@ -22,6 +22,7 @@ def queue_layout(prefix: str) -> Layout:
         drained_when="`arcana jobs stats` shows none queued, scheduled, retrying or running",
         dead="dead job(s)",
         runs_with="the workers",
+        left_behind=_left_behind_under(redis, prefix),
     )
 
 
@@ -52,14 +53,4 @@ def _left_behind_under(redis: Redis, prefix: str) -> Callable[[int], Awaitable[t
 async def check_queue_layout(redis: Redis, prefix: str, partitions: int) -> None:
     """Record ``partitions`` as the queue's layout, unless another recorded layout still holds
     jobs to run (then raise ``LayoutChanged``, saying how to drain it)."""
-    await check_layout(redis, queue_layout(prefix), partitions, _left_behind_under(redis, prefix))
-
-
-async def check_queue_layout_at_start(
-    redis: Redis, prefix: str, partitions: int, *, enforce: bool
-) -> None:
-    """At start: enforced by the processes that run the queue, noted by any other
-    (``partition_layout.check_layout_at_start``)."""
-    await check_layout_at_start(
-        redis, queue_layout(prefix), partitions, _left_behind_under(redis, prefix), enforce=enforce
-    )
+    await check_layout(redis, queue_layout(redis, prefix), partitions)
