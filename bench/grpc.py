@@ -50,6 +50,7 @@ import loadgen as lg  # first: it takes this folder off sys.path (see bench/load
 # isort: split
 import argparse
 import asyncio
+import collections
 import contextlib
 import json
 import os
@@ -131,6 +132,9 @@ def run_h2load(
         rows = [line.split("\t") for line in log.read_text().splitlines() if line.strip()]
     times = sorted(int(r[2]) / 1000 for r in rows)
     errors = sum(1 for r in rows if not r[1].startswith("2"))
+    if errors:  # which statuses, so that a rare one can be told apart from a refusal
+        statuses = collections.Counter(r[1] for r in rows if not r[1].startswith("2"))
+        print(f"h2load {url}: {dict(statuses)} of {len(rows)} requests", file=sys.stderr)
     if not times:
         return lg.Result(0.0, 0.0, 0.0, errors)
     rps = float(match.group(1)) if match else 0.0
