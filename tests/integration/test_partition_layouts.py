@@ -115,17 +115,22 @@ async def test_the_new_count_starts_once_the_old_layout_is_drained(
     assert any("1 dead job(s) stay under the old layout" in r.getMessage() for r in caplog.records)
 
 
-def test_arcana_worker_or_serve_with_a_changed_count_exits_with_what_to_do(
-    prefix: str, tmp_path: Path
-) -> None:
-    """What an operator sees: what to do on stderr, exit status 1, no traceback."""
-    env = {
+def cli_env(prefix: str, tmp_path: Path) -> dict[str, str]:
+    """An ``arcana`` command's environment: embedded SQLite, the shared Redis, ``prefix``."""
+    return {
         "PATH": "/usr/bin:/bin",
-        "ARCANA_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'w.db'}",
+        "ARCANA_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'cli.db'}",
         "ARCANA_VAR_DIR": str(tmp_path / "var"),
         "ARCANA_REDIS_URL": REDIS_URL,
         "ARCANA_REDIS_PREFIX": prefix,
     }
+
+
+def test_arcana_worker_or_serve_with_a_changed_count_exits_with_what_to_do(
+    prefix: str, tmp_path: Path
+) -> None:
+    """What an operator sees: what to do on stderr, exit status 1, no traceback."""
+    env = cli_env(prefix, tmp_path)
     enqueued = subprocess.run(
         [arcana_bin(), "jobs", "enqueue", "system.noop"],
         env=env, capture_output=True, text=True, timeout=60, cwd=tmp_path,
@@ -181,14 +186,7 @@ async def test_a_command_with_another_count_only_says_which_layout_it_sees(
     or ``worker``) with that count neither refuses to run nor records its count."""
     await check_queue_layout(redis, prefix, 2)
     await queue(prefix, 2).enqueue(JobRequest("system.noop"))  # an enforced start would refuse
-    env = {
-        "PATH": "/usr/bin:/bin",
-        "ARCANA_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'c.db'}",
-        "ARCANA_VAR_DIR": str(tmp_path / "var"),
-        "ARCANA_REDIS_URL": REDIS_URL,
-        "ARCANA_REDIS_PREFIX": prefix,
-        "ARCANA_QUEUE_PARTITIONS": "1",
-    }
+    env = {**cli_env(prefix, tmp_path), "ARCANA_QUEUE_PARTITIONS": "1"}
     out = await asyncio.to_thread(
         subprocess.run,
         [arcana_bin(), "jobs", "dead"],
