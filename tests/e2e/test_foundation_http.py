@@ -57,6 +57,16 @@ async def test_metrics_exposes_requests_by_route_template(client: httpx.AsyncCli
     assert "arcana_http_request_duration_seconds_bucket" in text
 
 
+async def test_route_templates_are_the_paths_clients_send(client: httpx.AsyncClient) -> None:
+    """Every area's template carries the ``/api/v1`` prefix, whether its router names the
+    prefix itself or is included under it (products, events)."""
+    for path in ("/api/v1/events/stream", "/api/v1/auth/me", "/api/v1/admin/jobs"):
+        assert (await client.get(path)).status_code == 401
+    text = (await client.get("/metrics")).text
+    for template in ("/api/v1/events/stream", "/api/v1/auth/me", "/api/v1/admin/jobs"):
+        assert f'{{method="GET",route="{template}",status="401"}}' in text, template
+
+
 async def test_metrics_count_every_request_while_kept_label_sets_stay_bounded(
     client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:

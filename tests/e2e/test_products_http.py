@@ -578,23 +578,30 @@ async def test_fast_paths_are_counted_under_their_routes_templates(
     client: httpx.AsyncClient, container: App
 ) -> None:
     """A request the fast path answers is counted (and its span named) under the same route
-    template as the same request answered by the route, never as ``unmatched``."""
+    template as the same request answered by the route, never as ``unmatched``. The template is
+    the whole path the client sends, ``/api/v1`` included, as for the routes of other areas."""
+    before = _requests_counted()
     p = await create_product(client, container, stock=5)
     admin = {**admin_headers(container), "content-type": "application/json"}
 
     async def chunked(raw: bytes) -> AsyncIterator[bytes]:
         yield raw
 
-    before = _requests_counted()
     target = f"{BASE}/{p['id']}/stock"
     body = b'{"quantity_change": 1}'
     assert (await client.post(target, content=body, headers=admin)).status_code == 200  # fast
     assert (await client.post(target, content=chunked(body), headers=admin)).status_code == 200
     for _ in range(2):  # the route fills the cache, the fast path answers from it
         assert (await client.get(f"{BASE}/{p['id']}")).status_code == 200
+    for _ in range(2):  # built by the fast path, then served from the cache
+        assert (await client.get(f"{BASE}?size=3")).status_code == 200
+    assert (await client.get(f"{BASE}?size=abc")).status_code == 422  # the route refuses it
     after = _requests_counted()
     grown = {k: v - before.get(k, 0) for k, v in after.items() if v != before.get(k, 0)}
     assert grown == {
-        ("POST", "/products/{product_id}/stock", "200"): 2,
-        ("GET", "/products/{product_id}", "200"): 2,
+        ("POST", "/api/v1/products", "201"): 1,
+        ("POST", "/api/v1/products/{product_id}/stock", "200"): 2,
+        ("GET", "/api/v1/products/{product_id}", "200"): 2,
+        ("GET", "/api/v1/products", "200"): 2,
+        ("GET", "/api/v1/products", "422"): 1,
     }, grown

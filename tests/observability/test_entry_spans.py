@@ -35,7 +35,9 @@ async def test_http_span_continues_the_incoming_trace(
     assert r.status_code == 404
     [span] = named(spans.get_finished_spans(), "GET ")
     # Named by the route template, never by the raw path.
-    assert span.name.endswith("/products/{product_id}")
+    assert span.name == "GET /api/v1/products/{product_id}"
+    assert span.attributes is not None
+    assert span.attributes["http.route"] == "/api/v1/products/{product_id}"
     assert f"{span.context.trace_id:032x}" == TRACE_ID
     assert span.parent is not None
     assert f"{span.parent.span_id:016x}" == PARENT_ID

@@ -145,7 +145,7 @@ async def test_a_sampled_stock_change_records_its_one_statement(
         )
         assert r.status_code == 200, r.text
         assert r.json()["stock"] == 101
-    [http] = named(spans.get_finished_spans(), "POST /products/{product_id}/stock")
+    [http] = named(spans.get_finished_spans(), "POST /api/v1/products/{product_id}/stock")
     trace = trace_of(spans.get_finished_spans(), http.context.trace_id)
     statements = [str((s.attributes or {}).get("db.query.text", "")) for s in trace]
     assert any(t.startswith("WITH changed AS") for t in statements), statements

@@ -23,8 +23,6 @@ from arcana.config import Settings, get_settings
 from arcana.metrics import BUILD_INFO
 from arcana.services.app import Services
 
-API_PREFIX = "/api/v1"
-
 
 def create_app(services: Services | None = None, settings: Settings | None = None) -> FastAPI:
     """Build the app over ``services``; the caller owns their lifecycle (``arcana.lifecycle``).
@@ -58,13 +56,13 @@ def create_app(services: Services | None = None, settings: Settings | None = Non
     install_openapi(app)
     app.add_middleware(auth.LoginFastPath)  # inside the next three
     app.add_middleware(auth.MeFastPath)  # inside the next two
-    app.add_middleware(products.ProductFastPaths, prefix=API_PREFIX)  # inside the next
+    app.add_middleware(products.ProductFastPaths)  # inside the next
     app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.http.max_body_bytes)
     app.include_router(ops.router)
     app.include_router(auth.router)
-    app.include_router(products.router, prefix=API_PREFIX)
+    app.include_router(products.router)
     app.include_router(admin_jobs.router)
-    app.include_router(events.router, prefix=API_PREFIX)
+    app.include_router(events.router)
     app.include_router(admin_plugins.router)
     app.include_router(admin_users.router)
     app.include_router(admin_overview.router)

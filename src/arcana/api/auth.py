@@ -213,7 +213,7 @@ async def me(principal: VerifiedPrincipal, services: ServicesDep) -> Response:
 
 
 class MeFastPath:
-    """``GET {prefix}/auth/me`` with a plain ``Bearer`` token, answered before FastAPI's routing
+    """``GET /api/v1/auth/me`` with a plain ``Bearer`` token, answered before FastAPI's routing
     and dependency solving (see ``arcana.api.fast_path``): the same claims check
     (``IdentityService.verify``), the same service call (``AuthService.me``: one read with the
     token's state, the audit event) and the same body. A token that does not verify, or any

@@ -18,7 +18,7 @@ from arcana.errors import Forbidden, Unauthorized, ValidationFailed
 from arcana.metrics import EVENTS_STREAM_CLIENTS
 from arcana.services.identity import IdentityService
 
-router = APIRouter(prefix="/events", tags=["events"])
+router = APIRouter(prefix="/api/v1/events", tags=["events"])
 
 KEEPALIVE_SECONDS = 15.0
 RECHECK_SECONDS = 1.0

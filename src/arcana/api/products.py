@@ -61,7 +61,7 @@ from arcana.services.identity import IdentityService
 
 log = logging.getLogger("arcana.api")
 
-router = APIRouter(prefix="/products", tags=["products"])
+router = APIRouter(prefix="/api/v1/products", tags=["products"])
 
 JSON = "application/json"
 EXPORT_COLUMNS = (
@@ -236,10 +236,10 @@ class ProductFastPaths:
     """Pure-ASGI fast paths for the hot product routes, before FastAPI's routing and dependency
     machinery runs (in profiles they cost more than the work of these routes):
 
-    - cache hits of ``GET {prefix}/products/{id}``, answered with the cached bytes, and list
-      pages (``GET {prefix}/products?page=&size=&category=&status=``), cached or built by the
+    - cache hits of ``GET /api/v1/products/{id}``, answered with the cached bytes, and list
+      pages (``GET /api/v1/products?page=&size=&category=&status=``), cached or built by the
       route's own service call;
-    - ``POST {prefix}/products/{id}/stock`` with a plain ``Bearer`` token of an admin and a
+    - ``POST /api/v1/products/{id}/stock`` with a plain ``Bearer`` token of an admin and a
       ``Content-Length`` body that is a valid change (see ``_stock``).
 
     Anything else — a miss, a non-canonical id, a request that fails authentication or
@@ -249,12 +249,12 @@ class ProductFastPaths:
     so metrics carry the route template.
     """
 
-    def __init__(self, app: ASGIApp, prefix: str) -> None:
+    def __init__(self, app: ASGIApp) -> None:
         self.app = app
-        self.prefix = f"{prefix}{router.prefix}/"
+        self.prefix = f"{router.prefix}/"
         self._length = len(self.prefix) + 36
         self._stock_length = self._length + len(_STOCK_SUFFIX)
-        self._list_path = f"{prefix}{router.prefix}"
+        self._list_path = router.prefix
         self._routes: dict[str, BaseRoute] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
