@@ -38,7 +38,7 @@ from arcana.adapters.login_limiter import (
 )
 from arcana.adapters.mail import build_mailer
 from arcana.adapters.metrics_sampler import MetricsSampler
-from arcana.adapters.partition_layout import check_layout_at_start
+from arcana.adapters.partition_layout import Layout, check_layout_at_start
 from arcana.adapters.passwords import Argon2PasswordHasher, HashingSlots
 from arcana.adapters.plugin_broadcast import (
     NullPluginReloadBroadcast,
@@ -442,31 +442,32 @@ async def migrate(app: App) -> None:
     await run_migrations(app.db)
 
 
+def partition_layouts(app: App) -> list[tuple[Layout, int]]:
+    """The recorded layouts this process uses, with its counts: the event stream's with
+    Redis, and the queue's when the queue is on Redis (``adapters/partition_layout.py``)."""
+    if app.redis is None:
+        return []
+    prefix = app.settings.redis.prefix
+    layouts = [(events_layout(app.redis, prefix), app.settings.events.partitions)]
+    if app.settings.effective_queue_backend == "redis":
+        layouts.append((queue_layout(app.redis, prefix), app.settings.jobs.partitions))
+    return layouts
+
+
 async def open_resources(
-    app: App, *, migrate_embedded: bool = True, enforce_layouts: bool = False
+    app: App, *, migrate_embedded: bool = True, layout_member: str | None = None
 ) -> None:
-    """Embedded SQLite migrates itself so one command runs the service. ``enforce_layouts``:
+    """Embedded SQLite migrates itself so one command runs the service. ``layout_member``:
     this process runs the queue and the event stream (``arcana serve``, ``arcana worker``), so
-    it records their partition counts and refuses a changed one while the old layout holds
-    work (``adapters/partition_layout.py``); any other only notes a difference."""
+    it records their partition counts, and itself as running with them, and refuses a changed
+    count while the old layout holds work or other processes run with it
+    (``adapters/partition_layout.py``); any other only notes a difference."""
     if migrate_embedded and app.settings.is_sqlite:
         await migrate(app)
     if app.redis is not None:
         await prepare_redis(app.redis)
-        prefix = app.settings.redis.prefix
-        await check_layout_at_start(
-            app.redis,
-            events_layout(app.redis, prefix),
-            app.settings.events.partitions,
-            enforce=enforce_layouts,
-        )
-        if app.settings.effective_queue_backend == "redis":
-            await check_layout_at_start(
-                app.redis,
-                queue_layout(app.redis, prefix),
-                app.settings.jobs.partitions,
-                enforce=enforce_layouts,
-            )
+        for layout, partitions in partition_layouts(app):
+            await check_layout_at_start(app.redis, layout, partitions, member=layout_member)
 
 
 async def close_resources(app: App) -> None:

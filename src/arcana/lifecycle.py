@@ -19,13 +19,22 @@
 
 from __future__ import annotations
 
+import functools
 import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from arcana.bootstrap import App, Overrides, build_app, close_resources, open_resources
+from arcana.adapters.partition_layout import keep_present, process_name
+from arcana.bootstrap import (
+    App,
+    Overrides,
+    build_app,
+    close_resources,
+    open_resources,
+    partition_layouts,
+)
 from arcana.config import Settings
 from arcana.domain.events import DomainEvent
 from arcana.runtime import Runtime
@@ -63,10 +72,16 @@ class Lifecycle:
     # -- start ------------------------------------------------------------------------------
     async def start(self, *, migrate_embedded: bool = True, enforce_layouts: bool = False) -> None:
         """``enforce_layouts`` for the processes that run the queue and the event stream
-        (``open_resources``)."""
-        await open_resources(
-            self.app, migrate_embedded=migrate_embedded, enforce_layouts=enforce_layouts
-        )
+        (``open_resources``): they are recorded as running with their partition counts while
+        they run (``keep_present``)."""
+        member = process_name() if enforce_layouts else None
+        await open_resources(self.app, migrate_embedded=migrate_embedded, layout_member=member)
+        if member is not None and self.app.redis is not None:
+            for layout, partitions in partition_layouts(self.app):
+                self.runtime.spawn(
+                    f"layout-presence.{layout.name}",
+                    functools.partial(keep_present, self.app.redis, layout, partitions, member),
+                )
 
     def start_api_loops(self) -> None:
         """What every API process runs beside HTTP and gRPC."""

@@ -18,10 +18,17 @@ from arcana.adapters.events.bus import event_streams
 from arcana.adapters.events.layout import check_events_layout, events_layout
 from arcana.adapters.events.redis_stream import GROUP
 from arcana.adapters.jobqueue.layout import check_queue_layout, queue_layout, redis_queue
-from arcana.adapters.partition_layout import FIELD, LayoutChanged
+from arcana.adapters.partition_layout import (
+    FIELD,
+    Layout,
+    LayoutChanged,
+    check_layout,
+    keep_present,
+)
+from arcana.config import Settings
 from arcana.domain.jobs import JobQueue, JobRequest
 from arcana.lifecycle import Lifecycle
-from tests.conftest import REDIS_URL, base_settings
+from tests.conftest import REDIS_URL, base_settings, wait_for
 from tests.process import arcana_bin, free_port
 
 
@@ -264,3 +271,164 @@ async def test_a_start_with_another_count_refuses_while_events_wait(
     finally:
         await process.stop()
     assert await recorded_events(redis, prefix) == 2
+
+
+# -- processes running with another count --------------------------------------------------------
+def nothing_left(redis: Redis, prefix: str) -> Layout:
+    """The queue's layout, with nothing left under any count."""
+    layout = queue_layout(redis, prefix)
+
+    async def none(partitions: int) -> tuple[int, int]:
+        return 0, 0
+
+    return Layout(**{**layout.__dict__, "left_behind": none})
+
+
+async def alive(redis: Redis, layout: Layout) -> dict[str, str]:
+    """The processes recorded as running: name → "count expiry-ms"."""
+    fields: dict[bytes, bytes] = await redis.hgetall(layout.key)  # type: ignore[assignment]
+    return {
+        k.decode().removeprefix("alive:"): v.decode()
+        for k, v in fields.items()
+        if k.startswith(b"alive:")
+    }
+
+
+async def test_a_process_running_with_another_count_keeps_a_new_count_from_starting(
+    redis: Redis, prefix: str
+) -> None:
+    """A drained layout is not enough: a process still running with the old count would go
+    on writing under it."""
+    layout = nothing_left(redis, prefix)
+    await check_layout(redis, layout, 2, "old-a")
+    await check_layout(redis, layout, 2, "old-b")  # the same count joins
+    with pytest.raises(LayoutChanged) as raised:
+        await check_layout(redis, layout, 3, "new")
+    assert "ARCANA_QUEUE_PARTITIONS is 3" in str(raised.value)
+    assert "2 with ARCANA_QUEUE_PARTITIONS=2" in str(raised.value)
+    assert set(await alive(redis, layout)) == {"old-a", "old-b"}
+    assert await recorded(redis, prefix) == 2
+    await redis.hdel(layout.key, "alive:old-a", "alive:old-b")  # both stopped
+    await check_layout(redis, layout, 3, "new")
+    assert await recorded(redis, prefix) == 3
+
+
+async def test_two_starts_with_different_counts_at_the_same_instant_cannot_both_pass(
+    redis: Redis, prefix: str
+) -> None:
+    """Both read the same recorded count and find nothing left under it before either records
+    its own: the second to record finds the first, checks again and refuses."""
+    layout = nothing_left(redis, prefix)
+    both_checked = asyncio.Barrier(2)
+
+    async def after_both_checked(partitions: int) -> tuple[int, int]:
+        await both_checked.wait()
+        return 0, 0
+
+    racing = Layout(**{**layout.__dict__, "left_behind": after_both_checked})
+    results = await asyncio.gather(
+        check_layout(redis, racing, 2, "two"),
+        check_layout(redis, racing, 4, "four"),
+        return_exceptions=True,
+    )
+    refused = [r for r in results if isinstance(r, LayoutChanged)]
+    assert len(refused) == 1, results
+    assert "other processes run the queue with another count" in str(refused[0])
+    running = await alive(redis, layout)
+    assert len(running) == 1
+    [(name, record)] = running.items()
+    assert record.split()[0] == str(await recorded(redis, prefix))
+    assert name == ("two" if await recorded(redis, prefix) == 2 else "four")
+
+
+async def test_a_process_that_ended_without_stopping_is_forgotten_when_its_record_expires(
+    redis: Redis, prefix: str
+) -> None:
+    layout = nothing_left(redis, prefix)
+    await check_layout(redis, layout, 2, "killed", presence_seconds=0.5)
+    with pytest.raises(LayoutChanged):
+        await check_layout(redis, layout, 3, "new")
+
+    async def starts() -> bool:
+        try:
+            await check_layout(redis, layout, 3, "new")
+        except LayoutChanged:
+            return False
+        return True
+
+    await wait_for(starts, timeout=10)
+    assert set(await alive(redis, layout)) == {"new"}
+    assert await recorded(redis, prefix) == 3
+
+
+async def test_a_running_process_renews_its_record_and_removes_it_when_it_stops(
+    redis: Redis, prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Renewed past its first lifetime, so the refusal lasts as long as the process runs; one
+    that finds another count running (started while Redis was unreachable) says so."""
+    layout = nothing_left(redis, prefix)
+    await check_layout(redis, layout, 2, "runner", presence_seconds=0.6)
+    first = (await alive(redis, layout))["runner"]
+    stop = asyncio.Event()
+    with caplog.at_level(logging.ERROR, logger="arcana.layout"):
+        task = asyncio.create_task(
+            keep_present(redis, layout, 2, "runner", stop, presence_seconds=0.6)
+        )
+        try:
+
+            async def renewed_twice() -> bool:
+                record = (await alive(redis, layout)).get("runner", "0 0")
+                return int(record.split()[1]) >= int(first.split()[1]) + 500
+
+            await wait_for(renewed_twice, timeout=10)
+            with pytest.raises(LayoutChanged):  # past the first record's lifetime
+                await check_layout(redis, layout, 3, "new")
+            await redis.hset(layout.key, "alive:stray", "5 99999999999999")
+
+            async def told() -> bool:
+                return any("ARCANA_QUEUE_PARTITIONS=5" in r.getMessage() for r in caplog.records)
+
+            await wait_for(told, timeout=10)
+        finally:
+            stop.set()
+            await task
+    assert "runner" not in await alive(redis, layout)
+
+
+async def test_serve_or_worker_records_itself_while_it_runs(
+    redis: Redis, prefix: str, tmp_path: Path
+) -> None:
+    """Where every process starts: a ``serve`` or ``worker`` start is recorded until it stops,
+    and keeps a start with another count from starting meanwhile."""
+
+    def settings(partitions: int, name: str) -> Settings:
+        return base_settings(
+            database_url=f"sqlite+aiosqlite:///{tmp_path / name}.db",
+            redis_url=REDIS_URL,
+            redis_prefix=prefix,
+            var_dir=tmp_path / name,
+            events_partitions=partitions,
+        )
+
+    layout = events_layout(redis, prefix)
+    running = Lifecycle.build(settings(2, "running"))
+    await running.start(enforce_layouts=True)
+    try:
+        [record] = (await alive(redis, layout)).values()
+        assert record.split()[0] == "2"
+        other = Lifecycle.build(settings(1, "other"))
+        try:
+            with pytest.raises(LayoutChanged, match="1 with ARCANA_EVENTS_PARTITIONS=2"):
+                await other.start(enforce_layouts=True)
+        finally:
+            await other.stop()
+    finally:
+        await running.stop()
+    assert await alive(redis, layout) == {}
+    after = Lifecycle.build(settings(1, "after"))
+    try:
+        await after.start(enforce_layouts=True)
+        assert [r.split()[0] for r in (await alive(redis, layout)).values()] == ["1"]
+    finally:
+        await after.stop()
+    assert await recorded_events(redis, prefix) == 1
