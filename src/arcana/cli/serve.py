@@ -16,7 +16,6 @@ import typer
 
 from arcana import tracing
 from arcana.cli.console import fail, load_settings
-from arcana.config import reveal
 
 if TYPE_CHECKING:
     from arcana.config import Settings
@@ -186,6 +185,7 @@ def register(app: typer.Typer) -> None:
             if with_worker:
                 child_args.append("--with-worker")
             raise typer.Exit(supervise(workers, child_args))
+        from arcana.config import reveal
         from arcana.log import configure_logging
 
         configure_logging(

@@ -11,7 +11,6 @@ import typer
 
 from arcana import tracing
 from arcana.cli.console import fail, load_settings
-from arcana.config import reveal
 
 if TYPE_CHECKING:
     from arcana.config import Settings
@@ -106,6 +105,7 @@ def register(app: typer.Typer) -> None:
         settings = load_settings()
         if concurrency is not None:
             settings = settings.replace(worker_concurrency=concurrency)
+        from arcana.config import reveal
         from arcana.log import configure_logging
 
         configure_logging(
