@@ -6,7 +6,7 @@ UV := .tools/bin/uv
 VENV := .venv
 STAMP := $(VENV)/.synced-$(shell cat uv.lock pyproject.toml 2>/dev/null | cksum | cut -d' ' -f1)
 
-.PHONY: run test lint fmt proto clean bench-http bench-auth bench-jobs bench-plugins bench-grpc bench-soak bench-scaleout bench-events bench-tracing bench-cluster bench-console bench-servers bench-stock
+.PHONY: run test lint fmt proto clean bench-http bench-auth bench-jobs bench-plugins bench-grpc bench-soak bench-scaleout bench-events bench-tracing bench-cluster bench-console bench-servers bench-stock bench-cli
 
 $(UV):
 	$(PYTHON) -m venv .tools
@@ -42,6 +42,9 @@ bench-auth: $(STAMP)
 	$(VENV)/bin/python bench/auth.py
 bench-http: $(STAMP)
 	$(VENV)/bin/python bench/http_api.py
+# `arcana --help` and `arcana users list` up to its own work, embedded and PostgreSQL.
+bench-cli: $(STAMP)
+	$(VENV)/bin/python bench/cli_startup.py $(ARGS)
 
 # gRPC vs the bare servicer (h2load); make bench-grpc ARGS=--callgrind counts instructions per call.
 bench-grpc: $(STAMP)
