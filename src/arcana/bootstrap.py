@@ -47,6 +47,7 @@ from arcana.adapters.plugin_broadcast import (
 from arcana.adapters.plugins import PluginAuditSink, build_audit
 from arcana.adapters.product_repositories import GroupCommitStockChanges, SqlStockChanges
 from arcana.adapters.redis_client import connect_redis, prepare_redis
+from arcana.adapters.schema_version import schema_is_current
 from arcana.adapters.sealing import AesGcmSealer
 from arcana.adapters.unit_of_work import SqlUnitOfWork
 from arcana.adapters.user_repositories import (
@@ -457,12 +458,13 @@ def partition_layouts(app: App) -> list[tuple[Layout, int]]:
 async def open_resources(
     app: App, *, migrate_embedded: bool = True, layout_member: str | None = None
 ) -> None:
-    """Embedded SQLite migrates itself so one command runs the service. ``layout_member``:
+    """Embedded SQLite migrates itself so one command runs the service (Alembic runs only
+    when the schema is behind: ``schema_version.py``). ``layout_member``:
     this process runs the queue and the event stream (``arcana serve``, ``arcana worker``), so
     it records their partition counts, and itself as running with them, and refuses a changed
     count while the old layout holds work or other processes run with it
     (``adapters/partition_layout.py``); any other only notes a difference."""
-    if migrate_embedded and app.settings.is_sqlite:
+    if migrate_embedded and app.settings.is_sqlite and not await schema_is_current(app.db):
         await migrate(app)
     if app.redis is not None:
         await prepare_redis(app.redis)

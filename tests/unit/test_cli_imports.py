@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -66,3 +67,27 @@ def test_the_container_loads_no_migration_tool_nor_http_client() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
     ).stdout
     assert out.strip() == "[]"
+
+
+def test_a_command_on_an_embedded_database_at_the_newest_migration_loads_no_alembic(
+    tmp_path: Path,
+) -> None:
+    """Embedded start-up migrates only a database behind the newest migration: one already
+    there is told by one statement, without Alembic and its scripts."""
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "ARCANA_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'a.db'}",
+        "ARCANA_VAR_DIR": str(tmp_path / "var"),
+    }
+    arcana = str(Path(sys.executable).parent / "arcana")
+    subprocess.run([arcana, "migrate"], env=env, capture_output=True, timeout=120, check=True)
+    proc = subprocess.run(
+        [sys.executable, "-c", PROBE, json.dumps(["users", "list"]), json.dumps(["alembic"])],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    line = next(x for x in proc.stderr.splitlines() if x.startswith("PROBE "))
+    assert json.loads(line.removeprefix("PROBE ")) == {"code": 0, "heavy": []}
