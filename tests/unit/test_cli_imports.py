@@ -57,11 +57,13 @@ def test_help_and_usage_errors_import_no_heavy_library(args: list[str], code: in
 
 
 def test_the_container_loads_no_migration_tool_nor_http_client() -> None:
-    """Commands that neither migrate nor call a webhook (``users list`` on PostgreSQL, ``jobs
-    stats``…) do not pay for Alembic (and Mako, Pygments) or httpx at start-up."""
+    """Commands that neither migrate, call a webhook, send a mail nor check an address
+    (``users list``, ``jobs stats``…) do not pay at start-up for Alembic (and Mako, Pygments),
+    httpx, Jinja2, aiosmtplib or email-validator."""
+    optional = {"alembic", "httpx", "rich", "jinja2", "aiosmtplib", "email_validator"}
     code = (
         "import sys, arcana.bootstrap\n"
-        "print(sorted({m.split('.')[0] for m in sys.modules} & {'alembic', 'httpx', 'rich'}))"
+        f"print(sorted({{m.split('.')[0] for m in sys.modules}} & {optional!r}))"
     )
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True

@@ -4,20 +4,21 @@ written as ``.eml`` files when no ``ARCANA_SMTP_URL`` is set."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 import uuid
 from collections.abc import Mapping
 from email.message import EmailMessage as MimeMessage
 from email.utils import formatdate, make_msgid
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, unquote, urlsplit
-
-import aiosmtplib
-from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
 from arcana import tracing
 from arcana.domain.mail import EmailMessage, EmailSender, Mailer
+
+if TYPE_CHECKING:
+    from jinja2 import Environment
 
 
 def _mime(message: EmailMessage, sender: str) -> MimeMessage:
@@ -54,6 +55,8 @@ class SmtpSender(EmailSender):
         self.timeout = timeout
 
     async def send(self, message: EmailMessage) -> None:
+        import aiosmtplib  # here, not at the top: see ``TemplateMailer._env``
+
         await aiosmtplib.send(
             _mime(message, self.sender),
             hostname=self.host,
@@ -97,7 +100,14 @@ def _safe_key(key: str) -> str:
 class TemplateMailer(Mailer):
     def __init__(self, sender: EmailSender) -> None:
         self.sender = sender
-        self._env = Environment(
+
+    @functools.cached_property
+    def _env(self) -> Environment:
+        """Made (and Jinja2 imported) at the first mail: every process builds a mailer, and
+        the CLI's commands, which send none, would pay for Jinja2 at every start."""
+        from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
+
+        return Environment(
             loader=PackageLoader("arcana.adapters", "mail_templates"),
             autoescape=select_autoescape(enabled_extensions=("html",), default=False),
             undefined=StrictUndefined,

@@ -6,6 +6,10 @@ after NFC can change the length (e.g. ``İ`` → ``i̇``), so the 254 limit is c
 final form, the one that goes into the column. Characters that could add recipients or
 headers in a mail (``,`` ``;`` ``"`` ``<`` ``>``, controls) are refused even where RFC 5322
 would allow them quoted.
+
+``email_validator`` is imported where an address is first checked, not with this module: the
+composition root imports every service, and the CLI's commands that check no address (most of
+them) would pay for it at every start.
 """
 
 from __future__ import annotations
@@ -14,8 +18,6 @@ import functools
 import re
 import unicodedata
 
-from email_validator import SPECIAL_USE_DOMAIN_NAMES, EmailNotValidError, validate_email
-
 from arcana.errors import ValidationFailed
 
 MAX_EMAIL_LENGTH = 254
@@ -23,6 +25,8 @@ _FORBIDDEN = re.compile(r'[,;"<>\\\x00-\x1f\x7f\s]')
 
 
 def _validate(value: str) -> str:
+    from email_validator import validate_email
+
     return validate_email(
         value,
         check_deliverability=False,
@@ -37,6 +41,8 @@ def _checked(value: str) -> str:
     """email-validator refuses special-use domains (``.local``, ``.internal``...), which are
     legitimate for a service run inside a company network: such a domain is checked with its
     special-use suffix swapped for ``test`` (same syntax rules), then put back."""
+    from email_validator import SPECIAL_USE_DOMAIN_NAMES, EmailNotValidError
+
     try:
         return _validate(value)
     except EmailNotValidError:
@@ -65,6 +71,8 @@ def valid_email(email: str, field: str = "email") -> str:
     Memoized: a login checks its address three times (the request schema, the limiter key,
     the look-up), and email-validator costs a few hundred microseconds a call. A pure
     function of its input; refusals raise and are not remembered."""
+    from email_validator import EmailNotValidError
+
     value = unicodedata.normalize("NFC", email.strip())
     problem: str | None = None
     if not value or _FORBIDDEN.search(value):
