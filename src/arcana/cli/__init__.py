@@ -9,6 +9,8 @@ wasmtime) when it runs, so ``arcana --help`` and argument errors load none of th
 
 from __future__ import annotations
 
+import gc
+
 import typer
 
 from arcana import __version__
@@ -51,4 +53,12 @@ demo.register(app)
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+    finally:
+        # The interpreter's last garbage collections, at exit, walk every object the command
+        # made or imported: 0.3-0.5 s of a 1.3-1.5 s ``arcana users list`` here, after its
+        # work was done (``make bench-cli``). Frozen objects are skipped by them. The command
+        # has closed what it opened (``Lifecycle.stop``); objects are still freed as modules
+        # are torn down.
+        gc.freeze()
