@@ -12,7 +12,8 @@ own work. Then the imports of a ``users list`` start, grouped by top-level packa
 (``python -X importtime``, self time; the tool's own overhead inflates the sum).
 
 Embedded SQLite always; PostgreSQL when ``--database-url`` (an admin URL: a database of its
-own is created and dropped) answers.
+own is created and dropped) answers, and PostgreSQL with Redis (``--redis-url``, a key prefix
+of its own) beside it.
 """
 
 from __future__ import annotations
@@ -99,6 +100,19 @@ async def _admin(url: str, statement: str) -> None:
         await conn.close()
 
 
+async def _forget(url: str, prefix: str) -> None:
+    """The keys the commands left under ``prefix`` (the recorded layouts)."""
+    from redis.asyncio import Redis
+
+    redis = Redis.from_url(url)
+    try:
+        keys = [k async for k in redis.scan_iter(match=f"{prefix}:*")]
+        if keys:
+            await redis.delete(*keys)
+    finally:
+        await redis.aclose()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=7)
@@ -106,6 +120,11 @@ def main() -> None:
         "--database-url",
         default="postgresql+asyncpg://postgres@127.0.0.1:5432/postgres",
         help="an admin URL of PostgreSQL ('' to skip it)",
+    )
+    ap.add_argument(
+        "--redis-url",
+        default="redis://127.0.0.1:6379/14",
+        help="Redis for the PostgreSQL + Redis rows ('' to skip them)",
     )
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="arcana-cli-"))
@@ -124,9 +143,16 @@ def main() -> None:
         else:
             url = args.database_url.rsplit("/", 1)[0] + f"/{pg_db}"
             backends["PostgreSQL"] = {**base, "ARCANA_DATABASE_URL": url}
+            if args.redis_url:
+                backends["PostgreSQL + Redis"] = {
+                    **backends["PostgreSQL"],
+                    "ARCANA_REDIS_URL": args.redis_url,
+                    "ARCANA_REDIS_PREFIX": f"bench-cli-{uuid.uuid4().hex[:8]}",
+                }
     try:
-        for env in backends.values():  # migrated once, so no row below pays for it
-            subprocess.run([ARCANA, "migrate"], env=env, check=True, capture_output=True)
+        for name, env in backends.items():  # migrated once, so no row below pays for it
+            if name != "PostgreSQL + Redis":  # the same database as "PostgreSQL"
+                subprocess.run([ARCANA, "migrate"], env=env, check=True, capture_output=True)
         rows: dict[str, list[float]] = {"arcana --help (wall)": []}
         for name in backends:
             rows[f"arcana users list, {name} (wall)"] = []
@@ -147,8 +173,8 @@ def main() -> None:
                 f"| {row} | {statistics.median(values):.3f} | "
                 f"{min(values):.3f}-{max(values):.3f} | {target} |"
             )
-        env = backends.get("PostgreSQL", backends["embedded"])
-        name = "PostgreSQL" if "PostgreSQL" in backends else "embedded"
+        name = next(n for n in ("PostgreSQL + Redis", "PostgreSQL", "embedded") if n in backends)
+        env = backends[name]
         print(f"\nimports of `arcana users list` ({name}), self time by top-level package:")
         print("| package | seconds |")
         print("|---|---:|")
@@ -157,6 +183,10 @@ def main() -> None:
     finally:
         if "PostgreSQL" in backends:
             asyncio.run(_admin(args.database_url, f"DROP DATABASE IF EXISTS {pg_db}"))
+        if "PostgreSQL + Redis" in backends:
+            asyncio.run(
+                _forget(args.redis_url, backends["PostgreSQL + Redis"]["ARCANA_REDIS_PREFIX"])
+            )
 
 
 if __name__ == "__main__":

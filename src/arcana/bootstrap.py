@@ -10,6 +10,10 @@ late:
 Tests and benchmarks call a wiring function, or ``build_app`` with ``Overrides``, to put a
 double in place at construction. Nothing here runs at import time, connects, or starts a
 loop: ``arcana.lifecycle`` does that, in one documented order.
+
+What only Redis needs (redis-py and the adapters on it) is imported where Redis is configured,
+never at the top: a process without Redis (embedded, PostgreSQL alone) would otherwise pay
+about 0.14 s of every start for it (``make bench-cli``).
 """
 
 from __future__ import annotations
@@ -18,35 +22,22 @@ import logging
 import os
 from dataclasses import dataclass, field
 from datetime import timedelta
-
-from redis.asyncio import Redis
+from typing import TYPE_CHECKING
 
 from arcana import tracing
-from arcana.adapters.cache import MemoryCache, RedisCache
+from arcana.adapters.cache import MemoryCache
 from arcana.adapters.database import Database
 from arcana.adapters.events import EventBus
-from arcana.adapters.events.layout import events_layout
 from arcana.adapters.events.outbox import SqlOutbox
-from arcana.adapters.jobqueue.layout import queue_layout, redis_queue
 from arcana.adapters.jobqueue.sql import SqlJobQueue
 from arcana.adapters.jwt_tokens import JwtAccessTokens
-from arcana.adapters.login_limiter import (
-    MemoryAttemptQuota,
-    MemoryLoginLimiter,
-    RedisAttemptQuota,
-    RedisLoginLimiter,
-)
+from arcana.adapters.login_limiter import MemoryAttemptQuota, MemoryLoginLimiter
 from arcana.adapters.mail import build_mailer
 from arcana.adapters.metrics_sampler import MetricsSampler
-from arcana.adapters.partition_layout import Layout, check_layout_at_start
 from arcana.adapters.passwords import Argon2PasswordHasher, HashingSlots
-from arcana.adapters.plugin_broadcast import (
-    NullPluginReloadBroadcast,
-    RedisPluginReloadBroadcast,
-)
+from arcana.adapters.plugin_broadcast import NullPluginReloadBroadcast
 from arcana.adapters.plugins import PluginAuditSink, build_audit
 from arcana.adapters.product_repositories import GroupCommitStockChanges, SqlStockChanges
-from arcana.adapters.redis_client import connect_redis, prepare_redis
 from arcana.adapters.schema_version import schema_is_current
 from arcana.adapters.sealing import AesGcmSealer
 from arcana.adapters.unit_of_work import SqlUnitOfWork
@@ -61,6 +52,7 @@ from arcana.domain.audit import AuditSink
 from arcana.domain.delivery import CommitListeners, JobEnqueuer
 from arcana.domain.jobs import JobQueue
 from arcana.domain.mail import Mailer
+from arcana.domain.plugins import PluginReloadBroadcast
 from arcana.domain.ports import Cache
 from arcana.domain.products import StockChanges
 from arcana.domain.users import AttemptQuota, LoginLimiter, SessionStarts, UserSync
@@ -77,6 +69,11 @@ from arcana.services.notifications import NotificationService
 from arcana.services.plugins import PluginService
 from arcana.services.products import ProductCache, ProductService
 from arcana.services.users import TokenGenerationCache, UserService, UserSyncService
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
+    from arcana.adapters.partition_layout import Layout
 
 log = logging.getLogger(__name__)
 
@@ -134,15 +131,23 @@ class Infrastructure:
 
 def wire_infrastructure(settings: Settings, *, cache: Cache | None = None) -> Infrastructure:
     db = Database(settings)
-    redis = connect_redis(settings.redis.url.get_secret_value()) if settings.redis.url else None
+    redis: Redis | None = None
+    if settings.redis.url:
+        from arcana.adapters.redis_client import connect_redis
+
+        redis = connect_redis(settings.redis.url.get_secret_value())
     if tracing.ENABLED:  # SQL and Redis spans; nothing is attached when tracing is off
         from arcana.adapters.tracing_hooks import instrument_engine, instrument_redis
 
         instrument_engine(db.engine, "sqlite" if settings.is_sqlite else "postgresql")
         if redis is not None:
             instrument_redis(redis)
-    if cache is None:
-        cache = RedisCache(redis, settings.redis.prefix) if redis is not None else MemoryCache()
+    if cache is None and redis is not None:
+        from arcana.adapters.redis_cache import RedisCache
+
+        cache = RedisCache(redis, settings.redis.prefix)
+    elif cache is None:
+        cache = MemoryCache()
     return Infrastructure(settings, db, redis, cache)
 
 
@@ -160,11 +165,11 @@ def wire_plugins(infra: Infrastructure, *, audit: AuditSink | None = None) -> Pl
     settings = infra.settings
     sink = build_audit(settings, infra.db)
     reporting: AuditSink = audit if audit is not None else sink
-    broadcast = (
-        RedisPluginReloadBroadcast(infra.redis, settings.redis.prefix)
-        if infra.redis is not None
-        else NullPluginReloadBroadcast()
-    )
+    broadcast: PluginReloadBroadcast = NullPluginReloadBroadcast()
+    if infra.redis is not None:
+        from arcana.adapters.redis_plugin_broadcast import RedisPluginReloadBroadcast
+
+        broadcast = RedisPluginReloadBroadcast(infra.redis, settings.redis.prefix)
     plugins = PluginService(sink.registry, sink.audit_log, reporting, broadcast)
     return PluginsArea(sink, reporting, plugins)
 
@@ -201,20 +206,22 @@ def wire_auth(
     )
     sealer = AesGcmSealer(jwt_key)
     redis = infra.redis
-    attempt_quota: AttemptQuota = (
-        RedisAttemptQuota(redis, s.redis.prefix) if redis is not None else MemoryAttemptQuota()
-    )
     lim = s.limits
     limits = (
         lim.login_max_failures_per_account,
         lim.login_max_failures_per_ip,
         lim.login_window_seconds,
     )
-    login_limiter: LoginLimiter = (
-        RedisLoginLimiter(redis, s.redis.prefix, *limits)
-        if redis is not None
-        else MemoryLoginLimiter(*limits)
-    )
+    attempt_quota: AttemptQuota
+    login_limiter: LoginLimiter
+    if redis is not None:
+        from arcana.adapters.redis_login_limiter import RedisAttemptQuota, RedisLoginLimiter
+
+        attempt_quota = RedisAttemptQuota(redis, s.redis.prefix)
+        login_limiter = RedisLoginLimiter(redis, s.redis.prefix, *limits)
+    else:
+        attempt_quota = MemoryAttemptQuota()
+        login_limiter = MemoryLoginLimiter(*limits)
     generations = TokenGenerationCache(infra.read_uow, infra.cache, s.auth.access_token_ttl)
     users = UserService(infra.uow, passwords, generations, read_uow=infra.read_uow)
     auth = AuthService(
@@ -294,6 +301,8 @@ def build_queue(infra: Infrastructure) -> JobQueue:
     if s.effective_queue_backend == "redis":
         if infra.redis is None:
             raise ValueError("ARCANA_QUEUE_BACKEND=redis needs ARCANA_REDIS_URL")
+        from arcana.adapters.jobqueue.layout import redis_queue
+
         return redis_queue(
             infra.redis, s.redis.prefix, s.jobs.partitions, finished_ttl=s.jobs.finished_ttl
         )
@@ -448,6 +457,9 @@ def partition_layouts(app: App) -> list[tuple[Layout, int]]:
     Redis, and the queue's when the queue is on Redis (``adapters/partition_layout.py``)."""
     if app.redis is None:
         return []
+    from arcana.adapters.events.layout import events_layout
+    from arcana.adapters.jobqueue.layout import queue_layout
+
     prefix = app.settings.redis.prefix
     layouts = [(events_layout(app.redis, prefix), app.settings.events.partitions)]
     if app.settings.effective_queue_backend == "redis":
@@ -467,6 +479,9 @@ async def open_resources(
     if migrate_embedded and app.settings.is_sqlite and not await schema_is_current(app.db):
         await migrate(app)
     if app.redis is not None:
+        from arcana.adapters.partition_layout import check_layout_at_start
+        from arcana.adapters.redis_client import prepare_redis
+
         await prepare_redis(app.redis)
         for layout, partitions in partition_layouts(app):
             await check_layout_at_start(app.redis, layout, partitions, member=layout_member)

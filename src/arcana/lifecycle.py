@@ -26,7 +26,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from arcana.adapters.partition_layout import keep_present, process_name
 from arcana.bootstrap import (
     App,
     Overrides,
@@ -74,7 +73,11 @@ class Lifecycle:
         """``enforce_layouts`` for the processes that run the queue and the event stream
         (``open_resources``): they are recorded as running with their partition counts while
         they run (``keep_present``)."""
-        member = process_name() if enforce_layouts else None
+        member = None
+        if enforce_layouts and self.app.redis is not None:
+            from arcana.adapters.partition_layout import keep_present, process_name
+
+            member = process_name()
         await open_resources(self.app, migrate_embedded=migrate_embedded, layout_member=member)
         if member is not None and self.app.redis is not None:
             for layout, partitions in partition_layouts(self.app):

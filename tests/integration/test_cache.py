@@ -8,7 +8,8 @@ from collections.abc import AsyncIterator
 import pytest
 from redis.asyncio import Redis
 
-from arcana.adapters.cache import MemoryCache, RedisCache
+from arcana.adapters.cache import MemoryCache
+from arcana.adapters.redis_cache import RedisCache
 from arcana.domain.ports import Cache
 from tests.conftest import REDIS_URL
 

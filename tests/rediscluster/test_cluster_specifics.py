@@ -9,8 +9,8 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 
-from arcana.adapters.plugin_broadcast import RedisPluginReloadBroadcast
 from arcana.adapters.redis_client import connect_redis
+from arcana.adapters.redis_plugin_broadcast import RedisPluginReloadBroadcast
 from arcana.bootstrap import App
 from tests.conftest import wait_for
 from tests.events_support import commit_events, product_event

@@ -2,13 +2,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from arcana.adapters.login_limiter import (
-    MemoryAttemptQuota,
-    MemoryLoginLimiter,
-    RedisAttemptQuota,
-    RedisLoginLimiter,
-)
+from arcana.adapters.login_limiter import MemoryAttemptQuota, MemoryLoginLimiter
 from arcana.adapters.redis_client import connect_redis
+from arcana.adapters.redis_login_limiter import RedisAttemptQuota, RedisLoginLimiter
 from tests.fakes import FakeClock
 from tests.process import free_port
 

@@ -1,21 +1,13 @@
-"""Cache adapters: Redis (shared by every process) and an in-process TTL cache (embedded).
+"""The in-process TTL cache (embedded); ``redis_cache.py`` has the one every process shares.
 
-Both satisfy ``arcana.domain.ports.Cache``. The Redis one turns every backend error into a
-miss / no-op with a rate-limited warning, so a Redis outage is "no cache", never an error.
+Both satisfy ``arcana.domain.ports.Cache``. They live apart so that a process without Redis
+never imports redis-py (``tests/unit/test_cli_imports.py``).
 """
 
 from __future__ import annotations
 
-import logging
 import time
 from collections import OrderedDict
-
-from redis.asyncio import Redis
-from redis.exceptions import RedisError
-
-from arcana.metrics import CACHE_ERRORS
-
-log = logging.getLogger(__name__)
 
 
 class MemoryCache:
@@ -57,52 +49,3 @@ class MemoryCache:
 
     async def ping(self) -> bool:
         return True
-
-
-class RedisCache:
-    def __init__(self, redis: Redis, prefix: str) -> None:
-        self._redis = redis
-        self._prefix = f"{prefix}:cache:"
-        self._last_warning = 0.0
-
-    def _degraded(self, op: str, exc: Exception) -> None:
-        CACHE_ERRORS.inc()
-        now = time.monotonic()
-        if now - self._last_warning > 10:
-            self._last_warning = now
-            log.warning("redis cache %s failed, serving without cache: %s", op, exc)
-
-    async def get(self, key: str) -> bytes | None:
-        try:
-            value = await self._redis.get(self._prefix + key)
-            return value if isinstance(value, bytes) or value is None else value.encode()
-        except (RedisError, OSError) as exc:
-            self._degraded("get", exc)
-            return None
-
-    async def set(self, key: str, value: bytes, ttl: int) -> None:
-        try:
-            await self._redis.set(self._prefix + key, value, ex=ttl)
-        except (RedisError, OSError) as exc:
-            self._degraded("set", exc)
-
-    async def add(self, key: str, value: bytes, ttl: int) -> bool:
-        try:
-            return bool(await self._redis.set(self._prefix + key, value, ex=ttl, nx=True))
-        except (RedisError, OSError) as exc:
-            self._degraded("add", exc)
-            return False
-
-    async def delete(self, *keys: str) -> None:
-        if not keys:
-            return
-        try:
-            await self._redis.delete(*(self._prefix + k for k in keys))
-        except (RedisError, OSError) as exc:
-            self._degraded("delete", exc)
-
-    async def ping(self) -> bool:
-        try:
-            return bool(await self._redis.ping())
-        except (RedisError, OSError):
-            return False

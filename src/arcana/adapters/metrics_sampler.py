@@ -15,9 +15,7 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Any
-
-from redis.asyncio import Redis
+from typing import TYPE_CHECKING, Any
 
 from arcana.adapters.database import Database
 from arcana.adapters.events.outbox import backlog
@@ -34,6 +32,9 @@ from arcana.metrics import (
     OUTBOX_OLDEST_AGE,
     READY,
 )
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
 
 log = logging.getLogger(__name__)
 

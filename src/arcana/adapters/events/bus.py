@@ -1,27 +1,31 @@
-"""``EventBus``: the event-delivery parts the composition root hands to entry points."""
+"""``EventBus``: the event-delivery parts the composition root hands to entry points.
+
+The Redis stream's adapters are imported only when there is Redis: an embedded process never
+loads redis-py (``bootstrap.py`` says why).
+"""
 
 from __future__ import annotations
 
 import asyncio
-
-from redis.asyncio import Redis
+from typing import TYPE_CHECKING
 
 from arcana.adapters.database import Database
 from arcana.adapters.events.local import LocalDispatcher, LocalEventFeed
-from arcana.adapters.events.redis_stream import (
-    RedisEventConsumer,
-    RedisEventFeed,
-    RedisEventPublisher,
-)
 from arcana.adapters.events.relay import OutboxRelay, Publisher
-from arcana.adapters.partitions import partition_tags
 from arcana.config import Settings
 from arcana.domain.delivery import EventFeed, EventHandlers, JobEnqueuer
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
+    from arcana.adapters.events.redis_stream import RedisEventConsumer
 
 
 def event_streams(prefix: str, partitions: int) -> list[str]:
     if partitions == 1:
         return [f"{prefix}:events"]
+    from arcana.adapters.partitions import partition_tags
+
     return [f"{{{tag}}}" for tag in partition_tags(f"{prefix}:events", partitions)]
 
 
@@ -66,6 +70,8 @@ class EventBus:
         publisher: Publisher
         self.feed: EventFeed
         if redis is not None:
+            from arcana.adapters.events.redis_stream import RedisEventFeed, RedisEventPublisher
+
             publisher = RedisEventPublisher(redis, self.streams, settings.events.stream_maxlen)
             self.feed = RedisEventFeed(redis, self.streams, self.closed)
         else:
@@ -108,6 +114,8 @@ class EventBus:
 
     def stream_consumer(self, stream: str, name: str | None = None) -> RedisEventConsumer:
         assert self._redis is not None
+        from arcana.adapters.events.redis_stream import RedisEventConsumer
+
         s = self._settings
         return RedisEventConsumer(
             self._redis,

@@ -14,13 +14,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sys
 from collections.abc import Sequence
 from datetime import UTC
 from typing import Any, Protocol
 
 import asyncpg
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 from sqlalchemy.engine import make_url
 
 from arcana import tracing
@@ -56,8 +55,17 @@ class Publisher(Protocol):
 
 
 def is_transient(exc: BaseException) -> bool:
-    """Outages are retried forever; anything else counts towards ``max_attempts``."""
-    if isinstance(exc, RedisConnectionError | RedisTimeoutError | ServiceUnavailable):
+    """Outages are retried forever; anything else counts towards ``max_attempts``.
+
+    redis-py's errors are looked up among the loaded modules rather than imported: a process
+    without Redis never loads redis-py (``bootstrap.py``), and an error of redis-py's can only
+    have been raised once it is loaded."""
+    if isinstance(exc, ServiceUnavailable):
+        return True
+    redis_errors = sys.modules.get("redis.exceptions")
+    if redis_errors is not None and isinstance(
+        exc, redis_errors.ConnectionError | redis_errors.TimeoutError
+    ):
         return True
     return is_connectivity_error(exc)
 
