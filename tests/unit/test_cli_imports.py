@@ -59,9 +59,19 @@ def test_help_and_usage_errors_import_no_heavy_library(args: list[str], code: in
 def test_the_container_loads_no_migration_tool_nor_http_client() -> None:
     """Commands that neither migrate, call a webhook, send a mail nor check an address
     (``users list``, ``jobs stats``…) do not pay at start-up for Alembic (and Mako, Pygments),
-    httpx, Jinja2, aiosmtplib or email-validator; nor for redis-py where no Redis is
-    configured (the composition root imports it only where Redis is)."""
-    optional = {"alembic", "httpx", "rich", "jinja2", "aiosmtplib", "email_validator", "redis"}
+    httpx, Jinja2, aiosmtplib, email-validator or wasmtime (made at the first plugin use);
+    nor for redis-py where no Redis is configured (the composition root imports it only where
+    Redis is)."""
+    optional = {
+        "alembic",
+        "httpx",
+        "rich",
+        "jinja2",
+        "aiosmtplib",
+        "email_validator",
+        "redis",
+        "wasmtime",
+    }
     code = (
         "import sys, arcana.bootstrap\n"
         f"print(sorted({{m.split('.')[0] for m in sys.modules}} & {optional!r}))"
@@ -77,7 +87,7 @@ def test_a_command_on_an_embedded_database_at_the_newest_migration_loads_no_alem
 ) -> None:
     """Embedded start-up migrates only a database behind the newest migration: one already
     there is told by one statement, without Alembic and its scripts. Nor does a process
-    without Redis load redis-py, from start to stop."""
+    without Redis load redis-py, nor one that runs no plugin wasmtime, from start to stop."""
     env = {
         "PATH": "/usr/bin:/bin",
         "ARCANA_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'a.db'}",
@@ -91,7 +101,7 @@ def test_a_command_on_an_embedded_database_at_the_newest_migration_loads_no_alem
             "-c",
             PROBE,
             json.dumps(["users", "list"]),
-            json.dumps(["alembic", "redis"]),
+            json.dumps(["alembic", "redis", "wasmtime"]),
         ],
         env=env,
         capture_output=True,

@@ -2,17 +2,33 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from arcana.adapters.database import Database
 from arcana.adapters.plugins.audit_log import SqlAuditLog
-from arcana.adapters.plugins.host import PluginHost, PluginLimits
 from arcana.adapters.plugins.sink import HostRegistry, PluginAuditSink
 from arcana.config import Settings
 
+if TYPE_CHECKING:
+    from arcana.adapters.plugins.host import PluginHost
+
 
 def build_audit(settings: Settings, db: Database) -> PluginAuditSink:
-    """The plugin host for ``settings.plugins.dir`` under the configured limits, and the sink
-    that feeds it. Nothing is loaded or started until the sink's ``run`` task starts."""
-    host = PluginHost(
+    """The sink, over the plugin host for ``settings.plugins.dir`` under the configured limits.
+    The host (and wasmtime) is made at its first use (``HostRegistry.lazy``); nothing is loaded
+    or started until the sink's ``run`` task starts."""
+    return PluginAuditSink(
+        HostRegistry.lazy(lambda: _host(settings)),
+        SqlAuditLog(db),
+        queue_size=settings.plugins.audit_queue_size,
+        workers=settings.plugins.workers,
+    )
+
+
+def _host(settings: Settings) -> PluginHost:
+    from arcana.adapters.plugins.host import PluginHost, PluginLimits
+
+    return PluginHost(
         settings.plugins.dir,
         PluginLimits(
             fuel=settings.plugins.fuel,
@@ -25,12 +41,6 @@ def build_audit(settings: Settings, db: Database) -> PluginAuditSink:
         # derived from the server secret, checked before anything is deserialized.
         cache_key=settings.jwt_key().encode(),
     )
-    return PluginAuditSink(
-        HostRegistry(host),
-        SqlAuditLog(db),
-        queue_size=settings.plugins.audit_queue_size,
-        workers=settings.plugins.workers,
-    )
 
 
-__all__ = ["PluginAuditSink", "PluginHost", "PluginLimits", "build_audit"]
+__all__ = ["PluginAuditSink", "build_audit"]

@@ -15,14 +15,13 @@ import queue
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from arcana import tracing
-from arcana.adapters.plugins.host import PluginHost
-from arcana.adapters.plugins.loader import PluginLoadError
 from arcana.domain.audit import AuditEvent
 from arcana.domain.plugins import AuditEntry, AuditLog, PluginResult
 from arcana.errors import ValidationFailed
@@ -32,6 +31,9 @@ from arcana.metrics import (
     AUDIT_QUEUE_DEPTH,
     AUDIT_STORE_ERRORS,
 )
+
+if TYPE_CHECKING:
+    from arcana.adapters.plugins.host import PluginHost
 
 log = logging.getLogger(__name__)
 AUDIT_CLEAN = AUDIT_EVENTS.labels("clean")
@@ -52,12 +54,34 @@ def encode_event(event: AuditEvent) -> bytes:
 
 
 class HostRegistry:
-    """``PluginRegistry`` over a ``PluginHost``."""
+    """``PluginRegistry`` over a ``PluginHost``, given or made at its first use (``lazy``)."""
 
-    def __init__(self, host: PluginHost) -> None:
-        self.host = host
+    def __init__(self, host: PluginHost | None = None) -> None:
+        self._host = host
+        self._make_host: Callable[[], PluginHost] | None = None
         self._loaded = False
         self._lock = threading.Lock()
+        self._making = threading.Lock()  # not ``_lock``: the host is first used under it
+
+    @classmethod
+    def lazy(cls, make_host: Callable[[], PluginHost]) -> HostRegistry:
+        """The host made (and wasmtime imported, its engine built) at its first use: every
+        process builds the sink, and the CLI's commands, which run no plugin, would pay for
+        wasmtime at every start."""
+        registry = cls()
+        registry._make_host = make_host
+        return registry
+
+    @property
+    def host(self) -> PluginHost:
+        host = self._host
+        if host is None:
+            with self._making:
+                if self._host is None:
+                    assert self._make_host is not None
+                    self._host = self._make_host()
+                host = self._host
+        return host
 
     def ensure_loaded(self) -> None:
         with self._lock:
@@ -75,6 +99,8 @@ class HostRegistry:
             return [s.to_dict() for s in self.host.load_all()]
 
     def check(self, path: Path) -> dict[str, Any]:
+        from arcana.adapters.plugins.loader import PluginLoadError  # loaded with the host
+
         ticking = self.host.ticker.running
         self.host.start()
         try:
