@@ -41,6 +41,16 @@ each thread (named with ``py-spy dump``), its voluntary context switches (= wake
 them every GIL hand-over it waits for) per second while idle, then per call over two
 ``h2load`` call counts subtracted, and the process's CPU time per call (user + sys from
 ``/proc``; that one moves with the machine's load, the switch counts much less).
+
+    .venv/bin/python bench/grpc.py --perf         # the event-loop thread's time, by library
+
+``--perf`` says where each server's event-loop thread spends its time in a real run, which
+callgrind (instructions, simulated caches) cannot: Linux ``perf record -e cpu-clock`` samples
+that thread (and only it) while ``h2load`` drives a fixed number of calls, for each server in
+turn, ``--rounds`` times. It prints the thread's time per call by shared library (the
+interpreter, grpc's Cython, the kernel, …), the medians of the rounds side by side, and the
+functions whose time per call differs most. Needs ``perf`` and ``h2load``; the times move with
+the machine's load, so run it on a quiet machine.
 """
 
 from __future__ import annotations
@@ -56,6 +66,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 import struct
 import subprocess
@@ -574,6 +585,90 @@ def wakeups_main(few: int, many: int, rounds: int) -> None:
             wakeups(proc.pid, port, body, few, many, rounds)
 
 
+# -- the event-loop thread's time by library (--perf) -----------------------------------------
+def _perf_profile(pid: int, port: int, body: Path, calls: int, work: Path) -> Path:
+    """``perf record`` of ``pid``'s main thread (the event loop) over ``calls`` h2load calls."""
+    out = work / f"perf.{pid}.{time.monotonic_ns()}.data"
+    cmd = ["perf", "record", "-q", "-e", "cpu-clock", "-F", "4999", "-t", str(pid)]
+    rec = subprocess.Popen([*cmd, "-o", str(out)], stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while not out.exists() or out.stat().st_size == 0:  # perf writes its header once it samples
+        if rec.poll() is not None or time.monotonic() > deadline:
+            raise SystemExit("perf record did not start (perf_event_paranoid? perf installed?)")
+        time.sleep(0.05)
+    _h2load_calls(port, body, calls)
+    rec.send_signal(signal.SIGINT)
+    rec.wait(30)
+    return out
+
+
+def _perf_per_call(data: Path, calls: int, sort: str) -> dict[str, float]:
+    """µs per call of each ``sort`` key (``dso`` or ``dso,sym``) in a ``perf record`` file."""
+    out = subprocess.run(
+        ["perf", "report", "-i", str(data), "--sort", sort, "--stdio"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    total = re.search(r"Event count \(approx\.\): (\d+)", out)  # cpu-clock: nanoseconds
+    if total is None:
+        return {}
+    per: dict[str, float] = {}
+    for line in out.splitlines():
+        m = re.match(r"\s*([\d.]+)%\s+(.+?)\s*$", line)
+        if m and not line.startswith("#"):
+            key = re.sub(r"\s+", " ", m.group(2))
+            per[key] = per.get(key, 0.0) + float(m.group(1)) / 100 * int(total.group(1))
+    return {k: ns / calls / 1000 for k, ns in per.items()}
+
+
+def _median_by_key(runs: list[dict[str, float]]) -> dict[str, float]:
+    keys = set().union(*runs)
+    return {k: sorted(r.get(k, 0.0) for r in runs)[len(runs) // 2] for k in keys}
+
+
+def perf_main(calls: int, rounds: int) -> None:
+    """``--perf``: the bare servicer's and ``arcana serve``'s event-loop threads, by library."""
+    if not have_h2load() or shutil.which("perf") is None:
+        raise SystemExit("--perf needs h2load and perf")
+    with _serving() as (work, _base, pid, grpc_port, procs):
+        bare, bare_port = _start_bare(work, procs)
+        body = grpc_request_file(work, pid)
+        servers = {"bare": (bare.pid, bare_port), "arcana": (procs[0].pid, grpc_port)}
+        by_dso: dict[str, list[dict[str, float]]] = {name: [] for name in servers}
+        by_sym: dict[str, list[dict[str, float]]] = {name: [] for name in servers}
+        for _ in range(rounds):
+            for name, (server, port) in servers.items():
+                _h2load_calls(port, body, 2000)  # warm-up
+                data = _perf_profile(server, port, body, calls, work)
+                by_dso[name].append(_perf_per_call(data, calls, "dso"))
+                by_sym[name].append(_perf_per_call(data, calls, "dso,sym"))
+                data.unlink()
+    dso = {name: _median_by_key(runs) for name, runs in by_dso.items()}
+    sym = {name: _median_by_key(runs) for name, runs in by_sym.items()}
+    print(
+        f"\nevent-loop thread, µs per GetProduct call by library ({calls:,} calls per round, "
+        f"median of {rounds}; perf cpu-clock samples)"
+    )
+    print("| library | bare grpc.aio servicer | gRPC GetProduct cached | difference |")
+    print("|---|---:|---:|---:|")
+    keys = sorted(set(dso["bare"]) | set(dso["arcana"]), key=lambda k: -dso["arcana"].get(k, 0))
+    for k in keys:
+        b, a = dso["bare"].get(k, 0.0), dso["arcana"].get(k, 0.0)
+        if max(a, b) >= 0.5:
+            print(f"| {k} | {b:.1f} | {a:.1f} | {a - b:+.1f} |")
+    b_all, a_all = sum(dso["bare"].values()), sum(dso["arcana"].values())
+    print(f"| all | {b_all:.1f} | {a_all:.1f} | {a_all - b_all:+.1f} |")
+    diffs = sorted(
+        set(sym["bare"]) | set(sym["arcana"]),
+        key=lambda k: -(sym["arcana"].get(k, 0.0) - sym["bare"].get(k, 0.0)),
+    )
+    print("\nfunctions whose time per call differs most (µs, bare / Arcana)")
+    for k in diffs[:12]:
+        b, a = sym["bare"].get(k, 0.0), sym["arcana"].get(k, 0.0)
+        print(f"  {a - b:+6.2f}  {b:6.2f} / {a:6.2f}  {k[:90]}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--duration", type=float, default=5.0)
@@ -589,9 +684,15 @@ def main() -> None:
         "mispredictions per call",
     )
     ap.add_argument("--wakeups", action="store_true", help="thread wake-ups and CPU per call")
+    ap.add_argument(
+        "--perf", action="store_true", help="the event-loop thread's time per call, by library"
+    )
     args = ap.parse_args()
     if args.wakeups:
         wakeups_main(2000, 8000, args.rounds)
+        return
+    if args.perf:
+        perf_main(40_000, args.rounds)
         return
     if args.callgrind:
         (cache_sim if args.cache_sim else callgrind)(*args.calls, args.keep)
