@@ -484,7 +484,27 @@ async def open_resources(
 
         await prepare_redis(app.redis)
         for layout, partitions in partition_layouts(app):
-            await check_layout_at_start(app.redis, layout, partitions, member=layout_member)
+            recorded = await check_layout_at_start(
+                app.redis, layout, partitions, member=layout_member
+            )
+            if layout.name == "queue" and recorded is not None and recorded != partitions:
+                _queue_writes_to(app, recorded)
+
+
+def _queue_writes_to(app: App, recorded: int) -> None:
+    """A command whose queue count is not the recorded one: its job service reads what is
+    stored under its own count, and enqueues and retries into the recorded layout
+    (``RecordedLayoutWrites``)."""
+    from arcana.adapters.jobqueue.layout import RecordedLayoutWrites, redis_queue
+    from arcana.adapters.jobqueue.partitioned import PartitionedRedisJobQueue
+    from arcana.adapters.jobqueue.redis import RedisJobQueue
+
+    assert app.redis is not None
+    stored = app.queue
+    assert isinstance(stored, RedisJobQueue | PartitionedRedisJobQueue)
+    s = app.settings
+    target = redis_queue(app.redis, s.redis.prefix, recorded, finished_ttl=s.jobs.finished_ttl)
+    app.jobs.queue = RecordedLayoutWrites(stored, target)
 
 
 async def close_resources(app: App) -> None:
@@ -492,6 +512,8 @@ async def close_resources(app: App) -> None:
     app.auth_area.passwords.close()
     await finish_abandoned_writes(app.settings.shutdown_timeout)
     await app.products.aclose()
+    if app.jobs.queue is not app.queue:  # a command's writes to the recorded layout
+        await app.jobs.queue.close()
     await app.queue.close()
     await app.db.dispose()
     if app.redis is not None:

@@ -17,7 +17,13 @@ from redis.asyncio import Redis
 from arcana.adapters.events.bus import event_streams
 from arcana.adapters.events.layout import check_events_layout, events_layout
 from arcana.adapters.events.redis_stream import GROUP
-from arcana.adapters.jobqueue.layout import check_queue_layout, queue_layout, redis_queue
+from arcana.adapters.jobqueue.layout import (
+    RecordedLayoutWrites,
+    RedisQueue,
+    check_queue_layout,
+    queue_layout,
+    redis_queue,
+)
 from arcana.adapters.partition_layout import (
     FIELD,
     Layout,
@@ -26,7 +32,8 @@ from arcana.adapters.partition_layout import (
     keep_present,
 )
 from arcana.config import Settings
-from arcana.domain.jobs import JobQueue, JobRequest
+from arcana.domain.jobs import Job, JobQueue, JobRequest, JobStatus, Priority
+from arcana.errors import InvalidState, NotFound
 from arcana.lifecycle import Lifecycle
 from tests.conftest import REDIS_URL, base_settings, wait_for
 from tests.process import arcana_bin, free_port
@@ -47,13 +54,14 @@ def prefix(redis_session: str) -> str:
 
 
 @pytest.fixture
-async def queue(redis: Redis) -> AsyncIterator[Callable[[str, int], JobQueue]]:
+async def queue(redis: Redis) -> AsyncIterator[Callable[[str, int], RedisQueue]]:
     """``queue(prefix, partitions)``; every queue made is closed at the end."""
     made: list[JobQueue] = []
 
-    def make(prefix: str, partitions: int) -> JobQueue:
-        made.append(redis_queue(redis, prefix, partitions, finished_ttl=3600))
-        return made[-1]
+    def make(prefix: str, partitions: int) -> RedisQueue:
+        queue = redis_queue(redis, prefix, partitions, finished_ttl=3600)
+        made.append(queue)
+        return queue
 
     yield make
     for q in made:
@@ -205,6 +213,109 @@ async def test_a_command_with_another_count_only_says_which_layout_it_sees(
         "partition(s): this command sees what is stored under 1"
     ) in out.stderr
     assert await recorded(redis, prefix) == 2
+
+
+async def dead_job(queue: JobQueue, request: JobRequest) -> Job:
+    """``request`` enqueued, leased and failed with no retries left: dead."""
+    job = await queue.enqueue(request)
+    leased = await wait_for(lambda: queue.fetch("w", 10, 30))
+    assert [j.id for j in leased] == [job.id]
+    assert await queue.fail("w", job.id, "boom", 0) is JobStatus.DEAD
+    return job
+
+
+async def run_arcana(env: dict[str, str], cwd: Path, *args: str) -> str:
+    out = await asyncio.to_thread(
+        subprocess.run,
+        [arcana_bin(), *args],
+        env=env, capture_output=True, text=True, timeout=60, cwd=cwd,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+async def test_a_command_with_an_old_count_moves_a_retried_dead_job_to_the_recorded_layout(
+    redis: Redis, prefix: str, queue: Callable[[str, int], RedisQueue], tmp_path: Path
+) -> None:
+    """A dead job left under the old count, retried with that count (the only one that lists
+    it), runs again: it moves to the layout the workers run, with what it was enqueued with.
+    A job enqueued by such a command goes there too."""
+    await check_queue_layout(redis, prefix, 1)
+    old, new = queue(prefix, 1), queue(prefix, 2)
+    request = JobRequest(
+        "system.echo", {"n": 7}, priority=Priority.HIGH, max_retries=0, unique_key="echo-7"
+    )
+    dead = await dead_job(old, request)
+    await check_queue_layout(redis, prefix, 2)  # dead jobs do not hold the change back
+    env = {**cli_env(prefix, tmp_path), "ARCANA_QUEUE_PARTITIONS": "1"}
+
+    assert dead.id in await run_arcana(env, tmp_path, "jobs", "dead")
+    assert f"queued {dead.id} (system.echo)" in await run_arcana(
+        env, tmp_path, "jobs", "retry", dead.id
+    )
+    assert await old.get(dead.id) is None
+    assert (await old.stats()).dead == 0
+    moved = await new.get(dead.id)
+    assert moved is not None
+    assert (moved.status, moved.payload, moved.priority) == (
+        JobStatus.QUEUED,
+        {"n": 7},
+        Priority.HIGH,
+    )
+    assert (moved.max_retries, moved.unique_key) == (0, "echo-7")
+    assert [j.id for j in await new.fetch("w", 10, 30)] == [dead.id]
+
+    enqueued = (await run_arcana(env, tmp_path, "jobs", "enqueue", "system.noop")).strip()
+    assert await new.get(enqueued) is not None
+    assert await old.get(enqueued) is None
+    assert await recorded(redis, prefix) == 2
+
+
+async def test_a_move_cut_short_is_finished_by_the_next_retry(
+    prefix: str, queue: Callable[[str, int], RedisQueue]
+) -> None:
+    """Enqueued in the recorded layout, not yet deleted from the old one (the command died in
+    between): the next retry finds the id taken, deletes the old copy, and leaves one job.
+    Here the old layout is the partitioned one."""
+    old, new = queue(prefix, 3), queue(prefix, 1)
+    dead = await dead_job(old, JobRequest("system.noop", max_retries=0))
+    await new.enqueue(JobRequest("system.noop", max_retries=0), job_id=dead.id)
+    moved = await RecordedLayoutWrites(old, new).retry_dead(dead.id)
+    assert (moved.id, moved.existing) == (dead.id, False)
+    assert await old.get(dead.id) is None
+    s = await new.stats()
+    assert (sum(s.depth.values()), s.dead) == (1, 0)
+
+
+async def test_a_dead_job_whose_unique_key_is_held_in_the_recorded_layout_stays_put(
+    prefix: str, queue: Callable[[str, int], RedisQueue]
+) -> None:
+    old, new = queue(prefix, 1), queue(prefix, 2)
+    dead = await dead_job(old, JobRequest("system.noop", max_retries=0, unique_key="k"))
+    holder = await new.enqueue(JobRequest("system.noop", unique_key="k"))
+    with pytest.raises(InvalidState, match=f"held by active job {holder.id}"):
+        await RecordedLayoutWrites(old, new).retry_dead(dead.id)
+    still = await old.get(dead.id)
+    assert still is not None
+    assert still.status is JobStatus.DEAD
+    assert await new.get(dead.id) is None
+
+
+async def test_other_jobs_are_retried_where_they_are_with_the_usual_errors(
+    prefix: str, queue: Callable[[str, int], RedisQueue]
+) -> None:
+    old, new = queue(prefix, 1), queue(prefix, 2)
+    writes = RecordedLayoutWrites(old, new)
+    waiting = await old.enqueue(JobRequest("system.noop"))
+    with pytest.raises(InvalidState, match="only dead jobs"):
+        await writes.retry_dead(waiting.id)
+    with pytest.raises(NotFound):
+        await writes.retry_dead("no-such-job")
+    dead_there = await dead_job(new, JobRequest("system.noop", max_retries=0))
+    retried = await writes.retry_dead(dead_there.id)
+    assert (retried.status, retried.retry_count) == (JobStatus.QUEUED, 1)
+    assert await old.discard_dead(waiting.id) is False  # only a dead job is ever deleted
+    assert await old.get(waiting.id) is not None
 
 
 # -- events ------------------------------------------------------------------------------------

@@ -8,9 +8,10 @@ recorded (``<prefix>:queue-layout``, ``<prefix>:events-layout``), and a process 
 (``arcana serve``, ``arcana worker``) whose count differs from the recorded one refuses to
 start while the recorded layout still holds work (jobs to run, events not yet handled). Once
 none is left, the new count is recorded and the process starts. The other commands only warn of
-a difference: that is how an operator lists an old layout's dead jobs, with its count. Dead
-jobs and events left under the old layout are logged, not waited for: they stay readable with
-the old count, and one that fails again on retry would never drain.
+a difference: that is how an operator lists an old layout's dead jobs, with its count (and
+retries them: they move to the recorded layout, ``jobqueue/layout.py``). Dead jobs and events
+left under the old layout are logged, not waited for: they stay readable with the old count,
+and one that fails again on retry would never drain.
 
 Before the counts were recorded, only the historical layout (one partition) could hold work
 unless someone had changed the count already, so an unrecorded layout is checked as one
@@ -242,37 +243,41 @@ async def keep_present(
             await redis.hdel(layout.key, f"alive:{member}")
 
 
-async def note_layout(redis: Redis, layout: Layout, partitions: int) -> None:
+async def note_layout(redis: Redis, layout: Layout, partitions: int) -> int | None:
     """For a process that only inspects or changes a few items (the CLI's commands): neither
-    record nor refuse, but say so when ``partitions`` differs from the recorded count. An
-    operator lists or retries the dead jobs of an old layout this way, with the old count."""
+    record nor refuse, but say so when ``partitions`` differs from the recorded count, and
+    return the recorded count (``None`` if none is). An operator lists or retries the dead
+    jobs of an old layout this way, with the old count."""
     raw = await redis.hget(layout.key, FIELD)
-    if raw is not None and int(raw) != partitions:
+    recorded = None if raw is None else int(raw)
+    if recorded is not None and recorded != partitions:
         log.warning(
             "%s is %d, but the %s layout in use is recorded as %d partition(s): this command "
             "sees what is stored under %d",
             layout.setting,
             partitions,
             layout.name,
-            int(raw),
+            recorded,
             partitions,
         )
+    return recorded
 
 
 async def check_layout_at_start(
     redis: Redis, layout: Layout, partitions: int, *, member: str | None
-) -> None:
+) -> int | None:
     """When a process starts: ``check_layout`` for one that runs the queue or the stream
     (``arcana serve``, ``arcana worker``: ``member`` is its ``process_name``), ``note_layout``
     for any other (``member`` None). The service starts while Redis is down (reads, logins and
     writes go on; jobs and events wait in the outbox), so an unreachable Redis skips the check
     with a warning instead of stopping the start; the next start checks again, and
-    ``keep_present`` records this process once Redis answers."""
+    ``keep_present`` records this process once Redis answers. Returns the recorded count
+    (``partitions`` after a check; ``None`` if none is recorded or Redis is unreachable)."""
     try:
         if member is not None:
             await check_layout(redis, layout, partitions, member)
-        else:
-            await note_layout(redis, layout, partitions)
+            return partitions
+        return await note_layout(redis, layout, partitions)
     except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
         log.warning(
             "%s layout not checked: Redis unreachable at start-up (%s); %s=%d is used as "
@@ -282,3 +287,4 @@ async def check_layout_at_start(
             layout.setting,
             partitions,
         )
+        return None

@@ -187,6 +187,11 @@ class PartitionedRedisJobQueue(JobQueue):
             raise NotFound(f"job {job_id} not found")
         return await self.parts[index].retry_dead(job_id)
 
+    async def discard_dead(self, job_id: str) -> bool:
+        """Delete a dead job; ``False`` if it is missing or not dead."""
+        index = await self._locate(job_id)
+        return index is not None and await self.parts[index].discard_dead(job_id)
+
     # -- workers --------------------------------------------------------------------------
     async def fetch(self, worker_id: str, limit: int, lease_seconds: float) -> list[Job]:
         n = len(self.parts)

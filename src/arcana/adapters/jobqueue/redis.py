@@ -129,6 +129,7 @@ class RedisJobQueue(JobQueue):
         self._release = r(lua.RELEASE)
         self._reap = r(lua.REAP)
         self._retry = r(lua.RETRY_DEAD)
+        self._discard = r(lua.DISCARD_DEAD)
 
     # -- producers ------------------------------------------------------------------------
     # A single awaited enqueue is the everyday call (a service's outbox relay, an API request),
@@ -312,6 +313,11 @@ class RedisJobQueue(JobQueue):
     async def retry_dead(self, job_id: str) -> Job:
         with _reachable():
             return await self._retry_dead(job_id)
+
+    async def discard_dead(self, job_id: str) -> bool:
+        """Delete a dead job; ``False`` if it is missing or not dead."""
+        with _reachable():
+            return bool(await self._discard(keys=self._route, args=[self.base, job_id]))
 
     # -- workers --------------------------------------------------------------------------
     async def fetch(self, worker_id: str, limit: int, lease_seconds: float) -> list[Job]:

@@ -300,3 +300,20 @@ wake(b)
 return 'ok'
 """
 )
+
+# ARGV: base, id. Deletes a dead job (its hash, its place in ``dead``, the unique key it holds).
+# Returns 1, or 0 when the job is missing or not dead. Used when a dead job moves to another
+# layout (``layout.py``).
+DISCARD_DEAD = (
+    PRELUDE
+    + """
+local b, id = ARGV[1], ARGV[2]
+local jk = b .. 'j:' .. id
+local v = redis.call('HMGET', jk, 'status', 'uk')
+if v[1] ~= 'dead' then return 0 end
+redis.call('ZREM', b .. 'dead', id)
+free_unique(b, id, v[2])
+redis.call('DEL', jk)
+return 1
+"""
+)
