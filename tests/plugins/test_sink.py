@@ -10,6 +10,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from arcana.adapters.plugins.host import PluginHost
 from arcana.adapters.plugins.sink import HostRegistry, PluginAuditSink, _Stop
 from arcana.domain.audit import AuditEvent
@@ -111,3 +113,20 @@ async def test_with_no_plugin_active_an_event_is_counted_clean_at_once(tmp_path:
     finally:
         stop.set()
         await asyncio.wait_for(task, 10)
+
+
+def test_a_registry_is_given_a_host_or_how_to_make_one_and_made_lazily(tmp_path: Path) -> None:
+    """Neither, or both, is refused when the registry is built, not at its first use."""
+    for wrong in ({}, {"host": PluginHost(tmp_path), "make_host": lambda: PluginHost(tmp_path)}):
+        with pytest.raises(TypeError, match="host or make_host"):
+            HostRegistry(**wrong)  # type: ignore[arg-type]
+    made: list[PluginHost] = []
+
+    def make() -> PluginHost:
+        made.append(PluginHost(tmp_path))
+        return made[-1]
+
+    registry = HostRegistry.lazy(make)
+    assert made == []
+    assert registry.host is made[0]
+    assert registry.host is made[0]  # made once

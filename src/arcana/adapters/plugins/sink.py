@@ -56,9 +56,16 @@ def encode_event(event: AuditEvent) -> bytes:
 class HostRegistry:
     """``PluginRegistry`` over a ``PluginHost``, given or made at its first use (``lazy``)."""
 
-    def __init__(self, host: PluginHost | None = None) -> None:
+    def __init__(
+        self,
+        host: PluginHost | None = None,
+        *,
+        make_host: Callable[[], PluginHost] | None = None,
+    ) -> None:
+        if (host is None) == (make_host is None):
+            raise TypeError("HostRegistry needs a host or make_host, not both")
         self._host = host
-        self._make_host: Callable[[], PluginHost] | None = None
+        self._make_host = make_host
         self._loaded = False
         self._lock = threading.Lock()
         self._making = threading.Lock()  # not ``_lock``: the host is first used under it
@@ -68,9 +75,7 @@ class HostRegistry:
         """The host made (and wasmtime imported, its engine built) at its first use: every
         process builds the sink, and the CLI's commands, which run no plugin, would pay for
         wasmtime at every start."""
-        registry = cls()
-        registry._make_host = make_host
-        return registry
+        return cls(make_host=make_host)
 
     @property
     def host(self) -> PluginHost:
