@@ -88,8 +88,9 @@ class RecordedLayoutWrites(JobQueue):
         """A dead job stored under this count moves to the recorded layout: enqueued there
         first, under its own id, then deleted here. A failure in between leaves it in both
         places, and the next retry finds it already enqueued (the id is taken) and finishes
-        the move, so it is neither lost nor run twice. Any other job is retried where it is
-        (the recorded layout when it is not stored here), with the usual errors."""
+        the move: it is not lost, and is not enqueued a second time while the first copy is
+        kept (``finished_ttl``). Any other job is retried where it is (the recorded layout
+        when it is not stored here), with the usual errors."""
         job = await self.stored.get(job_id)
         if job is None:
             return await self.recorded.retry_dead(job_id)
