@@ -210,7 +210,8 @@ async def test_a_command_with_another_count_only_says_which_layout_it_sees(
     assert out.returncode == 0, out.stderr
     assert (
         "ARCANA_QUEUE_PARTITIONS is 1, but the queue layout in use is recorded as 2 "
-        "partition(s): this command sees what is stored under 1"
+        "partition(s): this command sees what is stored under 1; jobs it enqueues or "
+        "retries go to the recorded layout"
     ) in out.stderr
     assert await recorded(redis, prefix) == 2
 

@@ -129,6 +129,9 @@ class Layout:
     left_behind: Callable[[int], Awaitable[tuple[int, int]]]
     """``left_behind(count)``: the work waiting and the dead work stored under ``count``
     partitions."""
+    writes: str = ""
+    """Where a command with another count writes, when not under its own count (the queue:
+    ``RecordedLayoutWrites``); said in ``note_layout``'s warning."""
 
 
 def process_name() -> str:
@@ -253,12 +256,13 @@ async def note_layout(redis: Redis, layout: Layout, partitions: int) -> int | No
     if recorded is not None and recorded != partitions:
         log.warning(
             "%s is %d, but the %s layout in use is recorded as %d partition(s): this command "
-            "sees what is stored under %d",
+            "sees what is stored under %d%s",
             layout.setting,
             partitions,
             layout.name,
             recorded,
             partitions,
+            f"; {layout.writes}" if layout.writes else "",
         )
     return recorded
 

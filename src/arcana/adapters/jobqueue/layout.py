@@ -25,6 +25,7 @@ def queue_layout(redis: Redis, prefix: str) -> Layout:
         dead="dead job(s)",
         runs_with="the workers",
         left_behind=_left_behind_under(redis, prefix),
+        writes="jobs it enqueues or retries go to the recorded layout",
     )
 
 
